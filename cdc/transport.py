@@ -1,0 +1,135 @@
+"""The replication connection: a thin asyncio loop around ``psycopg.pq.PGconn``.
+
+psycopg 3 has no replication API, but libpq does: a connection opened with
+``replication=database`` accepts ``START_REPLICATION`` and then speaks CopyBoth, read with
+``get_copy_data`` and written with ``put_copy_data``. All parsing happens elsewhere
+(``cdc.protocol``, ``cdc.pgoutput``); this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
+
+from cdc.errors import ReplicationLost, SlotBusyError, SourceError
+from cdc.lsn import format_lsn
+
+# Fixed session settings make the text form of every value predictable (see cdc.values).
+SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3"
+
+
+class ReplicationConnection:
+    """One logical replication stream. ``open`` / ``close`` are explicit and idempotent."""
+
+    def __init__(self, dsn: str, application_name: str = "walhook-cdc") -> None:
+        self._conninfo = make_conninfo(dsn, replication="database", options=SESSION_OPTIONS,
+                                       application_name=application_name)
+        self._pgconn: pq.abc.PGconn | None = None
+
+    async def open(self) -> None:
+        if self._pgconn is not None:
+            return
+        pgconn = await asyncio.to_thread(pq.PGconn.connect, self._conninfo.encode())
+        if pgconn.status != pq.ConnStatus.OK:
+            message = pgconn.get_error_message()
+            pgconn.finish()
+            raise ReplicationLost(f"cannot open a replication connection: {message}")
+        pgconn.nonblocking = 1
+        self._pgconn = pgconn
+
+    async def start(self, slot: str, publication: str, start_lsn: int = 0, messages: bool = True) -> None:
+        """Send ``START_REPLICATION`` for ``slot`` with pgoutput protocol version 1."""
+        options = f"proto_version '1', publication_names '{publication}'"
+        if messages:
+            options += ", messages 'true'"
+        command = f'START_REPLICATION SLOT "{slot}" LOGICAL {format_lsn(start_lsn)} ({options})'
+        pgconn = self._conn()
+        pgconn.send_query(command.encode())
+        await self._flush()
+        while pgconn.is_busy():
+            await self._wait_readable()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None or result.status != pq.ExecStatus.COPY_BOTH:
+            raise _start_error(slot, result.get_error_message() if result else pgconn.get_error_message())
+
+    async def read(self) -> list[bytes | memoryview]:
+        """Every CopyData message already received; waits until there is at least one."""
+        pgconn = self._conn()
+        while True:
+            messages = []
+            while True:
+                size, data = pgconn.get_copy_data(1)
+                if size > 0:
+                    messages.append(data)
+                    continue
+                if size == 0:
+                    break
+                raise ReplicationLost(f"replication stream ended: {self._final_error()}")
+            if messages:
+                return messages
+            await self._wait_readable()
+            try:
+                pgconn.consume_input()
+            except psycopg.OperationalError as exc:
+                raise ReplicationLost(f"replication connection lost: {exc}") from exc
+
+    async def send(self, message: bytes) -> None:
+        """Send one CopyData message to the server (a standby status update)."""
+        if self._conn().put_copy_data(message) != 1:
+            raise ReplicationLost(f"cannot send to the server: {self._conn().get_error_message()}")
+        await self._flush()
+
+    async def close(self) -> None:
+        if self._pgconn is not None:
+            pgconn, self._pgconn = self._pgconn, None
+            pgconn.finish()
+
+    async def __aenter__(self) -> ReplicationConnection:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def _conn(self) -> pq.abc.PGconn:
+        if self._pgconn is None:
+            raise ReplicationLost("the replication connection is not open")
+        return self._pgconn
+
+    def _final_error(self) -> str:
+        pgconn = self._conn()
+        result = pgconn.get_result()
+        message = result.get_error_message() if result is not None else ""
+        return message.strip() or pgconn.get_error_message().strip() or "the server closed the stream"
+
+    async def _flush(self) -> None:
+        while self._conn().flush() == 1:
+            await self._wait(writable=True)
+
+    async def _wait_readable(self) -> None:
+        await self._wait(writable=False)
+
+    async def _wait(self, writable: bool) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self._conn().socket
+        ready: asyncio.Future[None] = loop.create_future()
+        add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+        add(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            remove(fd)
+
+
+def _start_error(slot: str, message: str) -> Exception:
+    message = message.strip()
+    if "is active for PID" in message:
+        return SlotBusyError(f"replication slot {slot!r} is in use by another process ({message}); "
+                             "stop the other walhook cdc or give this one its own [source] slot")
+    return SourceError(f"START_REPLICATION on slot {slot!r} failed: {message}")

@@ -1,0 +1,153 @@
+"""Turn Postgres text-format values into typed JSON values.
+
+One converter per type OID, resolved once per Relation message (``converter_for``), never
+per value. The replication session runs with ``DateStyle=ISO``, ``TimeZone=UTC``,
+``IntervalStyle=iso_8601`` and ``extra_float_digits=3`` (see ``cdc.transport``), so the
+text forms below are fixed and exact.
+
+Choices: numeric and money stay strings (exact); NaN and +/-Infinity floats become the
+strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytea becomes base64; timestamps
+become ISO 8601 (``2024-05-01T12:00:00.5Z`` for timestamptz); json/jsonb become JSON;
+any type without a converter keeps its text form.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+Converter = Callable[[bytes], Any]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+def _bool(raw: bytes) -> bool:
+    return raw == b"t"
+
+
+def _float(raw: bytes) -> float | str:
+    value = float(raw)
+    if value != value or value in (float("inf"), float("-inf")):
+        return raw.decode()  # 'NaN', 'Infinity', '-Infinity': JSON has no such numbers
+    return value
+
+
+def _bytea(raw: bytes) -> str:
+    # Postgres' default bytea_output is hex: '\x' followed by two hex digits per byte.
+    return base64.b64encode(bytes.fromhex(raw[2:].decode("ascii"))).decode("ascii")
+
+
+def _timestamp(raw: bytes) -> str:
+    text = raw.decode("ascii")
+    return text.replace(" ", "T", 1) if text[0].isdigit() else text  # 'infinity' stays
+
+
+def _timestamptz(raw: bytes) -> str:
+    text = _timestamp(raw)
+    if text.endswith("+00"):
+        return text[:-3] + "Z"
+    if len(text) > 3 and text[-3] in "+-":  # '+05' -> '+05:00'
+        return text + ":00"
+    return text
+
+
+def _json(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+SCALAR_CONVERTERS: dict[int, Converter] = {
+    16: _bool,
+    17: _bytea,
+    20: int, 21: int, 23: int, 26: int,
+    700: _float, 701: _float,
+    114: _json, 3802: _json,
+    1114: _timestamp, 1184: _timestamptz,
+}
+
+# Array type OID -> element type OID, for the built-in types.
+ARRAY_ELEMENTS: dict[int, int] = {
+    1000: 16, 1001: 17, 1005: 21, 1007: 23, 1016: 20, 1028: 26, 1021: 700, 1022: 701,
+    1231: 1700, 1009: 25, 1015: 1043, 1014: 1042, 1002: 18, 1003: 19, 2951: 2950,
+    199: 114, 3807: 3802, 1182: 1082, 1183: 1083, 1270: 1266, 1115: 1114, 1185: 1184,
+    1187: 1186, 1041: 869, 651: 650, 791: 790, 1040: 829,
+}
+
+
+def converter_for(type_oid: int, array_elements: dict[int, int] | None = None) -> Converter:
+    """The converter for ``type_oid``; unknown types keep their text form."""
+    scalar = SCALAR_CONVERTERS.get(type_oid)
+    if scalar is not None:
+        return scalar
+    element = (array_elements or ARRAY_ELEMENTS).get(type_oid)
+    if element is not None:
+        return _array_converter(SCALAR_CONVERTERS.get(element, _text))
+    return _text
+
+
+def _array_converter(element: Converter) -> Converter:
+    def convert(raw: bytes) -> list[Any]:
+        return _convert_nested(parse_array(raw.decode("utf-8")), element)
+    return convert
+
+
+def _convert_nested(items: list[Any], element: Converter) -> list[Any]:
+    return [
+        None if item is None else _convert_nested(item, element) if isinstance(item, list)
+        else element(item.encode("utf-8"))
+        for item in items
+    ]
+
+
+def parse_array(text: str, delimiter: str = ",") -> list[Any]:
+    """Parse a Postgres array literal into nested lists of strings and ``None``.
+
+    Handles multi-dimensional arrays, quoted elements with backslash escapes, unquoted
+    ``NULL`` and an explicit bounds prefix such as ``[0:1]={1,2}``.
+    """
+    if text.startswith("["):
+        text = text[text.index("=") + 1:]
+    value, end = _parse_level(text, 0, delimiter)
+    if end != len(text):
+        raise ValueError(f"trailing characters in array literal {text!r}")
+    return value
+
+
+def _parse_level(text: str, pos: int, delimiter: str) -> tuple[list[Any], int]:
+    if text[pos] != "{":
+        raise ValueError(f"array literal must start with '{{': {text!r}")
+    items: list[Any] = []
+    pos += 1
+    if text[pos] == "}":
+        return items, pos + 1
+    while True:
+        if text[pos] == "{":
+            item, pos = _parse_level(text, pos, delimiter)
+            items.append(item)
+        elif text[pos] == '"':
+            item_text, pos = _parse_quoted(text, pos + 1)
+            items.append(item_text)
+        else:
+            end = pos
+            while text[end] not in (delimiter, "}"):
+                end += 1
+            word = text[pos:end].strip()
+            items.append(None if word.upper() == "NULL" else word)
+            pos = end
+        if text[pos] == "}":
+            return items, pos + 1
+        pos += 1  # the delimiter
+
+
+def _parse_quoted(text: str, pos: int) -> tuple[str, int]:
+    chars = []
+    while text[pos] != '"':
+        if text[pos] == "\\":
+            pos += 1
+        chars.append(text[pos])
+        pos += 1
+    return "".join(chars), pos + 1

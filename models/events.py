@@ -1,0 +1,78 @@
+"""The change event: what Kafka carries and what a webhook body contains.
+
+The JSON shape is the entity-event payload users already know (eventTimestamp,
+operationType, entityPath, entityId, entityKey, collectionPath, organizationId,
+data{value, oldValue, updateMask}), in that order, followed by two fields walhook adds so
+receivers can deduplicate and order:
+
+* ``eventId`` - derived from (commit LSN, index within the transaction): reading the same
+  change twice gives the same id.
+* ``transaction`` - ``{"id": xid, "commitLsn": "X/Y", "index": n}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+OperationType = Literal["created", "updated", "deleted"]
+
+
+def make_event_id(commit_lsn: int, index: int) -> str:
+    """A stable id for the ``index``-th change of the transaction committed at ``commit_lsn``."""
+    return f"evt_{commit_lsn:016X}_{index:06d}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+
+class EntityState(_Model):
+    """One side of a change: the entity before or after it."""
+
+    key: str
+    properties: dict[str, Any]
+    create_time: str | None = Field(default=None, alias="createTime")
+    update_time: str | None = Field(default=None, alias="updateTime")
+
+
+class ChangeData(_Model):
+    value: EntityState | None
+    old_value: EntityState | None = Field(default=None, alias="oldValue")
+    update_mask: list[str] | None = Field(default=None, alias="updateMask")
+
+
+class TransactionInfo(_Model):
+    id: int
+    commit_lsn: str = Field(alias="commitLsn")
+    index: int
+
+
+class ChangeEvent(_Model):
+    """A committed row change, as an entity event.
+
+    The capture side builds the same shape as plain dicts on its hot path
+    (``cdc.entities``); tests validate that output against this model, so the two
+    cannot drift apart.
+    """
+
+    event_timestamp: str = Field(alias="eventTimestamp")
+    operation_type: OperationType = Field(alias="operationType")
+    entity_path: str = Field(alias="entityPath")
+    entity_id: str = Field(alias="entityId")
+    entity_key: str = Field(alias="entityKey")
+    collection_path: str = Field(alias="collectionPath")
+    organization_id: str | None = Field(alias="organizationId")
+    data: ChangeData
+    event_id: str = Field(alias="eventId")
+    transaction: TransactionInfo
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(by_alias=True))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ChangeEvent:
+        return cls.model_validate_json(raw)
+

@@ -1,0 +1,117 @@
+"""Configuration sections, shared by the capture and delivery halves.
+
+Loading (TOML file, environment overrides, error messages) lives in ``walhook.config``;
+these classes only say what each section holds and what its defaults are.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Section):
+    """``[source]``: the database whose changes are captured."""
+
+    dsn: str
+    slot: str = "walhook"
+    publication: str = "walhook"
+    set_replica_identity_full: bool = True
+    status_interval: float = Field(default=1.0, gt=0, description="seconds between standby status updates")
+
+    @field_validator("slot", "publication")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,63}", value):
+            raise ValueError("use 1-63 lowercase letters, digits or underscores")
+        return value
+
+
+class KafkaSettings(_Section):
+    """``[kafka]``: where events go, and how they are produced and consumed."""
+
+    bootstrap_servers: str
+    topic: str = "walhook.events"
+    partitions: int = Field(default=6, ge=1, description="used when walhook creates the topic")
+    acks: Literal["all", "1", "0"] = "all"
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_size: int = Field(default=1_048_576, ge=1024)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    enable_idempotence: bool = False
+    consumer_group: str = "walhook-publisher"
+
+
+class StoreSettings(_Section):
+    """``[store]``: walhook's own tables (organizations, secrets, integrations)."""
+
+    dsn: str
+    schema_name: str = Field(default="walhook", alias="schema")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PublisherSettings(_Section):
+    """``[publisher]``: webhook delivery."""
+
+    request_timeout: float = Field(default=15.0, gt=0)
+    retry_delays: list[float] = Field(default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000])
+    max_in_flight: int = Field(default=64, ge=1, description="concurrent requests per partition batch")
+    integrations_cache_seconds: float = Field(default=2.0, ge=0)
+
+
+class EntitySettings(_Section):
+    """``[[entities]]``: one captured table and how its rows become entity events."""
+
+    table: str
+    entity_key: str
+    entity_path: str
+    collection_path: str
+    entity_id: str | None = Field(default=None, description="template; default: the last column of entity_path")
+    organization_column: str | None = None
+    create_time_column: str | None = None
+    update_time_column: str | None = None
+    exclude_columns: list[str] = Field(default_factory=list)
+    property_names: Literal["as_is", "camel_case"] = "as_is"
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        schema, _, name = value.rpartition(".")
+        if not name or (schema and not schema.strip()):
+            raise ValueError("give the table as 'schema.table' or 'table'")
+        return value if schema else f"public.{value}"
+
+    @field_validator("entity_path", "collection_path", "entity_id")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_columns(value)
+        return value
+
+    def columns_used(self) -> set[str]:
+        """Every column the mapping reads, for checking against the table."""
+        names = {self.organization_column, self.create_time_column, self.update_time_column}
+        for template in (self.entity_path, self.collection_path, self.entity_id or ""):
+            names.update(template_columns(template))
+        return {name for name in names if name}
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a path template uses: ``'a/{x}/b/{y}'`` -> ``['x', 'y']``."""
+    try:
+        fields = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from exc
+    for name in fields:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"bad template {template!r}: {{{name}}} is not a column name")
+    return fields
