@@ -8,6 +8,7 @@ configuration and source errors stop the process with their message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -131,7 +132,5 @@ async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: li
         except ReplicationLost as exc:
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass

@@ -48,6 +48,7 @@ class KafkaSettings(_Section):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     enable_idempotence: bool = False
     consumer_group: str = "walhook-publisher"
+    fetch_max_wait_ms: int = Field(default=10, ge=0, description="how long a fetch may wait for new records")
 
 
 class StoreSettings(_Section):

@@ -164,7 +164,7 @@ class PostgresServer:
     def _settings() -> list[str]:
         settings = {
             "wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32",
-            "max_connections": "200", "fsync": "off", "synchronous_commit": "off",
+            "max_connections": "200", "fsync": "off",
             "full_page_writes": "off", "shared_buffers": "128MB", "wal_sender_timeout": "30s",
         }
         return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]

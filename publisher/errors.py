@@ -1,0 +1,33 @@
+"""The delivery branch of walhook's exception tree.
+
+::
+
+    WalhookError
+    └── PublisherError
+        ├── SecretError        a signing secret is malformed
+        ├── StoreError         walhook's own database refused a query
+        │   └── NotFound       an organization or integration does not exist
+        └── SubscriptionError  an event subscription does not parse
+"""
+
+from models.errors import WalhookError
+
+
+class PublisherError(WalhookError):
+    """Base of every error of the delivery half."""
+
+
+class SecretError(PublisherError):
+    """A signing secret is not ``whsec_`` + base64 of 24-64 bytes."""
+
+
+class StoreError(PublisherError):
+    """The store database failed."""
+
+
+class NotFound(StoreError):
+    """The named organization or integration does not exist."""
+
+
+class SubscriptionError(PublisherError):
+    """An event subscription such as ``flows/comments:created,updated`` does not parse."""

@@ -1,0 +1,80 @@
+"""One webhook attempt over HTTP: sign, POST, read a capped response, report what happened.
+
+Redirects are not followed (a 3xx is a failed attempt), connections are kept alive and
+reused, and every attempt has a total timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from publisher.signing import webhook_headers
+
+RESPONSE_BODY_CAP = 16 * 1024
+
+
+def user_agent() -> str:
+    from walhook import __version__
+    return f"walhook/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    status: int | None
+    duration: float
+    error: str | None = None
+    response_body: bytes = b""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else (self.error or "no response")
+
+
+class WebhookSender:
+    """Sends signed POSTs over one pooled aiohttp session. ``open`` / ``close`` are idempotent."""
+
+    def __init__(self, timeout: float = 15.0, connections: int = 256) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=32)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                                  headers={"user-agent": user_agent()})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> WebhookSender:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def attempt(self, url: str, secrets: list[str], msg_id: str, body: bytes,
+                      extra_headers: dict[str, str] | None = None) -> AttemptResult:
+        """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for HTTP trouble."""
+        assert self._session is not None, "WebhookSender.open() first"
+        headers = {"content-type": "application/json", **(extra_headers or {}),
+                   **webhook_headers(secrets, msg_id, int(time.time()), body)}
+        started = time.perf_counter()
+        try:
+            async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                content = await response.content.read(RESPONSE_BODY_CAP)
+                return AttemptResult(response.status, time.perf_counter() - started, None, content)
+        except TimeoutError:
+            return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout.total:.0f}s")
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+            return AttemptResult(None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,5 @@
+import sys
+
+from walhook.cli import main
+
+sys.exit(main())

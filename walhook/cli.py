@@ -1,0 +1,199 @@
+"""The ``walhook`` command line: one subcommand per process or operator task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from models.errors import WalhookError
+from walhook import __version__
+from walhook.config import Settings, load_settings
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``: every loop then finishes what it must and exits."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(Path(args.config) if args.config else None)
+
+
+async def cmd_cdc(args: argparse.Namespace) -> int:
+    from cdc.pipeline import run_capture
+
+    settings = _settings(args)
+    settings.require("source", "kafka")
+    if not settings.entities:
+        raise WalhookError("no [[entities]] configured: nothing to capture")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_capture(settings.source, settings.kafka, settings.entities, stop)  # type: ignore[arg-type]
+    return 0
+
+
+async def cmd_publisher(args: argparse.Namespace) -> int:
+    from publisher.sender import WebhookSender
+    from publisher.service import Publisher
+    from publisher.store import Store
+
+    settings = _settings(args)
+    settings.require("kafka", "store")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    assert settings.store is not None and settings.kafka is not None
+    async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+            WebhookSender(settings.publisher.request_timeout) as sender:
+        await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
+    return 0
+
+
+async def cmd_orgs_add(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        secret = await store.add_organization(args.organization, args.secret)
+    _print(args, {"organization": args.organization, "secret": secret},
+           f"created organization {args.organization}\nsigning secret (store it now): {secret}")
+    return 0
+
+
+async def cmd_integrations_add(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        if not await store.organization_exists(args.org):
+            secret = await store.add_organization(args.org)
+            print(f"created organization {args.org}; signing secret (store it now): {secret}", file=sys.stderr)
+        integration_id = await store.add_integration(args.org, args.url, args.events, args.name or "")
+    _print(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
+           f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
+    return 0
+
+
+async def cmd_integrations_list(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        integrations = [integration.describe() for integration in await store.integrations_of(args.org)]
+    if args.json:
+        print(orjson.dumps(integrations).decode())
+        return 0
+    print(f"{'ID':>4}  {'ORGANIZATION':<16} {'URL':<40} EVENTS")
+    for item in integrations:
+        print(f"{item['id']:>4}  {item['organization']:<16} {item['url']:<40} {', '.join(item['events'])}")
+    return 0
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from publisher.store import Store
+
+    settings = _settings(args)
+    settings.require("store")
+    assert settings.store is not None
+    return Store(settings.store.dsn, settings.store.schema_name)
+
+
+def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+    print(orjson.dumps(data).decode() if getattr(args, "json", False) else text)
+
+
+async def cmd_stack_up(args: argparse.Namespace) -> int:
+    from walhook.stack import LocalStack
+
+    stack = LocalStack(Path(args.dir)).start()
+    try:
+        print(f"postgres: {stack.dsn}\nkafka:    {stack.bootstrap_servers}\n(Ctrl-C stops both)", flush=True)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await stop.wait()
+    finally:
+        stack.stop()
+    return 0
+
+
+async def cmd_receiver(args: argparse.Namespace) -> int:
+    from walhook.receiver import VerifyingReceiver
+
+    secrets = dict(item.split("=", 1) for item in args.secret)
+    receiver = VerifyingReceiver(secrets, host=args.host, port=args.port, on_webhook=lambda hook: print(
+        f"verified {hook.organization} {hook.event['operationType']} {hook.event['entityPath']}", flush=True))
+    async with receiver:
+        print(f"listening on http://{args.host}:{receiver.port}/hooks/<organization>", flush=True)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await stop.wait()
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from walhook.demo import run_demo
+
+    return await run_demo(seconds=args.seconds, directory=Path(args.dir) if args.dir else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walhook", description="Postgres changes to signed webhooks.")
+    parser.add_argument("--version", action="version", version=f"walhook {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str, parent: argparse._SubParsersAction = commands,
+                config: bool = True) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if config:
+            sub.add_argument("--config", help="TOML file; WALHOOK_* environment variables override it")
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    command("cdc", cmd_cdc, "capture row changes from the replication slot into Kafka")
+    command("publisher", cmd_publisher, "deliver events from Kafka as signed webhooks")
+    orgs = commands.add_parser("orgs", help="manage organizations").add_subparsers(dest="action", required=True)
+    add_org = command("add", cmd_orgs_add, "create an organization and its signing secret", orgs)
+    add_org.add_argument("organization")
+    add_org.add_argument("--secret", help="use this whsec_ secret instead of generating one")
+    integrations = commands.add_parser("integrations", help="manage webhook integrations").add_subparsers(
+        dest="action", required=True)
+    add = command("add", cmd_integrations_add, "subscribe a URL to events of an organization", integrations)
+    add.add_argument("--org", required=True)
+    add.add_argument("--url", required=True)
+    add.add_argument("--events", required=True, action="append",
+                     help="ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards)")
+    add.add_argument("--name")
+    listing = command("list", cmd_integrations_list, "list enabled integrations", integrations)
+    listing.add_argument("--org")
+    stack = commands.add_parser("stack", help="local Postgres + Kafka").add_subparsers(dest="action", required=True)
+    command("up", cmd_stack_up, "start Postgres and the Kafka broker until Ctrl-C", stack,
+            config=False).add_argument("--dir", required=True)
+    receiver = command("receiver", cmd_receiver, "run a webhook receiver that verifies signatures", config=False)
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--port", type=int, default=8000)
+    receiver.add_argument("--secret", action="append", default=[], help="ORGANIZATION=whsec_... (repeatable)")
+    demo = command("demo", cmd_demo, "run the whole pipeline on a local stack and show verified webhooks",
+                   config=False)
+    demo.add_argument("--seconds", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")
+    demo.add_argument("--dir", help="keep the stack's data here (default: a temporary directory)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(args.handler(args))
+    except WalhookError as exc:
+        print(f"walhook: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

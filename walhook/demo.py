@@ -1,0 +1,246 @@
+"""``walhook demo``: the real pipeline on a local stack, with verified webhooks on screen.
+
+It starts Postgres and the Kafka broker, creates a small app schema (organizations,
+projects, packets, packet comments), registers one integration per organization pointing
+at a receiver on 127.0.0.1 that verifies every request with ``standardwebhooks``, runs
+``walhook cdc`` and ``walhook publisher`` as separate processes from a config file, and
+writes rows through plain SQL the way an unchanged app would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from models.errors import WalhookError
+from publisher.service import consumer_group_state
+from publisher.store import Store
+from walhook.cli import stop_on_signals
+from walhook.receiver import ReceivedWebhook, VerifyingReceiver
+from walhook.stack import LocalStack, spawn, stop_process
+
+ORGANIZATIONS = ("acme", "globex")
+
+APP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS organizations (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    id serial PRIMARY KEY, organization_id text NOT NULL REFERENCES organizations,
+    name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS packets (
+    id serial PRIMARY KEY, organization_id text NOT NULL REFERENCES organizations,
+    project_id int NOT NULL REFERENCES projects, title text NOT NULL, status text NOT NULL DEFAULT 'open',
+    labels text[] NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS packet_comments (
+    id serial PRIMARY KEY, organization_id text NOT NULL REFERENCES organizations,
+    packet_id int NOT NULL REFERENCES packets ON DELETE CASCADE, content text NOT NULL,
+    created_by text NOT NULL, soft_removed boolean NOT NULL DEFAULT false, internal_note text,
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+"""
+
+
+def demo_config(dsn: str, bootstrap_servers: str) -> str:
+    """The TOML the demo's processes read: three entities in the spirit of the seed payloads."""
+    return f'''# Written by `walhook demo`.
+[source]
+dsn = "{dsn}"
+slot = "walhook_demo"
+publication = "walhook_demo"
+status_interval = 0.5
+
+[kafka]
+bootstrap_servers = "{bootstrap_servers}"
+topic = "walhook.demo"
+partitions = 4
+linger_ms = 1
+
+[store]
+dsn = "{dsn}"
+
+[publisher]
+retry_delays = [0, 0.5, 2, 5, 10]
+
+[[entities]]
+table = "public.projects"
+entity_key = "flows/projects"
+entity_path = "projects/{{id}}"
+collection_path = "projects"
+organization_column = "organization_id"
+create_time_column = "created_at"
+update_time_column = "updated_at"
+
+[[entities]]
+table = "public.packets"
+entity_key = "flows/packets"
+entity_path = "pipelinesPackets/{{id}}"
+collection_path = "pipelinesPackets"
+organization_column = "organization_id"
+create_time_column = "created_at"
+update_time_column = "updated_at"
+property_names = "camel_case"
+
+[[entities]]
+table = "public.packet_comments"
+entity_key = "flows/comments"
+entity_path = "pipelinesPackets/{{packet_id}}/comments/{{id}}"
+collection_path = "pipelinesPackets/{{packet_id}}/comments"
+organization_column = "organization_id"
+create_time_column = "created_at"
+update_time_column = "updated_at"
+exclude_columns = ["internal_note"]
+property_names = "camel_case"
+'''
+
+
+class AppWriter:
+    """Plays an unchanged app: plain SQL inserts, updates and deletes in both organizations."""
+
+    def __init__(self, dsn: str, seed: int = 7) -> None:
+        self._dsn = dsn
+        self._rng = random.Random(seed)
+        self.statements = 0
+
+    async def setup(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+            await conn.execute(APP_SCHEMA)
+            for organization in ORGANIZATIONS:
+                await conn.execute("INSERT INTO organizations VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                   [organization, organization.title()])
+
+    async def run(self, stop: asyncio.Event, pause: float = 0.6) -> None:
+        async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+            for organization in itertools.cycle(ORGANIZATIONS):
+                if stop.is_set():
+                    return
+                await self._story_step(conn, organization)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+
+    async def _story_step(self, conn: psycopg.AsyncConnection, org: str) -> None:
+        """One small change, chosen so that every operation type shows up within seconds."""
+        project = await self._one(conn, "SELECT id FROM projects WHERE organization_id = %s ORDER BY random()", org)
+        if project is None:
+            await self._exec(conn, "INSERT INTO projects (organization_id, name) VALUES (%s, %s)",
+                             org, f"{org.title()} onboarding")
+            return
+        packet = await self._one(conn, "SELECT id FROM packets WHERE organization_id = %s ORDER BY random()", org)
+        comment = await self._one(conn, "SELECT id FROM packet_comments WHERE organization_id = %s "
+                                  "ORDER BY random()", org)
+        choice = self._rng.random()
+        if packet is None or choice < 0.25:
+            await self._exec(conn, "INSERT INTO packets (organization_id, project_id, title, labels) "
+                             "VALUES (%s, %s, %s, %s)", org, project, f"Packet {self._rng.randint(100, 999)}",
+                             ["intake"])
+        elif comment is None or choice < 0.55:
+            await self._exec(conn, "INSERT INTO packet_comments (organization_id, packet_id, content, created_by, "
+                             "internal_note) VALUES (%s, %s, %s, %s, 'never leaves the database')",
+                             org, packet, self._rng.choice(["Looks good", "Needs a signature", "Approved"]),
+                             f"user-{self._rng.randint(1, 5)}")
+        elif choice < 0.75:
+            await self._exec(conn, "UPDATE packet_comments SET content = content || ' (edited)', updated_at = now() "
+                             "WHERE id = %s", comment)
+        elif choice < 0.9:
+            await self._exec(conn, "UPDATE packets SET status = %s, updated_at = now() WHERE id = %s",
+                             self._rng.choice(["review", "approved", "done"]), packet)
+        else:
+            await self._exec(conn, "DELETE FROM packet_comments WHERE id = %s", comment)
+
+    async def _one(self, conn: psycopg.AsyncConnection, query: str, *params: object) -> object:
+        row = await (await conn.execute(query + " LIMIT 1", params)).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
+
+    async def _exec(self, conn: psycopg.AsyncConnection, query: str, *params: object) -> None:
+        await conn.execute(query, params)  # type: ignore[arg-type]
+        self.statements += 1
+
+
+def _print_webhook(hook: ReceivedWebhook) -> None:
+    event = hook.event
+    committed = datetime.fromisoformat(event["eventTimestamp"]).timestamp()
+    print(f"{time.strftime('%H:%M:%S')}  verified  {hook.organization:<7} {event['operationType']:<8} "
+          f"{event['entityPath']:<34} {event['entityKey']:<15} {hook.received_at - committed:5.2f}s after commit",
+          flush=True)
+
+
+async def wait_for_streaming(dsn: str, slot: str, cdc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Block until the CDC process streams from ``slot``: changes written before would not be captured."""
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = await (await conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", [slot])).fetchone()
+            if row and row[0]:
+                return
+            if cdc.poll() is not None:
+                raise WalhookError(f"walhook cdc exited with code {cdc.returncode}; see its log")
+            await asyncio.sleep(0.1)
+    raise WalhookError(f"walhook cdc did not start streaming slot {slot} within {timeout:.0f}s")
+
+
+async def wait_for_publisher(bootstrap_servers: str, group: str, publisher: subprocess.Popen[bytes],
+                             timeout: float = 60.0) -> None:
+    """Block until the publisher joined its consumer group, so the first webhooks come at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await consumer_group_state(bootstrap_servers, group) == "Stable":
+            return
+        if publisher.poll() is not None:
+            raise WalhookError(f"walhook publisher exited with code {publisher.returncode}; see its log")
+        await asyncio.sleep(0.2)
+    raise WalhookError(f"walhook publisher did not join consumer group {group} within {timeout:.0f}s")
+
+
+async def register_integrations(dsn: str, receiver: VerifyingReceiver) -> None:
+    """One organization per tenant, each with its own secret and its own subscriptions."""
+    subscriptions = {"acme": ["flows/*:*"], "globex": ["flows/comments:*", "flows/packets:created,updated"]}
+    async with Store(dsn) as store:
+        for organization in ORGANIZATIONS:
+            receiver.secrets[organization] = await store.add_organization(organization)
+            await store.add_integration(organization, receiver.url_for(organization), subscriptions[organization])
+            print(f"integration for {organization}: {receiver.url_for(organization)} <- "
+                  f"{', '.join(subscriptions[organization])}", flush=True)
+
+
+async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
+    """Run until ``seconds`` pass (0: until Ctrl-C / SIGTERM); returns the exit code."""
+    workdir = directory or Path(tempfile.mkdtemp(prefix="walhook-demo-"))
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    if seconds:
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+    stack = LocalStack(workdir / "stack")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        stack.start()
+        print(f"postgres {stack.dsn} | kafka {stack.bootstrap_servers} | files in {workdir}", flush=True)
+        config = workdir / "walhook.toml"
+        config.write_text(demo_config(stack.dsn or "", stack.bootstrap_servers or ""))
+        writer = AppWriter(stack.dsn or "")
+        await writer.setup()
+        async with VerifyingReceiver(on_webhook=_print_webhook) as receiver:
+            await register_integrations(stack.dsn or "", receiver)
+            for command in ("cdc", "publisher"):
+                processes.append(spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command,
+                                        "--config", str(config)], workdir / f"{command}.log"))
+            await wait_for_streaming(stack.dsn or "", "walhook_demo", processes[0])
+            await wait_for_publisher(stack.bootstrap_servers or "", "walhook-publisher", processes[1])
+            print("writing rows through plain SQL; verified webhooks appear below (Ctrl-C stops)", flush=True)
+            await writer.run(stop)
+            await asyncio.sleep(1.0)  # let the last changes arrive before shutting down
+            print(f"\n{writer.statements} SQL changes written, {len(receiver.received)} webhooks verified, "
+                  f"{len(receiver.rejected)} rejected", flush=True)
+            return 0 if not receiver.rejected else 1
+    finally:
+        for process in processes:
+            stop_process(process)
+        stack.stop()
