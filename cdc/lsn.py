@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 from cdc.errors import ProtocolError
+
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 def parse_lsn(text: str) -> int:
     """``'16/B374D848'`` -> ``0x16B374D848``."""
-    high, sep, low = text.partition("/")
-    if not sep:
-        raise ProtocolError(f"not an LSN: {text!r} (expected 'X/Y' in hex)")
-    try:
-        return (int(high, 16) << 32) | int(low, 16)
-    except ValueError as exc:
-        raise ProtocolError(f"not an LSN: {text!r} (expected 'X/Y' in hex)") from exc
+    match = _LSN.fullmatch(text)
+    if match is None:
+        raise ProtocolError(f"not an LSN: {text!r} (expected 'X/Y', two hex numbers of at most 32 bits)")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
 def format_lsn(lsn: int) -> str:

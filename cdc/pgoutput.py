@@ -211,6 +211,8 @@ def _tuple(buf: bytes, offset: int) -> tuple[TupleData, int]:
         if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
             (length,) = _I32.unpack_from(buf, offset)
             offset += 4
+            if length < 0 or offset + length > len(buf):
+                raise ProtocolError(f"column value of {length} bytes runs past the end of the message")
             append(buf[offset:offset + length])
             offset += length
         elif kind == 0x6E:  # 'n' null

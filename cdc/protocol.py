@@ -37,12 +37,15 @@ def parse_copy_data(data: bytes | memoryview) -> XLogData | Keepalive:
     if not data:
         raise ProtocolError("empty CopyData message")
     tag = data[0]
-    if tag == 0x77:  # 'w'
-        wal_start, wal_end, _ = _XLOG_HEADER.unpack_from(data, 1)
-        return XLogData(wal_start, wal_end, bytes(data[25:]))
-    if tag == 0x6B:  # 'k'
-        wal_end, _, reply = _KEEPALIVE.unpack_from(data, 1)
-        return Keepalive(wal_end, bool(reply))
+    try:
+        if tag == 0x77:  # 'w'
+            wal_start, wal_end, _ = _XLOG_HEADER.unpack_from(data, 1)
+            return XLogData(wal_start, wal_end, bytes(data[25:]))
+        if tag == 0x6B:  # 'k'
+            wal_end, _, reply = _KEEPALIVE.unpack_from(data, 1)
+            return Keepalive(wal_end, bool(reply))
+    except struct.error as exc:
+        raise ProtocolError(f"truncated replication message {chr(tag)!r}: {exc}") from exc
     raise ProtocolError(f"unknown replication message type {chr(tag)!r}")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -79,19 +80,11 @@ class Integration:
                 "events": [subscription.text for subscription in self.subscriptions]}
 
 
-def async_dsn(dsn: str) -> str:
-    """SQLAlchemy's URL for psycopg 3 from a plain ``postgresql://`` DSN."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix):]
-    raise StoreError(f"[store] dsn must start with postgresql://, got {dsn.split(':', 1)[0]}://")
-
-
 class Store:
     """Access to walhook's tables. ``open`` creates the schema if needed; ``close`` is idempotent."""
 
     def __init__(self, dsn: str, schema: str = "walhook") -> None:
-        self._dsn = async_dsn(dsn)
+        self._dsn = dsn
         self._schema = schema
         self._metadata, self.organizations, self.secrets, self.integrations = _tables(schema)
         self._engine: AsyncEngine | None = None
@@ -99,7 +92,9 @@ class Store:
     async def open(self) -> None:
         if self._engine is not None:
             return
-        self._engine = create_async_engine(self._dsn, pool_size=5, pool_pre_ping=True)
+        # psycopg parses the DSN itself, so both URL and key=value forms work.
+        self._engine = create_async_engine("postgresql+psycopg://", pool_size=5, pool_pre_ping=True,
+                                           async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(CreateSchema(self._schema, if_not_exists=True))

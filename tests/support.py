@@ -1,0 +1,60 @@
+"""Helpers for tests that run walhook's real processes against the real stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from walhook.stack import spawn
+
+
+def write_config(path: Path, dsn: str, bootstrap_servers: str, topic: str, entities: str,
+                 publisher: str = "retry_delays = [0, 0.2, 0.5]") -> Path:
+    """A config file for one test: its own database, topic and consumer group."""
+    path.write_text(f'''
+[source]
+dsn = "{dsn}"
+status_interval = 0.2
+
+[kafka]
+bootstrap_servers = "{bootstrap_servers}"
+topic = "{topic}"
+consumer_group = "{topic}.publisher"
+partitions = 3
+linger_ms = 1
+
+[store]
+dsn = "{dsn}"
+
+[publisher]
+{publisher}
+
+{entities}
+''')
+    return path
+
+
+def start_walhook(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``walhook COMMAND --config F`` as a real child process (killed if the test process dies)."""
+    return spawn([sys.executable, "-m", "walhook", "--log-level", "INFO", command, "--config", str(config)], log)
+
+
+COMMENTS_ENTITY = '''
+[[entities]]
+table = "public.packet_comments"
+entity_key = "flows/comments"
+entity_path = "pipelinesPackets/{packet_id}/comments/{id}"
+collection_path = "pipelinesPackets/{packet_id}/comments"
+organization_column = "organization_id"
+create_time_column = "created_at"
+update_time_column = "updated_at"
+exclude_columns = ["secret_note"]
+'''
+
+COMMENTS_TABLE = """
+CREATE TABLE packet_comments (
+    id serial PRIMARY KEY, organization_id text NOT NULL, packet_id int NOT NULL,
+    content text NOT NULL, soft_removed boolean NOT NULL DEFAULT false, secret_note text,
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())
+"""

@@ -1,0 +1,25 @@
+"""`walhook demo --seconds N`: verified webhooks on screen, exit 0, nothing left running."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_stack import wait_until_gone
+
+
+def test_demo_shows_verified_webhooks_and_cleans_up(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "walhook", "demo", "--seconds", "20", "--dir", str(directory)],
+                          capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout + done.stderr
+    verified = [line for line in done.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d  verified ", line)]
+    organizations = {line.split()[2] for line in verified}
+    operations = {line.split()[3] for line in verified}
+    assert organizations == {"acme", "globex"}, done.stdout
+    assert {"created", "updated"} <= operations, done.stdout
+    summary = re.search(r"(\d+) SQL changes written, (\d+) webhooks verified, 0 rejected", done.stdout)
+    assert summary and int(summary.group(2)) == len(verified) >= 10, done.stdout
+    assert wait_until_gone(str(directory)) == []

@@ -1,0 +1,138 @@
+"""Row changes -> entity events, without a server: the mapping rules of the README."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdc.entities import EventBuilder, TransactionContext, camel_case, iso_utc
+from cdc.errors import MappingError
+from cdc.pgoutput import UNCHANGED_TOAST, Column, Delete, Insert, Relation, Update
+from models.events import ChangeEvent
+from models.settings import EntitySettings
+
+COLUMNS = (("id", 23), ("organization_id", 25), ("packet_id", 23), ("content", 25), ("soft_removed", 16),
+           ("secret_note", 25), ("created_at", 1184), ("updated_at", 1184))
+RELATION = Relation(16384, "public", "packet_comments", "f",
+                    tuple(Column(name, oid, -1, True) for name, oid in COLUMNS))
+ENTITY = EntitySettings(table="packet_comments", entity_key="flows/comments",
+                        entity_path="pipelinesPackets/{packet_id}/comments/{id}",
+                        collection_path="pipelinesPackets/{packet_id}/comments", organization_column="organization_id",
+                        create_time_column="created_at", update_time_column="updated_at",
+                        exclude_columns=["secret_note"], property_names="camel_case")
+TX = TransactionContext(xid=742, commit_lsn=0x16B374D848, commit_time_us=1_714_564_800_123_456)
+ROW = (b"5", b"acme", b"7", b"hello", b"f", b"psst", b"2024-05-01 12:00:00+00", b"2024-05-01 12:00:01.5+00")
+
+
+def builder() -> EventBuilder:
+    events = EventBuilder([ENTITY])
+    events.on_relation(RELATION)
+    return events
+
+
+def test_insert_event_has_the_seed_shape_and_validates() -> None:
+    event = builder().build(Insert(16384, ROW), TX, 3)
+    assert event is not None
+    parsed = ChangeEvent.model_validate(event)
+    assert parsed.event_timestamp == "2024-05-01T12:00:00.123456Z"
+    assert parsed.entity_path == "pipelinesPackets/7/comments/5"
+    assert parsed.entity_id == "5"
+    assert parsed.organization_id == "acme"
+    assert parsed.event_id == "evt_00000016B374D848_000003"
+    assert parsed.transaction.commit_lsn == "16/B374D848" and parsed.transaction.index == 3
+    value = parsed.data.value
+    assert value is not None and value.key == "pipelinesPackets/7/comments/5"
+    assert value.properties == {"id": 5, "organizationId": "acme", "packetId": 7, "content": "hello",
+                                "softRemoved": False, "createdAt": "2024-05-01T12:00:00Z",
+                                "updatedAt": "2024-05-01T12:00:01.5Z"}
+    assert value.create_time == "2024-05-01T12:00:00Z" and value.update_time == "2024-05-01T12:00:01.5Z"
+
+
+def test_other_tables_are_ignored() -> None:
+    events = builder()
+    events.on_relation(Relation(99, "public", "audit", "d", (Column("id", 23, -1, True),)))
+    assert events.build(Insert(99, (b"1",)), TX, 0) is None
+
+
+def test_update_mask_lists_changed_properties_only() -> None:
+    new = (b"5", b"acme", b"7", b"edited", b"t", b"other secret", ROW[6], ROW[7])
+    event = builder().build(Update(16384, new, ROW, False), TX, 0)
+    assert event is not None
+    assert event["data"]["updateMask"] == ["content", "softRemoved"]  # secret_note is excluded
+    assert event["data"]["oldValue"]["properties"]["content"] == "hello"
+
+
+def test_unchanged_toast_is_filled_from_the_full_old_row() -> None:
+    new = (b"5", b"acme", b"7", UNCHANGED_TOAST, b"t", None, ROW[6], ROW[7])
+    event = builder().build(Update(16384, new, ROW, False), TX, 0)
+    assert event is not None
+    assert event["data"]["value"]["properties"]["content"] == "hello"
+    assert event["data"]["updateMask"] == ["softRemoved"]
+
+
+def test_without_full_identity_old_value_is_the_key_and_mask_is_null() -> None:
+    key_only = (b"5", None, None, None, None, None, None, None)
+    new = (b"5", b"acme", b"7", UNCHANGED_TOAST, b"t", None, ROW[6], ROW[7])
+    event = builder().build(Update(16384, new, key_only, True), TX, 0)
+    assert event is not None
+    assert event["data"]["updateMask"] is None
+    assert "content" not in event["data"]["value"]["properties"]  # unknown, so absent - never null
+    delete = builder().build(Delete(16384, key_only, True), TX, 1)
+    assert delete is not None and delete["data"]["oldValue"]["properties"] == {"id": 5}
+
+
+def test_update_without_old_row_has_null_old_value_and_mask() -> None:
+    event = builder().build(Update(16384, ROW, None, False), TX, 0)
+    assert event is not None and event["data"]["oldValue"] is None and event["data"]["updateMask"] is None
+
+
+def test_delete_carries_the_old_row() -> None:
+    event = builder().build(Delete(16384, ROW, False), TX, 0)
+    assert event is not None
+    assert event["operationType"] == "deleted" and event["data"]["value"] is None
+    assert event["data"]["oldValue"]["properties"]["content"] == "hello"
+
+
+def test_a_template_naming_a_missing_column_is_refused_with_names() -> None:
+    entity = ENTITY.model_copy(update={"entity_path": "packets/{packet}/comments/{id}"})
+    with pytest.raises(MappingError, match=r"packet_comments: column\(s\) packet named in the mapping do not exist"):
+        EventBuilder([entity]).on_relation(RELATION)
+
+
+def test_schema_change_recompiles_the_mapping() -> None:
+    events = builder()
+    wider = Relation(16384, "public", "packet_comments", "f",
+                     (*RELATION.columns, Column("priority", 21, -1, False)))
+    events.on_relation(wider)
+    event = events.build(Insert(16384, (*ROW, b"3")), TX, 0)
+    assert event is not None and event["data"]["value"]["properties"]["priority"] == 3
+
+
+def test_null_organization_is_null() -> None:
+    row = (ROW[0], None, *ROW[2:])
+    event = builder().build(Insert(16384, row), TX, 0)
+    assert event is not None and event["organizationId"] is None
+
+
+def test_helpers() -> None:
+    assert camel_case("soft_removed_at") == "softRemovedAt" and camel_case("id") == "id"
+    assert iso_utc(0) == "1970-01-01T00:00:00.000000Z"
+
+
+values = st.one_of(st.none(), st.binary(max_size=8))
+
+
+@given(old=st.lists(values, min_size=3, max_size=3), new=st.lists(st.one_of(values, st.just(UNCHANGED_TOAST)),
+                                                                  min_size=3, max_size=3))
+def test_update_mask_property(old: list[bytes | None], new: list[object]) -> None:
+    """The mask is exactly the columns whose sent value differs from the old one."""
+    relation = Relation(1, "public", "t", "f", tuple(Column(f"c{i}", 17, -1, True) for i in range(3)))
+    entity = EntitySettings(table="t", entity_key="t", entity_path="t/{c0}", collection_path="t")
+    events = EventBuilder([entity])
+    events.on_relation(relation)
+    mapping = events.mapping(1)
+    assert mapping is not None
+    mask = mapping.update_mask(tuple(old), tuple(new))  # type: ignore[arg-type]
+    expected = [f"c{i}" for i in range(3) if new[i] is not UNCHANGED_TOAST and new[i] != old[i]]
+    assert mask == expected

@@ -1,0 +1,66 @@
+"""The local stack: real servers that never outlive their owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from walhook.stack import LocalStack
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (read from /proc, no tools needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_start_gives_logical_postgres_and_a_broker_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "own-stack"
+    with LocalStack(directory) as stack:
+        with psycopg.connect(stack.dsn or "") as conn:
+            assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+            assert int(conn.execute("SHOW max_replication_slots").fetchone()[0]) >= 10  # type: ignore[index]
+        assert stack.kafka is not None and stack.kafka.process is not None
+        assert stack.kafka.process.poll() is None
+        assert processes_mentioning(str(directory))
+    assert wait_until_gone(str(directory)) == []
+    stack.stop()  # idempotent
+
+
+def test_servers_die_with_their_owner_even_on_kill_9(tmp_path: Path) -> None:
+    directory = tmp_path / "orphan-check"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from walhook.stack import LocalStack; "
+         f"LocalStack(Path({str(directory)!r})).start(); print('up', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert owner.stdout is not None and owner.stdout.readline().strip() == b"up"
+    assert processes_mentioning(str(directory))
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    assert wait_until_gone(str(directory)) == []
+
+
+def test_reusing_existing_servers_starts_nothing(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path / "reuse", dsn="postgresql://example/db", bootstrap_servers="127.0.0.1:9")
+    with stack:
+        assert stack.postgres is None and stack.kafka is None
