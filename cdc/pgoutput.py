@@ -11,6 +11,7 @@ Reference: "Logical Replication Message Formats" in the Postgres documentation.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -278,7 +279,7 @@ def _expect(buf: bytes, offset: int, marker: str, message: str) -> None:
         raise ProtocolError(f"{message}: expected {marker!r} at byte {offset}, got {chr(buf[offset])!r}")
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[bytes], Message]] = {
     "B": _begin, "C": _commit, "O": _origin, "R": _relation, "Y": _type,
     "I": _insert, "U": _update, "D": _delete, "T": _truncate, "M": _message,
 }

@@ -61,7 +61,7 @@ class ReplicationConnection:
         """Every CopyData message already received; waits until there is at least one."""
         pgconn = self._conn()
         while True:
-            messages = []
+            messages: list[bytes | memoryview] = []
             while True:
                 size, data = pgconn.get_copy_data(1)
                 if size > 0:
@@ -120,7 +120,11 @@ class ReplicationConnection:
         fd = self._conn().socket
         ready: asyncio.Future[None] = loop.create_future()
         add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
-        add(fd, lambda: ready.done() or ready.set_result(None))
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        add(fd, wake)
         try:
             await ready
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,4 +23,19 @@ def test_demo_shows_verified_webhooks_and_cleans_up(tmp_path: Path) -> None:
     assert {"created", "updated"} <= operations, done.stdout
     summary = re.search(r"(\d+) SQL changes written, (\d+) webhooks verified, 0 rejected", done.stdout)
     assert summary and int(summary.group(2)) == len(verified) >= 10, done.stdout
+    assert wait_until_gone(str(directory)) == []
+
+
+def test_sigterm_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    directory = tmp_path / "demo-term"
+    demo = subprocess.Popen([sys.executable, "-m", "walhook", "demo", "--dir", str(directory)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert demo.stdout is not None
+    for line in demo.stdout:  # wait for the first verified webhook
+        if re.match(r"\d\d:\d\d:\d\d  verified ", line):
+            break
+    demo.send_signal(signal.SIGTERM)
+    rest = demo.stdout.read()
+    assert demo.wait(timeout=60) == 0
+    assert re.search(r"webhooks verified, 0 rejected", rest), rest
     assert wait_until_gone(str(directory)) == []

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from walhook.errors import StackError
 
@@ -67,7 +68,7 @@ def spawn(args: list[str], log: Path, user: str | None = None,
         )
 
 
-def _identity(user: str | None) -> dict[str, object]:
+def _identity(user: str | None) -> dict[str, Any]:
     """Popen arguments that run a child as ``user`` with that user's group and no others."""
     if user is None:
         return {}
