@@ -18,7 +18,7 @@ Rules worth knowing (also in the README):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from cdc.errors import MappingError
 from cdc.lsn import format_lsn
 from cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
-from cdc.values import Converter, converter_for
+from cdc.values import Converter, UserType, converter_for
 from models.events import make_event_id
 from models.settings import EntitySettings, template_columns
 
@@ -69,7 +69,8 @@ class _Template:
 class TableMapping:
     """How rows of one relation become events; built once per Relation message."""
 
-    def __init__(self, settings: EntitySettings, relation: Relation) -> None:
+    def __init__(self, settings: EntitySettings, relation: Relation,
+                 user_types: Mapping[int, UserType] | None = None) -> None:
         self.settings = settings
         self.relation = relation
         names = [column.name for column in relation.columns]
@@ -78,7 +79,8 @@ class TableMapping:
             raise MappingError(f"[[entities]] table {settings.table}: column(s) {', '.join(missing)} "
                                f"named in the mapping do not exist (table has: {', '.join(names)})")
         self.column_names = names
-        self.converters: list[Converter] = [converter_for(column.type_oid) for column in relation.columns]
+        self.converters: list[Converter] = [converter_for(column.type_oid, user_types)
+                                            for column in relation.columns]
         excluded = set(settings.exclude_columns)
         style = camel_case if settings.property_names == "camel_case" else str
         self.properties = [(i, style(name)) for i, name in enumerate(names) if name not in excluded]
@@ -148,11 +150,18 @@ class EventBuilder:
     def __init__(self, entities: Iterable[EntitySettings]) -> None:
         self._settings = {entity.table: entity for entity in entities}
         self._mappings: dict[int, TableMapping | None] = {}
+        self.user_types: dict[int, UserType] = {}
+
+    def wants(self, relation: Relation) -> bool:
+        return relation.qualified_name in self._settings
 
     def on_relation(self, relation: Relation) -> None:
-        """Compile (or recompile, after a schema change) the mapping of ``relation``."""
+        """Compile (or recompile, after a schema change) the mapping of ``relation``.
+
+        User-defined column types must be in ``user_types`` first (see ``cdc.catalog``).
+        """
         settings = self._settings.get(relation.qualified_name)
-        self._mappings[relation.oid] = TableMapping(settings, relation) if settings else None
+        self._mappings[relation.oid] = TableMapping(settings, relation, self.user_types) if settings else None
 
     def mapping(self, relation_oid: int) -> TableMapping | None:
         return self._mappings.get(relation_oid)
@@ -180,6 +189,21 @@ class EventBuilder:
         if full_old:
             mask = mapping.update_mask(change.old, change.new)  # type: ignore[arg-type]
         return self._event("updated", mapping, new, mapping.state(new), old_state, mask, tx, index)
+
+    def truncate_event(self, mapping: TableMapping, tx: TransactionContext, index: int) -> Row:
+        """One event per truncated table: no entity, no organization (it affects every row)."""
+        return {
+            "eventTimestamp": iso_utc(tx.commit_time_us),
+            "operationType": "truncated",
+            "entityPath": "",
+            "entityId": "",
+            "entityKey": mapping.settings.entity_key,
+            "collectionPath": mapping.settings.collection_path,
+            "organizationId": None,
+            "data": {"value": None, "oldValue": None, "updateMask": None},
+            "eventId": make_event_id(tx.commit_lsn, index),
+            "transaction": {"id": tx.xid, "commitLsn": format_lsn(tx.commit_lsn), "index": index},
+        }
 
     @staticmethod
     def _event(operation: str, mapping: TableMapping, row: list[Any], value: Row | None, old_value: Row | None,

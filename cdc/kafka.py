@@ -36,32 +36,47 @@ def message_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
     ]
 
 
-async def ensure_topic(settings: KafkaSettings) -> None:
-    """Create the events topic with ``settings.partitions`` partitions unless it exists."""
+def dead_letter_record(event: dict[str, Any], reason: str, size: int) -> bytes:
+    """What the dead-letter topic keeps of an event Kafka refused: enough to find the row again."""
+    fields = ("eventId", "eventTimestamp", "operationType", "entityKey", "entityPath", "entityId",
+              "organizationId", "transaction")
+    return orjson.dumps({**{name: event.get(name) for name in fields}, "reason": reason, "size": size})
+
+
+async def ensure_topic(settings: KafkaSettings, topic: str | None = None) -> None:
+    """Create ``topic`` (default: the events topic) with ``settings.partitions`` partitions unless it exists."""
+    name = topic or settings.topic
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()
-        if settings.topic in await admin.list_topics():
+        if name in await admin.list_topics():
             return
-        topic = NewTopic(settings.topic, num_partitions=settings.partitions, replication_factor=1)
-        await admin.create_topics([topic])
-        log.info("created topic %s with %d partitions", settings.topic, settings.partitions)
+        await admin.create_topics([NewTopic(name, num_partitions=settings.partitions, replication_factor=1)])
+        log.info("created topic %s with %d partitions", name, settings.partitions)
     except TopicAlreadyExistsError:
         return
     except KafkaError as exc:
-        raise KafkaWriteError(f"cannot create topic {settings.topic!r} at {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaWriteError(f"cannot create topic {name!r} at {settings.bootstrap_servers}: {exc}") from exc
     finally:
         await admin.close()
 
 
 class KafkaWriter:
-    """Produces events with a bounded number in flight; the producer waits when it is full."""
+    """Produces events with a bounded number in flight; the producer waits when it is full.
+
+    An event Kafka refuses for good (a non-retriable error, such as a message larger than
+    ``max_request_size``) stops the stream with an error naming it - unless
+    ``dead_letter_topic`` is set: then a record naming the event and the reason goes
+    there, and the stream moves on. Retriable failures (broker unreachable) always stop the
+    stream, so nothing is skipped while Kafka is merely down.
+    """
 
     def __init__(self, settings: KafkaSettings, max_in_flight: int = 20_000) -> None:
         self._settings = settings
         self._slots = asyncio.Semaphore(max_in_flight)
         self._failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._pending_dead_letters: set[asyncio.Future[None]] = set()
 
     async def open(self) -> None:
         if self._producer is not None:
@@ -70,6 +85,7 @@ class KafkaWriter:
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers, acks=s.acks if s.acks == "all" else int(s.acks),
             linger_ms=s.linger_ms, max_batch_size=s.max_batch_size, enable_idempotence=s.enable_idempotence,
+            max_request_size=s.max_request_size,
             compression_type=None if s.compression == "none" else s.compression,
         )
         try:
@@ -82,6 +98,9 @@ class KafkaWriter:
     async def close(self) -> None:
         """Flush what is in flight and stop. Idempotent."""
         if self._producer is not None:
+            await self._producer.flush()
+            if self._pending_dead_letters:
+                await asyncio.gather(*self._pending_dead_letters, return_exceptions=True)
             producer, self._producer = self._producer, None
             await producer.stop()
 
@@ -90,24 +109,60 @@ class KafkaWriter:
         self.raise_if_failed()
         await self._slots.acquire()
         assert self._producer is not None, "KafkaWriter.open() first"
+        value = orjson.dumps(event)
         try:
-            future = await self._producer.send(self._settings.topic, value=orjson.dumps(event),
-                                               key=message_key(event), headers=message_headers(event))
+            future = await self._producer.send(self._settings.topic, value=value, key=message_key(event),
+                                               headers=message_headers(event))
         except KafkaError as exc:
             self._slots.release()
-            raise KafkaWriteError(f"Kafka refused event {event['eventId']}: {exc}") from exc
-        future.add_done_callback(lambda done: self._settle(done, event["eventId"], on_ack))
+            await self._refused(event, len(value), exc, on_ack)
+            return
+        future.add_done_callback(lambda done: self._settle(done, event, len(value), on_ack))
 
     def raise_if_failed(self) -> None:
         """Stop the stream if any earlier event was not acknowledged: never skip past it."""
         if self._failure is not None:
             raise KafkaWriteError(f"Kafka did not acknowledge an event: {self._failure}") from self._failure
 
-    def _settle(self, done: asyncio.Future[Any], event_id: str, on_ack: Callable[[], None]) -> None:
+    def _settle(self, done: asyncio.Future[Any], event: dict[str, Any], size: int,
+                on_ack: Callable[[], None]) -> None:
         self._slots.release()
-        if done.cancelled() or done.exception() is not None:
-            self._failure = self._failure or done.exception() or asyncio.CancelledError(event_id)
-            log.error("Kafka did not acknowledge %s: %s", event_id, self._failure)
+        if done.cancelled():
+            self._failure = self._failure or asyncio.CancelledError(event["eventId"])
+            return
+        error = done.exception()
+        if error is None:
+            on_ack()
+        elif isinstance(error, KafkaError) and not error.retriable and self._settings.dead_letter_topic:
+            task = asyncio.ensure_future(self._dead_letter(event, size, error, on_ack))
+            self._pending_dead_letters.add(task)
+            task.add_done_callback(self._pending_dead_letters.discard)
+        else:
+            self._failure = self._failure or error
+            log.error("Kafka did not acknowledge %s: %s", event["eventId"], error)
+
+    async def _refused(self, event: dict[str, Any], size: int, error: KafkaError, on_ack: Callable[[], None]) -> None:
+        if error.retriable or not self._settings.dead_letter_topic:
+            raise KafkaWriteError(
+                f"Kafka refused event {event['eventId']} ({event['entityPath']}, {size} bytes): {error!r}; "
+                "set [kafka] dead_letter_topic to divert such events, or raise [kafka] max_request_size "
+                "(and the broker's message.max.bytes)") from error
+        await self._dead_letter(event, size, error, on_ack)
+
+    async def _dead_letter(self, event: dict[str, Any], size: int, error: BaseException,
+                           on_ack: Callable[[], None]) -> None:
+        """Record the refused event on the dead-letter topic; it counts as acknowledged once that is."""
+        assert self._producer is not None and self._settings.dead_letter_topic is not None
+        reason = f"{type(error).__name__}: {error}"
+        log.error("event %s (%s, %d bytes) refused by Kafka (%s); recorded on %s", event["eventId"],
+                  event["entityPath"], size, reason, self._settings.dead_letter_topic)
+        try:
+            future = await self._producer.send(self._settings.dead_letter_topic, key=message_key(event),
+                                               value=dead_letter_record(event, reason, size),
+                                               headers=message_headers(event))
+            await future
+        except KafkaError as exc:
+            self._failure = self._failure or exc
             return
         on_ack()
 

@@ -1,8 +1,9 @@
 """The capture pipeline: replication stream -> events -> Kafka -> confirmed LSN.
 
-``CapturePipeline.run`` is one session on one replication connection. ``run_capture``
-supervises sessions: a lost connection is retried with backoff and resumes from the slot;
-configuration and source errors stop the process with their message.
+``CapturePipeline.run`` is one session on one replication connection, with a second,
+ordinary connection for control work: catalog lookups, heartbeats and slot lag.
+``run_capture`` supervises sessions: a lost connection is retried with backoff and
+resumes from the slot; configuration and source errors stop the process with their message.
 """
 
 from __future__ import annotations
@@ -11,54 +12,83 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
 
 from cdc.backoff import Backoff
+from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
 from cdc.entities import EventBuilder, TransactionContext
-from cdc.errors import ReplicationLost
+from cdc.errors import ReplicationLost, SlotBusyError
 from cdc.kafka import KafkaWriter, ensure_topic
 from cdc.lsn import format_lsn
-from cdc.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
+from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update
-from cdc.source import prepare_source
+from cdc.source import prepare_source, slot_lag_bytes
 from cdc.transport import ReplicationConnection
+from cdc.values import is_builtin
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 
 log = logging.getLogger("walhook.cdc")
+
+HEARTBEAT_PREFIX = "walhook.heartbeat"
+
+
+@dataclass
+class CaptureStats:
+    """What an operator watches: throughput, position, lag and the heartbeat's round trip."""
+
+    events_captured: int = 0
+    confirmed_lsn: int = 0
+    slot_lag_bytes: int | None = None
+    last_heartbeat_seen: float | None = None  # time.monotonic()
+
+    def heartbeat_age(self, now: float | None = None) -> float | None:
+        if self.last_heartbeat_seen is None:
+            return None
+        return (now if now is not None else time.monotonic()) - self.last_heartbeat_seen
 
 
 class CapturePipeline:
     """One replication session, from START_REPLICATION until the stream ends or ``stop`` is set."""
 
-    def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings]) -> None:
+    def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
+                 stats: CaptureStats | None = None) -> None:
         self.source = source
         self.kafka = kafka
         self.entities = entities
+        self.stats = stats or CaptureStats()
         self.tracker = AckTracker()
-        self.events_captured = 0
         self._builder = EventBuilder(entities)
         self._transaction: TransactionContext | None = None
         self._acks: TransactionAcks | None = None
         self._index = 0
-        self._reported_lsn = -1
+        self._control: psycopg.AsyncConnection | None = None
 
-    async def run(self, stop: asyncio.Event, on_connected: object = None) -> None:
-        slot = await prepare_source(self.source, [entity.table for entity in self.entities])
+    async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
+        slot = await prepare_source(self.source, self.entities)
         self.tracker = AckTracker(slot.confirmed_flush_lsn)
         await ensure_topic(self.kafka)
-        async with KafkaWriter(self.kafka) as writer, ReplicationConnection(self.source.dsn) as conn:
+        if self.kafka.dead_letter_topic:
+            await ensure_topic(self.kafka, self.kafka.dead_letter_topic)
+        async with await _connect(self.source.dsn) as control, KafkaWriter(self.kafka) as writer, \
+                ReplicationConnection(self.source.dsn) as conn:
+            self._control = control
             await conn.start(self.source.slot, self.source.publication)
             log.info("streaming slot %s from %s", self.source.slot, format_lsn(slot.confirmed_flush_lsn))
-            if callable(on_connected):
+            if on_connected is not None:
                 on_connected()
-            status = asyncio.create_task(self._report_status(conn))
+            helpers = [asyncio.create_task(self._report_status(conn)), asyncio.create_task(self._heartbeat())]
             try:
                 await self._stream(conn, writer, stop)
                 await writer.close()  # flush: every produced event acknowledged before the last report
                 writer.raise_if_failed()
                 await self._send_status(conn)
             finally:
-                status.cancel()
+                for helper in helpers:
+                    helper.cancel()
 
     async def _stream(self, conn: ReplicationConnection, writer: KafkaWriter, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
@@ -93,20 +123,52 @@ class CapturePipeline:
             self.tracker.commit(self._acks, message.end_lsn)
             self._transaction = self._acks = None
         elif isinstance(message, Relation):
-            self._builder.on_relation(message)
+            await self._relation(message)
         elif isinstance(message, Truncate):
-            log.warning("TRUNCATE of relation(s) %s is not captured yet", message.relation_oids)
+            await self._truncate(message, writer)
+        elif isinstance(message, LogicalMessage):
+            self._logical_message(message)
 
     async def _change(self, change: Insert | Update | Delete, writer: KafkaWriter) -> None:
         assert self._transaction is not None and self._acks is not None, "row change outside a transaction"
         event = self._builder.build(change, self._transaction, self._index)
         self._index += 1
-        if event is None:
-            return
+        if event is not None:
+            await self._send(event, writer)
+
+    async def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
         acks = self._acks
+        assert acks is not None
         self.tracker.sent(acks)
         await writer.send(event, lambda: self.tracker.acknowledged(acks))
-        self.events_captured += 1
+        self.stats.events_captured += 1
+
+    async def _relation(self, relation: Relation) -> None:
+        """Compile the table's mapping; look up user-defined column types first."""
+        unknown = [c.type_oid for c in relation.columns
+                   if not is_builtin(c.type_oid) and c.type_oid not in self._builder.user_types]
+        if unknown and self._builder.wants(relation):
+            assert self._control is not None
+            self._builder.user_types.update(await lookup_types(self._control, unknown, self._builder.user_types))
+        self._builder.on_relation(relation)
+
+    async def _truncate(self, truncate: Truncate, writer: KafkaWriter) -> None:
+        assert self._transaction is not None
+        for oid in truncate.relation_oids:
+            mapping = self._builder.mapping(oid)
+            if mapping is None:
+                continue
+            if self.source.truncate == "skip":
+                log.warning("TRUNCATE of %s skipped ([source] truncate = \"skip\")", mapping.relation.qualified_name)
+                continue
+            await self._send(self._builder.truncate_event(mapping, self._transaction, self._index), writer)
+            self._index += 1
+
+    def _logical_message(self, message: LogicalMessage) -> None:
+        if message.prefix == HEARTBEAT_PREFIX:
+            self.stats.last_heartbeat_seen = time.monotonic()
+        if not message.transactional:
+            self.tracker.idle_at(message.lsn)  # nothing before it is pending: the slot may move on
 
     async def _report_status(self, conn: ReplicationConnection) -> None:
         while True:
@@ -116,21 +178,67 @@ class CapturePipeline:
     async def _send_status(self, conn: ReplicationConnection) -> None:
         lsn = self.tracker.confirmed_lsn
         await conn.send(standby_status_update(lsn))
-        if lsn != self._reported_lsn:
-            log.debug("confirmed %s", format_lsn(lsn))
-            self._reported_lsn = lsn
+        self.stats.confirmed_lsn = lsn
+
+    async def _heartbeat(self) -> None:
+        """Emit a WAL message so an idle slot still advances, then log lag and the heartbeat's age."""
+        if not self.source.heartbeat_interval:
+            return
+        assert self._control is not None
+        while True:
+            try:
+                await self._control.execute("SELECT pg_logical_emit_message(false, %s, now()::text)",
+                                            [HEARTBEAT_PREFIX])
+                self.stats.slot_lag_bytes = await slot_lag_bytes(self._control, self.source.slot)
+            except psycopg.Error as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._log_health()
+            await asyncio.sleep(self.source.heartbeat_interval)
+
+    def _log_health(self) -> None:
+        lag, age = self.stats.slot_lag_bytes, self.stats.heartbeat_age()
+        limit = self.source.max_slot_lag_bytes
+        if lag is not None and limit is not None and lag > limit:
+            log.error("slot %s lags %d bytes behind the server, over max_slot_lag_bytes = %d: WAL is piling up "
+                      "on the database server", self.source.slot, lag, limit)
+        log.info("slot %s: confirmed %s, lag %s bytes, last heartbeat seen %s, %d events captured",
+                 self.source.slot, format_lsn(self.stats.confirmed_lsn), lag,
+                 "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured)
+
+
+async def _connect(dsn: str) -> psycopg.AsyncConnection:
+    try:
+        return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise ReplicationLost(f"cannot connect to the source database: {exc}") from exc
 
 
 async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                      stop: asyncio.Event, backoff: Backoff | None = None) -> None:
+                      stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None) -> None:
     """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops."""
     backoff = backoff or Backoff()
+    stats = stats or CaptureStats()
+    busy_since: float | None = None
     while not stop.is_set():
-        pipeline = CapturePipeline(source, kafka, entities)
+        pipeline = CapturePipeline(source, kafka, entities, stats)
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
-        except ReplicationLost as exc:
+        except SlotBusyError as exc:
+            # Right after a crash the old walsender may hold the slot a little longer.
+            if busy_since is None:
+                busy_since = time.monotonic()
+            if time.monotonic() - busy_since > source.slot_busy_timeout:
+                raise
+            log.warning("%s; waiting for it to be released", exc)
+            await _pause(stop, 1.0)
+        except (ReplicationLost, psycopg.OperationalError) as exc:
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await _pause(stop, delay)
+        else:
+            busy_since = None
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from cdc.errors import SlotBusyError, SourceError
+from cdc.errors import ReplicationLost, SlotBusyError, SourceError
 from cdc.lsn import parse_lsn
-from models.settings import SourceSettings
+from models.settings import EntitySettings, SourceSettings
 
 log = logging.getLogger("walhook.cdc")
 
@@ -29,17 +29,34 @@ class SlotState:
     created: bool
 
 
-async def prepare_source(settings: SourceSettings, tables: Sequence[str]) -> SlotState:
-    """Check and set up everything capture needs; returns the slot's position."""
+async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> SlotState:
+    """Check and set up everything capture needs; returns the slot's position.
+
+    A database that cannot be reached raises ``ReplicationLost`` (retried); anything that
+    needs a person to change something raises ``SourceError`` naming it.
+    """
+    tables = [entity.table for entity in entities]
     try:
         async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
             await _check_wal_level(conn)
-            await _check_tables(conn, tables)
+            await _check_privileges(conn)
+            await _check_tables(conn, entities)
             await ensure_publication(conn, settings.publication, tables)
             await _check_replica_identity(conn, tables, settings.set_replica_identity_full)
             return await ensure_slot(conn, settings.slot)
+    except psycopg.OperationalError as exc:
+        raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
     except psycopg.Error as exc:
         raise SourceError(f"preparing the source database failed: {exc}") from exc
+
+
+async def slot_lag_bytes(conn: psycopg.AsyncConnection, slot: str) -> int | None:
+    """How many bytes of WAL the server keeps for ``slot`` beyond what walhook confirmed."""
+    cursor = await conn.execute(
+        "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
+        "WHERE slot_name = %s", [slot])
+    row = await cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 async def _check_wal_level(conn: psycopg.AsyncConnection) -> None:
@@ -48,11 +65,27 @@ async def _check_wal_level(conn: psycopg.AsyncConnection) -> None:
         raise SourceError(f"wal_level is {level!r}; set wal_level = logical in postgresql.conf and restart Postgres")
 
 
-async def _check_tables(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> None:
-    for table in tables:
-        row = await (await conn.execute("SELECT to_regclass(%s)", [_quoted(table)])).fetchone()
+async def _check_privileges(conn: psycopg.AsyncConnection) -> None:
+    cursor = await conn.execute("SELECT current_user, rolreplication OR rolsuper FROM pg_roles "
+                                "WHERE rolname = current_user")
+    row = await cursor.fetchone()
+    if row is not None and not row[1]:
+        raise SourceError(f"role {row[0]} may not stream changes; run ALTER ROLE {row[0]} REPLICATION "
+                          "(and make it owner of the captured tables, or create the publication for it)")
+
+
+async def _check_tables(conn: psycopg.AsyncConnection, entities: Sequence[EntitySettings]) -> None:
+    for entity in entities:
+        row = await (await conn.execute("SELECT to_regclass(%s)::oid", [_quoted(entity.table)])).fetchone()
         if row is None or row[0] is None:
-            raise SourceError(f"table {table} named in [[entities]] does not exist in the source database")
+            raise SourceError(f"table {entity.table} named in [[entities]] does not exist in the source database")
+        cursor = await conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                                    "AND NOT attisdropped", [row[0]])
+        columns = {name for (name,) in await cursor.fetchall()}
+        missing = sorted(entity.columns_used() - columns)
+        if missing:
+            raise SourceError(f"[[entities]] table {entity.table}: column(s) {', '.join(missing)} named in the "
+                              f"mapping do not exist (table has: {', '.join(sorted(columns))})")
 
 
 async def ensure_publication(conn: psycopg.AsyncConnection, name: str, tables: Sequence[str]) -> None:

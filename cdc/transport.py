@@ -26,8 +26,10 @@ class ReplicationConnection:
     """One logical replication stream. ``open`` / ``close`` are explicit and idempotent."""
 
     def __init__(self, dsn: str, application_name: str = "walhook-cdc") -> None:
+        # TCP keepalives let a silently dead peer surface as an error within about 30 s.
         self._conninfo = make_conninfo(dsn, replication="database", options=SESSION_OPTIONS,
-                                       application_name=application_name)
+                                       application_name=application_name, keepalives=1, keepalives_idle=10,
+                                       keepalives_interval=5, keepalives_count=3)
         self._pgconn: pq.abc.PGconn | None = None
 
     async def open(self) -> None:

@@ -14,7 +14,8 @@ any type without a converter keeps its text form.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -78,14 +79,33 @@ ARRAY_ELEMENTS: dict[int, int] = {
 }
 
 
-def converter_for(type_oid: int, array_elements: dict[int, int] | None = None) -> Converter:
-    """The converter for ``type_oid``; unknown types keep their text form."""
+@dataclass(frozen=True, slots=True)
+class UserType:
+    """What the catalog says about a type that is not built in: a domain's base type or an array's element."""
+
+    oid: int
+    base_oid: int = 0  # set for domains
+    element_oid: int = 0  # set for array types
+
+
+def is_builtin(type_oid: int) -> bool:
+    return type_oid in SCALAR_CONVERTERS or type_oid in ARRAY_ELEMENTS or type_oid < 16384
+
+
+def converter_for(type_oid: int, user_types: Mapping[int, UserType] | None = None) -> Converter:
+    """The converter for ``type_oid``: domains convert as their base type, arrays element-wise,
+    and every other type (enums, geometric types, ranges...) keeps its text form."""
     scalar = SCALAR_CONVERTERS.get(type_oid)
     if scalar is not None:
         return scalar
-    element = (array_elements or ARRAY_ELEMENTS).get(type_oid)
+    element = ARRAY_ELEMENTS.get(type_oid)
     if element is not None:
-        return _array_converter(SCALAR_CONVERTERS.get(element, _text))
+        return _array_converter(converter_for(element, user_types))
+    user_type = (user_types or {}).get(type_oid)
+    if user_type is not None and user_type.base_oid:
+        return converter_for(user_type.base_oid, user_types)
+    if user_type is not None and user_type.element_oid:
+        return _array_converter(converter_for(user_type.element_oid, user_types))
     return _text
 
 

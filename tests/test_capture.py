@@ -54,9 +54,10 @@ async def confirmed_flush(database: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def capturing(source: SourceSettings, kafka: KafkaSettings):  # type: ignore[no-untyped-def]
+async def capturing(source: SourceSettings, kafka: KafkaSettings,  # type: ignore[no-untyped-def]
+                    entities: list[EntitySettings] | None = None):
     stop = asyncio.Event()
-    task = asyncio.create_task(run_capture(source, kafka, [ENTITY], stop))
+    task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop))
     try:
         yield task
     finally:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from cdc.values import converter_for, parse_array
+from cdc.values import UserType, converter_for, parse_array
 
 
 def convert(type_oid: int, text: str):
@@ -253,7 +253,18 @@ def test_array_of_type_without_converter_keeps_text():
     assert convert(1182, "{2024-05-01,NULL}") == ["2024-05-01", None]  # date[]
 
 
-def test_custom_array_elements_mapping():
-    """Arrays of non built-in types (e.g. an enum's array) resolve through the given mapping."""
-    assert converter_for(16501, {16501: 23})(b"{1,2}") == [1, 2]
-    assert converter_for(16502, {16502: 16500})(b"{happy,sad}") == ["happy", "sad"]
+def test_user_types_resolve_through_the_catalog_description():
+    """Domains convert as their base type; arrays of user types element-wise; enums stay text."""
+    types = {
+        16500: UserType(16500),  # an enum: neither domain nor array
+        16501: UserType(16501, element_oid=16500),  # the enum's array
+        16510: UserType(16510, base_oid=23),  # a domain over int4
+        16511: UserType(16511, element_oid=16510),  # the domain's array
+        16520: UserType(16520, base_oid=16510),  # a domain over that domain
+    }
+    assert converter_for(16500, types)(b"happy") == "happy"
+    assert converter_for(16501, types)(b"{happy,sad}") == ["happy", "sad"]
+    assert converter_for(16510, types)(b"42") == 42
+    assert converter_for(16511, types)(b"{1,NULL,3}") == [1, None, 3]
+    assert converter_for(16520, types)(b"7") == 7
+    assert converter_for(16530, types)(b"(1,2)") == "(1,2)"  # not described: text

@@ -1,0 +1,190 @@
+"""CDC behaviours beyond the happy path, each on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from cdc.errors import KafkaWriteError, SourceError
+from cdc.lsn import parse_lsn
+from cdc.pipeline import CaptureStats, run_capture
+from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from tests.conftest import Servers
+from tests.test_capture import capturing, read_topic
+
+DOCS = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs",
+                      organization_column="org")
+DOCS_TABLE = "CREATE TABLE docs (id int PRIMARY KEY, org text, title text, body text)"
+
+
+def setup(database: str, *statements: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def source_and_kafka(database: str, servers: Servers, topic: str, **kafka: object) -> tuple[SourceSettings,
+                                                                                           KafkaSettings]:
+    return (SourceSettings(dsn=database, status_interval=0.1, heartbeat_interval=0.3),
+            KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1, linger_ms=1,
+                          **kafka))
+
+
+async def slot_position(database: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database) as conn:
+        row = await (await conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")).fetchone()
+    assert row is not None
+    return parse_lsn(row[0])
+
+
+async def test_heartbeat_advances_an_idle_slot(database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE, "CREATE TABLE unrelated (id serial PRIMARY KEY, note text)")
+    source, kafka = source_and_kafka(database, servers, topic)
+    stats = CaptureStats()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop, stats=stats))
+    try:
+        await asyncio.sleep(1.0)
+        before = await slot_position(database)
+        setup(database, *["INSERT INTO unrelated (note) VALUES ('x')"] * 20)  # WAL the slot must not hold
+        await asyncio.sleep(1.5)
+        after = await slot_position(database)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert after > before
+    age = stats.heartbeat_age()
+    assert age is not None and age < 3.0  # the heartbeat came back through the stream
+    assert stats.slot_lag_bytes is not None
+
+
+async def test_a_one_megabyte_toasted_value_survives_an_update_of_another_column(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    big = os.urandom(512 * 1024).hex()  # 1 MB of incompressible text: stored out of line (TOAST)
+    source, kafka = source_and_kafka(database, servers, topic, max_request_size=8 * 1024 * 1024)
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("INSERT INTO docs VALUES (1, 'acme', 'draft', %s)", [big])
+            conn.execute("UPDATE docs SET title = 'final' WHERE id = 1")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=2)
+    update = events[1]
+    assert update["operationType"] == "updated"
+    assert update["data"]["updateMask"] == ["title"]
+    assert update["data"]["value"]["properties"]["body"] == big
+    assert update["data"]["oldValue"]["properties"]["body"] == big
+
+
+async def test_a_primary_key_change_is_an_update_that_names_both_paths(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic)
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "UPDATE docs SET id = 2 WHERE id = 1")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=2)
+    update = events[1]
+    assert update["operationType"] == "updated"
+    assert update["entityPath"] == "docs/2" and update["entityId"] == "2"
+    assert update["data"]["oldValue"]["key"] == "docs/1"
+    assert update["data"]["updateMask"] == ["id"]
+
+
+async def test_schema_changes_while_streaming_are_picked_up(database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic)
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        setup(database,
+              "INSERT INTO docs VALUES (1, 'acme', 'one', 'b')",
+              "ALTER TABLE docs ADD COLUMN priority int DEFAULT 3",
+              "INSERT INTO docs VALUES (2, 'acme', 'two', 'b', 5)",
+              "ALTER TABLE docs RENAME COLUMN title TO headline",
+              "INSERT INTO docs VALUES (3, 'acme', 'three', 'b', 1)",
+              "ALTER TABLE docs DROP COLUMN body",
+              "ALTER TABLE docs ALTER COLUMN priority TYPE numeric(4,1)",
+              "INSERT INTO docs VALUES (4, 'acme', 'four', 2.5)")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=4)
+    properties = [event["data"]["value"]["properties"] for event in events]
+    assert properties[0] == {"id": 1, "org": "acme", "title": "one", "body": "b"}
+    assert properties[1] == {"id": 2, "org": "acme", "title": "two", "body": "b", "priority": 5}
+    assert properties[2] == {"id": 3, "org": "acme", "headline": "three", "body": "b", "priority": 1}
+    assert properties[3] == {"id": 4, "org": "acme", "headline": "four", "priority": "2.5"}
+
+
+@pytest.mark.parametrize("mode", ["event", "skip"])
+async def test_truncate_is_an_event_or_skipped(database: str, servers: Servers, topic: str, mode: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic)
+    source = source.model_copy(update={"truncate": mode})
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "TRUNCATE docs",
+              "INSERT INTO docs VALUES (2, 'acme', 't', 'b')")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=3 if mode == "event" else 2)
+    operations = [event["operationType"] for event in events]
+    if mode == "skip":
+        assert operations == ["created", "created"]
+        return
+    assert operations == ["created", "truncated", "created"]
+    truncated = events[1]
+    assert truncated["entityKey"] == "docs" and truncated["collectionPath"] == "docs"
+    assert truncated["organizationId"] is None and truncated["data"]["value"] is None
+
+
+async def test_an_event_kafka_refuses_stops_the_stream_with_its_name(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop))
+    await asyncio.sleep(1.0)
+    setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))")
+    with pytest.raises(KafkaWriteError, match=r"refused event evt_\w+ \(docs/1, \d+ bytes\).*dead_letter_topic"):
+        await asyncio.wait_for(task, 20)
+    assert await slot_position(database) < await current_lsn(database)  # the refused change stays in the slot
+
+
+async def test_an_event_kafka_refuses_goes_to_the_dead_letter_topic_and_the_stream_moves_on(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    dead_letters = f"{topic}.dead"
+    source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096, dead_letter_topic=dead_letters)
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))",
+              "INSERT INTO docs VALUES (2, 'acme', 'small', 'b')")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=1)
+        refused = await read_topic(servers.bootstrap_servers, dead_letters, expected=1)
+        await asyncio.sleep(0.5)
+        position = await slot_position(database)
+    assert [event["entityPath"] for event in events] == ["docs/2"]
+    (record,) = refused
+    assert record["entityPath"] == "docs/1" and record["size"] > 20000
+    assert "MessageSizeTooLarge" in record["reason"]
+    assert position >= parse_lsn(events[0]["transaction"]["commitLsn"])
+
+
+async def test_a_role_without_replication_is_told_what_to_run(database: str, servers: Servers, topic: str) -> None:
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    setup(database, DOCS_TABLE, f"CREATE ROLE {role} LOGIN")
+    source, kafka = source_and_kafka(database, servers, topic)
+    params = psycopg.conninfo.conninfo_to_dict(database)
+    source = source.model_copy(update={"dsn": psycopg.conninfo.make_conninfo(**{**params, "user": role})})
+    try:
+        with pytest.raises(SourceError, match=f"role {role} may not stream changes; run ALTER ROLE {role} REPLICATION"):
+            await run_capture(source, kafka, [DOCS], asyncio.Event())
+    finally:
+        setup(database, f"DROP ROLE {role}")
+
+
+async def current_lsn(database: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database) as conn:
+        row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
+    assert row is not None
+    return parse_lsn(row[0])
