@@ -70,6 +70,7 @@ class CapturePipeline:
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         slot = await prepare_source(self.source, self.entities)
         self.tracker = AckTracker(slot.confirmed_flush_lsn)
+        self.stats.confirmed_lsn = slot.confirmed_flush_lsn
         await ensure_topic(self.kafka)
         if self.kafka.dead_letter_topic:
             await ensure_topic(self.kafka, self.kafka.dead_letter_topic)
