@@ -108,17 +108,21 @@ async def ensure_publication(conn: psycopg.AsyncConnection, name: str, tables: S
 
 
 async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequence[str], set_full: bool) -> None:
+    """FULL on every captured table and, for a partitioned one, on each partition: Postgres decides
+    what old row to send per partition, so FULL on the root alone is not enough."""
     for table in tables:
-        row = await (await conn.execute(
-            "SELECT relreplident FROM pg_class WHERE oid = to_regclass(%s)", [_quoted(table)])).fetchone()
-        if row is None or row[0] == "f":
-            continue
-        if set_full:
-            await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_identifier(table)))
-            log.info("set REPLICA IDENTITY FULL on %s", table)
-        else:
-            log.warning("%s is not REPLICA IDENTITY FULL: its updates carry no oldValue (only key columns) "
-                        "and a null updateMask", table)
+        cursor = await conn.execute(
+            "SELECT oid::regclass::text, relreplident FROM pg_class WHERE oid = to_regclass(%(t)s) "
+            "OR oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)))", {"t": _quoted(table)})
+        for relation, identity in await cursor.fetchall():
+            if identity == "f":
+                continue
+            if set_full:
+                await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.SQL(relation)))
+                log.info("set REPLICA IDENTITY FULL on %s", relation)
+            else:
+                log.warning("%s is not REPLICA IDENTITY FULL: its updates carry no oldValue (only key columns) "
+                            "and a null updateMask", relation)
 
 
 async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:

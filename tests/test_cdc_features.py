@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from cdc.pipeline import CaptureStats, run_capture
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
 from tests.test_capture import capturing, read_topic
+from walhook.stack import PostgresServer
 
 DOCS = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs",
                       organization_column="org")
@@ -188,3 +190,68 @@ async def current_lsn(database: str) -> int:
         row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
     assert row is not None
     return parse_lsn(row[0])
+
+
+async def test_a_partitioned_table_is_captured_through_its_root(database: str, servers: Servers, topic: str) -> None:
+    setup(database, "CREATE TABLE readings (id int, org text, at date, value float8, PRIMARY KEY (id, at)) "
+                    "PARTITION BY RANGE (at)",
+          "CREATE TABLE readings_2024 PARTITION OF readings FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+          "CREATE TABLE readings_2025 PARTITION OF readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    entity = EntitySettings(table="readings", entity_key="readings", entity_path="readings/{id}",
+                            collection_path="readings", organization_column="org")
+    source, kafka = source_and_kafka(database, servers, topic)
+    async with capturing(source, kafka, [entity]):
+        await asyncio.sleep(1.0)
+        setup(database, "INSERT INTO readings VALUES (1, 'acme', '2024-06-01', 1.5), (2, 'acme', '2025-06-01', 2.5)",
+              "UPDATE readings SET value = 3.5 WHERE id = 2")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=3)
+    assert [(e["entityPath"], e["operationType"]) for e in events] == [
+        ("readings/1", "created"), ("readings/2", "created"), ("readings/2", "updated")]
+    assert events[2]["data"]["updateMask"] == ["value"]
+
+
+async def test_without_full_identity_updates_carry_no_mask(database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic)
+    source = source.model_copy(update={"set_replica_identity_full": False})
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "UPDATE docs SET title = 'u' WHERE id = 1",
+              "DELETE FROM docs WHERE id = 1")
+        events = await read_topic(servers.bootstrap_servers, topic, expected=3)
+    update, delete = events[1], events[2]
+    assert update["data"]["oldValue"] is None and update["data"]["updateMask"] is None
+    assert update["data"]["value"]["properties"]["title"] == "u"
+    assert delete["data"]["oldValue"]["properties"] == {"id": 1}  # only the key: what Postgres sent
+
+
+async def test_a_cut_replication_connection_is_resumed_without_loss(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE)
+    source, kafka = source_and_kafka(database, servers, topic)
+    async with capturing(source, kafka, [DOCS]):
+        await asyncio.sleep(1.0)
+        for round_ in range(3):
+            setup(database, *[f"INSERT INTO docs VALUES ({round_ * 10 + i}, 'acme', 't', 'b')" for i in range(10)])
+            setup(database, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active")
+            await asyncio.sleep(0.3)
+        events = await read_topic(servers.bootstrap_servers, topic, expected=30, timeout=30)
+    assert {int(event["entityId"]) for event in events} == set(range(30))
+
+
+async def test_a_slot_of_another_plugin_is_refused(database: str, servers: Servers, topic: str) -> None:
+    setup(database, DOCS_TABLE, "SELECT pg_create_logical_replication_slot('walhook', 'test_decoding')")
+    source, kafka = source_and_kafka(database, servers, topic)
+    with pytest.raises(SourceError, match="uses plugin 'test_decoding', not pgoutput"):
+        await run_capture(source, kafka, [DOCS], asyncio.Event())
+
+
+async def test_wal_level_replica_is_refused_with_what_to_change(tmp_path: Path, servers: Servers, topic: str) -> None:
+    server = PostgresServer(tmp_path / "replica-only" / "data", settings={"wal_level": "replica"})
+    server.start()
+    try:
+        source, kafka = source_and_kafka(server.dsn, servers, topic)
+        with pytest.raises(SourceError, match="wal_level is 'replica'; set wal_level = logical"):
+            await run_capture(source, kafka, [DOCS], asyncio.Event())
+    finally:
+        server.stop()

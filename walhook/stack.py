@@ -137,6 +137,7 @@ class PostgresServer:
 
     data_dir: Path
     port: int = 0
+    settings: dict[str, str] = field(default_factory=dict)  # extra or overriding server settings
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -161,12 +162,14 @@ class PostgresServer:
         if self.process is not None:
             stop_process(self.process, signal.SIGINT if mode == "fast" else signal.SIGQUIT)
 
-    @staticmethod
-    def _settings() -> list[str]:
+    def _settings(self) -> list[str]:
+        # fsync and full-page writes off: the data is disposable. synchronous_commit stays on, so
+        # the walsender sees a commit at once instead of after the WAL writer's next round.
         settings = {
             "wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32",
             "max_connections": "200", "fsync": "off",
             "full_page_writes": "off", "shared_buffers": "128MB", "wal_sender_timeout": "30s",
+            **self.settings,
         }
         return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
