@@ -69,10 +69,25 @@ class StoreSettings(_Section):
 class PublisherSettings(_Section):
     """``[publisher]``: webhook delivery."""
 
-    request_timeout: float = Field(default=15.0, gt=0)
-    retry_delays: list[float] = Field(default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000])
-    max_in_flight: int = Field(default=64, ge=1, description="concurrent requests per partition batch")
+    request_timeout: float = Field(default=15.0, gt=0, description="seconds per attempt")
+    retry_delays: list[float] = Field(default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+                                      description="wait before each attempt, seconds; its length is the attempt count")
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="+/- fraction applied to each wait")
+    concurrency_per_integration: int = Field(default=8, ge=1, le=256)
+    lane_capacity: int = Field(default=1000, ge=1, description="deliveries an integration holds in memory")
+    claim_seconds: float = Field(default=60.0, gt=0, description="how long a publisher owns a delivery it took; "
+                                 "after a crash, others retry it once this passes")
+    poll_interval: float = Field(default=0.5, gt=0, description="seconds between looks for due retries")
+    disable_after_days: float = Field(default=5.0, gt=0, description="continuous failure that disables an integration")
     integrations_cache_seconds: float = Field(default=2.0, ge=0)
+    allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach")
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _some_attempts(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("give at least one attempt and no negative waits")
+        return value
 
 
 class EntitySettings(_Section):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from publisher.signing import webhook_headers
+from publisher.ssrf import DestinationPolicy, DestinationRefused, GuardedResolver
 
 RESPONSE_BODY_CAP = 16 * 1024
 
@@ -28,6 +29,8 @@ class AttemptResult:
     duration: float
     error: str | None = None
     response_body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # response headers, lower-case names
+    request_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -38,16 +41,25 @@ class AttemptResult:
 
 
 class WebhookSender:
-    """Sends signed POSTs over one pooled aiohttp session. ``open`` / ``close`` are idempotent."""
+    """Sends signed POSTs over one pooled aiohttp session. ``open`` / ``close`` are idempotent.
 
-    def __init__(self, timeout: float = 15.0, connections: int = 256) -> None:
+    Every destination passes the SSRF policy twice: the URL before the request (IP literals
+    never reach a resolver) and each resolved address at connect time (``GuardedResolver``),
+    so a name that resolves to a private address is refused on the address actually used.
+    """
+
+    def __init__(self, timeout: float = 15.0, connections: int = 256,
+                 policy: DestinationPolicy | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
+        self.policy = policy or DestinationPolicy()
+        self._resolver: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=32)
+            self._resolver = GuardedResolver(self.policy)
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=64, resolver=self._resolver)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                                   headers={"user-agent": user_agent()})
 
@@ -55,6 +67,9 @@ class WebhookSender:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+        if self._resolver is not None:
+            resolver, self._resolver = self._resolver, None
+            await resolver.close()
 
     async def __aenter__(self) -> WebhookSender:
         await self.open()
@@ -71,10 +86,18 @@ class WebhookSender:
                    **webhook_headers(secrets, msg_id, int(time.time()), body)}
         started = time.perf_counter()
         try:
+            self.policy.check_url(url)
             async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 content = await response.content.read(RESPONSE_BODY_CAP)
-                return AttemptResult(response.status, time.perf_counter() - started, None, content)
+                received = {name.lower(): value for name, value in response.headers.items()}
+                return AttemptResult(response.status, time.perf_counter() - started, None, content, received,
+                                     headers)
         except TimeoutError:
-            return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout.total:.0f}s")
+            return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout.total:g}s",
+                                 request_headers=headers)
+        except DestinationRefused as exc:
+            return AttemptResult(None, time.perf_counter() - started, f"refused by the SSRF policy: {exc}",
+                                 request_headers=headers)
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-            return AttemptResult(None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+            return AttemptResult(None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}",
+                                 request_headers=headers)

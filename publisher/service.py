@@ -1,19 +1,20 @@
-"""The publisher: Kafka consumer group in, signed webhooks out.
+"""The publisher: Kafka consumer group in, signed webhooks out, every delivery durable.
 
-Each partition's records are handled in order; each record is fanned out to the matching
-integrations of its organization concurrently; offsets are committed only after every
-delivery of the batch succeeded (or was given up on, which is logged as an error).
-
-Walking-skeleton limits, stated in the README: retries happen in memory (a restart
-re-delivers from the last committed offset, so nothing is lost, but a long outage of one
-endpoint holds back its partition), and there is no delivery log yet.
+For each batch of records: match each event against its organization's integrations,
+record one delivery per (event, integration) in the store, and only then commit the Kafka
+offsets - so a publisher killed at any moment loses nothing. The new deliveries go straight
+to their integrations' lanes; failed ones wait in the store for their next attempt time,
+when the poller hands them back. Several publishers share the partitions (consumer group)
+and the retries (claims taken with SKIP LOCKED).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -22,38 +23,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings, PublisherSettings
-from publisher.errors import PublisherError
+from publisher.dispatch import Dispatcher
+from publisher.errors import PublisherError, StoreError
 from publisher.matching import matches_any
+from publisher.retry import RetryPolicy
 from publisher.sender import WebhookSender
-from publisher.store import Integration, Store
+from publisher.store import Integration, NewDelivery, Store
 
 log = logging.getLogger("walhook.publisher")
 
 
-class Stopping(Exception):
-    """Raised inside a delivery when the publisher is asked to stop; the batch is not committed."""
-
-
 def webhook_id(event_id: str, integration_id: int) -> str:
-    """Stable per (event, integration): the same across retries, restarts and re-reads."""
+    """Stable per (event, integration): the same across retries, restarts, replays and re-reads."""
     return f"{event_id}_i{integration_id}"
-
-
-class IntegrationCache:
-    """Integrations per organization, reloaded from the store after ``ttl`` seconds."""
-
-    def __init__(self, store: Store, ttl: float) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, list[Integration]]] = {}
-
-    async def get(self, organization_id: str) -> list[Integration]:
-        now = time.monotonic()
-        entry = self._entries.get(organization_id)
-        if entry is None or now - entry[0] > self._ttl:
-            entry = (now, await self._store.integrations_of(organization_id))
-            self._entries[organization_id] = entry
-        return entry[1]
 
 
 async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
@@ -69,80 +51,116 @@ async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
         await admin.close()
 
 
+class IntegrationCache:
+    """Enabled integrations per organization and by id, reloaded from the store after ``ttl`` seconds."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._by_org: dict[str, tuple[float, list[Integration]]] = {}
+        self._by_id: dict[int, tuple[float, Integration]] = {}
+
+    async def of(self, organization_id: str) -> list[Integration]:
+        entry = self._by_org.get(organization_id)
+        if entry is None or time.monotonic() - entry[0] > self._ttl:
+            entry = (time.monotonic(), await self._store.integrations_of(organization_id))
+            self._by_org[organization_id] = entry
+            for integration in entry[1]:
+                self._by_id[integration.id] = (entry[0], integration)
+        return entry[1]
+
+    async def by_id(self, integration_id: int) -> Integration:
+        entry = self._by_id.get(integration_id)
+        if entry is None or time.monotonic() - entry[0] > self._ttl:
+            entry = (time.monotonic(), await self._store.integration(integration_id))
+            self._by_id[integration_id] = entry
+        return entry[1]
+
+
 class Publisher:
     def __init__(self, kafka: KafkaSettings, settings: PublisherSettings, store: Store,
                  sender: WebhookSender) -> None:
         self.kafka = kafka
         self.settings = settings
-        self.sender = sender
-        self.delivered = 0
+        self.store = store
+        self.dispatcher = Dispatcher(
+            store, sender, RetryPolicy(tuple(settings.retry_delays), settings.retry_jitter, random.Random()),
+            concurrency=settings.concurrency_per_integration, lane_capacity=settings.lane_capacity,
+            disable_after=timedelta(days=settings.disable_after_days))
         self._integrations = IntegrationCache(store, settings.integrations_cache_seconds)
-        self._stop = asyncio.Event()
+        self._claim = timedelta(seconds=settings.claim_seconds)
+
+    @property
+    def delivered(self) -> int:
+        return self.dispatcher.delivered
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._stop = stop
         consumer = AIOKafkaConsumer(
             self.kafka.topic, bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.kafka.consumer_group,
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=3_600_000,
-            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
             raise PublisherError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}") from exc
+        self.dispatcher.start()
+        poller = asyncio.create_task(self._poll_due(stop))
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=500)
-                if not batch:
-                    continue
-                await asyncio.gather(*(self._partition(records) for records in batch.values()))
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-        except Stopping:
-            log.info("stopping; undelivered records stay uncommitted and are delivered after restart")
+                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+                if batch:
+                    await self._consume(consumer, batch)
         finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
             await consumer.stop()
+            await self.dispatcher.close()
 
-    async def _partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        for record in records:  # in order: one entity's changes share a partition
-            await self._record(record)
+    async def _consume(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Durably record the batch's deliveries, then commit, then dispatch."""
+        new: list[tuple[NewDelivery, Integration]] = []
+        for records in batch.values():
+            for record in records:
+                new.extend(await self._deliveries_for(record))
+        by_id = {(d.integration_id, d.event_id): integration for d, integration in new}
+        while True:
+            try:
+                created = await self.store.create_deliveries([d for d, _ in new], self._claim)
+                break
+            except StoreError as exc:  # never commit offsets past events whose deliveries are not recorded
+                log.error("cannot record deliveries, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        event_ids = {d.webhook_id: d.event_id for d, _ in new}
+        for delivery in created:
+            integration = by_id[(delivery.integration_id, event_ids[delivery.webhook_id])]
+            self.dispatcher.submit(delivery, integration)
 
-    async def _record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _deliveries_for(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[NewDelivery, Integration]]:
         try:
             event: dict[str, Any] = orjson.loads(record.value or b"")
             event_id, organization = event["eventId"], event["organizationId"]
-            entity_key, operation = event["entityKey"], event["operationType"]
+            entity_key, operation, path = event["entityKey"], event["operationType"], event["entityPath"]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             log.error("skipping record %s/%d@%d: not a walhook event (%s)", record.topic, record.partition,
                       record.offset, exc)
-            return
+            return []
         if organization is None:
-            log.warning("event %s has no organizationId; no integration can match it", event_id)
-            return
-        targets = [integration for integration in await self._integrations.get(organization)
-                   if matches_any(integration.subscriptions, entity_key, operation)]
-        await asyncio.gather(*(self._deliver(integration, event_id, record.value or b"") for integration in targets))
+            return []
+        return [(NewDelivery(integration.id, organization, event_id, webhook_id(event_id, integration.id),
+                             entity_key, path, operation, record.value or b"", record.partition, record.offset),
+                 integration)
+                for integration in await self._integrations.of(organization)
+                if matches_any(integration.subscriptions, entity_key, operation)]
 
-    async def _deliver(self, integration: Integration, event_id: str, body: bytes) -> None:
-        msg_id = webhook_id(event_id, integration.id)
-        for number, delay in enumerate(self.settings.retry_delays, start=1):
-            await self._sleep(delay)
-            result = await self.sender.attempt(integration.url, integration.secrets, msg_id, body)
-            if result.succeeded:
-                self.delivered += 1
-                return
-            log.warning("attempt %d of %s to integration %d (%s) failed: %s", number, msg_id, integration.id,
-                        integration.url, result.describe())
-        log.error("gave up on %s to integration %d after %d attempts", msg_id, integration.id,
-                  len(self.settings.retry_delays))
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            if self._stop.is_set():
-                raise Stopping
-            return
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            return
-        raise Stopping
+    async def _poll_due(self, stop: asyncio.Event) -> None:
+        """Hand due retries (and deliveries others released) to the lanes, as room allows."""
+        while not stop.is_set():
+            room = self.settings.lane_capacity * 4 - self.dispatcher.backlog
+            try:
+                for delivery in await self.store.claim_due(max(room, 0), self._claim) if room > 0 else []:
+                    self.dispatcher.submit(delivery, await self._integrations.by_id(delivery.integration_id))
+            except StoreError as exc:
+                log.warning("cannot look for due deliveries: %s", exc)
+            await asyncio.sleep(self.settings.poll_interval)

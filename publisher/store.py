@@ -1,72 +1,37 @@
-"""walhook's own tables: organizations, their signing secrets, and webhook integrations.
+"""walhook's own tables: organizations, signing secrets, integrations, deliveries and attempts.
 
 SQLAlchemy 2 (async, psycopg 3) on Postgres, in a schema of its own (``[store] schema``,
-default ``walhook``) so it can share the source database without touching the app's tables.
+default ``walhook``) so it can share the source database without touching the app's
+tables. The schema is versioned (``publisher.migrations``).
+
+A *delivery* is one event for one integration - the "webhook job" - with its status, attempt
+count and next attempt time. An *attempt* is one HTTP request of a delivery, logged with
+what was sent and what came back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    func,
-    or_,
-    select,
-)
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateSchema
 
 from publisher.errors import NotFound, StoreError
 from publisher.matching import Subscription, parse_subscription
+from publisher.migrations import migrate
 from publisher.signing import generate_secret, secret_key
 
-
-def _tables(schema: str) -> tuple[MetaData, Table, Table, Table]:
-    metadata = MetaData(schema=schema)
-    organizations = Table(
-        "organizations", metadata,
-        Column("id", String(200), primary_key=True),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-    secrets = Table(
-        "signing_secrets", metadata,
-        Column("id", Integer, primary_key=True),
-        Column("organization_id", ForeignKey(organizations.c.id, ondelete="CASCADE"), nullable=False, index=True),
-        Column("secret", Text, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("expires_at", DateTime(timezone=True)),
-    )
-    integrations = Table(
-        "integrations", metadata,
-        Column("id", Integer, primary_key=True),
-        Column("organization_id", ForeignKey(organizations.c.id, ondelete="CASCADE"), nullable=False, index=True),
-        Column("name", String(200), nullable=False),
-        Column("url", Text, nullable=False),
-        Column("events", JSON, nullable=False),
-        Column("enabled", Boolean, nullable=False, server_default="true"),
-        Column("disabled_reason", Text),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-    return metadata, organizations, secrets, integrations
+DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class Integration:
-    """An enabled webhook integration, with the secrets its deliveries are signed with."""
+    """A webhook integration with the secrets its deliveries are signed with."""
 
     id: int
     organization_id: str
@@ -74,34 +39,90 @@ class Integration:
     url: str
     subscriptions: list[Subscription]
     secrets: list[str]
+    enabled: bool = True
+    disabled_reason: str | None = None
+    environment: str | None = None
+    ordering: str = "entity"
+    batch_size: int = 1
+    rate_limit: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    failing_since: datetime | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "organization": self.organization_id, "name": self.name, "url": self.url,
-                "events": [subscription.text for subscription in self.subscriptions]}
+                "events": [subscription.text for subscription in self.subscriptions], "enabled": self.enabled,
+                "disabled_reason": self.disabled_reason, "environment": self.environment,
+                "ordering": self.ordering, "batch_size": self.batch_size, "rate_limit": self.rate_limit}
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    integration_id: int
+    organization_id: str
+    event_id: str
+    webhook_id: str
+    entity_key: str
+    entity_path: str
+    operation: str
+    body: bytes
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery ready to be attempted."""
+
+    id: int
+    integration_id: int
+    webhook_id: str
+    entity_path: str
+    body: bytes
+    attempts: int
+    created_at: datetime
+    blocked: bool = False  # an earlier delivery of the same entity was already pending
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The outcome of one attempt and what it does to its delivery."""
+
+    delivery_id: int
+    integration_id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    url: str
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: bytes | None
+    duration_ms: float
+    error: str | None
+    status: str  # the delivery's status afterwards: pending, succeeded or failed
+    next_attempt_at: datetime | None
 
 
 class Store:
-    """Access to walhook's tables. ``open`` creates the schema if needed; ``close`` is idempotent."""
+    """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
 
     def __init__(self, dsn: str, schema: str = "walhook") -> None:
         self._dsn = dsn
-        self._schema = schema
-        self._metadata, self.organizations, self.secrets, self.integrations = _tables(schema)
+        self.schema = schema
+        self._s = f'"{schema}"'
         self._engine: AsyncEngine | None = None
 
     async def open(self) -> None:
         if self._engine is not None:
             return
         # psycopg parses the DSN itself, so both URL and key=value forms work.
-        self._engine = create_async_engine("postgresql+psycopg://", pool_size=5, pool_pre_ping=True,
+        self._engine = create_async_engine("postgresql+psycopg://", pool_size=10, pool_pre_ping=True,
                                            async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(CreateSchema(self._schema, if_not_exists=True))
-                await conn.run_sync(self._metadata.create_all)
+            await migrate(self._engine, self.schema)
         except SQLAlchemyError as exc:
             await self.close()
-            raise StoreError(f"cannot prepare the store schema {self._schema!r}: {exc}") from exc
+            raise StoreError(f"cannot prepare the store schema {self.schema!r}: {exc}") from exc
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -121,51 +142,217 @@ class Store:
             raise StoreError("the store is not open")
         return self._engine
 
+    async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(text(sql.replace("{s}", self._s)), params or {})
+                return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
+        except IntegrityError as exc:
+            raise StoreError(f"the store refused the change: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store query failed: {exc}") from exc
+
+    # Organizations and secrets
+
     async def add_organization(self, organization_id: str, secret: str | None = None) -> str:
         """Create an organization with a signing secret (generated unless given); returns the secret."""
         secret = secret or generate_secret()
         secret_key(secret)  # refuse a malformed secret before storing it
-        async with self.engine.begin() as conn:
-            await conn.execute(self.organizations.insert().values(id=organization_id))
-            await conn.execute(self.secrets.insert().values(organization_id=organization_id, secret=secret))
+        await self._rows("INSERT INTO {s}.organizations (id) VALUES (:org)", {"org": organization_id})
+        await self._rows("INSERT INTO {s}.signing_secrets (organization_id, secret) VALUES (:org, :secret)",
+                         {"org": organization_id, "secret": secret})
         return secret
 
     async def organization_exists(self, organization_id: str) -> bool:
-        async with self.engine.connect() as conn:
-            found = await conn.scalar(select(self.organizations.c.id).where(self.organizations.c.id == organization_id))
-        return found is not None
+        return bool(await self._rows("SELECT 1 FROM {s}.organizations WHERE id = :org", {"org": organization_id}))
 
-    async def add_integration(self, organization_id: str, url: str, events: list[str], name: str = "") -> int:
-        for text in events:
-            parse_subscription(text)  # refuse a bad subscription before storing it
+    async def rotate_secret(self, organization_id: str, integration_id: int | None = None,
+                            overlap: timedelta = DEFAULT_ROTATION_OVERLAP, secret: str | None = None) -> str:
+        """A new secret for the organization (or one integration); the old ones keep signing for ``overlap``."""
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
-        async with self.engine.begin() as conn:
-            return int(await conn.scalar(self.integrations.insert().values(
-                organization_id=organization_id, url=url, events=events, name=name or url,
-            ).returning(self.integrations.c.id)))
+        secret = secret or generate_secret()
+        secret_key(secret)
+        owner = "integration_id = :integration" if integration_id else "integration_id IS NULL"
+        await self._rows(f"UPDATE {{s}}.signing_secrets SET expires_at = now() + :overlap "
+                         f"WHERE organization_id = :org AND {owner} AND (expires_at IS NULL OR expires_at > "
+                         "now() + :overlap)", {"org": organization_id, "integration": integration_id,
+                                               "overlap": overlap})
+        await self._rows("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret) "
+                         "VALUES (:org, :integration, :secret)",
+                         {"org": organization_id, "integration": integration_id, "secret": secret})
+        return secret
 
-    async def active_secrets(self, organization_id: str, now: datetime | None = None) -> list[str]:
-        now = now or datetime.now(UTC)
-        query = (select(self.secrets.c.secret)
-                 .where(self.secrets.c.organization_id == organization_id)
-                 .where(or_(self.secrets.c.expires_at.is_(None), self.secrets.c.expires_at > now))
-                 .order_by(self.secrets.c.id.desc()))
-        async with self.engine.connect() as conn:
-            return list((await conn.scalars(query)).all())
-
-    async def integrations_of(self, organization_id: str | None = None) -> list[Integration]:
-        """Enabled integrations (of one organization, or all), each with its active secrets."""
-        query = select(self.integrations).where(self.integrations.c.enabled).order_by(self.integrations.c.id)
-        if organization_id is not None:
-            query = query.where(self.integrations.c.organization_id == organization_id)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        secrets_by_org: dict[str, list[str]] = {}
+    async def _active_secrets(self, organization_ids: Sequence[str]) -> dict[tuple[str, int | None], list[str]]:
+        rows = await self._rows(
+            "SELECT organization_id, integration_id, secret FROM {s}.signing_secrets "
+            "WHERE organization_id = ANY(:orgs) AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
+            {"orgs": list(organization_ids)})
+        secrets: dict[tuple[str, int | None], list[str]] = {}
         for row in rows:
-            if row["organization_id"] not in secrets_by_org:
-                secrets_by_org[row["organization_id"]] = await self.active_secrets(row["organization_id"])
-        return [Integration(row["id"], row["organization_id"], row["name"], row["url"],
-                            [parse_subscription(text) for text in row["events"]],
-                            secrets_by_org[row["organization_id"]])
-                for row in rows]
+            secrets.setdefault((row["organization_id"], row["integration_id"]), []).append(row["secret"])
+        return secrets
+
+    # Integrations
+
+    async def add_integration(self, organization_id: str, url: str, events: list[str], name: str = "", *,
+                              environment: str | None = None, ordering: str = "entity", batch_size: int = 1,
+                              rate_limit: float | None = None, headers: dict[str, str] | None = None) -> int:
+        for event_text in events:
+            parse_subscription(event_text)  # refuse a bad subscription before storing it
+        if not await self.organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        rows = await self._rows(
+            "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, batch_size, "
+            "rate_limit, headers) VALUES (:org, :name, :url, CAST(:events AS jsonb), :environment, :ordering, "
+            ":batch_size, :rate_limit, CAST(:headers AS jsonb)) RETURNING id",
+            {"org": organization_id, "name": name or url, "url": url, "events": _json(events),
+             "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
+             "headers": _json(headers or {})})
+        return int(rows[0]["id"])
+
+    async def integrations_of(self, organization_id: str | None = None, include_disabled: bool = False
+                              ) -> list[Integration]:
+        """Integrations (of one organization, or all), each with its active secrets."""
+        where = ["TRUE"]
+        if organization_id is not None:
+            where.append("organization_id = :org")
+        if not include_disabled:
+            where.append("enabled")
+        rows = await self._rows(f"SELECT * FROM {{s}}.integrations WHERE {' AND '.join(where)} ORDER BY id",
+                                {"org": organization_id})
+        return await self._with_secrets(rows)
+
+    async def integration(self, integration_id: int) -> Integration:
+        rows = await self._rows("SELECT * FROM {s}.integrations WHERE id = :id", {"id": integration_id})
+        if not rows:
+            raise NotFound(f"integration {integration_id} does not exist")
+        return (await self._with_secrets(rows))[0]
+
+    async def _with_secrets(self, rows: list[dict[str, Any]]) -> list[Integration]:
+        secrets = await self._active_secrets(sorted({row["organization_id"] for row in rows}))
+        return [Integration(
+            id=row["id"], organization_id=row["organization_id"], name=row["name"], url=row["url"],
+            subscriptions=[parse_subscription(t) for t in row["events"]],
+            # An integration's own secrets override the organization's.
+            secrets=secrets.get((row["organization_id"], row["id"])) or secrets.get((row["organization_id"], None), []),
+            enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
+            ordering=row["ordering"], batch_size=row["batch_size"], rate_limit=row["rate_limit"],
+            headers=row["headers"], failing_since=row["failing_since"]) for row in rows]
+
+    async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None) -> None:
+        await self._rows("UPDATE {s}.integrations SET enabled = :enabled, disabled_reason = :reason, "
+                         "failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END, updated_at = now() "
+                         "WHERE id = :id", {"id": integration_id, "enabled": enabled,
+                                            "reason": None if enabled else reason})
+
+    async def note_health(self, integration_id: int, succeeded: bool, disable_after: timedelta) -> bool:
+        """Track continuous failure; disables the integration past ``disable_after``. True if it did."""
+        if succeeded:
+            await self._rows("UPDATE {s}.integrations SET failing_since = NULL WHERE id = :id "
+                             "AND failing_since IS NOT NULL", {"id": integration_id})
+            return False
+        rows = await self._rows(
+            "UPDATE {s}.integrations SET failing_since = coalesce(failing_since, now()), "
+            "enabled = CASE WHEN now() - coalesce(failing_since, now()) >= :limit THEN false ELSE enabled END, "
+            "disabled_reason = CASE WHEN now() - coalesce(failing_since, now()) >= :limit "
+            "THEN 'failing continuously since ' || coalesce(failing_since, now())::text ELSE disabled_reason END "
+            "WHERE id = :id RETURNING enabled", {"id": integration_id, "limit": disable_after})
+        return bool(rows) and not rows[0]["enabled"]
+
+    # Deliveries
+
+    async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta) -> list[Delivery]:
+        """Record deliveries durably, claimed by the caller for ``claim_for``; already known ones are skipped.
+
+        Each returned delivery says whether an earlier delivery of the same entity to the same
+        integration was already pending (``blocked``): it must then wait its turn.
+        """
+        if not deliveries:
+            return []
+        columns = {name: [getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__}
+        sql = (f"WITH new AS (INSERT INTO {self._s}.deliveries (integration_id, organization_id, event_id, "
+               "webhook_id, entity_key, entity_path, operation, body, source_partition, source_offset, claimed_until) "
+               "SELECT *, now() + :claim FROM unnest(CAST(:integration_id AS bigint[]), CAST(:organization_id AS "
+               "text[]), CAST(:event_id AS text[]), CAST(:webhook_id AS text[]), CAST(:entity_key AS text[]), "
+               "CAST(:entity_path AS text[]), CAST(:operation AS text[]), CAST(:body AS bytea[]), "
+               "CAST(:source_partition AS int[]), CAST(:source_offset AS bigint[])) "
+               "ON CONFLICT (integration_id, event_id) DO NOTHING "
+               "RETURNING id, integration_id, webhook_id, entity_path, body, attempts, created_at) "
+               "SELECT new.*, EXISTS (SELECT 1 FROM {s}.deliveries e WHERE e.integration_id = new.integration_id "
+               "AND e.entity_path = new.entity_path AND e.status = 'pending') AS blocked FROM new ORDER BY new.id")
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(text(sql.replace("{s}", self._s)), {**columns, "claim": claim_for})
+                return [Delivery(**row) for row in result.mappings().all()]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record deliveries: {exc}") from exc
+
+    async def claim_due(self, limit: int, claim_for: timedelta) -> list[Delivery]:
+        """Pending deliveries whose time has come and that no earlier delivery of the same entity blocks.
+
+        Claimed with SKIP LOCKED, so several publishers share the work without doing it twice.
+        """
+        return [Delivery(**row) for row in await self._rows(
+            "UPDATE {s}.deliveries d SET claimed_until = now() + :claim FROM ("
+            " SELECT c.id FROM {s}.deliveries c JOIN {s}.integrations i ON i.id = c.integration_id"
+            " WHERE c.status = 'pending' AND c.next_attempt_at <= now() AND i.enabled"
+            " AND (c.claimed_until IS NULL OR c.claimed_until < now())"
+            " AND (i.ordering = 'none' OR NOT EXISTS (SELECT 1 FROM {s}.deliveries e"
+            "   WHERE e.integration_id = c.integration_id AND e.entity_path = c.entity_path"
+            "   AND e.status = 'pending' AND e.id < c.id))"
+            " ORDER BY c.next_attempt_at, c.id LIMIT :limit FOR UPDATE OF c SKIP LOCKED) due "
+            "WHERE d.id = due.id RETURNING d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, "
+            "d.attempts, d.created_at", {"limit": limit, "claim": claim_for})]
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Log attempts and move their deliveries on, in one transaction."""
+        if not records:
+            return
+        attempts = [{**r.__dict__, "request_headers": _json(r.request_headers),
+                     "response_headers": None if r.response_headers is None else _json(r.response_headers)}
+                    for r in records]
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(
+                    f"INSERT INTO {self._s}.attempts (delivery_id, integration_id, number, trigger, started_at, url, "
+                    "request_headers, response_status, response_headers, response_body, duration_ms, error) VALUES "
+                    "(:delivery_id, :integration_id, :number, :trigger, :started_at, :url, "
+                    "CAST(:request_headers AS jsonb), :response_status, CAST(:response_headers AS jsonb), "
+                    ":response_body, :duration_ms, :error)"), attempts)
+                await conn.execute(text(
+                    f"UPDATE {self._s}.deliveries SET status = :status, attempts = greatest(attempts, :number), "
+                    "next_attempt_at = coalesce(:next_attempt_at, next_attempt_at), claimed_until = NULL, "
+                    "last_error = :error, updated_at = now() WHERE id = :delivery_id"), attempts)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record attempts: {exc}") from exc
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give up claims (on shutdown) so another publisher may take the deliveries at once."""
+        if delivery_ids:
+            await self._rows("UPDATE {s}.deliveries SET claimed_until = NULL WHERE id = ANY(:ids) "
+                             "AND status = 'pending'", {"ids": list(delivery_ids)})
+
+    async def deliveries(self, integration_id: int | None = None, status: str | None = None,
+                         limit: int = 100) -> list[dict[str, Any]]:
+        where = ["TRUE"]
+        if integration_id is not None:
+            where.append("integration_id = :integration")
+        if status is not None:
+            where.append("status = :status")
+        return await self._rows(
+            "SELECT id, integration_id, event_id, webhook_id, entity_path, status, attempts, next_attempt_at, "
+            f"last_error, created_at FROM {{s}}.deliveries WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
+            {"integration": integration_id, "status": status, "limit": limit})
+
+    async def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
+        return await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+
+
+def _json(value: Any) -> str:
+    import orjson
+    return orjson.dumps(value).decode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

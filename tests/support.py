@@ -11,6 +11,7 @@ from walhook.stack import spawn
 
 def write_config(path: Path, dsn: str, bootstrap_servers: str, topic: str, entities: str,
                  publisher: str = "retry_delays = [0, 0.2, 0.5]") -> Path:
+    publisher += '\nallowed_networks = ["127.0.0.1/32"]' if "allowed_networks" not in publisher else ""
     """A config file for one test: its own database, topic and consumer group."""
     path.write_text(f'''
 [source]

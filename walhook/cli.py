@@ -46,6 +46,7 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
 async def cmd_publisher(args: argparse.Namespace) -> int:
     from publisher.sender import WebhookSender
     from publisher.service import Publisher
+    from publisher.ssrf import DestinationPolicy
     from publisher.store import Store
 
     settings = _settings(args)
@@ -53,8 +54,9 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     assert settings.store is not None and settings.kafka is not None
+    policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
     async with Store(settings.store.dsn, settings.store.schema_name) as store, \
-            WebhookSender(settings.publisher.request_timeout) as sender:
+            WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
         await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
     return 0
 
@@ -68,6 +70,10 @@ async def cmd_orgs_add(args: argparse.Namespace) -> int:
 
 
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
+    from publisher.ssrf import DestinationPolicy
+
+    policy = DestinationPolicy.from_strings(_settings(args).publisher.allowed_networks)
+    await policy.check_destination(args.url)  # refused now with a reason, not at the first delivery
     async with _store(args) as store:
         if not await store.organization_exists(args.org):
             secret = await store.add_organization(args.org, args.secret)

@@ -69,6 +69,7 @@ dsn = "{dsn}"
 
 [publisher]
 retry_delays = [0, 0.5, 2, 5, 10]
+allowed_networks = ["127.0.0.1/32"]  # the demo's receiver; private and loopback addresses are refused otherwise
 
 [[entities]]
 table = "public.projects"

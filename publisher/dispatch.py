@@ -1,0 +1,175 @@
+"""The dispatcher: runs attempts in per-integration lanes and records what happened.
+
+Every attempt is logged (the "webhook jobs" log) and moves its delivery on: delivered,
+pending with the next attempt time, or failed. Writes are batched by a recorder that
+flushes every few milliseconds, so no attempt costs its own database round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from publisher.lanes import Lane
+from publisher.retry import RetryPolicy, Verdict
+from publisher.sender import AttemptResult, WebhookSender
+from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
+
+log = logging.getLogger("walhook.publisher")
+
+_STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAILED: "failed",
+           Verdict.GONE: "failed"}
+
+
+class Recorder:
+    """Collects attempt records and claim releases; writes them in batches."""
+
+    def __init__(self, store: Store, interval: float = 0.02) -> None:
+        self._store = store
+        self._interval = interval
+        self._records: list[AttemptRecord] = []
+        self._releases: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def add(self, record: AttemptRecord) -> None:
+        self._records.append(record)
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        self._releases.extend(delivery.id for delivery in deliveries)
+
+    async def flush(self) -> None:
+        records, self._records = self._records, []
+        releases, self._releases = self._releases, []
+        try:
+            await self._store.record_attempts(records)
+            await self._store.release(releases)
+        except Exception:
+            # Keep them for the next flush; a crash meanwhile only means the deliveries are retried.
+            self._records[:0], self._releases[:0] = records, releases
+            raise
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception as exc:  # the store may be down for a while: keep trying
+                log.warning("cannot record attempts yet: %s", exc)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, *, concurrency: int = 8,
+                 lane_capacity: int = 1000, disable_after: timedelta = timedelta(days=5)) -> None:
+        self.store = store
+        self.sender = sender
+        self.policy = policy
+        self.recorder = Recorder(store)
+        self.delivered = 0
+        self._concurrency = concurrency
+        self._capacity = lane_capacity
+        self._disable_after = disable_after
+        self._lanes: dict[int, Lane] = {}
+        self._integrations: dict[int, Integration] = {}
+        self._health_noted: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    @property
+    def backlog(self) -> int:
+        return sum(lane.size for lane in self._lanes.values())
+
+    def submit(self, delivery: Delivery, integration: Integration) -> bool:
+        """Hand a claimed delivery to its integration's lane; False (and released) when it must wait."""
+        self._integrations[integration.id] = integration
+        lane = self._lane(integration)
+        ordered_elsewhere = delivery.blocked and not lane.holds(delivery.entity_path)
+        if ordered_elsewhere or not integration.enabled or not lane.offer(delivery):
+            self.recorder.release([delivery])
+            return False
+        return True
+
+    async def close(self) -> None:
+        held = [d for lane in self._lanes.values() for d in await lane.close()]
+        self.recorder.release(held)
+        await self.recorder.close()
+
+    def _lane(self, integration: Integration) -> Lane:
+        lane = self._lanes.get(integration.id)
+        if lane is None:
+            lane = self._lanes[integration.id] = Lane(
+                lambda delivery: self._attempt(delivery, integration.id), self.recorder.release,
+                self._concurrency, self._capacity, integration.ordering == "entity", integration.rate_limit)
+        return lane
+
+    async def _attempt(self, delivery: Delivery, integration_id: int) -> bool:
+        """One attempt; True when the entity's next delivery may go (this one is done with)."""
+        integration = self._integrations[integration_id]
+        number = delivery.attempts + 1
+        started = utcnow()
+        result = await self.sender.attempt(integration.url, integration.secrets, delivery.webhook_id,
+                                           delivery.body, integration.headers)
+        decision = self.policy.decide(number, result.status, result.headers.get("retry-after"), started)
+        self.recorder.add(_record(delivery, integration, number, started, result, decision.verdict,
+                                  started + timedelta(seconds=decision.delay)))
+        if decision.verdict is Verdict.DELIVERED:
+            self.delivered += 1
+        else:
+            log.warning("attempt %d of %s to integration %d failed: %s%s", number, delivery.webhook_id,
+                        integration.id, result.describe(),
+                        f"; next in {decision.delay:.1f}s" if decision.verdict is Verdict.RETRY else
+                        f"; {decision.verdict.value}")
+        await self._note_health(integration, decision.verdict)
+        return decision.verdict is Verdict.DELIVERED or integration.ordering == "none"
+
+    async def _note_health(self, integration: Integration, verdict: Verdict) -> None:
+        if verdict is Verdict.GONE:
+            reason = f"the receiver answered 410 Gone at {utcnow():%Y-%m-%d %H:%M:%S} UTC"
+            await self._disable(integration, reason)
+            return
+        succeeded = verdict is Verdict.DELIVERED
+        last = self._health_noted.get(integration.id)
+        # A success after failures, or at most one failure note per 5 s per integration.
+        if (succeeded and last is None) or (not succeeded and last is not None and time.monotonic() - last < 5):
+            return
+        self._health_noted.pop(integration.id, None)
+        if not succeeded:
+            self._health_noted[integration.id] = time.monotonic()
+        try:
+            if await self.store.note_health(integration.id, succeeded, self._disable_after):
+                log.error("integration %d disabled: failing continuously for %s", integration.id,
+                          self._disable_after)
+                await self._disable(integration, None)
+        except Exception as exc:
+            log.warning("cannot note the health of integration %d: %s", integration.id, exc)
+
+    async def _disable(self, integration: Integration, reason: str | None) -> None:
+        if reason is not None:
+            await self.store.set_enabled(integration.id, False, reason)
+            log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
+        from dataclasses import replace
+        self._integrations[integration.id] = replace(integration, enabled=False)
+        lane = self._lanes.get(integration.id)
+        if lane is not None:
+            self.recorder.release(lane.drain())
+
+
+def _record(delivery: Delivery, integration: Integration, number: int, started, result: AttemptResult,  # type: ignore[no-untyped-def]
+            verdict: Verdict, next_attempt_at) -> AttemptRecord:
+    return AttemptRecord(
+        delivery_id=delivery.id, integration_id=integration.id, number=number, trigger="scheduled",
+        started_at=started, url=integration.url, request_headers=result.request_headers,
+        response_status=result.status, response_headers=result.headers or None,
+        response_body=result.response_body or None, duration_ms=result.duration * 1000, error=result.error,
+        status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict is Verdict.RETRY else None)

@@ -1,0 +1,136 @@
+"""Per-integration lanes: where deliveries wait in memory for their attempt.
+
+Each integration gets its own lane with its own concurrency limit, so an endpoint that
+hangs only ever occupies its own lane's workers - never another integration's. Inside a
+lane, deliveries of one entity run strictly one after another in arrival order (unless the
+integration opted out of ordering); different entities run in parallel.
+
+A lane holds at most ``capacity`` deliveries. Whatever it cannot take stays in the store,
+pending, and comes back through the poller: memory is bounded, nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from publisher.store import Delivery
+
+# The lane's attempt function returns True when the entity may continue with its next delivery.
+Attempt = Callable[[Delivery], Awaitable[bool]]
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` requests per second with bursts of ``burst``; pure: callers pass the time."""
+
+    rate: float
+    burst: float = 1.0
+    _tokens: float = field(default=-1.0, init=False)
+    _stamp: float = field(default=0.0, init=False)
+
+    def wait_time(self, now: float) -> float:
+        """Seconds to wait before the next request may go; takes the token when it returns 0."""
+        if self._tokens < 0:
+            self._tokens, self._stamp = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
+class Lane:
+    """The deliveries of one integration, worked by ``concurrency`` tasks."""
+
+    def __init__(self, attempt: Attempt, release: Callable[[list[Delivery]], None], concurrency: int,
+                 capacity: int, ordered: bool, rate_limit: float | None = None) -> None:
+        self._attempt = attempt
+        self._release = release
+        self._capacity = capacity
+        self._ordered = ordered
+        self._bucket = TokenBucket(rate_limit, burst=max(1.0, rate_limit)) if rate_limit else None
+        self._queues: dict[str, deque[Delivery]] = {}
+        self._ready: deque[str] = deque()  # entities with a delivery that may go now
+        self._busy: set[str] = set()  # entities with an attempt in flight
+        self._size = 0
+        self._wakeup = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def holds(self, entity_path: str) -> bool:
+        return entity_path in self._queues
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Queue ``delivery``; False when the lane is full (it then stays pending in the store)."""
+        if self._size >= self._capacity:
+            return False
+        key = delivery.entity_path if self._ordered else f"{delivery.entity_path}#{delivery.id}"
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self._ready.append(key)
+        queue.append(delivery)
+        self._size += 1
+        self._wakeup.set()
+        return True
+
+    def drain(self) -> list[Delivery]:
+        """Take back every queued delivery (not the ones in flight), e.g. when the integration is disabled."""
+        taken = [d for key, queue in self._queues.items() if key not in self._busy for d in queue]
+        for key in [key for key in self._queues if key not in self._busy]:
+            del self._queues[key]
+        self._ready.clear()
+        self._size -= len(taken)
+        return taken
+
+    async def close(self) -> list[Delivery]:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        return [d for queue in self._queues.values() for d in queue]
+
+    async def _work(self) -> None:
+        while True:
+            while not self._ready:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            key = self._ready.popleft()
+            self._busy.add(key)
+            try:
+                await self._throttle()
+                delivery = self._queues[key][0]
+                may_continue = await self._attempt(delivery)
+            finally:
+                self._busy.discard(key)
+            self._after(key, may_continue)
+
+    def _after(self, key: str, may_continue: bool) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        queue.popleft()
+        self._size -= 1
+        if not may_continue:
+            # The entity's head failed and waits for a retry: later changes of it must not overtake.
+            # They stay pending in the store and come back, in order, after the retry.
+            self._size -= len(queue)
+            self._release(list(queue))
+            queue.clear()
+        if queue:
+            self._ready.append(key)
+        else:
+            del self._queues[key]
+
+    async def _throttle(self) -> None:
+        if self._bucket is None:
+            return
+        loop = asyncio.get_running_loop()
+        while (delay := self._bucket.wait_time(loop.time())) > 0:
+            await asyncio.sleep(delay)

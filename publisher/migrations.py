@@ -1,0 +1,113 @@
+"""Versioned migrations of walhook's own schema.
+
+Each migration is a version number and its SQL (``{schema}`` stands for the configured
+schema). ``migrate`` applies the missing ones in order, each in its own transaction, under
+an advisory lock so several publishers starting at once do not race. A migration once
+released is never edited; changes come as new versions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("walhook.store")
+
+_LOCK_KEY = 0x77616C686F6F6B  # "walhook"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE {schema}.organizations (
+    id text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {schema}.integrations (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    name text NOT NULL,
+    url text NOT NULL,
+    environment text,
+    events jsonb NOT NULL,
+    enabled boolean NOT NULL DEFAULT true,
+    disabled_reason text,
+    failing_since timestamptz,
+    ordering text NOT NULL DEFAULT 'entity' CHECK (ordering IN ('entity', 'none')),
+    batch_size integer NOT NULL DEFAULT 1 CHECK (batch_size BETWEEN 1 AND 1000),
+    rate_limit double precision CHECK (rate_limit > 0),
+    headers jsonb NOT NULL DEFAULT '{{}}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX integrations_organization ON {schema}.integrations (organization_id);
+CREATE TABLE {schema}.signing_secrets (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    integration_id bigint REFERENCES {schema}.integrations ON DELETE CASCADE,
+    secret text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz
+);
+CREATE INDEX signing_secrets_owner ON {schema}.signing_secrets (organization_id, integration_id);
+CREATE TABLE {schema}.deliveries (
+    id bigserial PRIMARY KEY,
+    integration_id bigint NOT NULL REFERENCES {schema}.integrations ON DELETE CASCADE,
+    organization_id text NOT NULL,
+    event_id text NOT NULL,
+    webhook_id text NOT NULL,
+    entity_key text NOT NULL,
+    entity_path text NOT NULL,
+    operation text NOT NULL,
+    body bytea NOT NULL,
+    source_partition integer,
+    source_offset bigint,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    claimed_until timestamptz,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (integration_id, event_id)
+);
+CREATE INDEX deliveries_due ON {schema}.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_entity_pending ON {schema}.deliveries (integration_id, entity_path, id)
+    WHERE status = 'pending';
+CREATE INDEX deliveries_integration ON {schema}.deliveries (integration_id, id DESC);
+CREATE TABLE {schema}.attempts (
+    id bigserial PRIMARY KEY,
+    delivery_id bigint NOT NULL REFERENCES {schema}.deliveries ON DELETE CASCADE,
+    integration_id bigint NOT NULL,
+    number integer NOT NULL,
+    trigger text NOT NULL CHECK (trigger IN ('scheduled', 'manual', 'replay')),
+    started_at timestamptz NOT NULL,
+    url text NOT NULL,
+    request_headers jsonb NOT NULL,
+    response_status integer,
+    response_headers jsonb,
+    response_body bytea,
+    duration_ms double precision NOT NULL,
+    error text
+);
+CREATE INDEX attempts_integration ON {schema}.attempts (integration_id, id DESC);
+CREATE INDEX attempts_delivery ON {schema}.attempts (delivery_id, id);
+"""),
+]
+
+
+async def migrate(engine: AsyncEngine, schema: str) -> int:
+    """Bring ``schema`` to the newest version; returns the version it is at."""
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        await conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+                                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"))
+        applied = set((await conn.execute(text(f'SELECT version FROM "{schema}".schema_migrations'))).scalars())
+        for version, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            await conn.exec_driver_sql(statements.format(schema=f'"{schema}"'))
+            await conn.execute(text(f'INSERT INTO "{schema}".schema_migrations (version) VALUES (:v)'), {"v": version})
+            log.info("store schema %s migrated to version %d", schema, version)
+    return max(version for version, _ in MIGRATIONS)
