@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from publisher.lanes import Lane
@@ -18,6 +19,8 @@ from publisher.sender import AttemptResult, WebhookSender
 from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
 
 log = logging.getLogger("walhook.publisher")
+
+DISABLE_MEMORY_SECONDS = 30.0
 
 _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAILED: "failed",
            Verdict.GONE: "failed"}
@@ -82,6 +85,9 @@ class Dispatcher:
         self._lanes: dict[int, Lane] = {}
         self._integrations: dict[int, Integration] = {}
         self._health_noted: dict[int, float] = {}
+        # Integrations disabled here, and when: a cached copy may not know yet. After a while the
+        # caches have caught up, and the store's word counts again (an operator may re-enable it).
+        self._disabled: dict[int, float] = {}
 
     def start(self) -> None:
         self.recorder.start()
@@ -92,6 +98,9 @@ class Dispatcher:
 
     def submit(self, delivery: Delivery, integration: Integration) -> bool:
         """Hand a claimed delivery to its integration's lane; False (and released) when it must wait."""
+        disabled_at = self._disabled.get(integration.id)
+        if disabled_at is not None and time.monotonic() - disabled_at < DISABLE_MEMORY_SECONDS:
+            integration = replace(integration, enabled=False)
         self._integrations[integration.id] = integration
         lane = self._lane(integration)
         ordered_elsewhere = delivery.blocked and not lane.holds(delivery.entity_path)
@@ -158,7 +167,7 @@ class Dispatcher:
         if reason is not None:
             await self.store.set_enabled(integration.id, False, reason)
             log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
-        from dataclasses import replace
+        self._disabled[integration.id] = time.monotonic()
         self._integrations[integration.id] = replace(integration, enabled=False)
         lane = self._lanes.get(integration.id)
         if lane is not None:

@@ -1,0 +1,231 @@
+"""Delivery behaviour on the real stack: Kafka in, real HTTP out, every request verified."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from cdc.kafka import ensure_topic
+from models.settings import KafkaSettings, PublisherSettings
+from publisher.sender import WebhookSender
+from publisher.service import Publisher, consumer_group_state
+from publisher.ssrf import DestinationPolicy
+from publisher.store import Store
+from tests.conftest import Servers
+from tests.receivers import Answer, ScriptedReceiver, always
+
+FAST = {"retry_delays": [0, 0.2, 0.2, 0.2], "retry_jitter": 0.0, "poll_interval": 0.1, "claim_seconds": 5,
+        "request_timeout": 2, "allowed_networks": ["127.0.0.1/32"]}
+
+
+def event(n: int, org: str = "acme", entity: str = "docs/1", seq: int = 0, key: str = "docs") -> dict:
+    return {"eventTimestamp": "2026-11-22T12:00:00.000000Z", "operationType": "updated", "entityPath": entity,
+            "entityId": entity.rsplit("/", 1)[-1], "entityKey": key, "collectionPath": "docs",
+            "organizationId": org, "data": {"value": {"key": entity, "properties": {"seq": seq},
+                                                      "createTime": None, "updateTime": None},
+                                            "oldValue": None, "updateMask": ["seq"]},
+            "eventId": f"evt_{n:016X}_000000", "transaction": {"id": n, "commitLsn": f"0/{n:X}", "index": 0}}
+
+
+async def produce(servers: Servers, topic: str, events: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for item in events:
+            key = f"{item['organizationId']}|{item['entityPath']}".encode()
+            await producer.send(topic, orjson.dumps(item), key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def publishing(servers: Servers, topic: str, store: Store, **settings: object) -> AsyncIterator[Publisher]:
+    kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=2,
+                          consumer_group=f"{topic}.g")
+    await ensure_topic(kafka)
+    options = PublisherSettings(**{**FAST, **settings})
+    async with WebhookSender(options.request_timeout,
+                             policy=DestinationPolicy.from_strings(options.allowed_networks)) as sender:
+        publisher = Publisher(kafka, options, store, sender)
+        stop = asyncio.Event()
+        task = asyncio.create_task(publisher.run(stop))
+        try:
+            deadline = time.monotonic() + 30
+            while await consumer_group_state(servers.bootstrap_servers, kafka.consumer_group) != "Stable":
+                assert time.monotonic() < deadline and not task.done(), "the publisher did not join its group"
+                await asyncio.sleep(0.2)
+            yield publisher
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+
+async def until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def org_with(database: str, receiver: ScriptedReceiver, *paths: str, org: str = "acme",
+                   **integration: object) -> AsyncIterator[tuple[Store, dict[str, int]]]:
+    async with Store(database) as store:
+        secret = await store.add_organization(org)
+        ids = {}
+        for path in paths:
+            receiver.secrets[path] = secret
+            ids[path] = await store.add_integration(org, receiver.url(path), ["docs:*"], **integration)  # type: ignore[arg-type]
+        yield store, ids
+
+
+async def test_failures_are_retried_on_the_schedule_and_logged(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"flaky": lambda path, n: Answer(500 if n < 2 else 204)}) as receiver, \
+            org_with(database, receiver, "flaky") as (store, ids), publishing(servers, topic, store):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.verified("flaky")) == 3)
+        await asyncio.sleep(0.3)
+        (delivery,) = await store.deliveries(ids["flaky"])
+        attempts = await store.attempts_of(delivery["id"])
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 3
+    assert [a["number"] for a in attempts] == [1, 2, 3]
+    assert [a["response_status"] for a in attempts] == [500, 500, 204]
+    gaps = [(b["started_at"] - a["started_at"]).total_seconds() for a, b in itertools.pairwise(attempts)]
+    assert all(gap >= 0.2 for gap in gaps)
+    assert attempts[0]["request_headers"]["webhook-id"] == f"{event(1)['eventId']}_i{ids['flaky']}"
+    assert {hit.webhook_id for hit in receiver.hits} == {attempts[0]["request_headers"]["webhook-id"]}
+
+
+async def test_an_exhausted_delivery_fails_and_stays_visible(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"down": always(500, body=b"x" * 40_000)}) as receiver, \
+            org_with(database, receiver, "down") as (store, ids), publishing(servers, topic, store):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 4)
+        await asyncio.sleep(0.3)
+        (delivery,) = await store.deliveries(ids["down"], status="failed")
+        attempts = await store.attempts_of(delivery["id"])
+    assert delivery["attempts"] == 4
+    assert len(attempts[-1]["response_body"]) == 16 * 1024  # the response body is capped
+
+
+async def test_redirects_are_not_followed(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver:
+        receiver.scripts["moved"] = always(302, headers={"location": receiver.url("target")})
+        async with org_with(database, receiver, "moved") as (store, ids), publishing(servers, topic, store):
+            await produce(servers, topic, [event(1)])
+            await until(lambda: len(receiver.hits) == 4)
+            await asyncio.sleep(0.3)
+            (delivery,) = await store.deliveries(ids["moved"])
+    assert delivery["status"] == "failed"
+    assert {hit.path for hit in receiver.hits} == {"moved"}
+
+
+async def test_410_gone_disables_the_integration(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"gone": always(410)}) as receiver, \
+            org_with(database, receiver, "gone") as (store, _), publishing(servers, topic, store):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 1)
+        await asyncio.sleep(0.5)
+        await produce(servers, topic, [event(2, entity="docs/2")])
+        await asyncio.sleep(1.0)
+        (integration,) = await store.integrations_of("acme", include_disabled=True)
+    assert len(receiver.hits) == 1
+    assert not integration.enabled and "410 Gone" in (integration.disabled_reason or "")
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_honoured(servers: Servers, database: str, topic: str, status: int) -> None:
+    script = {"busy": lambda path, n: Answer(status, headers={"retry-after": "1"}) if n == 0 else Answer(204)}
+    async with ScriptedReceiver(scripts=script) as receiver, org_with(database, receiver, "busy") as (store, _), \
+            publishing(servers, topic, store):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 2)
+    assert receiver.hits[1].at - receiver.hits[0].at >= 1.0  # not the schedule's 0.2 s
+
+
+async def test_an_integration_failing_continuously_is_disabled_and_success_resets(
+        servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"sick": always(500)}) as receiver, \
+            org_with(database, receiver, "sick") as (store, ids), \
+            publishing(servers, topic, store, disable_after_days=2 / 86400,
+                       retry_delays=[0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) >= 2)
+        deadline = time.monotonic() + 15
+        integration = await store.integration(ids["sick"])
+        while integration.enabled and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            integration = await store.integration(ids["sick"])
+    assert not integration.enabled and "failing continuously" in (integration.disabled_reason or "")
+
+
+async def test_success_resets_the_failure_clock(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/x", ["*"])
+        await store.note_health(integration, False, timedelta(days=5))
+        assert (await store.integration(integration)).failing_since is not None
+        await store.note_health(integration, True, timedelta(days=5))
+        assert (await store.integration(integration)).failing_since is None
+
+
+async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"hang": always(204, delay=60)}) as receiver, \
+            org_with(database, receiver, "hang", "healthy") as (store, _), \
+            publishing(servers, topic, store, request_timeout=30, claim_seconds=90,
+                       concurrency_per_integration=2):
+        await produce(servers, topic, [event(n, entity=f"docs/{n}") for n in range(1, 41)])
+        started = time.time()
+        await until(lambda: len(receiver.verified("healthy")) == 40, timeout=10)
+        elapsed = time.time() - started
+        await produce(servers, topic, [event(n, entity=f"docs/{n}") for n in range(41, 61)])
+        await until(lambda: len(receiver.verified("healthy")) == 60, timeout=10)
+    assert elapsed < 3.0  # the hanging lane holds 2 requests; the healthy one is not delayed by it
+    assert len([hit for hit in receiver.hits if hit.path == "hang"]) <= 2 * 2  # bounded concurrency
+
+
+async def test_per_entity_order_holds_while_an_earlier_change_is_retried(
+        servers: Servers, database: str, topic: str) -> None:
+    def first_fails_twice(path: str, n: int) -> Answer:
+        return Answer(500 if n < 2 else 204)
+    async with ScriptedReceiver(scripts={"ordered": first_fails_twice}) as receiver, \
+            org_with(database, receiver, "ordered") as (store, _), publishing(servers, topic, store):
+        await produce(servers, topic, [event(n, entity="docs/x", seq=n) for n in range(1, 6)])
+        await until(lambda: len(receiver.verified("ordered")) >= 7)
+        await asyncio.sleep(0.5)
+    successes = [hit.event["data"]["value"]["properties"]["seq"] for hit in receiver.verified("ordered")
+                 if hit.event is not None]
+    attempted = [hit.event["data"]["value"]["properties"]["seq"] for hit in receiver.hits if hit.event is not None]
+    assert attempted == [1, 1, 1, 2, 3, 4, 5]  # nothing overtook the change being retried
+    assert successes[-5:] == [1, 2, 3, 4, 5]
+
+
+async def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
+        servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _), \
+            publishing(servers, topic, store, integrations_cache_seconds=0):
+        old = receiver.secrets["hook"]
+        new = await store.rotate_secret("acme", overlap=timedelta(seconds=2))
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 1)
+        during = receiver.hits[0]
+        receiver.secrets["hook"] = new
+        await asyncio.sleep(2.5)
+        await produce(servers, topic, [event(2, entity="docs/2")])
+        await until(lambda: len(receiver.hits) == 2)
+        after = receiver.hits[1]
+        receiver.secrets["hook"] = old
+        await produce(servers, topic, [event(3, entity="docs/3")])
+        await until(lambda: len(receiver.hits) >= 3)
+    assert during.signatures == 2 and during.event is not None  # verified with the old secret
+    assert after.signatures == 1 and after.event is not None  # verified with the new secret
+    assert receiver.hits[2].event is None  # the expired secret no longer verifies
