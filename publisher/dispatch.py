@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from publisher.lanes import Lane
-from publisher.retry import RetryPolicy, Verdict
+from publisher.retry import Decision, RetryPolicy, Verdict
 from publisher.sender import AttemptResult, WebhookSender
 from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
 
@@ -130,6 +130,8 @@ class Dispatcher:
         result = await self.sender.attempt(integration.url, integration.secrets, delivery.webhook_id,
                                            delivery.body, integration.headers)
         decision = self.policy.decide(number, result.status, result.headers.get("retry-after"), started)
+        if delivery.trigger == "manual" and decision.verdict is Verdict.RETRY:
+            decision = Decision(Verdict.FAILED)  # a person asked for one more attempt, not a new schedule
         self.recorder.add(_record(delivery, integration, number, started, result, decision.verdict,
                                   started + timedelta(seconds=decision.delay)))
         if decision.verdict is Verdict.DELIVERED:
@@ -177,7 +179,7 @@ class Dispatcher:
 def _record(delivery: Delivery, integration: Integration, number: int, started, result: AttemptResult,  # type: ignore[no-untyped-def]
             verdict: Verdict, next_attempt_at) -> AttemptRecord:
     return AttemptRecord(
-        delivery_id=delivery.id, integration_id=integration.id, number=number, trigger="scheduled",
+        delivery_id=delivery.id, integration_id=integration.id, number=number, trigger=delivery.trigger,
         started_at=started, url=integration.url, request_headers=result.request_headers,
         response_status=result.status, response_headers=result.headers or None,
         response_body=result.response_body or None, duration_ms=result.duration * 1000, error=result.error,

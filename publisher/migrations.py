@@ -93,6 +93,11 @@ CREATE TABLE {schema}.attempts (
 CREATE INDEX attempts_integration ON {schema}.attempts (integration_id, id DESC);
 CREATE INDEX attempts_delivery ON {schema}.attempts (delivery_id, id);
 """),
+    (2, """
+ALTER TABLE {schema}.deliveries ADD COLUMN trigger text NOT NULL DEFAULT 'scheduled'
+    CHECK (trigger IN ('scheduled', 'manual', 'replay'));
+CREATE INDEX deliveries_failed ON {schema}.deliveries (integration_id, updated_at) WHERE status = 'failed';
+"""),
 ]
 
 

@@ -81,6 +81,7 @@ class Delivery:
     attempts: int
     created_at: datetime
     blocked: bool = False  # an earlier delivery of the same entity was already pending
+    trigger: str = "scheduled"  # scheduled (from the stream), manual (redeliver, recover) or replay
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ class Store:
                "CAST(:entity_path AS text[]), CAST(:operation AS text[]), CAST(:body AS bytea[]), "
                "CAST(:source_partition AS int[]), CAST(:source_offset AS bigint[])) "
                "ON CONFLICT (integration_id, event_id) DO NOTHING "
-               "RETURNING id, integration_id, webhook_id, entity_path, body, attempts, created_at) "
+               "RETURNING id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger) "
                "SELECT new.*, EXISTS (SELECT 1 FROM {s}.deliveries e WHERE e.integration_id = new.integration_id "
                "AND e.entity_path = new.entity_path AND e.status = 'pending') AS blocked FROM new ORDER BY new.id")
         try:
@@ -303,7 +304,7 @@ class Store:
             "   AND e.status = 'pending' AND e.id < c.id))"
             " ORDER BY c.next_attempt_at, c.id LIMIT :limit FOR UPDATE OF c SKIP LOCKED) due "
             "WHERE d.id = due.id RETURNING d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, "
-            "d.attempts, d.created_at", {"limit": limit, "claim": claim_for})]
+            "d.attempts, d.created_at, d.trigger", {"limit": limit, "claim": claim_for})]
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Log attempts and move their deliveries on, in one transaction."""
@@ -327,6 +328,41 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record attempts: {exc}") from exc
 
+    async def redeliver(self, delivery_id: int, organization_id: str | None = None) -> dict[str, Any]:
+        """Schedule one more attempt of a delivery now (trigger ``manual``); returns the delivery."""
+        rows = await self._rows(
+            "UPDATE {s}.deliveries SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, "
+            "trigger = 'manual', updated_at = now() WHERE id = :id "
+            "AND (CAST(:org AS text) IS NULL OR organization_id = :org) "
+            "RETURNING id, integration_id, event_id, webhook_id, status", {"id": delivery_id, "org": organization_id})
+        if not rows:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return rows[0]
+
+    async def recover(self, integration_id: int, since: datetime) -> list[dict[str, Any]]:
+        """Schedule every delivery of the integration that failed since ``since`` for one more attempt."""
+        return await self._rows(
+            "UPDATE {s}.deliveries SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, "
+            "trigger = 'manual', updated_at = now() WHERE integration_id = :integration AND status = 'failed' "
+            "AND updated_at >= :since RETURNING id, event_id, webhook_id",
+            {"integration": integration_id, "since": since})
+
+    async def schedule_replay(self, deliveries: Sequence[NewDelivery]) -> list[dict[str, Any]]:
+        """Deliver these again (trigger ``replay``), whether or not they were delivered before."""
+        if not deliveries:
+            return []
+        columns = {name: [getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__}
+        return await self._rows(
+            "INSERT INTO {s}.deliveries (integration_id, organization_id, event_id, webhook_id, entity_key, "
+            "entity_path, operation, body, source_partition, source_offset, trigger) "
+            "SELECT *, 'replay' FROM unnest(CAST(:integration_id AS bigint[]), CAST(:organization_id AS text[]), "
+            "CAST(:event_id AS text[]), CAST(:webhook_id AS text[]), CAST(:entity_key AS text[]), "
+            "CAST(:entity_path AS text[]), CAST(:operation AS text[]), CAST(:body AS bytea[]), "
+            "CAST(:source_partition AS int[]), CAST(:source_offset AS bigint[])) "
+            "ON CONFLICT (integration_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = now(), "
+            "claimed_until = NULL, trigger = 'replay', updated_at = now() RETURNING id, event_id, webhook_id",
+            columns)
+
     async def release(self, delivery_ids: Sequence[int]) -> None:
         """Give up claims (on shutdown) so another publisher may take the deliveries at once."""
         if delivery_ids:
@@ -342,7 +378,8 @@ class Store:
             where.append("status = :status")
         return await self._rows(
             "SELECT id, integration_id, event_id, webhook_id, entity_path, status, attempts, next_attempt_at, "
-            f"last_error, created_at FROM {{s}}.deliveries WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
+            "last_error, trigger, created_at, updated_at FROM {s}.deliveries "
+            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
             {"integration": integration_id, "status": status, "limit": limit})
 
     async def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
