@@ -100,6 +100,81 @@ async def cmd_integrations_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_orgs_rotate(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    async with _store(args) as store:
+        secret = await store.rotate_secret(args.organization, args.integration,
+                                           timedelta(hours=args.overlap_hours))
+    _print(args, {"organization": args.organization, "integration": args.integration, "secret": secret},
+           f"new signing secret (store it now): {secret}\nthe previous one keeps signing for {args.overlap_hours:g} h")
+    return 0
+
+
+async def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        rows = await store.deliveries(args.integration, args.status, args.limit)
+    if args.json:
+        print(orjson.dumps(rows, default=str).decode())
+        return 0
+    print(f"{'ID':>6}  {'INTEGRATION':>11}  {'STATUS':<9} {'ATTEMPTS':>8}  {'TRIGGER':<9} WEBHOOK-ID")
+    for row in rows:
+        print(f"{row['id']:>6}  {row['integration_id']:>11}  {row['status']:<9} {row['attempts']:>8}  "
+              f"{row['trigger']:<9} {row['webhook_id']}")
+    return 0
+
+
+async def cmd_deliveries_show(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        attempts = await store.attempts_of(args.delivery)
+    if args.json:
+        print(orjson.dumps(attempts, default=lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes)
+                           else str(v)).decode())
+        return 0
+    for attempt in attempts:
+        outcome = attempt["response_status"] or attempt["error"]
+        print(f"#{attempt['number']} {attempt['started_at']:%Y-%m-%d %H:%M:%S} {attempt['trigger']:<9} "
+              f"{attempt['url']} -> {outcome} in {attempt['duration_ms']:.0f} ms")
+    return 0
+
+
+async def cmd_redeliver(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        row = await store.redeliver(args.delivery)
+    _print(args, row, f"delivery {row['id']} ({row['webhook_id']}) scheduled for one more attempt")
+    return 0
+
+
+async def cmd_recover(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        rows = await store.recover(args.integration, _moment(args.since))
+    _print(args, {"scheduled": rows}, f"{len(rows)} failed deliveries scheduled again")
+    return 0
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    from publisher.recovery import ReplayStart, replay
+
+    settings = _settings(args)
+    settings.require("kafka", "store")
+    assert settings.kafka is not None
+    start = ReplayStart(offset=args.offset, since=_moment(args.since) if args.since else None)
+    async with _store(args) as store:
+        rows = await replay(store, settings.kafka, await store.integration(args.integration), start)
+    _print(args, {"scheduled": rows}, f"{len(rows)} events scheduled for integration {args.integration}")
+    return 0
+
+
+def _moment(text: str):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise WalhookError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from publisher.store import Store
 
@@ -168,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_org = command("add", cmd_orgs_add, "create an organization and its signing secret", orgs)
     add_org.add_argument("organization")
     add_org.add_argument("--secret", help="use this whsec_ secret instead of generating one")
+    rotate = command("rotate-secret", cmd_orgs_rotate, "rotate an organization's (or an integration's) secret", orgs)
+    rotate.add_argument("organization")
+    rotate.add_argument("--integration", type=int, help="rotate this integration's own secret instead")
+    rotate.add_argument("--overlap-hours", type=float, default=24.0, help="how long the old secret keeps signing")
+    deliveries = commands.add_parser("deliveries", help="the webhook jobs: deliveries and their attempts"
+                                     ).add_subparsers(dest="action", required=True)
+    listed = command("list", cmd_deliveries_list, "latest deliveries, newest first", deliveries)
+    listed.add_argument("--integration", type=int)
+    listed.add_argument("--status", choices=["pending", "succeeded", "failed"])
+    listed.add_argument("--limit", type=int, default=50)
+    command("show", cmd_deliveries_show, "a delivery's attempts", deliveries).add_argument("delivery", type=int)
+    command("redeliver", cmd_redeliver, "attempt one delivery once more").add_argument("delivery", type=int)
+    recover = command("recover", cmd_recover, "attempt an integration's failed deliveries once more")
+    recover.add_argument("--integration", type=int, required=True)
+    recover.add_argument("--since", required=True, help="ISO 8601 time; failed since then")
+    replay = command("replay", cmd_replay, "deliver an integration's events again from Kafka")
+    replay.add_argument("--integration", type=int, required=True)
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--offset", type=int, help="from this offset in every partition")
+    start.add_argument("--since", help="from this ISO 8601 time")
     integrations = commands.add_parser("integrations", help="manage webhook integrations").add_subparsers(
         dest="action", required=True)
     add = command("add", cmd_integrations_add, "subscribe a URL to events of an organization", integrations)

@@ -1,0 +1,69 @@
+"""The operator CLI against a real store: clear one-line errors, tables or --json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from publisher.store import Store
+
+
+GROUPS = {"orgs", "integrations", "deliveries"}  # commands with an action word after them
+
+
+def walhook(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``walhook COMMAND [ACTION] --config F ARGS...`` as an operator would."""
+    words = 2 if args[0] in GROUPS else 1
+    command = [sys.executable, "-m", "walhook", "--log-level", "WARNING", *args[:words], "--config", str(config),
+               *args[words:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def config_file(tmp_path: Path, dsn: str, allowed: str = '["127.0.0.1/32"]') -> Path:
+    path = tmp_path / "walhook.toml"
+    path.write_text(f'[kafka]\nbootstrap_servers = "127.0.0.1:9"\n[store]\ndsn = "{dsn}"\n'
+                    f"[publisher]\nallowed_networks = {allowed}\n")
+    return path
+
+
+async def test_integrations_are_created_listed_and_private_urls_refused(database: str, tmp_path: Path) -> None:
+    config = config_file(tmp_path, database)
+    refused = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://10.1.2.3/hook",
+                      "--events", "docs:*")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("walhook: error: http://10.1.2.3/hook: 10.1.2.3 is a")
+    assert "allowed_networks" in refused.stderr
+    created = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook",
+                      "--events", "docs:created,updated", "--json")
+    assert created.returncode == 0, created.stderr
+    assert "signing secret (store it now): whsec_" in created.stderr
+    listed = walhook(config, "integrations", "list", "--json")
+    (item,) = orjson.loads(listed.stdout)
+    assert item["url"] == "http://127.0.0.1:9/hook" and item["events"] == ["docs:created,updated"]
+    assert "secret" not in listed.stdout  # secrets never appear in listings
+
+
+async def test_rotation_keeps_two_secrets_during_the_overlap(database: str, tmp_path: Path) -> None:
+    config = config_file(tmp_path, database)
+    assert walhook(config, "orgs", "add", "acme").returncode == 0
+    rotated = walhook(config, "orgs", "rotate-secret", "acme", "--overlap-hours", "1", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    new_secret = orjson.loads(rotated.stdout)["secret"]
+    async with Store(database) as store:
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/x", ["*"])
+        secrets = (await store.integration(integration)).secrets
+    assert len(secrets) == 2 and secrets[0] == new_secret
+
+
+async def test_errors_are_one_line_and_exit_non_zero(database: str, tmp_path: Path) -> None:
+    config = config_file(tmp_path, database)
+    missing = walhook(config, "redeliver", "999")
+    assert missing.returncode == 1 and missing.stderr.strip() == "walhook: error: delivery 999 does not exist"
+    assert walhook(config, "deliveries", "list", "--json").stdout.strip() == "[]"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kafka]\nbootstrap_server = "x"\n')
+    broken = walhook(bad, "deliveries", "list")
+    assert broken.returncode == 1 and "kafka.bootstrap_server: unknown key" in broken.stderr
