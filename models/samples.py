@@ -129,7 +129,7 @@ def _changed_column(entity: EntitySettings) -> str | None:
 
 
 def _edited(value: Any) -> Any:
-    return value + 1 if isinstance(value, int) else f"{value} (edited)"
+    return value + 1 if isinstance(value, int) else f"{value}_edited"
 
 
 def _style(entity: EntitySettings) -> Callable[[str], str]:

@@ -68,7 +68,7 @@ async def _seek(consumer: AIOKafkaConsumer, topic: str, start: ReplayStart) -> l
         numbers = consumer.partitions_for_topic(topic)
         if numbers:
             break
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way to ask for a topic
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     else:
         raise PublisherError(f"topic {topic!r} has no partitions (does it exist?)")

@@ -10,7 +10,6 @@ import orjson
 
 from publisher.store import Store
 
-
 GROUPS = {"orgs", "integrations", "deliveries"}  # commands with an action word after them
 
 
