@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import orjson
 
 from publisher.lanes import Lane
 from publisher.retry import Decision, RetryPolicy, Verdict
@@ -21,6 +23,8 @@ from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
 log = logging.getLogger("walhook.publisher")
 
 DISABLE_MEMORY_SECONDS = 30.0
+
+_SEVERITY = [Verdict.DELIVERED, Verdict.RETRY, Verdict.FAILED, Verdict.GONE]
 
 _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAILED: "failed",
            Verdict.GONE: "failed"}
@@ -118,17 +122,30 @@ class Dispatcher:
         lane = self._lanes.get(integration.id)
         if lane is None:
             lane = self._lanes[integration.id] = Lane(
-                lambda delivery: self._attempt(delivery, integration.id), self.recorder.release,
-                self._concurrency, self._capacity, integration.ordering == "entity", integration.rate_limit)
+                lambda deliveries: self._attempt(deliveries, integration.id), self.recorder.release,
+                self._concurrency, self._capacity, integration.ordering == "entity", integration.rate_limit,
+                integration.batch_size)
         return lane
 
-    async def _attempt(self, delivery: Delivery, integration_id: int) -> bool:
-        """One attempt; True when the entity's next delivery may go (this one is done with)."""
+    async def _attempt(self, deliveries: list[Delivery], integration_id: int) -> bool:
+        """One request for one delivery, or for a batch; True when the entities' next deliveries may go."""
         integration = self._integrations[integration_id]
-        number = delivery.attempts + 1
+        msg_id, body = (deliveries[0].webhook_id, deliveries[0].body) if integration.batch_size == 1 \
+            else batch_message(deliveries)
         started = utcnow()
-        result = await self.sender.attempt(integration.url, integration.secrets, delivery.webhook_id,
-                                           delivery.body, integration.headers)
+        result = await self.sender.attempt(integration.url, integration.secrets, msg_id, body, integration.headers)
+        verdicts = [self._settle(delivery, integration, started, result) for delivery in deliveries]
+        worst = max(verdicts, key=_SEVERITY.index)
+        if worst is not Verdict.DELIVERED:
+            log.warning("attempt of %s to integration %d failed: %s; %s", msg_id, integration.id,
+                        result.describe(), worst.value)
+        await self._note_health(integration, worst)
+        return worst is Verdict.DELIVERED or integration.ordering == "none"
+
+    def _settle(self, delivery: Delivery, integration: Integration, started: datetime,
+                result: AttemptResult) -> Verdict:
+        """Decide one delivery's fate from the attempt's result and queue the record of it."""
+        number = delivery.attempts + 1
         decision = self.policy.decide(number, result.status, result.headers.get("retry-after"), started)
         if delivery.trigger == "manual" and decision.verdict is Verdict.RETRY:
             decision = Decision(Verdict.FAILED)  # a person asked for one more attempt, not a new schedule
@@ -136,13 +153,7 @@ class Dispatcher:
                                   started + timedelta(seconds=decision.delay)))
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
-        else:
-            log.warning("attempt %d of %s to integration %d failed: %s%s", number, delivery.webhook_id,
-                        integration.id, result.describe(),
-                        f"; next in {decision.delay:.1f}s" if decision.verdict is Verdict.RETRY else
-                        f"; {decision.verdict.value}")
-        await self._note_health(integration, decision.verdict)
-        return decision.verdict is Verdict.DELIVERED or integration.ordering == "none"
+        return decision.verdict
 
     async def _note_health(self, integration: Integration, verdict: Verdict) -> None:
         if verdict is Verdict.GONE:
@@ -176,8 +187,22 @@ class Dispatcher:
             self.recorder.release(lane.drain())
 
 
-def _record(delivery: Delivery, integration: Integration, number: int, started, result: AttemptResult,  # type: ignore[no-untyped-def]
-            verdict: Verdict, next_attempt_at) -> AttemptRecord:
+def batch_message(deliveries: list[Delivery]) -> tuple[str, bytes]:
+    """A batch request: its webhook-id and its body, the events' exact bytes with their sequence.
+
+    ``{"batchId": ..., "sequence": {"count": n}, "events": [{"webhookId": ..., "sequence": {"index": i,
+    "count": n}, "event": {...}}, ...]}`` - each event keeps its own webhook-id for deduplication.
+    """
+    count = len(deliveries)
+    batch_id = f"batch_{deliveries[0].webhook_id}_{count}"
+    items = b",".join(b'{"webhookId":' + orjson.dumps(d.webhook_id) + b',"sequence":{"index":%d,"count":%d},'
+                      b'"event":' % (index, count) + d.body + b"}" for index, d in enumerate(deliveries, start=1))
+    body = b'{"batchId":' + orjson.dumps(batch_id) + b',"sequence":{"count":%d},"events":[' % count + items + b"]}"
+    return batch_id, body
+
+
+def _record(delivery: Delivery, integration: Integration, number: int, started: datetime, result: AttemptResult,
+            verdict: Verdict, next_attempt_at: datetime) -> AttemptRecord:
     return AttemptRecord(
         delivery_id=delivery.id, integration_id=integration.id, number=number, trigger=delivery.trigger,
         started_at=started, url=integration.url, request_headers=result.request_headers,

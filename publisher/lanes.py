@@ -12,14 +12,16 @@ pending, and comes back through the poller: memory is bounded, nothing is droppe
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from publisher.store import Delivery
 
-# The lane's attempt function returns True when the entity may continue with its next delivery.
-Attempt = Callable[[Delivery], Awaitable[bool]]
+# The lane's attempt function sends one request carrying the given deliveries (one, or a batch) and
+# returns True when their entities may continue with their next deliveries.
+Attempt = Callable[[list[Delivery]], Awaitable[bool]]
 
 
 @dataclass
@@ -47,9 +49,10 @@ class Lane:
     """The deliveries of one integration, worked by ``concurrency`` tasks."""
 
     def __init__(self, attempt: Attempt, release: Callable[[list[Delivery]], None], concurrency: int,
-                 capacity: int, ordered: bool, rate_limit: float | None = None) -> None:
+                 capacity: int, ordered: bool, rate_limit: float | None = None, batch_size: int = 1) -> None:
         self._attempt = attempt
         self._release = release
+        self._batch_size = batch_size
         self._capacity = capacity
         self._ordered = ordered
         self._bucket = TokenBucket(rate_limit, burst=max(1.0, rate_limit)) if rate_limit else None
@@ -101,22 +104,34 @@ class Lane:
             while not self._ready:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            key = self._ready.popleft()
-            self._busy.add(key)
+            taken = self._take()
             try:
                 await self._throttle()
-                delivery = self._queues[key][0]
-                may_continue = await self._attempt(delivery)
+                may_continue = await self._attempt([d for _, group in taken for d in group])
             finally:
-                self._busy.discard(key)
-            self._after(key, may_continue)
+                self._busy.difference_update(key for key, _ in taken)
+            for key, group in taken:
+                self._after(key, len(group), may_continue)
 
-    def _after(self, key: str, may_continue: bool) -> None:
+    def _take(self) -> list[tuple[str, list[Delivery]]]:
+        """Up to ``batch_size`` deliveries: entities' heads, and their followers in order."""
+        taken: list[tuple[str, list[Delivery]]] = []
+        room = self._batch_size
+        while self._ready and room > 0:
+            key = self._ready.popleft()
+            self._busy.add(key)
+            group = list(itertools.islice(self._queues[key], room))
+            taken.append((key, group))
+            room -= len(group)
+        return taken
+
+    def _after(self, key: str, count: int, may_continue: bool) -> None:
         queue = self._queues.get(key)
         if queue is None:
             return
-        queue.popleft()
-        self._size -= 1
+        for _ in range(count):
+            queue.popleft()
+        self._size -= count
         if not may_continue:
             # The entity's head failed and waits for a retry: later changes of it must not overtake.
             # They stay pending in the store and come back, in order, after the retry.

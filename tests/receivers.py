@@ -25,6 +25,7 @@ class Hit:
     event: dict[str, Any] | None  # None when the signature did not verify
     signatures: int
     at: float
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class ScriptedReceiver:
         count = self._counts.get(path, 0)
         self._counts[path] = count + 1
         self.hits.append(Hit(path, headers.get("webhook-id", ""), event,
-                             len(headers.get("webhook-signature", "").split()), time.time()))
+                             len(headers.get("webhook-signature", "").split()), time.time(), headers))
         answer = self.scripts.get(path, always())(path, count)
         if answer.delay:
             await asyncio.sleep(answer.delay)

@@ -229,3 +229,41 @@ async def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
     assert during.signatures == 2 and during.event is not None  # verified with the old secret
     assert after.signatures == 1 and after.event is not None  # verified with the new secret
     assert receiver.hits[2].event is None  # the expired secret no longer verifies
+
+
+async def test_batches_carry_several_events_with_sequence_metadata(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver(scripts={"bulk": always(204, delay=0.2)}) as receiver, \
+            org_with(database, receiver, "bulk", batch_size=10) as (store, ids), \
+            publishing(servers, topic, store, concurrency_per_integration=1):
+        events = [event(n, entity=f"docs/{n % 7}", seq=n) for n in range(1, 41)]
+        await produce(servers, topic, events)
+        await until(lambda: sum(len(h.event["events"]) for h in receiver.verified() if h.event) == 40)
+        await asyncio.sleep(0.3)
+        succeeded = await store.deliveries(ids["bulk"], status="succeeded")
+    batches = [hit.event for hit in receiver.verified() if hit.event is not None]
+    assert len(receiver.hits) == len(batches) < 40  # every request verified, several events per request
+    assert all(1 <= len(b["events"]) <= 10 for b in batches)
+    for batch in batches:
+        count = batch["sequence"]["count"]
+        assert count == len(batch["events"])
+        assert [item["sequence"] for item in batch["events"]] == [{"index": i, "count": count}
+                                                                   for i in range(1, count + 1)]
+        assert all(item["webhookId"] == f"{item['event']['eventId']}_i{ids['bulk']}" for item in batch["events"])
+    seen: dict[str, list[int]] = {}
+    for batch in batches:
+        for item in batch["events"]:
+            seen.setdefault(item["event"]["entityPath"], []).append(item["event"]["data"]["value"]["properties"]["seq"])
+    assert all(seqs == sorted(seqs) for seqs in seen.values())  # per entity, commit order
+    assert sum(len(seqs) for seqs in seen.values()) == 40 and len(succeeded) == 40
+
+
+async def test_static_headers_and_user_agent_are_sent(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver, \
+            org_with(database, receiver, "hook", headers={"x-tenant": "acme-prod"}) as (store, _), \
+            publishing(servers, topic, store):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 1)
+    (hit,) = receiver.verified()
+    assert hit.headers["x-tenant"] == "acme-prod"
+    assert hit.headers["user-agent"].startswith("walhook/")
+    assert hit.headers["content-type"] == "application/json"

@@ -170,11 +170,17 @@ class PublisherUnderChaos:
         self.kills_while_producing = 0
         self.kills_without_progress = 0
         self.unexpected_exits: list[str] = []
+        self.timeline: list[str] = []  # spawns, first requests, kills (seconds since the first spawn)
+        self._epoch = time.monotonic()
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{time.monotonic() - self._epoch:6.1f}s {what}")
 
     def spawn(self) -> subprocess.Popen[bytes]:
         log = self.workdir / f"publisher-{len(self.logs)}.log"
         self.logs.append(log)
         self.process = start_walhook("publisher", self.config, log)
+        self.note(f"spawned {log.stem} (pid {self.process.pid})")
         return self.process
 
     def log_tail(self, count: int = 3) -> str:
@@ -202,13 +208,16 @@ class PublisherUnderChaos:
         await asyncio.to_thread(self.process.wait, 10)
         self.kills += 1
         self.kills_while_producing += producing
+        self.note(f"killed {self.logs[-1].stem}{' while producing' if producing else ''}")
         self.spawn()
 
     async def run(self, produced: asyncio.Event, deadline: float) -> None:
         """Kill KILL_DELAY seconds after each process began delivering, at least MIN_KILLS times and while
         producing."""
         while time.monotonic() < deadline and not (produced.is_set() and self.kills >= MIN_KILLS):
-            if not await self.wait_for_progress(total_hits(self.endpoints), PROGRESS_TIMEOUT):
+            if await self.wait_for_progress(total_hits(self.endpoints), PROGRESS_TIMEOUT):
+                self.note("requests arrive")
+            else:
                 self.kills_without_progress += 1
             await asyncio.sleep(self.rng.uniform(*KILL_DELAY))
             await self.kill_and_restart(producing=not produced.is_set())
@@ -238,10 +247,29 @@ async def wait_until_done(database: str, endpoints: list[Endpoint], expected: se
     return statuses or await store_statuses(database)
 
 
+async def explain(database: str, endpoint: Endpoint, entity: str) -> str:
+    """What the receiver saw of one entity, and what the store says about its deliveries: for a failure message."""
+    seen = [f"  {hit.at % 1000:8.3f} seq {hit.event['data']['value']['properties']['seq']:2d} "
+            f"-> {endpoint.statuses.get(index)}" for index, hit in enumerate(endpoint.receiver.hits)
+            if hit.event is not None and hit.event["entityId"] == entity]
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        rows = await (await conn.execute(
+            "SELECT d.id, d.event_id, d.status, d.attempts, d.source_partition, d.source_offset, "
+            "extract(epoch FROM d.created_at)::numeric % 1000, (SELECT string_agg(format('#%s %s@%s', a.number, "
+            "coalesce(a.response_status::text, a.error), round((extract(epoch FROM a.started_at)::numeric % 1000), 3)),"
+            " ', ' ORDER BY a.id) FROM walhook.attempts a WHERE a.delivery_id = d.id) "
+            "FROM walhook.deliveries d WHERE d.integration_id = %s AND d.entity_path = %s ORDER BY d.id",
+            [endpoint.integration_id, f"items/{entity}"])).fetchall()
+    stored = [f"  delivery {r[0]} {r[1]} {r[2]} attempts={r[3]} from {r[4]}@{r[5]} created {float(r[6]):8.3f}: "
+              f"{r[7]}" for r in rows]
+    return (f"receiver {endpoint.name}, entity {entity}, requests (time, seq -> status):\n" + "\n".join(seen)
+            + "\nstore:\n" + "\n".join(stored))
+
+
 @dataclass
 class OrderReport:
     first_success: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (receiver, entity) -> seqs
-    overtakes: list[str] = field(default_factory=list)  # a change attempted before an earlier one succeeded
+    overtakes: list[tuple[Endpoint, str, str]] = field(default_factory=list)  # (receiver, entity, what happened)
     replays: int = 0  # a change attempted again after a later change of its entity was attempted
 
 
@@ -256,8 +284,8 @@ def check_order(endpoints: list[Endpoint]) -> OrderReport:
             entity, seq = hit.event["entityId"], hit.event["data"]["value"]["properties"]["seq"]
             missing = [earlier for earlier in range(seq) if earlier not in delivered[entity]]
             if missing:
-                report.overtakes.append(f"{endpoint.name}: entity {entity} change {seq} ({hit.webhook_id}) attempted "
-                                        f"before change(s) {missing[:5]} were delivered")
+                report.overtakes.append((endpoint, entity, f"{endpoint.name}: entity {entity} change {seq} "
+                                         f"({hit.webhook_id}) attempted before change(s) {missing[:5]} were delivered"))
             if seq < highest[entity]:
                 report.replays += 1
             highest[entity] = max(highest[entity], seq)
@@ -344,6 +372,10 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
           f"(flaky receiver {flaky_share:.0%}), rejected={len(rejected)}, store={statuses}, "
           f"startup={ready - started:.1f}s chaos={chaos_over - ready:.1f}s finish={done - chaos_over:.1f}s "
           f"total={time.monotonic() - started:.1f}s", flush=True)
+    print("timeline:\n" + "\n".join(chaos.timeline), flush=True)
+    if order.overtakes:
+        endpoint, entity, _ = order.overtakes[0]
+        print(await explain(database, endpoint, entity), flush=True)
     errors = chaos.log_lines(" ERROR ") + chaos.log_lines("Traceback")
     if errors:
         print(f"publisher log errors ({len(errors)}), e.g.:\n" + "\n".join(errors[:5]), flush=True)
@@ -361,6 +393,6 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
         raise AssertionError(f"{len(out_of_order)} (receiver, entity) got their first deliveries out of commit "
                              f"order, e.g. {key}: {order.first_success[key]}")
     assert not order.overtakes, f"{len(order.overtakes)} changes attempted before an earlier change of their " \
-                                f"entity was delivered, e.g.\n" + "\n".join(order.overtakes[:5])
+                                f"entity was delivered, e.g.\n" + "\n".join(what for _, _, what in order.overtakes[:5])
     assert statuses == {"succeeded": len(expected)}, f"store deliveries by status: {statuses}, expected " \
                                                      f"{len(expected)} succeeded\n{context}"
