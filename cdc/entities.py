@@ -20,28 +20,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from cdc.errors import MappingError
 from cdc.lsn import format_lsn
 from cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
 from cdc.values import Converter, UserType, converter_for
-from models.events import make_event_id
+from models.events import camel_case, iso_utc, make_event_id
 from models.settings import EntitySettings, template_columns
 
 Row = dict[str, Any]
-
-
-def camel_case(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def iso_utc(unix_us: int) -> str:
-    """Microseconds since the Unix epoch -> ``2024-05-01T12:00:00.123456Z``."""
-    moment = datetime.fromtimestamp(unix_us // 1_000_000, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{unix_us % 1_000_000:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,25 @@ receivers can deduplicate and order:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 OperationType = Literal["created", "updated", "deleted", "truncated"]
+
+
+def camel_case(name: str) -> str:
+    """``soft_removed_at`` -> ``softRemovedAt`` (the ``camel_case`` property-name style)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def iso_utc(unix_us: int) -> str:
+    """Microseconds since the Unix epoch -> ``2024-05-01T12:00:00.123456Z``."""
+    moment = datetime.fromtimestamp(unix_us // 1_000_000, UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{unix_us % 1_000_000:06d}Z"
 
 
 def make_event_id(commit_lsn: int, index: int) -> str:

@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cdc.entities import camel_case, iso_utc
-from models.events import ChangeEvent
+from models.events import ChangeEvent, camel_case, iso_utc
 from models.settings import EntitySettings, template_columns
 
 SAMPLE_OPERATIONS: tuple[str, ...] = ("created", "updated", "deleted")

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.entities import EventBuilder, TransactionContext, camel_case, iso_utc
+from cdc.entities import EventBuilder, TransactionContext
 from cdc.errors import MappingError
 from cdc.pgoutput import UNCHANGED_TOAST, Column, Delete, Insert, Relation, Update
-from models.events import ChangeEvent
+from models.events import ChangeEvent, camel_case, iso_utc
 from models.settings import EntitySettings
 
 COLUMNS = (("id", 23), ("organization_id", 25), ("packet_id", 23), ("content", 25), ("soft_removed", 16),

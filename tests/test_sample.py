@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.entities import EventBuilder, TransactionContext, camel_case
+from cdc.entities import EventBuilder, TransactionContext
 from cdc.pgoutput import Column, Delete, Insert, Relation, Update
-from models.events import ChangeEvent
+from models.events import ChangeEvent, camel_case
 from models.samples import SAMPLE_OPERATIONS, catalogue, example_event, named_columns
 from models.settings import EntitySettings
 from publisher.errors import NotFound

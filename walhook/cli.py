@@ -165,6 +165,26 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_send_sample(args: argparse.Namespace) -> int:
+    from publisher.sample import send_sample
+    from publisher.sender import WebhookSender
+    from publisher.ssrf import DestinationPolicy
+
+    settings = _settings(args)
+    entity = next((e for e in settings.entities if e.entity_key == args.entity_key), None)
+    if entity is None:
+        keys = ", ".join(e.entity_key for e in settings.entities) or "none configured"
+        raise WalhookError(f"no [[entities]] entry with entity_key {args.entity_key!r} (known: {keys})")
+    policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
+    async with _store(args) as store, WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+        result = await send_sample(store, sender, args.integration, entity, args.operation)
+    data = {"status": result.status, "headers": result.headers, "body": result.body, "error": result.error,
+            "webhook_id": result.webhook_id, "duration_ms": result.duration_ms}
+    _print(args, data, f"{result.webhook_id}: " + (f"HTTP {result.status} in {result.duration_ms:.0f} ms\n"
+                                                    f"{result.body}" if result.status else f"{result.error}"))
+    return 0 if result.succeeded else 1
+
+
 def _moment(text: str):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
@@ -255,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     listed.add_argument("--limit", type=int, default=50)
     command("show", cmd_deliveries_show, "a delivery's attempts", deliveries).add_argument("delivery", type=int)
     command("redeliver", cmd_redeliver, "attempt one delivery once more").add_argument("delivery", type=int)
+    sample = command("send-sample", cmd_send_sample, "send a signed example event to one integration")
+    sample.add_argument("--integration", type=int, required=True)
+    sample.add_argument("--entity-key", required=True)
+    sample.add_argument("--operation", choices=["created", "updated", "deleted"], default="created")
     recover = command("recover", cmd_recover, "attempt an integration's failed deliveries once more")
     recover.add_argument("--integration", type=int, required=True)
     recover.add_argument("--since", required=True, help="ISO 8601 time; failed since then")
