@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -204,7 +204,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return Store(settings.store.dsn, settings.store.schema_name)
 
 
-def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+def _print(args: argparse.Namespace, data: Mapping[str, object], text: str) -> None:
     print(orjson.dumps(data).decode() if getattr(args, "json", False) else text)
 
 
