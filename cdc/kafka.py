@@ -27,13 +27,16 @@ def message_key(event: dict[str, Any]) -> bytes:
     return f"{event['organizationId'] or ''}|{event['entityPath']}".encode()
 
 
-def message_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
-    return [
+def message_headers(event: dict[str, Any], environment: str | None = None) -> list[tuple[str, bytes]]:
+    headers = [
         ("walhook-event-id", event["eventId"].encode()),
         ("walhook-organization-id", (event["organizationId"] or "").encode()),
         ("walhook-entity-key", event["entityKey"].encode()),
         ("walhook-operation-type", event["operationType"].encode()),
     ]
+    if environment:
+        headers.append(("walhook-environment", environment.encode()))
+    return headers
 
 
 def dead_letter_record(event: dict[str, Any], reason: str, size: int) -> bytes:
@@ -71,8 +74,9 @@ class KafkaWriter:
     stream, so nothing is skipped while Kafka is merely down.
     """
 
-    def __init__(self, settings: KafkaSettings, max_in_flight: int = 20_000) -> None:
+    def __init__(self, settings: KafkaSettings, max_in_flight: int = 20_000, environment: str | None = None) -> None:
         self._settings = settings
+        self._environment = environment
         self._slots = asyncio.Semaphore(max_in_flight)
         self._failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -112,7 +116,7 @@ class KafkaWriter:
         value = orjson.dumps(event)
         try:
             future = await self._producer.send(self._settings.topic, value=value, key=message_key(event),
-                                               headers=message_headers(event))
+                                               headers=message_headers(event, self._environment))
         except KafkaError as exc:
             self._slots.release()
             await self._refused(event, len(value), exc, on_ack)
@@ -159,7 +163,7 @@ class KafkaWriter:
         try:
             future = await self._producer.send(self._settings.dead_letter_topic, key=message_key(event),
                                                value=dead_letter_record(event, reason, size),
-                                               headers=message_headers(event))
+                                               headers=message_headers(event, self._environment))
             await future
         except KafkaError as exc:
             self._failure = self._failure or exc

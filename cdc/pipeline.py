@@ -74,8 +74,8 @@ class CapturePipeline:
         await ensure_topic(self.kafka)
         if self.kafka.dead_letter_topic:
             await ensure_topic(self.kafka, self.kafka.dead_letter_topic)
-        async with await _connect(self.source.dsn) as control, KafkaWriter(self.kafka) as writer, \
-                ReplicationConnection(self.source.dsn) as conn:
+        writer = KafkaWriter(self.kafka, environment=self.source.environment)
+        async with await _connect(self.source.dsn) as control, writer, ReplicationConnection(self.source.dsn) as conn:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
             log.info("streaming slot %s from %s", self.source.slot, format_lsn(slot.confirmed_flush_lsn))

@@ -30,6 +30,8 @@ class SourceSettings(_Section):
     heartbeat_interval: float = Field(default=10.0, ge=0, description="seconds between heartbeats; 0 turns them off")
     max_slot_lag_bytes: int | None = Field(default=None, ge=0, description="log an error when the slot lags more")
     truncate: Literal["skip", "event"] = "skip"
+    environment: str | None = Field(default=None, description="e.g. production; integrations of another "
+                                    "environment do not receive this source's events")
     slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
 
     @field_validator("slot", "publication")

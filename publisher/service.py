@@ -148,11 +148,14 @@ class Publisher:
             return []
         if organization is None:
             return []
+        environment = dict(record.headers or ()).get("walhook-environment")
+        source_environment = environment.decode() if environment else None
         return [(NewDelivery(integration.id, organization, event_id, webhook_id(event_id, integration.id),
                              entity_key, path, operation, record.value or b"", record.partition, record.offset),
                  integration)
                 for integration in await self._integrations.of(organization)
-                if matches_any(integration.subscriptions, entity_key, operation)]
+                if matches_any(integration.subscriptions, entity_key, operation)
+                and integration.environment in (None, source_environment)]
 
     async def _poll_due(self, stop: asyncio.Event) -> None:
         """Hand due retries (and deliveries others released) to the lanes, as room allows."""

@@ -267,3 +267,25 @@ async def test_static_headers_and_user_agent_are_sent(servers: Servers, database
     assert hit.headers["x-tenant"] == "acme-prod"
     assert hit.headers["user-agent"].startswith("walhook/")
     assert hit.headers["content-type"] == "application/json"
+
+
+async def test_integrations_only_receive_their_environment(servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver, Store(database) as store:
+        secret = await store.add_organization("acme")
+        for path, environment in (("prod", "production"), ("test", "test"), ("any", None)):
+            receiver.secrets[path] = secret
+            await store.add_integration("acme", receiver.url(path), ["docs:*"], environment=environment)
+        async with publishing(servers, topic, store):
+            producer = AIOKafkaProducer(bootstrap_servers=servers.bootstrap_servers)
+            await producer.start()
+            try:
+                for n, environment in ((1, b"production"), (2, b"test"), (3, None)):
+                    headers = [("walhook-environment", environment)] if environment else []
+                    await producer.send_and_wait(topic, orjson.dumps(event(n, entity=f"docs/{n}")), key=b"k",
+                                                 headers=headers)
+            finally:
+                await producer.stop()
+            await until(lambda: len(receiver.verified()) == 5)
+            await asyncio.sleep(0.5)
+    got = sorted((hit.path, hit.event["transaction"]["id"]) for hit in receiver.verified() if hit.event)
+    assert got == [("any", 1), ("any", 2), ("any", 3), ("prod", 1), ("test", 2)]

@@ -82,7 +82,9 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
         if existing and args.exists_ok:
             print(f"integration {existing[0]} for {args.org} already sends to {args.url}; left as it is")
             return 0
-        integration_id = await store.add_integration(args.org, args.url, args.events, args.name or "")
+        integration_id = await store.add_integration(
+            args.org, args.url, args.events, args.name or "", environment=args.environment, ordering=args.ordering,
+            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=dict(h.split(":", 1) for h in args.header))
     _print(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
            f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
@@ -296,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards)")
     add.add_argument("--name")
     add.add_argument("--secret", help="signing secret for the organization if this creates it (default: generated)")
+    add.add_argument("--environment", help="only events of this [source] environment (default: any)")
+    add.add_argument("--ordering", choices=["entity", "none"], default="entity",
+                     help="entity: a change waits while an earlier one of its entity is retried (default)")
+    add.add_argument("--batch-size", type=int, default=1, help="events per request, 1-1000 (default 1)")
+    add.add_argument("--rate-limit", type=float, help="requests per second at most")
+    add.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every request")
     add.add_argument("--exists-ok", action="store_true", help="do nothing if the organization already sends to URL")
     listing = command("list", cmd_integrations_list, "list enabled integrations", integrations)
     listing.add_argument("--org")
