@@ -36,11 +36,19 @@ def source_and_kafka(database: str, servers: Servers, topic: str, **kafka: objec
                           **kafka))
 
 
-async def slot_position(database: str) -> int:
+async def lsn_of(database: str, query: str) -> int:
     async with await psycopg.AsyncConnection.connect(database) as conn:
-        row = await (await conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")).fetchone()
+        row = await (await conn.execute(query)).fetchone()
     assert row is not None
     return parse_lsn(row[0])
+
+
+async def slot_position(database: str) -> int:
+    return await lsn_of(database, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots")
+
+
+async def current_lsn(database: str) -> int:
+    return await lsn_of(database, "SELECT pg_current_wal_lsn()::text")
 
 
 async def test_heartbeat_advances_an_idle_slot(database: str, servers: Servers, topic: str) -> None:
@@ -183,13 +191,6 @@ async def test_a_role_without_replication_is_told_what_to_run(database: str, ser
             await run_capture(source, kafka, [DOCS], asyncio.Event())
     finally:
         setup(database, f"DROP ROLE {role}")
-
-
-async def current_lsn(database: str) -> int:
-    async with await psycopg.AsyncConnection.connect(database) as conn:
-        row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
-    assert row is not None
-    return parse_lsn(row[0])
 
 
 async def test_a_partitioned_table_is_captured_through_its_root(database: str, servers: Servers, topic: str) -> None:

@@ -53,13 +53,15 @@ from walhook.stack import stop_process
 SEED = 20_240_777
 ORGANIZATION = "acme"
 ENTITY_KEY = "ledger/items"
-ENTITIES = 200
-CHANGES = 17  # per entity: 3,400 events, 10,200 deliveries to three integrations
+ENTITIES = 340
+CHANGES = 10  # per entity: 3,400 events, 10,200 deliveries to three integrations
 PARTITIONS = 4
-ROUND_PAUSE = 0.5  # seconds between two rounds of changes (one change per entity): ~8 s of producing
-MIN_KILLS = 6
+ROUND_PAUSE = 2.0  # seconds between two rounds of changes (one change per entity): ~20 s of producing
+MIN_KILLS = 5
 KILL_DELAY = (0.5, 2.0)  # seconds of delivering before a kill
-PROGRESS_TIMEOUT = 10.0  # a restarted process that delivers nothing for this long is killed anyway
+# A restarted process is killed only once it delivers (its consumer must first join the group, which waits for the
+# killed member's session to time out, ~10 s), or after this long.
+PROGRESS_TIMEOUT = 20.0
 CHAOS_SECONDS = 90.0
 FINISH_SECONDS = 90.0  # after the chaos: until everything is delivered
 FLAKY_SHARE = 0.5  # the flaky receiver answers 500 to about this share of its requests
@@ -159,8 +161,10 @@ def total_hits(endpoints: list[Endpoint]) -> int:
 class PublisherUnderChaos:
     """``walhook publisher`` as a real process, SIGKILLed at random moments and restarted each time."""
 
-    def __init__(self, config: Path, workdir: Path, endpoints: list[Endpoint], rng: random.Random) -> None:
+    def __init__(self, config: Path, workdir: Path, endpoints: list[Endpoint], expected: int,
+                 rng: random.Random) -> None:
         self.config = config
+        self.expected = expected
         self.workdir = workdir
         self.endpoints = endpoints
         self.rng = rng
@@ -189,6 +193,9 @@ class PublisherUnderChaos:
     def log_lines(self, marker: str) -> list[str]:
         return [line for log in self.logs for line in log.read_text(errors="replace").splitlines() if marker in line]
 
+    def outstanding(self) -> int:
+        return self.expected - len(delivered_pairs(self.endpoints))
+
     async def wait_for_progress(self, since: int, timeout: float) -> bool:
         """True once the receivers got a request more than ``since``; False after ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -208,7 +215,8 @@ class PublisherUnderChaos:
         await asyncio.to_thread(self.process.wait, 10)
         self.kills += 1
         self.kills_while_producing += producing
-        self.note(f"killed {self.logs[-1].stem}{' while producing' if producing else ''}")
+        self.note(f"killed {self.logs[-1].stem}{' while producing' if producing else ''}, "
+                  f"{self.outstanding()} deliveries outstanding")
         self.spawn()
 
     async def run(self, produced: asyncio.Event, deadline: float) -> None:
@@ -255,9 +263,10 @@ async def explain(database: str, endpoint: Endpoint, entity: str) -> str:
     async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
         rows = await (await conn.execute(
             "SELECT d.id, d.event_id, d.status, d.attempts, d.source_partition, d.source_offset, "
-            "extract(epoch FROM d.created_at)::numeric % 1000, (SELECT string_agg(format('#%s %s@%s', a.number, "
-            "coalesce(a.response_status::text, a.error), round((extract(epoch FROM a.started_at)::numeric % 1000), 3)),"
-            " ', ' ORDER BY a.id) FROM walhook.attempts a WHERE a.delivery_id = d.id) "
+            "mod(extract(epoch FROM d.created_at)::numeric, 1000), (SELECT string_agg('#' || a.number || ' ' || "
+            "coalesce(a.response_status::text, a.error) || ' at ' || "
+            "round(mod(extract(epoch FROM a.started_at)::numeric, 1000), 3), ', ' ORDER BY a.id) "
+            "FROM walhook.attempts a WHERE a.delivery_id = d.id) "
             "FROM walhook.deliveries d WHERE d.integration_id = %s AND d.entity_path = %s ORDER BY d.id",
             [endpoint.integration_id, f"items/{entity}"])).fetchall()
     stored = [f"  delivery {r[0]} {r[1]} {r[2]} attempts={r[3]} from {r[4]}@{r[5]} created {float(r[6]):8.3f}: "
@@ -318,7 +327,7 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
                     ORGANIZATION, endpoint.receiver.url(endpoint.name), [f"{ENTITY_KEY}:*"], endpoint.name)
         expected = {(event["eventId"], endpoint.name) for event in events for endpoint in endpoints}
 
-        chaos = PublisherUnderChaos(config, workdir, endpoints, random.Random(SEED + 1))
+        chaos = PublisherUnderChaos(config, workdir, endpoints, len(expected), random.Random(SEED + 1))
         try:
             await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", chaos.spawn(), timeout=60)
             ready = time.monotonic()
@@ -373,9 +382,13 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
           f"startup={ready - started:.1f}s chaos={chaos_over - ready:.1f}s finish={done - chaos_over:.1f}s "
           f"total={time.monotonic() - started:.1f}s", flush=True)
     print("timeline:\n" + "\n".join(chaos.timeline), flush=True)
-    if order.overtakes:
-        endpoint, entity, _ = order.overtakes[0]
-        print(await explain(database, endpoint, entity), flush=True)
+    story = ""  # the first entity whose order broke: what its receiver saw and what the store recorded
+    if out_of_order or order.overtakes:
+        by_name = {endpoint.name: endpoint for endpoint in endpoints}
+        endpoint, entity = (by_name[out_of_order[0][0]], out_of_order[0][1]) if out_of_order \
+            else order.overtakes[0][:2]
+        story = await explain(database, endpoint, entity)
+        print(story, flush=True)
     errors = chaos.log_lines(" ERROR ") + chaos.log_lines("Traceback")
     if errors:
         print(f"publisher log errors ({len(errors)}), e.g.:\n" + "\n".join(errors[:5]), flush=True)
@@ -391,8 +404,8 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
     if out_of_order:
         key = out_of_order[0]
         raise AssertionError(f"{len(out_of_order)} (receiver, entity) got their first deliveries out of commit "
-                             f"order, e.g. {key}: {order.first_success[key]}")
+                             f"order, e.g. {key}: {order.first_success[key]}\n{story}")
     assert not order.overtakes, f"{len(order.overtakes)} changes attempted before an earlier change of their " \
-                                f"entity was delivered, e.g.\n" + "\n".join(what for _, _, what in order.overtakes[:5])
+                                f"entity was delivered, e.g.\n" + "\n".join(what for _, _, what in order.overtakes[:5]) + f"\n{story}"
     assert statuses == {"succeeded": len(expected)}, f"store deliveries by status: {statuses}, expected " \
                                                      f"{len(expected)} succeeded\n{context}"
