@@ -107,7 +107,9 @@ class Dispatcher:
             integration = replace(integration, enabled=False)
         self._integrations[integration.id] = integration
         lane = self._lane(integration)
-        ordered_elsewhere = delivery.blocked and not lane.holds(delivery.entity_path)
+        # Behind deliveries this lane does not hold (retries waiting in the store): wait for the poller.
+        ordered_elsewhere = (integration.ordering == "entity" and bool(delivery.pending_before)
+                             and not lane.holds_all(delivery.entity_path, delivery.pending_before))
         if ordered_elsewhere or not integration.enabled or not lane.offer(delivery):
             self.recorder.release([delivery])
             return False

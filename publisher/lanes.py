@@ -67,8 +67,10 @@ class Lane:
     def size(self) -> int:
         return self._size
 
-    def holds(self, entity_path: str) -> bool:
-        return entity_path in self._queues
+    def holds_all(self, entity_path: str, delivery_ids: tuple[int, ...]) -> bool:
+        """Whether every one of ``delivery_ids`` waits (or runs) in this entity's queue here."""
+        queue = self._queues.get(entity_path)
+        return queue is not None and set(delivery_ids) <= {delivery.id for delivery in queue}
 
     def offer(self, delivery: Delivery) -> bool:
         """Queue ``delivery``; False when the lane is full (it then stays pending in the store)."""

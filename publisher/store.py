@@ -80,7 +80,9 @@ class Delivery:
     body: bytes
     attempts: int
     created_at: datetime
-    blocked: bool = False  # an earlier delivery of the same entity was already pending
+    # Earlier deliveries of the same entity to the same integration that were pending when this
+    # one was recorded: it may only go after them.
+    pending_before: tuple[int, ...] = ()
     trigger: str = "scheduled"  # scheduled (from the stream), manual (redeliver, recover) or replay
 
 
@@ -266,8 +268,8 @@ class Store:
     async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta) -> list[Delivery]:
         """Record deliveries durably, claimed by the caller for ``claim_for``; already known ones are skipped.
 
-        Each returned delivery says whether an earlier delivery of the same entity to the same
-        integration was already pending (``blocked``): it must then wait its turn.
+        Each returned delivery names the earlier deliveries of the same entity to the same
+        integration that were already pending (``pending_before``): it must wait for them.
         """
         if not deliveries:
             return []
@@ -280,12 +282,14 @@ class Store:
                "CAST(:source_partition AS int[]), CAST(:source_offset AS bigint[])) "
                "ON CONFLICT (integration_id, event_id) DO NOTHING "
                "RETURNING id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger) "
-               "SELECT new.*, EXISTS (SELECT 1 FROM {s}.deliveries e WHERE e.integration_id = new.integration_id "
-               "AND e.entity_path = new.entity_path AND e.status = 'pending') AS blocked FROM new ORDER BY new.id")
+               "SELECT new.*, ARRAY(SELECT e.id FROM {s}.deliveries e WHERE e.integration_id = new.integration_id "
+               "AND e.entity_path = new.entity_path AND e.status = 'pending') AS pending_before "
+               "FROM new ORDER BY new.id")
         try:
             async with self.engine.begin() as conn:
                 result = await conn.execute(text(sql.replace("{s}", self._s)), {**columns, "claim": claim_for})
-                return [Delivery(**row) for row in result.mappings().all()]
+                return [Delivery(**{**row, "pending_before": tuple(row["pending_before"])})
+                        for row in result.mappings().all()]
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record deliveries: {exc}") from exc
 

@@ -1,0 +1,107 @@
+"""Lanes without a network: order per entity, release on failure, capacity, batches, rate."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from publisher.lanes import Lane, TokenBucket
+from publisher.store import Delivery
+
+
+def delivery(n: int, entity: str = "x") -> Delivery:
+    return Delivery(n, 1, f"evt_{n}_i1", entity, b"{}", 0, datetime.now(UTC))
+
+
+class Recorder:
+    def __init__(self, fail: set[int] | None = None, pause: float = 0.0) -> None:
+        self.calls: list[list[int]] = []
+        self.released: list[int] = []
+        self.fail = fail or set()
+        self.pause = pause
+
+    async def attempt(self, deliveries: list[Delivery]) -> bool:
+        self.calls.append([d.id for d in deliveries])
+        await asyncio.sleep(self.pause)
+        return not any(d.id in self.fail for d in deliveries)
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        self.released.extend(d.id for d in deliveries)
+
+
+async def settle(lane: Lane) -> None:
+    for _ in range(200):
+        if lane.size == 0:
+            return
+        await asyncio.sleep(0.005)
+
+
+async def test_one_entity_runs_in_order_and_entities_run_in_parallel() -> None:
+    recorder = Recorder(pause=0.01)
+    lane = Lane(recorder.attempt, recorder.release, concurrency=4, capacity=100, ordered=True)
+    for n in range(1, 7):
+        assert lane.offer(delivery(n, "x" if n % 2 else "y"))
+    await settle(lane)
+    await lane.close()
+    order = [ids[0] for ids in recorder.calls]
+    assert [n for n in order if n % 2] == [1, 3, 5] and [n for n in order if not n % 2] == [2, 4, 6]
+
+
+async def test_a_failure_releases_the_entitys_later_deliveries() -> None:
+    recorder = Recorder(fail={1})
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=100, ordered=True)
+    for n, entity in ((1, "x"), (2, "x"), (3, "y"), (4, "x")):
+        lane.offer(delivery(n, entity))
+    await settle(lane)
+    await lane.close()
+    assert [ids[0] for ids in recorder.calls] == [1, 3]
+    assert recorder.released == [2, 4] and lane.size == 0
+
+
+async def test_unordered_lanes_do_not_hold_back() -> None:
+    recorder = Recorder(fail={1})
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=100, ordered=False)
+    for n in (1, 2, 3):
+        lane.offer(delivery(n, "x"))
+    await settle(lane)
+    await lane.close()
+    assert sorted(ids[0] for ids in recorder.calls) == [1, 2, 3] and recorder.released == []
+
+
+async def test_capacity_is_a_hard_bound() -> None:
+    recorder = Recorder(pause=1.0)
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=3, ordered=True)
+    accepted = [lane.offer(delivery(n, f"e{n}")) for n in range(1, 6)]
+    assert accepted == [True, True, True, False, False]
+    await lane.close()
+
+
+async def test_holds_all_only_when_every_earlier_delivery_is_here() -> None:
+    recorder = Recorder(pause=1.0)
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=10, ordered=True)
+    lane.offer(delivery(1, "x"))
+    lane.offer(delivery(2, "x"))
+    assert lane.holds_all("x", (1, 2)) and lane.holds_all("x", (1,))
+    assert not lane.holds_all("x", (1, 7))  # 7 waits in the store: a later change must not overtake it
+    assert not lane.holds_all("y", (1,))
+    await lane.close()
+
+
+async def test_batches_take_heads_and_followers_in_order() -> None:
+    recorder = Recorder()
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=100, ordered=True, batch_size=4)
+    lane._workers[0].cancel()  # fill the lane before the worker looks
+    for n, entity in ((1, "x"), (2, "x"), (3, "y"), (4, "x"), (5, "z"), (6, "y")):
+        lane.offer(delivery(n, entity))
+    lane._workers = [asyncio.create_task(lane._work())]
+    await settle(lane)
+    await lane.close()
+    assert recorder.calls[0] == [1, 2, 4, 3]  # x's changes in order, then y's head: at most 4
+    assert sorted(n for call in recorder.calls for n in call) == [1, 2, 3, 4, 5, 6]
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=2.0, burst=2.0)
+    assert bucket.wait_time(0.0) == 0 and bucket.wait_time(0.0) == 0
+    assert bucket.wait_time(0.0) == 0.5
+    assert bucket.wait_time(0.5) == 0
