@@ -99,14 +99,13 @@ class Publisher:
             self.kafka.topic, bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.kafka.consumer_group,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
-        try:
-            await consumer.start()
-        except KafkaError as exc:
-            await consumer.stop()
-            raise PublisherError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}") from exc
+        # Retries come from the store, so they start at once, before the consumer has joined its
+        # group (after a crash, joining waits for the dead member's session to expire).
         self.dispatcher.start()
         poller = asyncio.create_task(self._poll_due(stop))
         try:
+            if not await self._start_consumer(consumer, stop):
+                return
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
                 if batch:
@@ -116,6 +115,22 @@ class Publisher:
             await asyncio.gather(poller, return_exceptions=True)
             await consumer.stop()
             await self.dispatcher.close()
+
+    async def _start_consumer(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+        """Join the consumer group; False if asked to stop first (joining can take a while)."""
+        starting = asyncio.ensure_future(consumer.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return False
+        try:
+            starting.result()
+        except KafkaError as exc:
+            raise PublisherError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}") from exc
+        return True
 
     async def _consume(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Durably record the batch's deliveries, then commit, then dispatch."""

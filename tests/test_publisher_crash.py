@@ -1,14 +1,17 @@
 """Crash test: ``kill -9`` the publisher at random moments during 10,000 deliveries to three receivers.
 
 Synthetic events (no CDC) are produced straight to a 4-partition topic, keyed like the CDC keys them
-(``organizationId|entityPath``): ENTITIES entities x CHANGES changes, produced round by round over a few
-seconds, each change carrying its per-entity sequence number in ``data.value.properties.seq``. One
+(``organizationId|entityPath``): ENTITIES entities x CHANGES changes, one round (one change per entity) every
+ROUND_PAUSE seconds, each change carrying its per-entity sequence number in ``data.value.properties.seq``. One
 organization has three integrations, each at its own ScriptedReceiver (real HTTP on 127.0.0.1, every
 request verified with ``standardwebhooks``); one of them answers 500 to about half its requests.
 
-A chaos task SIGKILLs ``walhook publisher`` 0.5-2 s after each restarted process began delivering, and
-restarts it, at least MIN_KILLS times. The last process then runs until every (event, integration) was
-answered 2xx and the store holds every delivery as succeeded. Afterwards:
+A chaos task SIGKILLs ``walhook publisher`` and restarts it each time: 0.5-2 s after a process began
+delivering, and after such a kill sometimes 0.5-2 s after the new process started (before its consumer joined
+the group), at least MIN_KILLS times, DELIVERING_KILLS of them while delivering. A restarted process needs
+~19 s to deliver again (the group waits for the killed member's session to time out), so a kill costs time.
+The last process then runs until every (event, integration) was answered 2xx and the store holds every
+delivery as succeeded. Afterwards:
 
 * every (event, integration) had at least one verified request answered 2xx (nothing lost);
 * every request verified, and carried the body exactly as produced;
@@ -56,12 +59,14 @@ ENTITY_KEY = "ledger/items"
 ENTITIES = 340
 CHANGES = 10  # per entity: 3,400 events, 10,200 deliveries to three integrations
 PARTITIONS = 4
-ROUND_PAUSE = 2.0  # seconds between two rounds of changes (one change per entity): ~20 s of producing
+ROUND_PAUSE = 5.0  # seconds between two rounds of changes (one change per entity): 45 s of producing
 MIN_KILLS = 5
-KILL_DELAY = (0.5, 2.0)  # seconds of delivering before a kill
-# A restarted process is killed only once it delivers (its consumer must first join the group, which waits for the
-# killed member's session to time out, ~10 s), or after this long.
-PROGRESS_TIMEOUT = 20.0
+DELIVERING_KILLS = 3  # of them while the process delivers
+STARTING_KILLS = 2  # of them while the process starts (before its consumer joined the group)
+KILL_DELAY = (0.5, 2.0)  # seconds of delivering (or starting) before a kill
+# A restarted process delivers only once its consumer joined the group, which waits for the killed member's session
+# to time out (~10 s) and takes ~19 s in all on the local broker. Without a request for this long it is killed anyway.
+PROGRESS_TIMEOUT = 30.0
 CHAOS_SECONDS = 90.0
 FINISH_SECONDS = 90.0  # after the chaos: until everything is delivered
 FLAKY_SHARE = 0.5  # the flaky receiver answers 500 to about this share of its requests
@@ -112,7 +117,8 @@ async def produce(bootstrap_servers: str, topic: str, events: list[dict[str, Any
                 sent.append(await producer.send(topic, orjson.dumps(event), headers=headers,
                                                 key=f"{event['organizationId']}|{event['entityPath']}".encode()))
             await asyncio.gather(*sent)
-            await asyncio.sleep(ROUND_PAUSE)
+            if start + ENTITIES < len(events):
+                await asyncio.sleep(ROUND_PAUSE)
     finally:
         await producer.stop()
         done.set()
@@ -170,9 +176,8 @@ class PublisherUnderChaos:
         self.rng = rng
         self.process: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
-        self.kills = 0
+        self.kills: Counter[str] = Counter()  # by what the process was doing: delivering, starting, idle
         self.kills_while_producing = 0
-        self.kills_without_progress = 0
         self.unexpected_exits: list[str] = []
         self.timeline: list[str] = []  # spawns, first requests, kills (seconds since the first spawn)
         self._epoch = time.monotonic()
@@ -205,7 +210,7 @@ class PublisherUnderChaos:
             await asyncio.sleep(0.02)
         return False
 
-    async def kill_and_restart(self, producing: bool) -> None:
+    async def kill_and_restart(self, doing: str, producing: bool) -> None:
         assert self.process is not None
         if self.process.poll() is not None:  # it died on its own: a finding of its own
             self.unexpected_exits.append(f"{self.logs[-1].name} (exit {self.process.returncode}) before the kill: "
@@ -213,22 +218,29 @@ class PublisherUnderChaos:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGKILL)
         await asyncio.to_thread(self.process.wait, 10)
-        self.kills += 1
+        self.kills[doing] += 1
         self.kills_while_producing += producing
-        self.note(f"killed {self.logs[-1].stem}{' while producing' if producing else ''}, "
+        self.note(f"killed {self.logs[-1].stem} while {doing}{' (and producing)' if producing else ''}, "
                   f"{self.outstanding()} deliveries outstanding")
         self.spawn()
 
     async def run(self, produced: asyncio.Event, deadline: float) -> None:
-        """Kill KILL_DELAY seconds after each process began delivering, at least MIN_KILLS times and while
-        producing."""
-        while time.monotonic() < deadline and not (produced.is_set() and self.kills >= MIN_KILLS):
-            if await self.wait_for_progress(total_hits(self.endpoints), PROGRESS_TIMEOUT):
+        """Kill each process KILL_DELAY seconds after it began delivering; after such a kill, kill the next one
+        KILL_DELAY seconds after its start (before it joined its consumer group), STARTING_KILLS times.
+        Until MIN_KILLS kills, DELIVERING_KILLS of them while delivering."""
+        since = total_hits(self.endpoints)
+        while time.monotonic() < deadline and (sum(self.kills.values()) < MIN_KILLS
+                                                or self.kills["delivering"] < DELIVERING_KILLS):
+            if self.kills["delivering"] > self.kills["starting"] and self.kills["starting"] < STARTING_KILLS:
+                doing = "starting"
+            elif await self.wait_for_progress(since, PROGRESS_TIMEOUT):
                 self.note("requests arrive")
+                doing = "delivering"
             else:
-                self.kills_without_progress += 1
+                doing = "idle"
             await asyncio.sleep(self.rng.uniform(*KILL_DELAY))
-            await self.kill_and_restart(producing=not produced.is_set())
+            since = total_hits(self.endpoints)
+            await self.kill_and_restart(doing, producing=not produced.is_set())
 
     def stop(self) -> None:
         if self.process is not None:
@@ -375,9 +387,10 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
     flaky = next(endpoint for endpoint in endpoints if endpoint.flaky)
     flaky_share = sum(1 for s in flaky.statuses.values() if s >= 300) / max(1, len(flaky.statuses))
     print(f"\ndeliveries expected={len(expected)}, delivered={len(delivered)}, duplicates={duplicates}, "
-          f"lost={len(lost)}, out_of_order={len(out_of_order)}, overtakes={len(order.overtakes)}, "
-          f"replays={order.replays}, kills={chaos.kills} ({chaos.kills_while_producing} while producing, "
-          f"{chaos.kills_without_progress} without progress), requests={requests}, failed_answers={failed_answers} "
+          f"lost={len(lost)}, out_of_order={len(out_of_order)} {dict(Counter(name for name, _ in out_of_order))}, "
+          f"overtakes={len(order.overtakes)}, "
+          f"replays={order.replays}, kills={sum(chaos.kills.values())} ({dict(chaos.kills)}, "
+          f"{chaos.kills_while_producing} while producing), requests={requests}, failed_answers={failed_answers} "
           f"(flaky receiver {flaky_share:.0%}), rejected={len(rejected)}, store={statuses}, "
           f"startup={ready - started:.1f}s chaos={chaos_over - ready:.1f}s finish={done - chaos_over:.1f}s "
           f"total={time.monotonic() - started:.1f}s", flush=True)
@@ -394,7 +407,7 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
         print(f"publisher log errors ({len(errors)}), e.g.:\n" + "\n".join(errors[:5]), flush=True)
 
     context = chaos.log_tail()
-    assert chaos.kills >= MIN_KILLS
+    assert sum(chaos.kills.values()) >= MIN_KILLS and chaos.kills["delivering"] >= DELIVERING_KILLS, chaos.timeline
     assert not chaos.unexpected_exits, "walhook publisher exited on its own:\n" + "\n".join(chaos.unexpected_exits)
     assert process.returncode == 0, f"walhook publisher did not stop on SIGTERM (exit {process.returncode})\n{context}"
     assert not lost, f"{len(lost)} (event, receiver) never answered 2xx, e.g. {lost[:5]}; store {statuses}\n{context}"
@@ -405,7 +418,8 @@ async def test_kill_9_during_10000_deliveries_loses_nothing_and_keeps_entity_ord
         key = out_of_order[0]
         raise AssertionError(f"{len(out_of_order)} (receiver, entity) got their first deliveries out of commit "
                              f"order, e.g. {key}: {order.first_success[key]}\n{story}")
+    examples = "\n".join(what for _, _, what in order.overtakes[:5])
     assert not order.overtakes, f"{len(order.overtakes)} changes attempted before an earlier change of their " \
-                                f"entity was delivered, e.g.\n" + "\n".join(what for _, _, what in order.overtakes[:5]) + f"\n{story}"
+                                f"entity was delivered, e.g.\n{examples}\n{story}"
     assert statuses == {"succeeded": len(expected)}, f"store deliveries by status: {statuses}, expected " \
                                                      f"{len(expected)} succeeded\n{context}"
