@@ -1,0 +1,67 @@
+"""The store on a real database: migrations, secrets, and the claim rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from publisher.errors import NotFound, SecretError
+from publisher.migrations import MIGRATIONS, migrate
+from publisher.store import NewDelivery, Store
+
+
+async def test_migrations_are_versioned_and_idempotent(database: str) -> None:
+    async with Store(database) as store:
+        assert await migrate(store.engine, store.schema) == MIGRATIONS[-1][0]  # second run: nothing to do
+        rows = await store._rows("SELECT version FROM {s}.schema_migrations ORDER BY version")
+    assert [row["version"] for row in rows] == [version for version, _ in MIGRATIONS]
+
+
+async def test_an_integrations_own_secret_overrides_the_organizations(database: str) -> None:
+    async with Store(database) as store:
+        org_secret = await store.add_organization("acme")
+        first = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        second = await store.add_integration("acme", "http://127.0.0.1:9/b", ["*"])
+        own = await store.rotate_secret("acme", integration_id=first)
+        assert (await store.integration(first)).secrets == [own]
+        assert (await store.integration(second)).secrets == [org_secret]
+
+
+async def test_rotation_overlap_then_expiry(database: str) -> None:
+    async with Store(database) as store:
+        old = await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        new = await store.rotate_secret("acme", overlap=timedelta(hours=1))
+        assert (await store.integration(integration)).secrets == [new, old]
+        newest = await store.rotate_secret("acme", overlap=timedelta(0))
+        assert (await store.integration(integration)).secrets == [newest]
+
+
+async def test_bad_input_is_refused_with_a_reason(database: str) -> None:
+    async with Store(database) as store:
+        with pytest.raises(SecretError):
+            await store.add_organization("acme", secret="whsec_!!!")
+        with pytest.raises(NotFound, match="organization 'ghost' does not exist"):
+            await store.add_integration("ghost", "http://127.0.0.1:9/a", ["*"])
+        with pytest.raises(NotFound, match="delivery 42 does not exist"):
+            await store.redeliver(42)
+
+
+async def test_claims_respect_entity_order_and_are_exclusive(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        new = [NewDelivery(integration, "acme", f"evt_{n}", f"evt_{n}_i{integration}", "docs", path, "updated", b"{}")
+               for n, path in ((1, "docs/x"), (2, "docs/x"), (3, "docs/y"))]
+        created = await store.create_deliveries(new, timedelta(0))
+        assert [d.pending_before for d in created] == [(), (), ()]  # nothing was pending before this batch
+        again = await store.create_deliveries(new, timedelta(0))
+        assert again == []  # the same event twice is one delivery
+        claimed = await store.claim_due(10, timedelta(minutes=1))
+        assert sorted(d.webhook_id for d in claimed) == [f"evt_1_i{integration}", f"evt_3_i{integration}"]
+        assert await store.claim_due(10, timedelta(minutes=1)) == []  # claimed: nobody else gets them
+        later = await store.create_deliveries(
+            [NewDelivery(integration, "acme", "evt_4", f"evt_4_i{integration}", "docs", "docs/x", "updated", b"{}")],
+            timedelta(0))
+        assert sorted(later[0].pending_before) == sorted(d.id for d in created if d.entity_path == "docs/x")
