@@ -92,6 +92,16 @@ class PublisherSettings(_Section):
         return value
 
 
+class ApiSettings(_Section):
+    """``[api]``: the management API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_token: str | None = Field(default=None, min_length=24, description="bearer token for organization "
+                                    "management; unset: the admin routes answer 401")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
+
+
 class EntitySettings(_Section):
     """``[[entities]]``: one captured table and how its rows become entity events."""
 

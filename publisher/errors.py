@@ -6,7 +6,8 @@
     └── PublisherError
         ├── SecretError        a signing secret is malformed
         ├── StoreError         walhook's own database refused a query
-        │   └── NotFound       an organization or integration does not exist
+        │   ├── NotFound       an organization or integration does not exist
+        │   └── Conflict       it exists already
         └── SubscriptionError  an event subscription does not parse
 """
 
@@ -27,6 +28,10 @@ class StoreError(PublisherError):
 
 class NotFound(StoreError):
     """The named organization or integration does not exist."""
+
+
+class Conflict(StoreError):
+    """The organization (or another unique thing) exists already."""
 
 
 class SubscriptionError(PublisherError):

@@ -98,6 +98,19 @@ ALTER TABLE {schema}.deliveries ADD COLUMN trigger text NOT NULL DEFAULT 'schedu
     CHECK (trigger IN ('scheduled', 'manual', 'replay'));
 CREATE INDEX deliveries_failed ON {schema}.deliveries (integration_id, updated_at) WHERE status = 'failed';
 """),
+    (3, """
+CREATE TABLE {schema}.api_keys (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    name text NOT NULL,
+    prefix text NOT NULL UNIQUE,
+    key_hash bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE INDEX api_keys_organization ON {schema}.api_keys (organization_id);
+"""),
 ]
 
 

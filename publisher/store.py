@@ -11,9 +11,12 @@ what was sent and what came back.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from secrets import token_hex, token_urlsafe
 from typing import Any
 
 import psycopg
@@ -21,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from publisher.errors import NotFound, StoreError
+from publisher.errors import Conflict, NotFound, StoreError
 from publisher.matching import Subscription, parse_subscription
 from publisher.migrations import migrate
 from publisher.signing import generate_secret, secret_key
@@ -151,7 +154,8 @@ class Store:
                 result = await conn.execute(text(sql.replace("{s}", self._s)), params or {})
                 return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
         except IntegrityError as exc:
-            raise StoreError(f"the store refused the change: {exc.orig}") from exc
+            detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or str(exc.orig)
+            raise Conflict(f"already exists: {detail}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"store query failed: {exc}") from exc
 
@@ -195,6 +199,49 @@ class Store:
         for row in rows:
             secrets.setdefault((row["organization_id"], row["integration_id"]), []).append(row["secret"])
         return secrets
+
+    async def organizations(self) -> list[dict[str, Any]]:
+        return await self._rows("SELECT id, created_at FROM {s}.organizations ORDER BY id")
+
+    async def delete_organization(self, organization_id: str) -> None:
+        """Delete an organization with its secrets, keys, integrations and their deliveries."""
+        if not await self._rows("DELETE FROM {s}.organizations WHERE id = :org RETURNING id", {"org": organization_id}):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+
+    # API keys: stored as a SHA-256 hash; the key itself is shown once, at creation.
+
+    async def add_api_key(self, organization_id: str, name: str) -> tuple[dict[str, Any], str]:
+        """A new key ``whk_<prefix>_<secret>``; returns its row and the key (never stored)."""
+        if not await self.organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        prefix, secret = token_hex(6), token_urlsafe(32)
+        key = f"whk_{prefix}_{secret}"
+        rows = await self._rows(
+            "INSERT INTO {s}.api_keys (organization_id, name, prefix, key_hash) VALUES (:org, :name, :prefix, :hash) "
+            "RETURNING id, organization_id, name, prefix, created_at, last_used_at, revoked_at",
+            {"org": organization_id, "name": name, "prefix": prefix, "hash": key_hash(key)})
+        return rows[0], key
+
+    async def api_keys(self, organization_id: str) -> list[dict[str, Any]]:
+        return await self._rows("SELECT id, organization_id, name, prefix, created_at, last_used_at, revoked_at "
+                                "FROM {s}.api_keys WHERE organization_id = :org ORDER BY id", {"org": organization_id})
+
+    async def revoke_api_key(self, organization_id: str, key_id: int) -> None:
+        if not await self._rows("UPDATE {s}.api_keys SET revoked_at = coalesce(revoked_at, now()) "
+                                "WHERE id = :id AND organization_id = :org RETURNING id",
+                                {"id": key_id, "org": organization_id}):
+            raise NotFound(f"API key {key_id} does not exist")
+
+    async def organization_of_key(self, key: str) -> str | None:
+        """The organization a presented key belongs to, or None (compared in constant time)."""
+        parts = key.split("_")
+        if len(parts) < 3 or parts[0] != "whk":
+            return None
+        rows = await self._rows("UPDATE {s}.api_keys SET last_used_at = now() WHERE prefix = :prefix "
+                                "AND revoked_at IS NULL RETURNING organization_id, key_hash", {"prefix": parts[1]})
+        if rows and hmac.compare_digest(bytes(rows[0]["key_hash"]), key_hash(key)):
+            return str(rows[0]["organization_id"])
+        return None
 
     # Integrations
 
@@ -242,6 +289,35 @@ class Store:
             enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
             ordering=row["ordering"], batch_size=row["batch_size"], rate_limit=row["rate_limit"],
             headers=row["headers"], failing_since=row["failing_since"]) for row in rows]
+
+    async def integration_of(self, organization_id: str, integration_id: int) -> Integration:
+        """An integration of this organization; another organization's is ``NotFound`` too."""
+        rows = await self._rows("SELECT * FROM {s}.integrations WHERE id = :id AND organization_id = :org",
+                                {"id": integration_id, "org": organization_id})
+        if not rows:
+            raise NotFound(f"integration {integration_id} does not exist")
+        return (await self._with_secrets(rows))[0]
+
+    async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any]) -> None:
+        """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers)."""
+        allowed = {"url", "name", "events", "environment", "ordering", "batch_size", "rate_limit", "headers"}
+        fields = {k: (_json(v) if k in ("events", "headers") else v) for k, v in changes.items() if k in allowed}
+        if "events" in changes:
+            for event_text in changes["events"]:
+                parse_subscription(event_text)
+        if not fields:
+            return
+        assignments = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k in ("events", "headers") else f"{k} = :{k}"
+                                for k in fields)
+        if not await self._rows(f"UPDATE {{s}}.integrations SET {assignments}, updated_at = now() "
+                                "WHERE id = :id AND organization_id = :org RETURNING id",
+                                {**fields, "id": integration_id, "org": organization_id}):
+            raise NotFound(f"integration {integration_id} does not exist")
+
+    async def delete_integration(self, organization_id: str, integration_id: int) -> None:
+        if not await self._rows("DELETE FROM {s}.integrations WHERE id = :id AND organization_id = :org RETURNING id",
+                                {"id": integration_id, "org": organization_id}):
+            raise NotFound(f"integration {integration_id} does not exist")
 
     async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None) -> None:
         await self._rows("UPDATE {s}.integrations SET enabled = :enabled, disabled_reason = :reason, "
@@ -373,21 +449,35 @@ class Store:
             await self._rows("UPDATE {s}.deliveries SET claimed_until = NULL WHERE id = ANY(:ids) "
                              "AND status = 'pending'", {"ids": list(delivery_ids)})
 
-    async def deliveries(self, integration_id: int | None = None, status: str | None = None,
-                         limit: int = 100) -> list[dict[str, Any]]:
-        where = ["TRUE"]
-        if integration_id is not None:
-            where.append("integration_id = :integration")
-        if status is not None:
-            where.append("status = :status")
+    async def deliveries(self, integration_id: int | None = None, status: str | None = None, limit: int = 100, *,
+                         organization_id: str | None = None, entity_key: str | None = None,
+                         event_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                         before_id: int | None = None) -> list[dict[str, Any]]:
+        """Deliveries newest first, filtered; ``before_id`` is the cursor for the next page."""
+        filters = {"integration_id": integration_id, "status": status, "organization_id": organization_id,
+                   "entity_key": entity_key, "event_id": event_id}
+        where = [f"{name} = :{name}" for name, value in filters.items() if value is not None]
+        where += [clause for clause, value in (("created_at >= :since", since), ("created_at < :until", until),
+                                               ("id < :before_id", before_id)) if value is not None]
         return await self._rows(
-            "SELECT id, integration_id, event_id, webhook_id, entity_path, status, attempts, next_attempt_at, "
-            "last_error, trigger, created_at, updated_at FROM {s}.deliveries "
-            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
-            {"integration": integration_id, "status": status, "limit": limit})
+            "SELECT id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, "
+            "status, attempts, next_attempt_at, last_error, trigger, created_at, updated_at FROM {s}.deliveries "
+            f"WHERE {' AND '.join(where) or 'TRUE'} ORDER BY id DESC LIMIT :limit",
+            {**filters, "since": since, "until": until, "before_id": before_id, "limit": limit})
+
+    async def delivery_of(self, organization_id: str, delivery_id: int) -> dict[str, Any]:
+        rows = await self.deliveries(organization_id=organization_id, limit=1, before_id=delivery_id + 1)
+        if not rows or rows[0]["id"] != delivery_id:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return rows[0]
 
     async def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
         return await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+
+
+def key_hash(key: str) -> bytes:
+    """API keys are long random strings, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).digest()
 
 
 def _json(value: Any) -> str:

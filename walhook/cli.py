@@ -210,6 +210,18 @@ def _print(args: argparse.Namespace, data: Mapping[str, object], text: str) -> N
     print(orjson.dumps(data).decode() if getattr(args, "json", False) else text)
 
 
+async def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from publisher.api.app import create_app
+
+    settings = _settings(args)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api.host, port=settings.api.port,
+                                           log_level="warning", access_log=False))
+    await server.serve()
+    return 0
+
+
 async def cmd_stack_up(args: argparse.Namespace) -> int:
     from walhook.stack import LocalStack
 
@@ -261,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("cdc", cmd_cdc, "capture row changes from the replication slot into Kafka")
     command("publisher", cmd_publisher, "deliver events from Kafka as signed webhooks")
+    command("api", cmd_api, "serve the management API ([api] host and port)")
     orgs = commands.add_parser("orgs", help="manage organizations").add_subparsers(dest="action", required=True)
     add_org = command("add", cmd_orgs_add, "create an organization and its signing secret", orgs)
     add_org.add_argument("organization")

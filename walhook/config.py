@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.settings import (
+    ApiSettings,
     EntitySettings,
     KafkaSettings,
     PublisherSettings,
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings | None = None
     store: StoreSettings | None = None
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     entities: list[EntitySettings] = Field(default_factory=list)
 
     @classmethod

@@ -1,0 +1,43 @@
+"""Admin routes: organizations, and the first API key of each."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from publisher.api.auth import require_admin, store_of
+from publisher.api.schemas import KeyCreated, KeyIn, OrganizationCreated, OrganizationIn, OrganizationOut
+from publisher.errors import NotFound
+from publisher.store import Store
+
+router = APIRouter(prefix="/v1/organizations", tags=["organizations (admin)"], dependencies=[Depends(require_admin)])
+
+
+@router.post("", status_code=201, response_model=OrganizationCreated)
+async def create_organization(body: OrganizationIn, store: Store = Depends(store_of)) -> OrganizationCreated:
+    secret = await store.add_organization(body.id)
+    created = next(org for org in await store.organizations() if org["id"] == body.id)
+    return OrganizationCreated(**created, secret=secret)
+
+
+@router.get("", response_model=list[OrganizationOut])
+async def list_organizations(store: Store = Depends(store_of)) -> list[OrganizationOut]:
+    return [OrganizationOut(**org) for org in await store.organizations()]
+
+
+@router.get("/{organization_id}", response_model=OrganizationOut)
+async def get_organization(organization_id: str, store: Store = Depends(store_of)) -> OrganizationOut:
+    for org in await store.organizations():
+        if org["id"] == organization_id:
+            return OrganizationOut(**org)
+    raise NotFound(f"organization {organization_id!r} does not exist")
+
+
+@router.delete("/{organization_id}", status_code=204)
+async def delete_organization(organization_id: str, store: Store = Depends(store_of)) -> None:
+    await store.delete_organization(organization_id)
+
+
+@router.post("/{organization_id}/keys", status_code=201, response_model=KeyCreated)
+async def create_first_key(organization_id: str, body: KeyIn, store: Store = Depends(store_of)) -> KeyCreated:
+    row, key = await store.add_api_key(organization_id, body.name)
+    return KeyCreated(**row, key=key)

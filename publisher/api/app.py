@@ -1,0 +1,68 @@
+"""The management API: one app factory, one lifespan that opens and closes every resource.
+
+``create_app(settings)`` builds the app from settings (no module-level state, no environment
+reads). The lifespan opens the store and the HTTP sender and closes them on shutdown.
+walhook's own errors map to HTTP once, here: ``NotFound`` 404, ``Conflict`` 409, a refused
+destination or bad secret 422, the store being unavailable 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from publisher.api import admin, health, tenant
+from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
+from publisher.sender import WebhookSender, user_agent
+from publisher.ssrf import DestinationPolicy, DestinationRefused
+from publisher.store import Store
+
+if TYPE_CHECKING:
+    from walhook.config import Settings
+
+_STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
+           (SubscriptionError, 422), (StoreError, 503)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings`` (needs ``[store]``; ``[kafka]`` and ``[source]`` enable replay and readiness)."""
+    settings.require("store")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.store is not None
+        policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
+        async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+                WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+            app.state.store, app.state.sender = store, sender
+            yield
+
+    app = FastAPI(title="walhook", version=user_agent().split("/", 1)[1], lifespan=lifespan,
+                  description="Manage organizations, API keys, webhook integrations and deliveries.")
+    app.state.settings = settings
+    for router in (admin.router, tenant.router, health.router):
+        app.include_router(router)
+    for error, status in _STATUS:
+        app.add_exception_handler(error, _handler(status))
+    app.middleware("http")(_limit_body(settings.api.max_body_bytes))
+    return app
+
+
+def _handler(status: int):  # type: ignore[no-untyped-def]
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+    return handle
+
+
+def _limit_body(limit: int):  # type: ignore[no-untyped-def]
+    """Refuse bodies over ``limit`` bytes with 413 before reading them."""
+    async def middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return PlainTextResponse(f"request body over {limit} bytes", status_code=413)
+        return await call_next(request)
+    return middleware

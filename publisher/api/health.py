@@ -1,0 +1,118 @@
+"""Health and metrics: /healthz (alive), /readyz (store, Kafka, slot), /metrics (Prometheus).
+
+Metrics are read from the store and the source at scrape time, so any API process reports
+the whole deployment: deliveries by outcome, the retry backlog, per-integration failure
+streaks, attempt latency, events captured and slot lag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    checks = {"store": await _check_store(request), "kafka": await _check_kafka(request),
+              "slot": await _check_slot(request)}
+    ready = all(result in ("ok", "not configured") for result in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def _check_store(request: Request) -> str:
+    try:
+        await request.app.state.store._rows("SELECT 1")
+        return "ok"
+    except Exception as exc:  # any failure is "not ready", with its reason
+        return f"failing: {exc}"
+
+
+async def _check_kafka(request: Request) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    kafka = request.app.state.settings.kafka
+    if kafka is None:
+        return "not configured"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        topics = await admin.list_topics()
+        return "ok" if kafka.topic in topics else f"failing: topic {kafka.topic} does not exist"
+    except Exception as exc:
+        return f"failing: {exc}"
+    finally:
+        await admin.close()
+
+
+async def _check_slot(request: Request) -> str:
+    source = request.app.state.settings.source
+    if source is None:
+        return "not configured"
+    rows = await _slot(request)
+    if not rows:
+        return f"failing: replication slot {source.slot} does not exist"
+    return "ok" if rows[0]["active"] else f"failing: no walhook cdc streams from slot {source.slot}"
+
+
+async def _slot(request: Request) -> list[dict[str, Any]]:
+    import psycopg
+
+    source = request.app.state.settings.source
+    async with await psycopg.AsyncConnection.connect(source.dsn, connect_timeout=3) as conn:
+        cursor = await conn.execute(
+            "SELECT active, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag FROM pg_replication_slots "
+            "WHERE slot_name = %s", [source.slot])
+        return [{"active": row[0], "lag": row[1]} for row in await cursor.fetchall()]
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> str:
+    store = request.app.state.store
+    lines = ["# TYPE walhook_deliveries gauge"]
+    for row in await store._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status"):
+        lines.append(f'walhook_deliveries{{status="{row["status"]}"}} {row["n"]}')
+    backlog = await store._rows("SELECT count(*) AS n FROM {s}.deliveries WHERE status = 'pending'")
+    lines += ["# TYPE walhook_retry_backlog gauge", f"walhook_retry_backlog {backlog[0]['n']}"]
+    lines.append("# TYPE walhook_integration_failing_seconds gauge")
+    for row in await store._rows("SELECT id, extract(epoch FROM now() - failing_since) AS s FROM {s}.integrations "
+                                 "WHERE failing_since IS NOT NULL"):
+        lines.append(f'walhook_integration_failing_seconds{{integration="{row["id"]}"}} {float(row["s"]):.0f}')
+    lines += await _attempt_latency(store)
+    lines += await _capture_metrics(request)
+    return "\n".join(lines) + "\n"
+
+
+_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+async def _attempt_latency(store: Any) -> list[str]:
+    """Histogram of attempt durations over the last hour."""
+    columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {b}) AS le_{b}" for b in _BUCKETS_MS)
+    (row,) = await store._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
+                               "FROM {s}.attempts WHERE started_at > now() - interval '1 hour'")
+    lines = ["# TYPE walhook_attempt_duration_ms histogram"]
+    lines += [f'walhook_attempt_duration_ms_bucket{{le="{b}"}} {row[f"le_{b}"]}' for b in _BUCKETS_MS]
+    lines += [f'walhook_attempt_duration_ms_bucket{{le="+Inf"}} {row["total"]}',
+              f"walhook_attempt_duration_ms_sum {float(row['sum']):.1f}",
+              f"walhook_attempt_duration_ms_count {row['total']}"]
+    return lines
+
+
+async def _capture_metrics(request: Request) -> list[str]:
+    if request.app.state.settings.source is None:
+        return []
+    try:
+        rows = await _slot(request)
+    except Exception:
+        return []
+    lag = rows[0]["lag"] if rows and rows[0]["lag"] is not None else 0
+    return ["# TYPE walhook_slot_lag_bytes gauge", f"walhook_slot_lag_bytes {lag}"]

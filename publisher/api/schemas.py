@@ -1,0 +1,196 @@
+"""Request and response bodies of the management API: validation lives here, in one place.
+
+Every limit is explicit (lengths, counts, ranges), and a bad value is a 422 that names the
+field. Secrets and API keys appear only in the ``*Created`` / ``SecretOut`` responses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from publisher.errors import SubscriptionError
+from publisher.matching import parse_subscription
+
+_HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+_RESERVED_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
+                     "host", "user-agent"}
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrganizationIn(_In):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$", description="your own id of the tenant")
+
+
+class OrganizationOut(BaseModel):
+    id: str
+    created_at: datetime
+
+
+class OrganizationCreated(OrganizationOut):
+    secret: str = Field(description="the signing secret; shown once")
+
+
+class KeyIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the API key; shown once, stored only as a hash")
+
+
+class IntegrationFields(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    environment: str | None = Field(default=None, min_length=1, max_length=64)
+    ordering: Literal["entity", "none"] | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+    rate_limit: float | None = Field(default=None, gt=0, le=100_000)
+    headers: dict[str, str] | None = Field(default=None, max_length=20)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        import re
+
+        for name, header_value in (value or {}).items():
+            if not re.match(_HEADER_NAME, name) or name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header name {name!r} is not allowed")
+            if len(header_value) > 1024 or any(ch in header_value for ch in "\r\n"):
+                raise ValueError(f"header {name!r}: value too long or contains a line break")
+        return value
+
+    # Declared here, applied to the url and events of the create and patch bodies below.
+    @field_validator("events", check_fields=False)
+    @classmethod
+    def _events(cls, value: list[str] | None) -> list[str] | None:
+        for text in value or []:
+            try:
+                parse_subscription(text)
+            except SubscriptionError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("url", check_fields=False)
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("the URL must start with http:// or https://")
+        return value
+
+
+class IntegrationIn(IntegrationFields):
+    url: str = Field(min_length=8, max_length=2000)
+    events: list[str] = Field(min_length=1, max_length=100, description="ENTITY_KEY:OPS, e.g. flows/comments:*")
+
+
+class IntegrationPatch(IntegrationFields):
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=100)
+
+
+class IntegrationOut(BaseModel):
+    id: int
+    name: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    environment: str | None
+    ordering: str
+    batch_size: int
+    rate_limit: float | None
+
+    @classmethod
+    def of(cls, description: dict[str, Any]) -> IntegrationOut:
+        return cls(**{k: v for k, v in description.items() if k in cls.model_fields})
+
+
+class SecretOut(BaseModel):
+    secrets: list[str] = Field(description="active signing secrets, newest first")
+
+
+class RotateIn(_In):
+    overlap_hours: float = Field(default=24.0, ge=0, le=24 * 7)
+
+
+class SampleIn(_In):
+    entity_key: str = Field(min_length=1, max_length=200)
+    operation: Literal["created", "updated", "deleted"] = "created"
+
+
+class SampleOut(BaseModel):
+    webhook_id: str
+    status: int | None
+    headers: dict[str, str]
+    body: str
+    duration_ms: float
+    error: str | None
+    payload: dict[str, Any]
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    integration_id: int
+    event_id: str
+    webhook_id: str
+    entity_key: str
+    entity_path: str
+    operation: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    trigger: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: int | None = Field(description="pass as cursor for the next (older) page")
+
+
+class AttemptOut(BaseModel):
+    id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    url: str
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    duration_ms: float
+    error: str | None
+
+
+class DeliveryDetail(DeliveryOut):
+    body: str
+    attempts_log: list[AttemptOut]
+
+
+class RecoverIn(_In):
+    since: datetime
+
+
+class ReplayIn(_In):
+    offset: int | None = Field(default=None, ge=0)
+    since: datetime | None = None
+
+
+class Scheduled(BaseModel):
+    scheduled: list[dict[str, Any]]

@@ -1,0 +1,209 @@
+"""Organization routes: everything an organization's API key may do, and only to its own data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from publisher.api.auth import organization, store_of
+from publisher.api.schemas import (
+    AttemptOut,
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    IntegrationIn,
+    IntegrationOut,
+    IntegrationPatch,
+    KeyCreated,
+    KeyIn,
+    KeyOut,
+    RecoverIn,
+    ReplayIn,
+    RotateIn,
+    SampleIn,
+    SampleOut,
+    Scheduled,
+    SecretOut,
+)
+from publisher.errors import NotFound
+from publisher.store import Store
+
+router = APIRouter(prefix="/v1", tags=["organization"])
+
+
+@router.get("/keys", response_model=list[KeyOut])
+async def list_keys(org: str = Depends(organization), store: Store = Depends(store_of)) -> list[KeyOut]:
+    return [KeyOut(**row) for row in await store.api_keys(org)]
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+async def create_key(body: KeyIn, org: str = Depends(organization), store: Store = Depends(store_of)) -> KeyCreated:
+    row, key = await store.add_api_key(org, body.name)
+    return KeyCreated(**row, key=key)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: int, org: str = Depends(organization), store: Store = Depends(store_of)) -> None:
+    await store.revoke_api_key(org, key_id)
+
+
+@router.get("/integrations", response_model=list[IntegrationOut])
+async def list_integrations(org: str = Depends(organization), store: Store = Depends(store_of)
+                            ) -> list[IntegrationOut]:
+    return [IntegrationOut.of(i.describe()) for i in await store.integrations_of(org, include_disabled=True)]
+
+
+@router.post("/integrations", status_code=201, response_model=IntegrationOut)
+async def create_integration(request: Request, body: IntegrationIn, org: str = Depends(organization),
+                             store: Store = Depends(store_of)) -> IntegrationOut:
+    await request.app.state.sender.policy.check_destination(body.url)
+    integration_id = await store.add_integration(
+        org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
+        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
+    return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+
+
+@router.get("/integrations/{integration_id}", response_model=IntegrationOut)
+async def get_integration(integration_id: int, org: str = Depends(organization),
+                          store: Store = Depends(store_of)) -> IntegrationOut:
+    return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+
+
+@router.patch("/integrations/{integration_id}", response_model=IntegrationOut)
+async def update_integration(request: Request, integration_id: int, body: IntegrationPatch,
+                             org: str = Depends(organization), store: Store = Depends(store_of)) -> IntegrationOut:
+    await store.integration_of(org, integration_id)
+    if body.url is not None:
+        await request.app.state.sender.policy.check_destination(body.url)
+    await store.update_integration(org, integration_id, body.model_dump(exclude_unset=True))
+    return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+
+
+@router.delete("/integrations/{integration_id}", status_code=204)
+async def delete_integration(integration_id: int, org: str = Depends(organization),
+                             store: Store = Depends(store_of)) -> None:
+    await store.delete_integration(org, integration_id)
+
+
+@router.post("/integrations/{integration_id}/enable", response_model=IntegrationOut)
+async def enable_integration(integration_id: int, org: str = Depends(organization),
+                             store: Store = Depends(store_of)) -> IntegrationOut:
+    return await _set_enabled(store, org, integration_id, True)
+
+
+@router.post("/integrations/{integration_id}/disable", response_model=IntegrationOut)
+async def disable_integration(integration_id: int, org: str = Depends(organization),
+                              store: Store = Depends(store_of)) -> IntegrationOut:
+    return await _set_enabled(store, org, integration_id, False)
+
+
+async def _set_enabled(store: Store, org: str, integration_id: int, enabled: bool) -> IntegrationOut:
+    await store.integration_of(org, integration_id)
+    await store.set_enabled(integration_id, enabled, None if enabled else "disabled through the API")
+    return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+
+
+@router.get("/integrations/{integration_id}/secret", response_model=SecretOut)
+async def reveal_secret(integration_id: int, org: str = Depends(organization),
+                        store: Store = Depends(store_of)) -> SecretOut:
+    return SecretOut(secrets=(await store.integration_of(org, integration_id)).secrets)
+
+
+@router.post("/integrations/{integration_id}/secret/rotate", response_model=SecretOut)
+async def rotate_integration_secret(integration_id: int, body: RotateIn, org: str = Depends(organization),
+                                    store: Store = Depends(store_of)) -> SecretOut:
+    await store.integration_of(org, integration_id)
+    await store.rotate_secret(org, integration_id, timedelta(hours=body.overlap_hours))
+    return SecretOut(secrets=(await store.integration_of(org, integration_id)).secrets)
+
+
+@router.post("/secret/rotate", response_model=SecretOut)
+async def rotate_organization_secret(body: RotateIn, org: str = Depends(organization),
+                                     store: Store = Depends(store_of)) -> SecretOut:
+    secret = await store.rotate_secret(org, None, timedelta(hours=body.overlap_hours))
+    return SecretOut(secrets=[secret])
+
+
+@router.post("/integrations/{integration_id}/sample", response_model=SampleOut)
+async def send_sample_payload(request: Request, integration_id: int, body: SampleIn,
+                              org: str = Depends(organization), store: Store = Depends(store_of)) -> SampleOut:
+    from publisher.sample import send_sample
+
+    await store.integration_of(org, integration_id)
+    entity = next((e for e in request.app.state.settings.entities if e.entity_key == body.entity_key), None)
+    if entity is None:
+        raise NotFound(f"entity key {body.entity_key!r} is not in this deployment's catalogue")
+    result = await send_sample(store, request.app.state.sender, integration_id, entity, body.operation)
+    return SampleOut(webhook_id=result.webhook_id, status=result.status, headers=result.headers, body=result.body,
+                     duration_ms=result.duration_ms, error=result.error, payload=result.payload)
+
+
+@router.get("/catalogue")
+async def event_catalogue(request: Request, org: str = Depends(organization)) -> list[dict[str, Any]]:
+    from models.samples import catalogue
+
+    return catalogue(request.app.state.settings.entities, organization_id=org)
+
+
+@router.get("/deliveries", response_model=DeliveryPage)
+async def list_deliveries(org: str = Depends(organization), store: Store = Depends(store_of),
+                          integration_id: int | None = None, status: str | None = Query(
+                              default=None, pattern="^(pending|succeeded|failed)$"),
+                          entity_key: str | None = Query(default=None, max_length=200),
+                          event_id: str | None = Query(default=None, max_length=200),
+                          since: str | None = None, until: str | None = None,
+                          cursor: int | None = Query(default=None, ge=1), limit: int = Query(default=50, ge=1, le=500)
+                          ) -> DeliveryPage:
+    rows = await store.deliveries(integration_id, status, limit, organization_id=org, entity_key=entity_key,
+                                  event_id=event_id, since=_time(since), until=_time(until), before_id=cursor)
+    return DeliveryPage(items=[DeliveryOut(**row) for row in rows],
+                        next_cursor=rows[-1]["id"] if len(rows) == limit else None)
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise HTTPException(422, f"not an ISO 8601 time: {value[:40]!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail)
+async def get_delivery(delivery_id: int, org: str = Depends(organization),
+                       store: Store = Depends(store_of)) -> DeliveryDetail:
+    row = await store.delivery_of(org, delivery_id)
+    body = (await store._rows("SELECT body FROM {s}.deliveries WHERE id = :id", {"id": delivery_id}))[0]["body"]
+    attempts = [AttemptOut(**{**a, "response_body": None if a["response_body"] is None else
+                              bytes(a["response_body"]).decode("utf-8", "replace")})
+                for a in await store.attempts_of(delivery_id)]
+    return DeliveryDetail(**row, body=bytes(body).decode("utf-8", "replace"), attempts_log=attempts)
+
+
+@router.post("/deliveries/{delivery_id}/redeliver", response_model=Scheduled)
+async def redeliver(delivery_id: int, org: str = Depends(organization), store: Store = Depends(store_of)) -> Scheduled:
+    return Scheduled(scheduled=[await store.redeliver(delivery_id, org)])
+
+
+@router.post("/integrations/{integration_id}/recover", response_model=Scheduled)
+async def recover(integration_id: int, body: RecoverIn, org: str = Depends(organization),
+                  store: Store = Depends(store_of)) -> Scheduled:
+    await store.integration_of(org, integration_id)
+    return Scheduled(scheduled=await store.recover(integration_id, body.since))
+
+
+@router.post("/integrations/{integration_id}/replay", response_model=Scheduled)
+async def replay_integration(request: Request, integration_id: int, body: ReplayIn, org: str = Depends(organization),
+                             store: Store = Depends(store_of)) -> Scheduled:
+    from publisher.recovery import ReplayStart, replay
+
+    integration = await store.integration_of(org, integration_id)  # another organization's: 404 first
+    if (body.offset is None) == (body.since is None):
+        raise HTTPException(422, "give either offset or since")
+    kafka = request.app.state.settings.kafka
+    if kafka is None:
+        raise HTTPException(503, "replay needs a [kafka] section in the API's configuration")
+    return Scheduled(scheduled=await replay(store, kafka, integration, ReplayStart(body.offset, body.since)))

@@ -1,0 +1,202 @@
+"""The management API on a real store: every route, its auth, its validation, tenant isolation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from publisher.api.app import create_app
+from walhook.config import Settings
+
+ADMIN = "admin-token-" + "x" * 20
+DOCS = {"table": "public.docs", "entity_key": "docs", "entity_path": "docs/{id}", "collection_path": "docs",
+        "organization_column": "org"}
+
+
+@pytest.fixture
+def client(database: str) -> Iterator[TestClient]:
+    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "max_body_bytes": 4096},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def admin() -> dict[str, str]:
+    return {"authorization": f"Bearer {ADMIN}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def tenant(client: TestClient, org: str) -> dict[str, str]:
+    """Create an organization and return its API key's headers."""
+    assert client.post("/v1/organizations", json={"id": org}, headers=admin()).status_code == 201
+    created = client.post(f"/v1/organizations/{org}/keys", json={"name": "backend"}, headers=admin())
+    assert created.status_code == 201
+    return bearer(created.json()["key"])
+
+
+def make_integration(client: TestClient, auth: dict[str, str], **extra: Any) -> dict[str, Any]:
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["docs:*"], **extra}
+    response = client.post("/v1/integrations", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_the_settings_page_flow(client: TestClient) -> None:
+    created = client.post("/v1/organizations", json={"id": "acme"}, headers=admin())
+    assert created.status_code == 201 and created.json()["secret"].startswith("whsec_")
+    assert client.post("/v1/organizations", json={"id": "acme"}, headers=admin()).status_code == 409
+    key = client.post("/v1/organizations/acme/keys", json={"name": "backend"}, headers=admin()).json()
+    assert key["key"].startswith("whk_") and key["prefix"] in key["key"]
+    acme = bearer(key["key"])
+    keys = client.get("/v1/keys", headers=acme).json()
+    assert [k["name"] for k in keys] == ["backend"] and "key" not in keys[0]
+    integration = make_integration(client, acme, name="CRM", headers={"x-tenant": "acme"}, batch_size=5)
+    assert integration["name"] == "CRM" and integration["batch_size"] == 5
+    path = f"/v1/integrations/{integration['id']}"
+    assert client.get(path, headers=acme).json()["url"] == "http://127.0.0.1:9/hook"
+    patched = client.patch(path, json={"events": ["docs:created"], "ordering": "none"}, headers=acme).json()
+    assert patched["events"] == ["docs:created"] and patched["ordering"] == "none"
+    assert client.post(f"{path}/disable", headers=acme).json()["enabled"] is False
+    assert client.post(f"{path}/enable", headers=acme).json()["enabled"] is True
+    assert client.get(f"{path}/secret", headers=acme).json()["secrets"] == [created.json()["secret"]]
+    rotated = client.post(f"{path}/secret/rotate", json={"overlap_hours": 1}, headers=acme).json()["secrets"]
+    assert len(rotated) == 1 and rotated[0] != created.json()["secret"]  # the integration's own secret now
+    catalogue = client.get("/v1/catalogue", headers=acme).json()
+    assert catalogue[0]["entityKey"] == "docs" and set(catalogue[0]["examples"]) == {"created", "updated", "deleted"}
+    sample = client.post(f"{path}/sample", json={"entity_key": "docs", "operation": "updated"}, headers=acme).json()
+    assert sample["status"] is None and "Connect" in (sample["error"] or "")  # nothing listens on port 9
+    page = client.get("/v1/deliveries", headers=acme).json()
+    assert page == {"items": [], "next_cursor": None}
+    assert client.delete(path, headers=acme).status_code == 204
+    assert client.get(path, headers=acme).status_code == 404
+    assert client.delete(f"/v1/keys/{keys[0]['id']}", headers=acme).status_code == 204
+    assert client.get("/v1/keys", headers=acme).status_code == 401  # the revoked key no longer works
+
+
+def test_listings_never_show_secrets_or_keys(client: TestClient) -> None:
+    acme = tenant(client, "acme")
+    make_integration(client, acme)
+    for path in ("/v1/integrations", "/v1/keys", "/v1/deliveries"):
+        text = client.get(path, headers=acme).text
+        assert "whsec_" not in text and "whk_" not in text
+    assert "whsec_" not in client.get("/v1/organizations", headers=admin()).text
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"url": "ftp://example.com/x", "events": ["docs:*"]}, "url"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["docs:exploded"]}, "events"),
+    ({"url": "http://127.0.0.1:9/x", "events": []}, "events"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["docs:*"], "batch_size": 2000}, "batch_size"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["docs:*"], "headers": {"webhook-id": "x"}}, "headers"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["docs:*"], "name": "n" * 201}, "name"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["docs:*"], "colour": "red"}, "colour"),
+])
+def test_validation_errors_name_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
+    response = client.post("/v1/integrations", json=body, headers=tenant(client, "acme"))
+    assert response.status_code == 422
+    assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"]), response.text
+
+
+def test_private_destinations_are_refused_at_creation(client: TestClient) -> None:
+    response = client.post("/v1/integrations", json={"url": "http://10.0.0.7/hook", "events": ["docs:*"]},
+                           headers=tenant(client, "acme"))
+    assert response.status_code == 422 and "private address" in response.json()["detail"]
+
+
+def test_oversized_and_malformed_bodies(client: TestClient) -> None:
+    acme = tenant(client, "acme")
+    big = client.post("/v1/integrations", content=b"{" + b" " * 5000 + b"}", headers=acme)
+    assert big.status_code == 413
+    broken = client.post("/v1/integrations", content=b'{"url": ', headers={**acme, "content-type": "application/json"})
+    assert broken.status_code == 422
+
+
+def test_credentials_are_checked(client: TestClient) -> None:
+    acme = tenant(client, "acme")
+    assert client.get("/v1/organizations", headers=acme).status_code == 401  # an org key is not the admin token
+    assert client.get("/v1/organizations").status_code == 401
+    assert client.get("/v1/integrations", headers=admin()).status_code == 401  # nor the reverse
+    assert client.get("/v1/integrations", headers=bearer("whk_nope_nope")).status_code == 401
+    forged = acme["authorization"][:-3] + "AAA"
+    assert client.get("/v1/integrations", headers={"authorization": forged}).status_code == 401
+
+
+def _concrete(path: str, ids: dict[str, int]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+
+
+BODIES = {"/v1/integrations/{integration_id}": {"name": "stolen"},
+          "/v1/integrations/{integration_id}/secret/rotate": {},
+          "/v1/integrations/{integration_id}/sample": {"entity_key": "docs"},
+          "/v1/integrations/{integration_id}/recover": {"since": "2020-01-01T00:00:00Z"},
+          "/v1/integrations/{integration_id}/replay": {"offset": 0}}
+
+
+def test_every_route_hides_another_organizations_resources(client: TestClient, database: str) -> None:
+    acme, globex = tenant(client, "acme"), tenant(client, "globex")
+    integration = make_integration(client, acme)
+    key_id = client.get("/v1/keys", headers=acme).json()[0]["id"]
+    delivery_id = _a_delivery(database, integration["id"])
+    ids = {"integration_id": integration["id"], "delivery_id": delivery_id, "key_id": key_id}
+    walked = []
+    for path, operations in client.get("/openapi.json").json()["paths"].items():  # every published route
+        if not path.startswith("/v1/") or path.startswith("/v1/organizations") or "{" not in path:
+            continue
+        for method in operations:
+            response = client.request(method.upper(), _concrete(path, ids), json=BODIES.get(path, {}), headers=globex)
+            assert response.status_code == 404, f"{method} {path}: {response.status_code} {response.text}"
+            walked.append(f"{method} {path}")
+    assert len(walked) == 13, walked  # every organization route that names a resource; update when adding one
+    # ...and acme still sees its own things, untouched by globex's attempts.
+    assert client.get(f"/v1/integrations/{integration['id']}", headers=acme).json()["name"] == integration["name"]
+    assert client.get(f"/v1/deliveries/{delivery_id}", headers=acme).status_code == 200
+    assert client.get("/v1/integrations", headers=globex).json() == []
+    assert client.get("/v1/deliveries", headers=globex).json()["items"] == []
+
+
+def _a_delivery(database: str, integration_id: int) -> int:
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute("INSERT INTO walhook.deliveries (integration_id, organization_id, event_id, webhook_id, "
+                           "entity_key, entity_path, operation, body) VALUES (%s, 'acme', 'evt_1', %s, 'docs', "
+                           "'docs/1', 'created', '{}') RETURNING id", [integration_id, f"evt_1_i{integration_id}"]
+                           ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_deliveries_filters_cursor_detail_and_redeliver(client: TestClient, database: str) -> None:
+    acme = tenant(client, "acme")
+    integration = make_integration(client, acme)
+    first = _a_delivery(database, integration["id"])
+    page = client.get("/v1/deliveries", params={"limit": 1, "status": "pending", "entity_key": "docs"},
+                      headers=acme).json()
+    assert [item["id"] for item in page["items"]] == [first] and page["next_cursor"] == first
+    assert client.get("/v1/deliveries", params={"cursor": first}, headers=acme).json()["items"] == []
+    assert client.get("/v1/deliveries", params={"status": "nope"}, headers=acme).status_code == 422
+    detail = client.get(f"/v1/deliveries/{first}", headers=acme).json()
+    assert detail["body"] == "{}" and detail["attempts_log"] == []
+    scheduled = client.post(f"/v1/deliveries/{first}/redeliver", headers=acme).json()["scheduled"]
+    assert scheduled[0]["id"] == first
+    recovered = client.post(f"/v1/integrations/{integration['id']}/recover", json={"since": "2020-01-01T00:00:00"},
+                            headers=acme).json()
+    assert recovered == {"scheduled": []}
+    replay = client.post(f"/v1/integrations/{integration['id']}/replay", json={"offset": 0}, headers=acme)
+    assert replay.status_code == 503 and "[kafka]" in replay.json()["detail"]
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True and ready["checks"]["store"] == "ok"
+    metrics = client.get("/metrics").text
+    assert "walhook_retry_backlog 0" in metrics and "walhook_attempt_duration_ms_count 0" in metrics
+    assert client.get("/openapi.json").json()["info"]["title"] == "walhook"
