@@ -128,7 +128,7 @@ def test_credentials_are_checked(client: TestClient) -> None:
     assert client.get("/v1/integrations", headers={"authorization": forged}).status_code == 401
 
 
-def _concrete(path: str, ids: dict[str, int]) -> str:
+def _concrete(path: str, ids: dict[str, Any]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
 
 
@@ -200,3 +200,73 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert "walhook_retry_backlog 0" in metrics and "walhook_attempt_duration_ms_count 0" in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "walhook"
+
+
+# (method, path, a body that fails validation) for every organization route; None: the route takes no body,
+# so the invalid input is a malformed path parameter instead.
+ORGANIZATION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("get", "/v1/keys", None), ("post", "/v1/keys", {"name": ""}), ("delete", "/v1/keys/{key_id}", None),
+    ("get", "/v1/integrations", None), ("post", "/v1/integrations", {"url": "x", "events": []}),
+    ("get", "/v1/integrations/{integration_id}", None),
+    ("patch", "/v1/integrations/{integration_id}", {"batch_size": 0}),
+    ("delete", "/v1/integrations/{integration_id}", None),
+    ("post", "/v1/integrations/{integration_id}/enable", None),
+    ("post", "/v1/integrations/{integration_id}/disable", None),
+    ("get", "/v1/integrations/{integration_id}/secret", None),
+    ("post", "/v1/integrations/{integration_id}/secret/rotate", {"overlap_hours": -1}),
+    ("post", "/v1/secret/rotate", {"overlap_hours": 10_000}),
+    ("post", "/v1/integrations/{integration_id}/sample", {"entity_key": "docs", "operation": "exploded"}),
+    ("get", "/v1/catalogue", None), ("get", "/v1/deliveries", None),
+    ("get", "/v1/deliveries/{delivery_id}", None), ("post", "/v1/deliveries/{delivery_id}/redeliver", None),
+    ("post", "/v1/integrations/{integration_id}/recover", {"since": "yesterday"}),
+    ("post", "/v1/integrations/{integration_id}/replay", {"offset": -5}),
+]
+ADMIN_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("get", "/v1/organizations", None), ("post", "/v1/organizations", {"id": "has spaces"}),
+    ("get", "/v1/organizations/{organization_id}", None), ("delete", "/v1/organizations/{organization_id}", None),
+    ("post", "/v1/organizations/{organization_id}/keys", {"name": "k" * 201}),
+]
+
+
+def test_the_route_tables_cover_the_published_api(client: TestClient) -> None:
+    published = {(method, path) for path, operations in client.get("/openapi.json").json()["paths"].items()
+                 for method in operations if path.startswith("/v1/")}
+    assert published == {(m, p) for m, p, _ in ORGANIZATION_ROUTES + ADMIN_ROUTES}
+
+
+@pytest.mark.parametrize(("method", "path", "bad"), ORGANIZATION_ROUTES + ADMIN_ROUTES)
+def test_every_route_refuses_a_wrong_key(client: TestClient, method: str, path: str, bad: Any) -> None:
+    concrete = _concrete(path, {"integration_id": 1, "delivery_id": 1, "key_id": 1, "organization_id": 1})
+    for headers in ({}, bearer("whk_0000_wrong"), {"authorization": "Basic abc"}):
+        assert client.request(method.upper(), concrete, json={}, headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path", "bad"), ORGANIZATION_ROUTES + ADMIN_ROUTES)
+def test_every_route_names_what_is_invalid(client: TestClient, method: str, path: str, bad: Any) -> None:
+    acme = tenant(client, "acme")
+    headers = admin() if path.startswith("/v1/organizations") else acme
+    if bad is None:  # no body: a path parameter of the wrong type, or a bad query value
+        target = path.replace("{organization_id}", "has spaces").replace("{integration_id}", "abc")
+        target = target.replace("{delivery_id}", "abc")
+        target = target.replace("{key_id}", "abc")
+        if "{" not in path:
+            target += "?limit=0" if path == "/v1/deliveries" else ""
+        response = client.request(method.upper(), target, headers=headers)
+        if "{" not in path and path != "/v1/deliveries":
+            assert response.status_code in (200, 201, 204)  # nothing to get wrong: it succeeds
+            return
+    else:
+        integration = make_integration(client, acme)
+        target = _concrete(path, {"integration_id": integration["id"], "organization_id": "acme"})
+        response = client.request(method.upper(), target, json=bad, headers=headers)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and all(error["loc"] and error["msg"] for error in detail)
+
+
+def test_admin_routes_succeed(client: TestClient) -> None:
+    tenant(client, "acme")
+    assert client.get("/v1/organizations/acme", headers=admin()).json()["id"] == "acme"
+    assert [org["id"] for org in client.get("/v1/organizations", headers=admin()).json()] == ["acme"]
+    assert client.delete("/v1/organizations/acme", headers=admin()).status_code == 204
+    assert client.get("/v1/organizations/acme", headers=admin()).status_code == 404

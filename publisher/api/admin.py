@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from publisher.api.auth import require_admin, store_of
 from publisher.api.schemas import KeyCreated, KeyIn, OrganizationCreated, OrganizationIn, OrganizationOut
 from publisher.errors import NotFound
 from publisher.store import Store
+
+OrganizationId = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 
 router = APIRouter(prefix="/v1/organizations", tags=["organizations (admin)"], dependencies=[Depends(require_admin)])
 
@@ -25,7 +27,7 @@ async def list_organizations(store: Store = Depends(store_of)) -> list[Organizat
 
 
 @router.get("/{organization_id}", response_model=OrganizationOut)
-async def get_organization(organization_id: str, store: Store = Depends(store_of)) -> OrganizationOut:
+async def get_organization(organization_id: str = OrganizationId, store: Store = Depends(store_of)) -> OrganizationOut:
     for org in await store.organizations():
         if org["id"] == organization_id:
             return OrganizationOut(**org)
@@ -33,11 +35,12 @@ async def get_organization(organization_id: str, store: Store = Depends(store_of
 
 
 @router.delete("/{organization_id}", status_code=204)
-async def delete_organization(organization_id: str, store: Store = Depends(store_of)) -> None:
+async def delete_organization(organization_id: str = OrganizationId, store: Store = Depends(store_of)) -> None:
     await store.delete_organization(organization_id)
 
 
 @router.post("/{organization_id}/keys", status_code=201, response_model=KeyCreated)
-async def create_first_key(organization_id: str, body: KeyIn, store: Store = Depends(store_of)) -> KeyCreated:
+async def create_first_key(body: KeyIn, organization_id: str = OrganizationId,
+                           store: Store = Depends(store_of)) -> KeyCreated:
     row, key = await store.add_api_key(organization_id, body.name)
     return KeyCreated(**row, key=key)
