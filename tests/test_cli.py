@@ -10,7 +10,7 @@ import orjson
 
 from publisher.store import Store
 
-GROUPS = {"orgs", "integrations", "deliveries"}  # commands with an action word after them
+GROUPS = {"orgs", "integrations", "deliveries", "keys"}  # commands with an action word after them
 
 
 def walhook(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,3 +66,23 @@ async def test_errors_are_one_line_and_exit_non_zero(database: str, tmp_path: Pa
     bad.write_text('[kafka]\nbootstrap_server = "x"\n')
     broken = walhook(bad, "deliveries", "list")
     assert broken.returncode == 1 and "kafka.bootstrap_server: unknown key" in broken.stderr
+
+
+async def test_keys_and_integration_states(database: str, tmp_path: Path) -> None:
+    config = config_file(tmp_path, database)
+    assert walhook(config, "orgs", "add", "acme").returncode == 0
+    key = orjson.loads(walhook(config, "keys", "add", "--org", "acme", "--name", "crm", "--json").stdout)
+    assert key["key"].startswith("whk_")
+    listed = walhook(config, "keys", "list", "--org", "acme")
+    assert "crm" in listed.stdout and key["key"] not in listed.stdout
+    assert walhook(config, "keys", "revoke", "--org", "acme", str(key["id"])).returncode == 0
+    async with Store(database) as store:
+        assert await store.organization_of_key(key["key"]) is None
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/x", ["*"])
+    assert walhook(config, "integrations", "disable", str(integration)).returncode == 0
+    async with Store(database) as store:
+        assert not (await store.integration(integration)).enabled
+    assert walhook(config, "integrations", "delete", str(integration)).returncode == 0
+    assert orjson.loads(walhook(config, "orgs", "list", "--json").stdout)[0]["id"] == "acme"
+    assert walhook(config, "orgs", "delete", "acme").returncode == 0
+    assert orjson.loads(walhook(config, "orgs", "list", "--json").stdout) == []

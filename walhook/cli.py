@@ -102,6 +102,62 @@ async def cmd_integrations_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_orgs_list(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        rows = await store.organizations()
+    _table(args, rows, [("id", 24), ("created_at", 32)])
+    return 0
+
+
+async def cmd_orgs_delete(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        await store.delete_organization(args.organization)
+    _print(args, {"deleted": args.organization}, f"deleted organization {args.organization} and all its data")
+    return 0
+
+
+async def cmd_keys_add(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        row, key = await store.add_api_key(args.org, args.name)
+    _print(args, {**row, "key": key}, f"API key {row['id']} for {args.org} (store it now; shown once): {key}")
+    return 0
+
+
+async def cmd_keys_list(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        rows = await store.api_keys(args.org)
+    _table(args, rows, [("id", 6), ("name", 20), ("prefix", 14), ("last_used_at", 34), ("revoked_at", 34)])
+    return 0
+
+
+async def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        await store.revoke_api_key(args.org, args.key)
+    _print(args, {"revoked": args.key}, f"revoked API key {args.key}")
+    return 0
+
+
+async def cmd_integrations_state(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        integration = await store.integration(args.integration)
+        if args.action == "delete":
+            await store.delete_integration(integration.organization_id, integration.id)
+        else:
+            await store.set_enabled(integration.id, args.action == "enable", "disabled by an operator")
+    _print(args, {"integration": args.integration, "action": args.action},
+           f"integration {args.integration}: {args.action}d")
+    return 0
+
+
+def _table(args: argparse.Namespace, rows: list[dict[str, object]], columns: list[tuple[str, int]]) -> None:
+    if args.json:
+        print(orjson.dumps(rows, default=str).decode())
+        return
+    print(" ".join(f"{name.upper():<{width}}" for name, width in columns).rstrip())
+    for row in rows:
+        print(" ".join(f"{row[name] if row[name] is not None else '-'!s:<{width}}" for name, width in columns).rstrip())
+
+
 async def cmd_orgs_rotate(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -278,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_org = command("add", cmd_orgs_add, "create an organization and its signing secret", orgs)
     add_org.add_argument("organization")
     add_org.add_argument("--secret", help="use this whsec_ secret instead of generating one")
+    command("list", cmd_orgs_list, "list organizations", orgs)
+    command("delete", cmd_orgs_delete, "delete an organization and everything of it", orgs).add_argument(
+        "organization")
+    keys = commands.add_parser("keys", help="an organization's API keys").add_subparsers(dest="action", required=True)
+    for name, handler, text in (("add", cmd_keys_add, "create an API key (shown once)"),
+                                ("list", cmd_keys_list, "list API keys (prefix and metadata only)"),
+                                ("revoke", cmd_keys_revoke, "revoke an API key")):
+        sub = command(name, handler, text, keys)
+        sub.add_argument("--org", required=True)
+        if name == "add":
+            sub.add_argument("--name", required=True)
+        if name == "revoke":
+            sub.add_argument("key", type=int)
     rotate = command("rotate-secret", cmd_orgs_rotate, "rotate an organization's (or an integration's) secret", orgs)
     rotate.add_argument("organization")
     rotate.add_argument("--integration", type=int, help="rotate this integration's own secret instead")
@@ -318,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--rate-limit", type=float, help="requests per second at most")
     add.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every request")
     add.add_argument("--exists-ok", action="store_true", help="do nothing if the organization already sends to URL")
+    for action in ("enable", "disable", "delete"):
+        command(action, cmd_integrations_state, f"{action} an integration", integrations).add_argument(
+            "integration", type=int)
     listing = command("list", cmd_integrations_list, "list enabled integrations", integrations)
     listing.add_argument("--org")
     stack = commands.add_parser("stack", help="local Postgres + Kafka").add_subparsers(dest="action", required=True)
