@@ -18,7 +18,7 @@ def walhook_commands() -> list[tuple[str, list[str]]]:
 
 def test_compose_runs_the_whole_pipeline() -> None:
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
-    assert {"postgres", "kafka", "cdc", "publisher", "receiver"} <= set(compose["services"])
+    assert {"postgres", "kafka", "cdc", "publisher", "receiver", "api"} <= set(compose["services"])
     assert "wal_level=logical" in compose["services"]["postgres"]["command"]
     assert {command[0] for _, command in walhook_commands()} >= {"cdc", "publisher", "receiver"}
 
