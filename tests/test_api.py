@@ -59,6 +59,8 @@ def test_the_settings_page_flow(client: TestClient) -> None:
     assert [k["name"] for k in keys] == ["backend"] and "key" not in keys[0]
     integration = make_integration(client, acme, name="CRM", headers={"x-tenant": "acme"}, batch_size=5)
     assert integration["name"] == "CRM" and integration["batch_size"] == 5
+    assert integration["secrets"] == [created.json()["secret"]]  # shown at creation...
+    assert "secrets" not in client.get(f"/v1/integrations/{integration['id']}", headers=acme).json()  # ...not later
     path = f"/v1/integrations/{integration['id']}"
     assert client.get(path, headers=acme).json()["url"] == "http://127.0.0.1:9/hook"
     patched = client.patch(path, json={"events": ["docs:created"], "ordering": "none"}, headers=acme).json()

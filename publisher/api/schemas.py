@@ -119,6 +119,11 @@ class IntegrationOut(BaseModel):
         return cls(**{k: v for k, v in description.items() if k in cls.model_fields})
 
 
+class IntegrationCreated(IntegrationOut):
+    secrets: list[str] = Field(description="the secrets its webhooks are signed with; shown at creation, "
+                                           "then only through reveal or rotate")
+
+
 class SecretOut(BaseModel):
     secrets: list[str] = Field(description="active signing secrets, newest first")
 

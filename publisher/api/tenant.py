@@ -13,6 +13,7 @@ from publisher.api.schemas import (
     DeliveryDetail,
     DeliveryOut,
     DeliveryPage,
+    IntegrationCreated,
     IntegrationIn,
     IntegrationOut,
     IntegrationPatch,
@@ -55,14 +56,15 @@ async def list_integrations(org: str = Depends(organization), store: Store = Dep
     return [IntegrationOut.of(i.describe()) for i in await store.integrations_of(org, include_disabled=True)]
 
 
-@router.post("/integrations", status_code=201, response_model=IntegrationOut)
+@router.post("/integrations", status_code=201, response_model=IntegrationCreated)
 async def create_integration(request: Request, body: IntegrationIn, org: str = Depends(organization),
-                             store: Store = Depends(store_of)) -> IntegrationOut:
+                             store: Store = Depends(store_of)) -> IntegrationCreated:
     await request.app.state.sender.policy.check_destination(body.url)
     integration_id = await store.add_integration(
         org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
         batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
-    return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+    integration = await store.integration_of(org, integration_id)
+    return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
 
 
 @router.get("/integrations/{integration_id}", response_model=IntegrationOut)
