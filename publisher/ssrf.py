@@ -236,15 +236,18 @@ class DestinationPolicy:
 
         Meant for creating an integration, to fail early and clearly; sending still needs
         :class:`GuardedResolver`, since DNS answers change. ``resolver`` defaults to aiohttp's
-        ``ThreadedResolver`` (the system resolver, as :class:`GuardedResolver` uses). Resolution
-        failures (``OSError``) propagate. Raises :class:`DestinationRefused`.
+        ``ThreadedResolver`` (the system resolver, as :class:`GuardedResolver` uses). A host that
+        does not resolve is refused too. Raises :class:`DestinationRefused`.
         """
         self.check_url(url)
         parsed = URL(url)
         assert parsed.host is not None and parsed.raw_host is not None  # check_url refuses host-less URLs
         if _ip_literal(parsed.host) is not None:
             return
-        results = await _resolve_once(resolver, parsed.raw_host, parsed.port or 0)
+        try:
+            results = await _resolve_once(resolver, parsed.raw_host, parsed.port or 0)
+        except OSError as exc:
+            raise DestinationRefused(_without_credentials(parsed), f"the host name does not resolve ({exc})") from exc
         for result in results:
             if (reason := self.refusal(result["host"])) is not None:
                 raise DestinationRefused(_without_credentials(parsed), reason, result["host"])

@@ -154,10 +154,13 @@ class Store:
                 result = await conn.execute(text(sql.replace("{s}", self._s)), params or {})
                 return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
         except IntegrityError as exc:
-            detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or str(exc.orig)
-            raise Conflict(f"already exists: {detail}") from exc
+            if getattr(exc.orig, "sqlstate", None) == "23505":  # unique violation
+                detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or "duplicate"
+                raise Conflict(f"already exists: {detail}") from exc
+            raise StoreError(f"the store refused the change: {_first_line(exc.orig)}") from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"store query failed: {exc}") from exc
+            # The driver's message only: SQLAlchemy's would repeat the statement and its parameters.
+            raise StoreError(f"store query failed: {_first_line(getattr(exc, 'orig', None) or exc)}") from exc
 
     # Organizations and secrets
 
@@ -301,6 +304,7 @@ class Store:
     async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any]) -> None:
         """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers)."""
         allowed = {"url", "name", "events", "environment", "ordering", "batch_size", "rate_limit", "headers"}
+        changes = {**changes, "headers": changes.get("headers") or {}} if "headers" in changes else changes
         fields = {k: (_json(v) if k in ("events", "headers") else v) for k, v in changes.items() if k in allowed}
         if "events" in changes:
             for event_text in changes["events"]:
@@ -473,6 +477,10 @@ class Store:
 
     async def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
         return await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def key_hash(key: str) -> bytes:

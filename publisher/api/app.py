@@ -8,6 +8,7 @@ destination or bad secret 422, the store being unavailable 503.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from publisher.store import Store
 
 if TYPE_CHECKING:
     from walhook.config import Settings
+
+log = logging.getLogger("walhook.api")
 
 _STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
            (SubscriptionError, 422), (StoreError, 503)]
@@ -54,6 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _handler(status: int):  # type: ignore[no-untyped-def]
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if status >= 500:  # the store's trouble is logged for operators, not told to API clients
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": "the store is unavailable; try again"}, status_code=status)
         return JSONResponse({"detail": str(exc)}, status_code=status)
     return handle
 

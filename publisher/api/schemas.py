@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from publisher.errors import SubscriptionError
 from publisher.matching import parse_subscription
@@ -19,8 +19,28 @@ _RESERVED_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature", "co
                      "host", "user-agent"}
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """NUL cannot be stored in Postgres text: refuse it here, with the field's name."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if _has_nul(value):
+                    raise ValueError(f"{name}: NUL characters are not allowed")
+        return data
 
 
 class OrganizationIn(_In):
@@ -98,8 +118,17 @@ class IntegrationIn(IntegrationFields):
 
 
 class IntegrationPatch(IntegrationFields):
+    """Only the fields sent change; ``null`` resets environment, rate_limit and headers."""
+
     url: str | None = Field(default=None, min_length=8, max_length=2000)
     events: list[str] | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> IntegrationPatch:
+        for name in ("url", "events", "name", "ordering", "batch_size"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
 
 
 class IntegrationOut(BaseModel):

@@ -153,8 +153,8 @@ async def event_catalogue(request: Request, org: str = Depends(organization)) ->
 async def list_deliveries(org: str = Depends(organization), store: Store = Depends(store_of),
                           integration_id: int | None = None, status: str | None = Query(
                               default=None, pattern="^(pending|succeeded|failed)$"),
-                          entity_key: str | None = Query(default=None, max_length=200),
-                          event_id: str | None = Query(default=None, max_length=200),
+                          entity_key: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
+                          event_id: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
                           since: str | None = None, until: str | None = None,
                           cursor: int | None = Query(default=None, ge=1), limit: int = Query(default=50, ge=1, le=500)
                           ) -> DeliveryPage:
