@@ -172,13 +172,8 @@ async def cmd_orgs_rotate(args: argparse.Namespace) -> int:
 async def cmd_deliveries_list(args: argparse.Namespace) -> int:
     async with _store(args) as store:
         rows = await store.deliveries(args.integration, args.status, args.limit)
-    if args.json:
-        print(orjson.dumps(rows, default=str).decode())
-        return 0
-    print(f"{'ID':>6}  {'INTEGRATION':>11}  {'STATUS':<9} {'ATTEMPTS':>8}  {'TRIGGER':<9} WEBHOOK-ID")
-    for row in rows:
-        print(f"{row['id']:>6}  {row['integration_id']:>11}  {row['status']:<9} {row['attempts']:>8}  "
-              f"{row['trigger']:<9} {row['webhook_id']}")
+    _table(args, rows, [("id", 6), ("integration_id", 15), ("status", 10), ("attempts", 9), ("trigger", 10),
+                        ("webhook_id", 40)])
     return 0
 
 
