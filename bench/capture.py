@@ -106,8 +106,8 @@ def main() -> None:
         reference = run_pg_recvlogical(dsn, end)
         walhook = run_walhook(dsn, bootstrap, workdir)
     result = {"changes": changes, "pg_recvlogical_s": round(reference, 2), "walhook_s": round(walhook, 2),
-              "pg_recvlogical_changes_per_s": round(changes / reference), "walhook_changes_per_s": round(changes / walhook),
-              "ratio": round(reference / walhook, 3)}
+              "pg_recvlogical_changes_per_s": round(changes / reference),
+              "walhook_changes_per_s": round(changes / walhook), "ratio": round(reference / walhook, 3)}
     out = ROOT / "bench" / "results" / "capture.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
