@@ -36,8 +36,8 @@ TABLE = """CREATE TABLE bench_items (id bigint PRIMARY KEY, org text NOT NULL, n
 def workload(dsn: str, inserts: int, updates: int, small: int) -> int:
     """Write the workload; returns the number of row changes."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO bench_items SELECT g, 'org_' || (g % 10), 'item ' || g, g * 1.25, g / 7.0, "
-                     "g % 2 = 0, ARRAY['a', 'b'], jsonb_build_object('n', g), now() "
+        conn.execute("INSERT INTO bench_items SELECT g, 'org_' || (g %% 10), 'item ' || g, g * 1.25, g / 7.0, "
+                     "g %% 2 = 0, ARRAY['a', 'b'], jsonb_build_object('n', g), now() "
                      "FROM generate_series(1, %s) g", [inserts])
         conn.execute("UPDATE bench_items SET amount = amount + 1, updated_at = now() WHERE id <= %s", [updates])
         for n in range(small):  # many small transactions
