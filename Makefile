@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-http clean
+.PHONY: demo test lint bench bench-http clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy cdc publisher models walhook
+
+# Benchmarks print a table and write JSON under bench/results/ (work in progress: see BENCHMARKS in README).
+bench: $(STAMP)
+	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/http_clients.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py
