@@ -33,6 +33,15 @@ def iso_utc(unix_us: int) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{unix_us % 1_000_000:06d}Z"
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC. ``ValueError`` when unreadable."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 time: {text[:40]!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def make_event_id(commit_lsn: int, index: int) -> str:
     """A stable id for the ``index``-th change of the transaction committed at ``commit_lsn``."""
     return f"evt_{commit_lsn:016X}_{index:06d}"

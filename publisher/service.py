@@ -138,7 +138,7 @@ class Publisher:
         for records in batch.values():
             for record in records:
                 new.extend(await self._deliveries_for(record))
-        by_id = {(d.integration_id, d.event_id): integration for d, integration in new}
+        integrations = {integration.id: integration for _, integration in new}
         while True:
             try:
                 created = await self.store.create_deliveries([d for d, _ in new], self._claim)
@@ -147,10 +147,8 @@ class Publisher:
                 log.error("cannot record deliveries, retrying: %s", exc)
                 await asyncio.sleep(1.0)
         await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-        event_ids = {d.webhook_id: d.event_id for d, _ in new}
         for delivery in created:
-            integration = by_id[(delivery.integration_id, event_ids[delivery.webhook_id])]
-            self.dispatcher.submit(delivery, integration)
+            self.dispatcher.submit(delivery, integrations[delivery.integration_id])
 
     async def _deliveries_for(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[NewDelivery, Integration]]:
         try:

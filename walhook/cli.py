@@ -8,11 +8,13 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from models.errors import WalhookError
+from models.events import parse_time
 from walhook import __version__
 from walhook.config import Settings, load_settings
 
@@ -238,14 +240,11 @@ async def cmd_send_sample(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else 1
 
 
-def _moment(text: str):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _moment(text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError as exc:
-        raise WalhookError(f"not an ISO 8601 time: {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise WalhookError(str(exc)) from exc
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from models.events import parse_time
 from publisher.api.auth import organization, store_of
 from publisher.api.schemas import (
     AttemptOut,
@@ -168,10 +169,9 @@ def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_time(value)
     except ValueError as exc:
-        raise HTTPException(422, f"not an ISO 8601 time: {value[:40]!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise HTTPException(422, str(exc)) from exc
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail)
