@@ -475,6 +475,34 @@ class Store:
             raise NotFound(f"delivery {delivery_id} does not exist")
         return rows[0]
 
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the store answers."""
+        await self._rows("SELECT 1")
+
+    async def delivery_body(self, delivery_id: int) -> bytes:
+        rows = await self._rows("SELECT body FROM {s}.deliveries WHERE id = :id", {"id": delivery_id})
+        if not rows:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return bytes(rows[0]["body"])
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries by status."""
+        rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    async def failure_streaks(self) -> dict[int, float]:
+        """Seconds each failing integration has been failing without a success."""
+        rows = await self._rows("SELECT id, extract(epoch FROM now() - failing_since) AS s FROM {s}.integrations "
+                                "WHERE failing_since IS NOT NULL")
+        return {int(row["id"]): float(row["s"]) for row in rows}
+
+    async def attempt_durations(self, bounds_ms: Sequence[int], window: timedelta) -> tuple[list[int], int, float]:
+        """Attempts of the last ``window``: how many took at most each bound (ms), the count, the sum (ms)."""
+        columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {int(b)}) AS le_{int(b)}" for b in bounds_ms)
+        (row,) = await self._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
+                                  "FROM {s}.attempts WHERE started_at > now() - :window", {"window": window})
+        return [int(row[f"le_{int(b)}"]) for b in bounds_ms], int(row["total"]), float(row["sum"])
+
     async def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
         return await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
 

@@ -7,10 +7,13 @@ streaks, attempt latency, events captured and slot lag.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+
+from publisher.store import Store
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 async def _check_store(request: Request) -> str:
     try:
-        await request.app.state.store._rows("SELECT 1")
+        await request.app.state.store.ping()
         return "ok"
     except Exception as exc:  # any failure is "not ready", with its reason
         return f"failing: {exc}"
@@ -77,15 +80,13 @@ async def _slot(request: Request) -> list[dict[str, Any]]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> str:
     store = request.app.state.store
+    counts = await store.delivery_counts()
     lines = ["# TYPE walhook_deliveries gauge"]
-    for row in await store._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status"):
-        lines.append(f'walhook_deliveries{{status="{row["status"]}"}} {row["n"]}')
-    backlog = await store._rows("SELECT count(*) AS n FROM {s}.deliveries WHERE status = 'pending'")
-    lines += ["# TYPE walhook_retry_backlog gauge", f"walhook_retry_backlog {backlog[0]['n']}"]
+    lines += [f'walhook_deliveries{{status="{status}"}} {n}' for status, n in counts.items()]
+    lines += ["# TYPE walhook_retry_backlog gauge", f"walhook_retry_backlog {counts.get('pending', 0)}"]
     lines.append("# TYPE walhook_integration_failing_seconds gauge")
-    for row in await store._rows("SELECT id, extract(epoch FROM now() - failing_since) AS s FROM {s}.integrations "
-                                 "WHERE failing_since IS NOT NULL"):
-        lines.append(f'walhook_integration_failing_seconds{{integration="{row["id"]}"}} {float(row["s"]):.0f}')
+    lines += [f'walhook_integration_failing_seconds{{integration="{integration}"}} {seconds:.0f}'
+              for integration, seconds in (await store.failure_streaks()).items()]
     lines += await _attempt_latency(store)
     lines += await _capture_metrics(request)
     return "\n".join(lines) + "\n"
@@ -94,16 +95,13 @@ async def metrics(request: Request) -> str:
 _BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
-async def _attempt_latency(store: Any) -> list[str]:
+async def _attempt_latency(store: Store) -> list[str]:
     """Histogram of attempt durations over the last hour."""
-    columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {b}) AS le_{b}" for b in _BUCKETS_MS)
-    (row,) = await store._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
-                               "FROM {s}.attempts WHERE started_at > now() - interval '1 hour'")
+    buckets, total, duration_sum = await store.attempt_durations(_BUCKETS_MS, timedelta(hours=1))
     lines = ["# TYPE walhook_attempt_duration_ms histogram"]
-    lines += [f'walhook_attempt_duration_ms_bucket{{le="{b}"}} {row[f"le_{b}"]}' for b in _BUCKETS_MS]
-    lines += [f'walhook_attempt_duration_ms_bucket{{le="+Inf"}} {row["total"]}',
-              f"walhook_attempt_duration_ms_sum {float(row['sum']):.1f}",
-              f"walhook_attempt_duration_ms_count {row['total']}"]
+    lines += [f'walhook_attempt_duration_ms_bucket{{le="{b}"}} {n}' for b, n in zip(_BUCKETS_MS, buckets, strict=True)]
+    lines += [f'walhook_attempt_duration_ms_bucket{{le="+Inf"}} {total}',
+              f"walhook_attempt_duration_ms_sum {duration_sum:.1f}", f"walhook_attempt_duration_ms_count {total}"]
     return lines
 
 

@@ -178,11 +178,11 @@ def _time(value: str | None) -> datetime | None:
 async def get_delivery(delivery_id: int, org: str = Depends(organization),
                        store: Store = Depends(store_of)) -> DeliveryDetail:
     row = await store.delivery_of(org, delivery_id)
-    body = (await store._rows("SELECT body FROM {s}.deliveries WHERE id = :id", {"id": delivery_id}))[0]["body"]
+    body = await store.delivery_body(delivery_id)
     attempts = [AttemptOut(**{**a, "response_body": None if a["response_body"] is None else
                               bytes(a["response_body"]).decode("utf-8", "replace")})
                 for a in await store.attempts_of(delivery_id)]
-    return DeliveryDetail(**row, body=bytes(body).decode("utf-8", "replace"), attempts_log=attempts)
+    return DeliveryDetail(**row, body=body.decode("utf-8", "replace"), attempts_log=attempts)
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", response_model=Scheduled)
