@@ -83,6 +83,11 @@ class PublisherSettings(_Section):
     disable_after_days: float = Field(default=5.0, gt=0, description="continuous failure that disables an integration")
     integrations_cache_seconds: float = Field(default=2.0, ge=0)
     allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach")
+    dead_letter_topic: str | None = Field(
+        default=None, min_length=1, max_length=249,
+        description="where records of the events topic that are not walhook events go (original key, value and "
+                    "headers, plus walhook-dead-letter-* headers naming the reason, topic, partition and offset); "
+                    "default: the [kafka] topic + '.dead-letter'")
 
     @field_validator("retry_delays")
     @classmethod

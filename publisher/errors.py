@@ -8,7 +8,8 @@
         ├── StoreError         walhook's own database refused a query
         │   ├── NotFound       an organization or integration does not exist
         │   └── Conflict       it exists already
-        └── SubscriptionError  an event subscription does not parse
+        ├── SubscriptionError  an event subscription does not parse
+        └── NotAnEvent         a Kafka record is not a walhook event (it goes to the dead-letter topic)
 """
 
 from models.errors import WalhookError
@@ -36,3 +37,7 @@ class Conflict(StoreError):
 
 class SubscriptionError(PublisherError):
     """An event subscription such as ``flows/comments:created,updated`` does not parse."""
+
+
+class NotAnEvent(PublisherError):
+    """A record of the events topic is not a walhook event; the message is the reason, for its dead letter."""

@@ -17,14 +17,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings, PublisherSettings
+from publisher.deadletter import DeadLetters, UnroutedLog, parse_event
 from publisher.dispatch import Dispatcher
-from publisher.errors import PublisherError, StoreError
+from publisher.errors import NotAnEvent, PublisherError, StoreError
 from publisher.matching import matches_any
 from publisher.retry import RetryPolicy
 from publisher.sender import WebhookSender
@@ -89,6 +89,11 @@ class Publisher:
             disable_after=timedelta(days=settings.disable_after_days))
         self._integrations = IntegrationCache(store, settings.integrations_cache_seconds)
         self._claim = timedelta(seconds=settings.claim_seconds)
+        dead_letter_topic = settings.dead_letter_topic or f"{kafka.topic}.dead-letter"
+        if dead_letter_topic == kafka.topic:  # its records would come back, forever
+            raise PublisherError(f"[publisher] dead_letter_topic must differ from [kafka] topic ({kafka.topic!r})")
+        self.dead_letters = DeadLetters(kafka, dead_letter_topic)
+        self._unrouted = UnroutedLog()
 
     @property
     def delivered(self) -> int:
@@ -114,6 +119,7 @@ class Publisher:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
             await consumer.stop()
+            await self.dead_letters.close()
             await self.dispatcher.close()
 
     async def _start_consumer(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
@@ -146,21 +152,22 @@ class Publisher:
             except StoreError as exc:  # never commit offsets past events whose deliveries are not recorded
                 log.error("cannot record deliveries, retrying: %s", exc)
                 await asyncio.sleep(1.0)
+        await self.dead_letters.flush()  # like deliveries: never commit past a record not yet dead-lettered
         await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
         for delivery in created:
             self.dispatcher.submit(delivery, integrations[delivery.integration_id])
 
     async def _deliveries_for(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[NewDelivery, Integration]]:
         try:
-            event: dict[str, Any] = orjson.loads(record.value or b"")
-            event_id, organization = event["eventId"], event["organizationId"]
-            entity_key, operation, path = event["entityKey"], event["operationType"], event["entityPath"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            log.error("skipping record %s/%d@%d: not a walhook event (%s)", record.topic, record.partition,
-                      record.offset, exc)
+            fields = parse_event(record.value)
+        except NotAnEvent as exc:
+            self.dead_letters.add(record, str(exc))
             return []
-        if organization is None:
+        if fields.organization_id is None:
+            self._unrouted.note(fields)
             return []
+        event_id, organization, entity_key = fields.event_id, fields.organization_id, fields.entity_key
+        operation, path = fields.operation, fields.entity_path
         environment = dict(record.headers or ()).get("walhook-environment")
         source_environment = environment.decode() if environment else None
         return [(NewDelivery(integration.id, organization, event_id, webhook_id(event_id, integration.id),
