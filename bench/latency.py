@@ -1,0 +1,156 @@
+"""End-to-end latency: commit -> signed webhook received, at fixed write rates.
+
+Real ``walhook cdc`` and ``walhook publisher`` processes run on a local stack. One
+organization has one integration pointing at a receiver on 127.0.0.1 that notes each
+request's arrival time as soon as it arrives, then verifies its signature with the
+``standardwebhooks`` library. A paced writer (``paced_writer``) commits single-row
+INSERT transactions at each rate in turn, on an absolute schedule, and notes when each
+commit returned. Between rates the benchmark waits until every event arrived.
+
+Per rate: rows written and webhooks delivered (they must be equal), latency p50/p99/max,
+the achieved write rate, where the time goes (``breakdown``) and the peak RSS of both
+processes. Prints a table; writes JSON under bench/results/.
+
+    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from latency_breakdown import KafkaTimestamps, stage_breakdown
+from latency_pipeline import TABLE, WalhookPipeline, percentile
+from latency_receiver import TimingReceiver
+from paced_writer import PacedWriter
+from procfs import CpuMeter
+
+from walhook.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "latency.json"
+
+
+async def measure_rate(pipeline: WalhookPipeline, writer: PacedWriter, receiver: TimingReceiver,
+                       kafka: KafkaTimestamps, meter: CpuMeter, rate: float, seconds: float,
+                       first_id: int) -> dict[str, Any]:
+    """Write at ``rate`` for ``seconds``, wait for every webhook, and summarise what happened."""
+    meter.lap()
+    started = time.monotonic()
+    start, committed = await asyncio.to_thread(writer.run, rate, seconds, first_id)
+    await receiver.wait_for(committed.keys(), stall_timeout=max(60.0, seconds))
+    cpu, elapsed = meter.lap(), time.monotonic() - started
+    latencies = sorted((receiver.arrivals[i] - t) * 1000 for i, t in committed.items() if i in receiver.arrivals)
+    last_commit = max(committed.values())
+    lateness = max(t - (start + (i - first_id) / rate) for i, t in committed.items())
+    result = {
+        "rate": rate, "seconds": seconds, "written": len(committed),
+        "delivered": sum(1 for i in committed if i in receiver.arrivals),
+        "achieved_rate": round(len(committed) / (last_commit - start), 1),
+        "writer_max_behind_schedule_ms": round(lateness * 1000, 1),
+        "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "machine_busy_cores": round(cpu.pop("machine") / elapsed, 2),
+        "cpu_ms_per_event": {name: round(seconds * 1000 / max(1, len(committed)), 3) for name, seconds in cpu.items()},
+    }
+    result["breakdown"] = await stage_breakdown(pipeline, kafka, receiver, committed)
+    result.update(pipeline.peak_rss_mb())
+    return result
+
+
+async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, rates: list[float],
+                      seconds: float, connections: int = 2, topic: str = "bench.latency",
+                      server_pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """The benchmark on existing servers: one pipeline, every rate in turn; returns the JSON-ready result.
+
+    ``server_pids`` (e.g. ``{"postgres": pid, "kafka": pid}``) adds the servers' CPU time to each run.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+    runs: list[dict[str, Any]] = []
+    async with TimingReceiver() as receiver, \
+            WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir) as pipeline:
+        receiver.secret = await pipeline.register(receiver.url)
+        await pipeline.start()
+        async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
+            with PacedWriter(dsn, "bench_latency", connections) as writer:
+                meter = _meter(pipeline, writer, server_pids or {})
+                first_id = 1
+                for rate in rates:
+                    runs.append(await measure_rate(pipeline, writer, receiver, kafka, meter, rate, seconds,
+                                                   first_id))
+                    first_id += runs[-1]["written"]
+        return {"runs": runs, "verified": receiver.verified, "rejected": receiver.rejected,
+                "duplicates": receiver.duplicates, "conditions": _conditions(connections, pipeline.config_text)}
+
+
+def _meter(pipeline: WalhookPipeline, writer: PacedWriter, server_pids: dict[str, int]) -> CpuMeter:
+    """CPU of every part: walhook's two processes, the servers (Postgres with its backends), the writer
+    processes and this process (the receiver)."""
+    pids = {name: (process.pid, False) for name, process in pipeline.processes.items()}
+    pids.update({name: (pid, True) for name, pid in server_pids.items()})
+    pids.update({f"writer{n}": (pid, False) for n, pid in enumerate(writer.pids)})
+    pids["receiver"] = (os.getpid(), False)
+    return CpuMeter(pids)
+
+
+def _conditions(connections: int, config: str) -> dict[str, Any]:
+    """What the numbers depend on: the machine, its load, the writer and walhook's configuration."""
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            "writer": f"{connections} processes, one libpq connection each in pipeline mode, "
+                      "one Sync (= one committed transaction) per row",
+            "config": config}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The runs as a table, then where the time went at each rate."""
+    print(f"{'rate/s':>7}{'achieved':>10}{'written':>9}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'cdc MB':>8}{'pub MB':>8}")
+    for run in result["runs"]:
+        print(f"{run['rate']:>7.0f}{run['achieved_rate']:>10.0f}{run['written']:>9}{run['delivered']:>10}"
+              f"{run['p50_ms']:>9}{run['p99_ms']:>9}{run['max_ms']:>9}{run['cdc_peak_rss_mb']:>8.0f}"
+              f"{run['publisher_peak_rss_mb']:>8.0f}")
+    print(f"verified {result['verified']}, rejected {result['rejected']}, duplicates {result['duplicates']}")
+    for run in result["runs"]:
+        stages = ", ".join(f"{name} {v['p50_ms']}/{v['p99_ms']}" for name, v in run["breakdown"].items()
+                           if isinstance(v, dict))
+        cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
+        print(f"{run['rate']:>7.0f}/s  stage p50/p99 ms: {stages}")
+        print(f"{'':>9}CPU ms per event: {cpu}; machine busy {run['machine_busy_cores']} of {os.cpu_count()} cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[500, 2000, 5000])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--connections", type=int, default=2, help="writer processes (one connection each)")
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-latency-"))
+    with LocalStack(workdir / "stack") as stack:
+        dsn = stack.dsn or ""
+        store_dsn = dsn.rsplit("/", 1)[0] + "/walhook_store"  # the store in its own database, as in production
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE walhook_store")
+        started = time.monotonic()
+        servers = {"postgres": stack.postgres.process.pid, "kafka": stack.kafka.process.pid}  # type: ignore[union-attr]
+        result = asyncio.run(run_latency(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.rates,
+                                         args.seconds, args.connections, server_pids=servers))
+    result["conditions"]["wall_seconds"] = round(time.monotonic() - started)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result)
+
+
+if __name__ == "__main__":
+    main()

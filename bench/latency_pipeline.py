@@ -1,0 +1,106 @@
+"""The latency benchmark's pipeline: a config file and real ``walhook cdc`` / ``walhook publisher`` processes.
+
+Everything that matters for latency is set here, through configuration only: the producer's
+``linger_ms``, the consumer's ``fetch_max_wait_ms``, the lane's concurrency and capacity.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from procfs import status_mb
+
+from publisher.store import Store
+from walhook.demo import wait_for_publisher, wait_for_streaming
+from walhook.stack import spawn, stop_process
+
+ORGANIZATION = "acme"
+SLOT = "bench_latency"
+TABLE = """CREATE TABLE IF NOT EXISTS bench_latency (id bigint PRIMARY KEY, org text NOT NULL, name text,
+           amount numeric(14,2), note text, created_at timestamptz NOT NULL DEFAULT now())"""
+
+
+def config_text(dsn: str, store_dsn: str, bootstrap_servers: str, topic: str) -> str:
+    """The TOML both processes read."""
+    return f'''[source]
+dsn = "{dsn}"
+slot = "{SLOT}"
+publication = "{SLOT}"
+status_interval = 0.2
+
+[kafka]
+bootstrap_servers = "{bootstrap_servers}"
+topic = "{topic}"
+consumer_group = "{topic}.publisher"
+partitions = 4
+linger_ms = 1          # a commit waits at most 1 ms for company in its producer batch
+fetch_max_wait_ms = 5  # the publisher's fetch returns within 5 ms when nothing new arrived
+
+[store]
+dsn = "{store_dsn}"
+
+[publisher]
+retry_delays = [0, 1, 5]
+concurrency_per_integration = 64  # one integration takes all the traffic: let it keep many requests open
+lane_capacity = 50000             # a backlog waits in memory, not for the 0.5 s retry poller
+allowed_networks = ["127.0.0.1/32"]
+
+[[entities]]
+table = "public.bench_latency"
+entity_key = "items"
+entity_path = "items/{{id}}"
+collection_path = "items"
+organization_column = "org"
+create_time_column = "created_at"
+'''
+
+
+class WalhookPipeline:
+    """The two walhook processes for one run; stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, dsn: str, store_dsn: str, bootstrap_servers: str, topic: str, workdir: Path) -> None:
+        self.dsn, self.store_dsn, self.bootstrap_servers, self.topic = dsn, store_dsn, bootstrap_servers, topic
+        self.workdir = workdir
+        self.config_text = config_text(dsn, store_dsn, bootstrap_servers, topic)
+        self.integration_id = 0
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def register(self, url: str) -> str:
+        """One organization with one integration for every item event; returns its signing secret."""
+        async with Store(self.store_dsn) as store:
+            secret = await store.add_organization(ORGANIZATION)
+            self.integration_id = await store.add_integration(ORGANIZATION, url, ["items:*"])
+        return secret
+
+    async def start(self) -> None:
+        """Start both processes; return once the CDC streams and the publisher's group is stable."""
+        config = self.workdir / "walhook.toml"
+        config.write_text(self.config_text)
+        for command in ("cdc", "publisher"):
+            self.processes[command] = spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command,
+                                             "--config", str(config)], self.workdir / f"{command}.log")
+        await wait_for_streaming(self.dsn, SLOT, self.processes["cdc"])
+        await wait_for_publisher(self.bootstrap_servers, f"{self.topic}.publisher", self.processes["publisher"])
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Each process's peak RSS since it started (VmHWM)."""
+        return {f"{name}_peak_rss_mb": round(status_mb(process.pid), 1) for name, process in self.processes.items()}
+
+    async def __aenter__(self) -> WalhookPipeline:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for process in self.processes.values():
+            stop_process(process)
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list, rounded to 0.1 (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.999999) - 1))
+    return round(sorted_values[rank], 1)
