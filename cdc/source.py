@@ -2,8 +2,9 @@
 
 At start the CDC process checks ``wal_level``, that every configured table exists, the
 publication (created for exactly the configured tables, extended when the configuration
-adds one, ``publish_via_partition_root``), REPLICA IDENTITY FULL, and the slot (created
-when missing, must use pgoutput, must not be active elsewhere).
+adds one, ``publish_via_partition_root``), REPLICA IDENTITY FULL (set before the table is
+published; without it, a table with no primary key is refused by name), and the slot
+(created when missing, must use pgoutput, must not be active elsewhere).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySett
             await _check_wal_level(conn)
             await _check_privileges(conn)
             await _check_tables(conn, entities)
-            await ensure_publication(conn, settings.publication, tables)
+            # Identity before publication: Postgres refuses UPDATE and DELETE on a published table without one.
             await _check_replica_identity(conn, tables, settings.set_replica_identity_full)
+            await ensure_publication(conn, settings.publication, tables)
             return await ensure_slot(conn, settings.slot)
     except psycopg.OperationalError as exc:
         raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
@@ -112,14 +114,21 @@ async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequenc
     what old row to send per partition, so FULL on the root alone is not enough."""
     for table in tables:
         cursor = await conn.execute(
-            "SELECT oid::regclass::text, relreplident FROM pg_class WHERE oid = to_regclass(%(t)s) "
+            "SELECT oid::regclass::text, relreplident, relkind = 'p' OR EXISTS (SELECT 1 FROM pg_index "
+            "WHERE indrelid = pg_class.oid AND indisprimary) FROM pg_class WHERE oid = to_regclass(%(t)s) "
             "OR oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)))", {"t": _quoted(table)})
-        for relation, identity in await cursor.fetchall():
+        for relation, identity, has_key in await cursor.fetchall():
             if identity == "f":
                 continue
             if set_full:
                 await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.SQL(relation)))
                 log.info("set REPLICA IDENTITY FULL on %s", relation)
+            elif identity == "n" or (identity == "d" and not has_key):
+                raise SourceError(
+                    f"{relation} has no replica identity (no primary key, or REPLICA IDENTITY NOTHING): once "
+                    "published, Postgres would refuse its UPDATEs and DELETEs; run ALTER TABLE "
+                    f"{relation} REPLICA IDENTITY FULL (or USING INDEX a unique index on NOT NULL columns), "
+                    "or set [source] set_replica_identity_full = true")
             else:
                 log.warning("%s is not REPLICA IDENTITY FULL: its updates carry no oldValue (only key columns) "
                             "and a null updateMask", relation)

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# A column name as the catalog has it: mixed case, non-ASCII letters and inner spaces are fine.
+_IDENTIFIER = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
 
 
 class _Section(BaseModel):
@@ -124,6 +125,9 @@ class EntitySettings(_Section):
     @field_validator("table")
     @classmethod
     def _qualified(cls, value: str) -> str:
+        if '"' in value:
+            raise ValueError("write the names without quotes, exactly as the catalog has them (case matters), "
+                             "e.g. 'Sales.Order Items'")
         schema, _, name = value.rpartition(".")
         if not name or (schema and not schema.strip()):
             raise ValueError("give the table as 'schema.table' or 'table'")

@@ -55,7 +55,7 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
 
 def test_bad_template_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"entities.0.entity_path: .*not a column name"):
-        load_settings(write(tmp_path, GOOD.replace("{packet_id}/comments/{id}", "{packet id}/comments/{id}")))
+        load_settings(write(tmp_path, GOOD.replace("{packet_id}/comments/{id}", "{packet.id}/comments/{id}")))
 
 
 def test_bad_slot_name_is_named(tmp_path: Path) -> None:
