@@ -207,11 +207,18 @@ class PostgresServer:
 
 @dataclass
 class KafkaBroker:
-    """The tansu Kafka-protocol broker on 127.0.0.1:``port``, in-memory storage."""
+    """The tansu Kafka-protocol broker on 127.0.0.1:``port``, in-memory storage by default.
+
+    The wheel's tansu is built with its memory and S3 storage only (``postgres://`` answers
+    ``FeatureNotEnabled``). For a broker that keeps its data across a restart, give an ``s3://``
+    storage URL and the object store in ``env`` (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, keys, region).
+    ``start`` after ``stop`` reuses the port.
+    """
 
     log_dir: Path
     port: int = 0
     storage: str = "memory://tansu/"
+    env: dict[str, str] = field(default_factory=dict)  # extra environment, e.g. the S3 endpoint
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -224,7 +231,7 @@ class KafkaBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         args = [str(_tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", self.storage]
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
         self.process = spawn(args, self.log_dir / "tansu.log", env=env)
         wait_for_port("127.0.0.1", self.port, timeout, self.process)
 

@@ -1,0 +1,123 @@
+"""What each scenario breaks, and when: fault programs run alongside the writer.
+
+A program gets the ``Run`` and returns when its faults are over (at the earliest when the writer is
+done). Moments are seconds after writing began. ``operator_for_gone`` is the operator's answer to a
+410: replay the integration's events from Kafka while it is still disabled, then enable it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from publisher.store import Store
+from tests.chaos.faults import cut_walsender, restart_broker, restart_postgres, store_unavailable
+from tests.chaos.ledger import Ledger
+from tests.chaos.processes import Supervised, kill_loop
+from tests.chaos.scenario import Fault, Run
+
+Step = tuple[float, Callable[[Run], Awaitable[object]]]
+
+
+def schedule(*steps: Step) -> Fault:
+    """Run each step at its moment (one after another), then wait for the writer."""
+    async def program(run: Run) -> None:
+        began = time.monotonic()
+        for at, step in steps:
+            await asyncio.sleep(max(0.0, began + at - time.monotonic()))
+            run.note(f"{at:4.0f}s {getattr(step, '__name__', 'step')}: {await step(run) or 'done'}")
+        await run.writer.done.wait()
+    return program
+
+
+def kill(*which: str) -> Callable[[Run], Awaitable[object]]:
+    """A step that SIGKILLs the named processes (``cdc``, ``publisher``) together."""
+    async def step(run: Run) -> str:
+        targets = _targets(run, which)
+        await asyncio.gather(*(target.kill() for target in targets))
+        return f"killed {', '.join(t.name for t in targets)} with -9"
+    step.__name__ = f"kill {'+'.join(which)}"
+    return step
+
+
+def _targets(run: Run, which: tuple[str, ...]) -> list[Supervised]:
+    return ([run.cdc] if "cdc" in which else []) + (run.publishers if "publisher" in which else [])
+
+
+def kill_repeatedly(which: tuple[str, ...], delay: tuple[float, float], at_least: int) -> Fault:
+    """SIGKILL a random one of ``which`` (or all of them at once for ``both``) every ``delay`` seconds."""
+    async def program(run: Run) -> None:
+        targets = _targets(run, which)
+        if "both" in which:
+            targets = [_Both(_targets(run, ("cdc", "publisher")))]  # type: ignore[list-item]
+        kills = await kill_loop(targets, run.rng, run.writer.done, delay, at_least)
+        run.note(f"{kills} kill -9 of {'/'.join(which)}")
+    return program
+
+
+class _Both:
+    """Kills the CDC and every publisher at the same moment."""
+
+    def __init__(self, targets: list[Supervised]) -> None:
+        self.targets = targets
+
+    async def kill(self) -> None:
+        await asyncio.gather(*(target.kill() for target in self.targets))
+
+
+def broker_restart(down: float) -> Callable[[Run], Awaitable[object]]:
+    async def step(run: Run) -> str:
+        await restart_broker(run.servers, down)
+        return f"broker stopped for {down:g}s and started again"
+    step.__name__ = "broker restart"
+    return step
+
+
+def postgres_restart(mode: str, down: float) -> Callable[[Run], Awaitable[object]]:
+    async def step(run: Run) -> str:
+        await restart_postgres(run.servers, mode, down)
+        return f"postgres {mode} shutdown, down {down:g}s, started again"
+    step.__name__ = f"postgres {mode} restart"
+    return step
+
+
+async def walsender_cut(run: Run) -> str:
+    return "walsender terminated" if await cut_walsender(run.servers.dsn("app")) else "no walsender to cut"
+
+
+def store_outage(seconds: float) -> Callable[[Run], Awaitable[object]]:
+    async def step(run: Run) -> str:
+        await store_unavailable(run.servers.dsn("postgres"), seconds)
+        return f"store database refused connections for {seconds:g}s"
+    step.__name__ = "store unavailable"
+    return step
+
+
+async def operator_for_gone(run: Run, name: str = "gone", timeout: float = 120.0) -> None:
+    """After the traffic: ``walhook replay --offset 0`` for the disabled integration, then ``integrations enable``.
+
+    Replay first, while it is still disabled, so the replayed deliveries queue in commit order before
+    anything new; enabling first would let newer changes overtake the replayed ones.
+    """
+    await run.writer.done.wait()
+    others = Ledger(run.writer.record.changes, [s for s in run.subscribers if s.name != name])
+    deadline = time.monotonic() + timeout
+    while others.outstanding(run.receiver.hits) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)  # the publisher has consumed everything once the others are complete
+    integration = next(s.id for s in run.subscribers if s.name == name)
+    async with Store(run.servers.dsn("store")) as store:
+        state = await store.integration(integration)
+    run.note(f"integration {name} enabled={state.enabled} ({state.disabled_reason})")
+    for args in (["replay", "--integration", str(integration), "--offset", "0"],
+                 ["integrations", "enable", str(integration)]):
+        run.note(f"walhook {' '.join(args)}: {await _cli(run, args)}")
+
+
+async def _cli(run: Run, args: list[str]) -> str:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "walhook", *args, "--config",
+                                                   str(run.config), stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    return f"exit {process.returncode}: {output.decode(errors='replace').strip().splitlines()[-1:]}"

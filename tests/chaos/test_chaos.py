@@ -1,0 +1,112 @@
+"""Chaos scenarios on the real stack: each breaks something on purpose and the ledger must balance.
+
+Every scenario writes ``WALHOOK_CHAOS_CHANGES`` committed changes (default 2,000) and asserts
+lost = 0, out of order = 0, nothing phantom, one webhook-id per (event, integration) and every
+request verified. The short scenarios (``make test``) combine several faults each; with
+``WALHOOK_CHAOS_FULL=1`` (``make chaos``) every fault also runs as a scenario of its own, repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from tests.chaos.ledger import Subscriber
+from tests.chaos.programs import (
+    broker_restart,
+    kill,
+    kill_repeatedly,
+    operator_for_gone,
+    postgres_restart,
+    schedule,
+    store_outage,
+    walsender_cut,
+)
+from tests.chaos.receivers import Behaviour
+from tests.chaos.scenario import Run, Scenario, run_scenario
+from tests.chaos.servers import persistent_broker_reason
+
+pytestmark = pytest.mark.stack
+full = pytest.mark.skipif(os.environ.get("WALHOOK_CHAOS_FULL") != "1",
+                          reason="one scenario per fault runs in `make chaos` (WALHOOK_CHAOS_FULL=1)")
+persistent = pytest.mark.skipif(persistent_broker_reason() is not None, reason=str(persistent_broker_reason()))
+
+MISBEHAVING = [  # (integration, organization, subscription, behaviour)
+    ("fails-500", "acme", "shop/accounts:*", Behaviour("500", after=1, seconds=4)),
+    ("hangs", "acme", "shop/orders:*", Behaviour("hang", after=1, seconds=3)),
+    ("resets", "acme", "docs/notes:*", Behaviour("reset", after=1, seconds=4)),
+    ("busy-429", "acme", "shop/*:*", Behaviour("429", after=1, seconds=4)),
+    ("redirects", "globex", "shop/accounts:*", Behaviour("redirect", after=1, seconds=4)),
+    ("huge-body", "globex", "shop/orders:*", Behaviour("huge", after=0, seconds=5)),
+    ("slow", "globex", "docs/notes:*", Behaviour("slow", after=1, seconds=60, limit=3)),
+    ("gone", "globex", "shop/*:updated", Behaviour("gone", after=2, seconds=60, limit=1)),
+]
+
+
+async def check(scenario: Scenario) -> None:
+    summary = await run_scenario(scenario)
+    assert summary.clean, summary.line() + "\n" + "\n".join(summary.examples)
+
+
+async def test_processes_killed() -> None:
+    """kill -9 of the CDC, of the publisher, of both at once, while the writer writes."""
+    await check(Scenario("kill -9 cdc/publisher/both", schedule(
+        (1.5, kill("cdc")), (3.0, kill("publisher")), (6.0, kill("cdc", "publisher")), (8.0, kill("cdc"))),
+        write_rate=200))
+
+
+async def test_database_faults() -> None:
+    """Walsender cut, store unavailable, Postgres fast and immediate restarts, one after another."""
+    await check(Scenario("database faults", schedule(
+        (1.5, walsender_cut), (3.0, store_outage(4)), (9.0, postgres_restart("fast", 1)),
+        (14.0, postgres_restart("immediate", 1))), write_rate=100))
+
+
+async def test_misbehaving_receivers() -> None:
+    """500, hang, reset, 429, redirect, huge body, slow and 410 receivers (the 410 one re-enabled)."""
+    async def program(run: Run) -> None:
+        await asyncio.gather(run.writer.done.wait(), operator_for_gone(run))
+    subscribers = [Subscriber(name, org, (events,)) for name, org, events, _ in MISBEHAVING]
+    await check(Scenario("receivers", program, subscribers=subscribers,
+                         behaviours={name: behaviour for name, _, _, behaviour in MISBEHAVING}))
+
+
+@persistent
+async def test_broker_restart() -> None:
+    """The broker (tansu on S3 storage, which keeps data) stopped for 3 s and started again mid-stream."""
+    await check(Scenario("broker restart", schedule((3.0, broker_restart(3))), write_rate=150,
+                         persistent_broker=True))
+
+
+@full
+@pytest.mark.parametrize("which", [("cdc",), ("publisher",), ("both",)])
+async def test_kill_9_repeatedly(which: tuple[str, ...]) -> None:
+    delay = (1.0, 4.0) if which == ("cdc",) else (4.0, 12.0)
+    await check(Scenario(f"kill -9 {which[0]} repeatedly", kill_repeatedly(which, delay, at_least=4),
+                         publishers=2 if which == ("publisher",) else 1))
+
+
+@full
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_postgres_restarts(mode: str) -> None:
+    await check(Scenario(f"postgres {mode} restarts", schedule(
+        *((at, postgres_restart(mode, 2)) for at in (3.0, 15.0, 27.0)))))
+
+
+@full
+async def test_walsender_cut_repeatedly() -> None:
+    await check(Scenario("walsender cut", schedule(*((at, walsender_cut) for at in range(2, 40, 4)))))
+
+
+@full
+async def test_store_unavailable() -> None:
+    await check(Scenario("store unavailable", schedule((3.0, store_outage(10)), (25.0, store_outage(5)))))
+
+
+@full
+@persistent
+async def test_broker_restarts() -> None:
+    await check(Scenario("broker restarts", schedule((5.0, broker_restart(5)), (25.0, broker_restart(2))),
+                         persistent_broker=True))
