@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/http_clients.py
+	$(BIN)/python bench/delivery.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py
