@@ -21,19 +21,23 @@ import asyncio
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from latency_breakdown import KafkaTimestamps, stage_breakdown
-from latency_pipeline import TABLE, WalhookPipeline, percentile
-from latency_receiver import TimingReceiver
-from paced_writer import PacedWriter
-from procfs import CpuMeter
+# Run as a script, only bench/ itself is on the path: the repository root is needed too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psycopg
+
+from bench.latency_breakdown import KafkaTimestamps, stage_breakdown
+from bench.latency_pipeline import TABLE, WalhookPipeline, percentile
+from bench.latency_receiver import TimingReceiver
+from bench.paced_writer import PacedWriter
+from bench.procfs import CpuMeter
 from walhook.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]

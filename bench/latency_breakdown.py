@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer
-from latency_pipeline import percentile
+
+from bench.latency_pipeline import percentile
 
 if TYPE_CHECKING:
-    from latency_pipeline import WalhookPipeline
-    from latency_receiver import TimingReceiver
+    from bench.latency_pipeline import WalhookPipeline
+    from bench.latency_receiver import TimingReceiver
 
 STAGES = {  # name: (from, to)
     "commit->kafka": ("commit", "kafka"),

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from procfs import status_mb
-
+from bench.procfs import status_mb
 from publisher.store import Store
 from walhook.demo import wait_for_publisher, wait_for_streaming
 from walhook.stack import spawn, stop_process

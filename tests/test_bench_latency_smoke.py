@@ -1,0 +1,36 @@
+"""Smoke versions of the latency and memory benchmarks (bench/latency.py, bench/memory.py).
+
+Their own core functions run against the session's stack with tiny sizes, so the scripts
+cannot rot unnoticed. They check correctness only - every event arrived, the numbers
+were measured - never speed: the machine running the tests may be busy with anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.latency import run_latency
+from bench.memory import run_memory
+from tests.conftest import Servers
+
+
+async def test_latency_benchmark_delivers_every_committed_row(servers: Servers, database: str, topic: str,
+                                                              workdir: Path) -> None:
+    result = await run_latency(database, database, servers.bootstrap_servers, workdir, rates=[100], seconds=2,
+                               connections=2, topic=topic)
+
+    (run,) = result["runs"]
+    assert run["written"] == 200
+    assert run["delivered"] == run["written"]
+    assert result["verified"] >= run["written"] and result["rejected"] == 0
+    assert run["p50_ms"] is not None and run["max_ms"] >= run["p99_ms"] >= run["p50_ms"]
+    assert run["breakdown"]["events"] == run["written"]  # every stage's timestamps were found
+    assert run["cdc_peak_rss_mb"] > 0 and run["publisher_peak_rss_mb"] > 0
+
+
+def test_memory_benchmark_counts_every_event_of_one_transaction(servers: Servers, database: str, topic: str,
+                                                                workdir: Path) -> None:
+    result = run_memory(database, servers.bootstrap_servers, workdir, rows=5000, topic=topic, timeout=120)
+
+    assert result["events_in_kafka"] == 5000
+    assert result["peak_rss_mb"] > 0 and result["rss_samples"] > 0
