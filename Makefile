@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/http_clients.py
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/memory.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py
