@@ -151,9 +151,23 @@ async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
         raise SourceError(f"replication slot {slot!r} uses plugin {plugin!r}, not pgoutput; "
                           "drop it or choose another [source] slot name")
     if active_pid is not None:
-        raise SlotBusyError(f"replication slot {slot!r} is in use by process {active_pid}; "
+        raise SlotBusyError(f"replication slot {slot!r} is in use by process {active_pid}"
+                            f"{await _holder(conn, active_pid)}; "
                             "stop the other consumer or give this one its own [source] slot")
     return SlotState(slot, parse_lsn(confirmed) if confirmed else 0, False)
+
+
+async def _holder(conn: psycopg.AsyncConnection, pid: int) -> str:
+    """Who streams through backend ``pid``, for the operator looking for it: `` (walhook-cdc from 10.0.0.5, ...)``."""
+    cursor = await conn.execute(
+        "SELECT application_name, coalesce(host(client_addr), 'a local socket'), "
+        "to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+        "FROM pg_stat_activity WHERE pid = %s", [pid])
+    row = await cursor.fetchone()
+    if row is None:  # the holder has just gone, or this role may not see it
+        return ""
+    application, client, since = row
+    return f" ({application or 'no application_name'} from {client}, streaming since {since})"
 
 
 def _quoted(table: str) -> str:
