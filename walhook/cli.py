@@ -72,8 +72,12 @@ async def cmd_orgs_add(args: argparse.Namespace) -> int:
 
 
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
+    from publisher.matching import parse_subscription
     from publisher.ssrf import DestinationPolicy
 
+    for text in args.events:  # refused before anything is created, the organization included
+        parse_subscription(text)
+    headers = _headers(args.header)
     policy = DestinationPolicy.from_strings(_settings(args).publisher.allowed_networks)
     await policy.check_destination(args.url)  # refused now with a reason, not at the first delivery
     async with _store(args) as store:
@@ -86,10 +90,21 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
             return 0
         integration_id = await store.add_integration(
             args.org, args.url, args.events, args.name or "", environment=args.environment, ordering=args.ordering,
-            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=dict(h.split(":", 1) for h in args.header))
+            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers)
     _print(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
            f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
+
+
+def _headers(items: Sequence[str]) -> dict[str, str]:
+    """``--header NAME:VALUE`` options as a dict; a malformed one is named."""
+    headers = {}
+    for item in items:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            raise WalhookError(f"--header {item!r}: use NAME:VALUE")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 async def cmd_integrations_list(args: argparse.Namespace) -> int:
