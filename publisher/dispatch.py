@@ -23,6 +23,7 @@ from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
 log = logging.getLogger("walhook.publisher")
 
 DISABLE_MEMORY_SECONDS = 30.0
+DELIVERED_MEMORY_SECONDS = 30.0
 
 _SEVERITY = [Verdict.DELIVERED, Verdict.RETRY, Verdict.FAILED, Verdict.GONE]
 
@@ -92,6 +93,7 @@ class Dispatcher:
         # Integrations disabled here, and when: a cached copy may not know yet. After a while the
         # caches have caught up, and the store's word counts again (an operator may re-enable it).
         self._disabled: dict[int, float] = {}
+        self._delivered_here = DeliveredMemory(DELIVERED_MEMORY_SECONDS)
 
     def start(self) -> None:
         self.recorder.start()
@@ -108,8 +110,10 @@ class Dispatcher:
         self._integrations[integration.id] = integration
         lane = self._lane(integration)
         # Behind deliveries this lane does not hold (retries waiting in the store): wait for the poller.
-        ordered_elsewhere = (integration.ordering == "entity" and bool(delivery.pending_before)
-                             and not lane.holds_all(delivery.entity_path, delivery.pending_before))
+        # Those this process just delivered are not waited for: the store may not have their outcome yet.
+        waiting = self._delivered_here.not_delivered(delivery.pending_before) if delivery.pending_before else ()
+        ordered_elsewhere = (integration.ordering == "entity" and bool(waiting)
+                             and not lane.holds_all(delivery.entity_path, waiting))
         if ordered_elsewhere or not integration.enabled or not lane.offer(delivery):
             self.recorder.release([delivery])
             return False
@@ -155,6 +159,7 @@ class Dispatcher:
                                   started + timedelta(seconds=decision.delay)))
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
+            self._delivered_here.add(delivery.id)
         return decision.verdict
 
     async def _note_health(self, integration: Integration, verdict: Verdict) -> None:
@@ -187,6 +192,30 @@ class Dispatcher:
         lane = self._lanes.get(integration.id)
         if lane is not None:
             self.recorder.release(lane.drain())
+
+
+class DeliveredMemory:
+    """Deliveries this process delivered in the last ``seconds``, give or take.
+
+    A batch recorded while their outcome waits in the recorder lists them as still pending; they
+    must not send a later change of their entity to the store's slow path. Forgetting is safe: it
+    only costs that detour. Two generations, swapped every ``seconds``: O(1) per delivery.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
+        self._since = time.monotonic()
+
+    def add(self, delivery_id: int) -> None:
+        if time.monotonic() - self._since > self._seconds:
+            self._previous, self._current, self._since = self._current, set(), time.monotonic()
+        self._current.add(delivery_id)
+
+    def not_delivered(self, delivery_ids: tuple[int, ...]) -> tuple[int, ...]:
+        """The ids not delivered here."""
+        return tuple(i for i in delivery_ids if i not in self._current and i not in self._previous)
 
 
 def batch_message(deliveries: list[Delivery]) -> tuple[str, bytes]:

@@ -48,18 +48,22 @@ class WebhookSender:
     so a name that resolves to a private address is refused on the address actually used.
     """
 
-    def __init__(self, timeout: float = 15.0, connections: int = 256,
+    def __init__(self, timeout: float = 15.0, connections: int = 0,
                  policy: DestinationPolicy | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # 0: no limit here. The lanes bound the requests in flight per integration; a shared limit
+        # would let one integration's hanging requests hold the connections others need.
         self._connections = connections
         self.policy = policy or DestinationPolicy()
         self._resolver: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        # (policy, URL) pairs that passed the URL check: it is a pure function of the two.
+        self._allowed_urls: set[tuple[DestinationPolicy, str]] = set()
 
     async def open(self) -> None:
         if self._session is None:
             self._resolver = GuardedResolver(self.policy)
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=64, resolver=self._resolver)
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, resolver=self._resolver)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                                   headers={"user-agent": user_agent()})
 
@@ -86,7 +90,9 @@ class WebhookSender:
                    **webhook_headers(secrets, msg_id, int(time.time()), body)}
         started = time.perf_counter()
         try:
-            self.policy.check_url(url)
+            if (self.policy, url) not in self._allowed_urls:
+                self.policy.check_url(url)
+                self._allowed_urls.add((self.policy, url))
             async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 content = await response.content.read(RESPONSE_BODY_CAP)
                 received = {name.lower(): value for name, value in response.headers.items()}

@@ -162,6 +162,18 @@ class Store:
             # The driver's message only: SQLAlchemy's would repeat the statement and its parameters.
             raise StoreError(f"store query failed: {_first_line(getattr(exc, 'orig', None) or exc)}") from exc
 
+    async def _binary(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
+        """One statement of the hot path, in its own transaction, on the driver's connection: ``%b``
+        parameters go in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
+        try:
+            async with self.engine.begin() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                async with driver.cursor(binary=True) as cursor:
+                    await cursor.execute(sql.replace("{s}", self._s), params)
+                    return await cursor.fetchall() if cursor.description else []
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(f"{what}: {_first_line(getattr(exc, 'orig', None) or exc)}") from exc
+
     # Organizations and secrets
 
     async def add_organization(self, organization_id: str, secret: str | None = None) -> str:
@@ -353,25 +365,23 @@ class Store:
         """
         if not deliveries:
             return []
-        columns = {name: [getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__}
-        sql = (f"WITH new AS (INSERT INTO {self._s}.deliveries (integration_id, organization_id, event_id, "
-               "webhook_id, entity_key, entity_path, operation, body, source_partition, source_offset, claimed_until) "
-               "SELECT *, now() + :claim FROM unnest(CAST(:integration_id AS bigint[]), CAST(:organization_id AS "
-               "text[]), CAST(:event_id AS text[]), CAST(:webhook_id AS text[]), CAST(:entity_key AS text[]), "
-               "CAST(:entity_path AS text[]), CAST(:operation AS text[]), CAST(:body AS bytea[]), "
-               "CAST(:source_partition AS int[]), CAST(:source_offset AS bigint[])) "
+        columns = [[getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__]
+        # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
+        sql = ("WITH new AS (INSERT INTO {s}.deliveries (integration_id, organization_id, event_id, webhook_id, "
+               "entity_key, entity_path, operation, body, source_partition, source_offset, claimed_until) "
+               "SELECT *, now() + %b FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], "
+               "%b::text[], %b::text[], %b::bytea[], %b::int[], %b::bigint[]) "
                "ON CONFLICT (integration_id, event_id) DO NOTHING "
-               "RETURNING id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger) "
+               "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger) "
                "SELECT new.*, ARRAY(SELECT e.id FROM {s}.deliveries e WHERE e.integration_id = new.integration_id "
                "AND e.entity_path = new.entity_path AND e.status = 'pending') AS pending_before "
                "FROM new ORDER BY new.id")
-        try:
-            async with self.engine.begin() as conn:
-                result = await conn.execute(text(sql.replace("{s}", self._s)), {**columns, "claim": claim_for})
-                return [Delivery(**{**row, "pending_before": tuple(row["pending_before"])})
-                        for row in result.mappings().all()]
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot record deliveries: {exc}") from exc
+        rows = await self._binary(sql, [claim_for, *columns], "cannot record deliveries")
+        by_key = {(d.integration_id, d.event_id): d for d in deliveries}
+        return [Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
+                         by_key[(integration_id, event_id)].body, attempts, created_at, tuple(pending_before or ()),
+                         trigger)
+                for id, integration_id, event_id, entity_path, attempts, created_at, trigger, pending_before in rows]
 
     async def claim_due(self, limit: int, claim_for: timedelta) -> list[Delivery]:
         """Pending deliveries whose time has come and that no earlier delivery of the same entity blocks.
@@ -391,26 +401,31 @@ class Store:
             "d.attempts, d.created_at, d.trigger", {"limit": limit, "claim": claim_for})]
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        """Log attempts and move their deliveries on, in one transaction."""
+        """Log attempts and move their deliveries on, in one statement."""
         if not records:
             return
-        attempts = [{**r.__dict__, "request_headers": _json(r.request_headers),
-                     "response_headers": None if r.response_headers is None else _json(r.response_headers)}
-                    for r in records]
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(text(
-                    f"INSERT INTO {self._s}.attempts (delivery_id, integration_id, number, trigger, started_at, url, "
-                    "request_headers, response_status, response_headers, response_body, duration_ms, error) VALUES "
-                    "(:delivery_id, :integration_id, :number, :trigger, :started_at, :url, "
-                    "CAST(:request_headers AS jsonb), :response_status, CAST(:response_headers AS jsonb), "
-                    ":response_body, :duration_ms, :error)"), attempts)
-                await conn.execute(text(
-                    f"UPDATE {self._s}.deliveries SET status = :status, attempts = greatest(attempts, :number), "
-                    "next_attempt_at = coalesce(:next_attempt_at, next_attempt_at), claimed_until = NULL, "
-                    "last_error = :error, updated_at = now() WHERE id = :delivery_id"), attempts)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot record attempts: {exc}") from exc
+        latest = list({r.delivery_id: r for r in records}.values())  # a delivery's last attempt decides its state
+        attempts = [[r.delivery_id for r in records], [r.integration_id for r in records],
+                    [r.number for r in records], [r.trigger for r in records], [r.started_at for r in records],
+                    [r.url for r in records], [_json(r.request_headers) for r in records],
+                    [r.response_status for r in records],
+                    [None if r.response_headers is None else _json(r.response_headers) for r in records],
+                    [r.response_body for r in records], [r.duration_ms for r in records], [r.error for r in records]]
+        moves = [[r.delivery_id for r in latest], [r.status for r in latest], [r.number for r in latest],
+                 [r.next_attempt_at for r in latest], [r.error for r in latest]]
+        sql = ("WITH logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
+               "url, request_headers, response_status, response_headers, response_body, duration_ms, error) "
+               "SELECT a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, "
+               "a.request_headers::jsonb, a.response_status, a.response_headers::jsonb, a.response_body, "
+               "a.duration_ms, a.error FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+               "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::float8[], "
+               "%b::text[]) AS a(delivery_id, integration_id, number, trigger, started_at, url, request_headers, "
+               "response_status, response_headers, response_body, duration_ms, error)) "
+               "UPDATE {s}.deliveries d SET status = m.status, attempts = greatest(d.attempts, m.number), "
+               "next_attempt_at = coalesce(m.next_attempt_at, d.next_attempt_at), claimed_until = NULL, "
+               "last_error = m.error, updated_at = now() FROM unnest(%b::bigint[], %b::text[], %b::int[], "
+               "%b::timestamptz[], %b::text[]) AS m(id, status, number, next_attempt_at, error) WHERE d.id = m.id")
+        await self._binary(sql, [*attempts, *moves], "cannot record attempts")
 
     async def redeliver(self, delivery_id: int, organization_id: str | None = None) -> dict[str, Any]:
         """Schedule one more attempt of a delivery now (trigger ``manual``); returns the delivery."""
