@@ -114,10 +114,20 @@ def test_private_destinations_are_refused_at_creation(client: TestClient) -> Non
 
 def test_oversized_and_malformed_bodies(client: TestClient) -> None:
     acme = tenant(client, "acme")
+    json_headers = {**acme, "content-type": "application/json"}
     big = client.post("/v1/integrations", content=b"{" + b" " * 5000 + b"}", headers=acme)
-    assert big.status_code == 413
-    broken = client.post("/v1/integrations", content=b'{"url": ', headers={**acme, "content-type": "application/json"})
+    assert big.status_code == 413 and big.json()["detail"] == "request body over 4096 bytes (the API's max_body_bytes)"
+    # Without Content-Length (chunked), the body is counted as it arrives, never read whole.
+    chunks = iter([b'{"url": "http://127.0.0.1:9/x", ', b'"name": "' + b"n" * 5000 + b'"}'])
+    streamed = client.post("/v1/integrations", content=chunks, headers=json_headers)
+    assert streamed.status_code == 413 and "over 4096 bytes" in streamed.json()["detail"]
+    broken = client.post("/v1/integrations", content=b'{"url": ', headers=json_headers)
     assert broken.status_code == 422
+    (error,) = broken.json()["detail"]
+    assert error["type"] == "json_invalid" and error["msg"] == "JSON decode error" and error["loc"] == ["body", 8]
+    not_object = client.post("/v1/integrations", content=b"[1, 2]", headers=json_headers)
+    assert not_object.status_code == 422 and "valid dictionary" in not_object.json()["detail"][0]["msg"]
+    assert client.post("/v1/integrations", content=b"{}", headers={**acme, "content-length": "x"}).status_code == 413
 
 
 def test_credentials_are_checked(client: TestClient) -> None:

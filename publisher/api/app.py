@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from publisher.api import admin, health, tenant
+from publisher.api.limits import BodyLimit
 from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
@@ -51,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     for error, status in _STATUS:
         app.add_exception_handler(error, _handler(status))
-    app.middleware("http")(_limit_body(settings.api.max_body_bytes))
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     return app
 
 
@@ -63,12 +64,3 @@ def _handler(status: int):  # type: ignore[no-untyped-def]
         return JSONResponse({"detail": str(exc)}, status_code=status)
     return handle
 
-
-def _limit_body(limit: int):  # type: ignore[no-untyped-def]
-    """Refuse bodies over ``limit`` bytes with 413 before reading them."""
-    async def middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return PlainTextResponse(f"request body over {limit} bytes", status_code=413)
-        return await call_next(request)
-    return middleware
