@@ -33,8 +33,8 @@ class AckTracker:
     def sent(transaction: TransactionAcks) -> None:
         transaction.pending += 1
 
-    def acknowledged(self, transaction: TransactionAcks) -> None:
-        transaction.pending -= 1
+    def acknowledged(self, transaction: TransactionAcks, events: int = 1) -> None:
+        transaction.pending -= events
         self._advance()
 
     def commit(self, transaction: TransactionAcks, end_lsn: int) -> None:

@@ -18,8 +18,8 @@ Rules worth knowing (also in the README):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from cdc.errors import MappingError
@@ -32,26 +32,39 @@ from models.settings import EntitySettings, template_columns
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
 class TransactionContext:
-    xid: int
-    commit_lsn: int
-    commit_time_us: int
+    """The transaction a change belongs to; its text forms are computed once, not per event."""
+
+    __slots__ = ("commit_lsn", "commit_lsn_text", "commit_time_us", "event_timestamp", "xid")
+
+    def __init__(self, xid: int, commit_lsn: int, commit_time_us: int) -> None:
+        self.xid = xid
+        self.commit_lsn = commit_lsn
+        self.commit_time_us = commit_time_us
+        self.commit_lsn_text = format_lsn(commit_lsn)
+        self.event_timestamp = iso_utc(commit_time_us)
 
 
-class _Template:
-    """A path template compiled against a relation: fills ``{column}`` from a row."""
+Render = Callable[[Sequence[Any]], str]
 
-    __slots__ = ("_columns", "_format")
 
-    def __init__(self, template: str) -> None:
-        self._columns = template_columns(template)
-        # Positional placeholders keep str.format from interpreting column names.
-        self._format = re.sub(r"\{[^{}]*\}", "{}", template.replace("{{", "\0").replace("}}", "\1"))
-        self._format = self._format.replace("\0", "{{").replace("\1", "}}")
-
-    def render(self, raw: dict[str, Any]) -> str:
-        return self._format.format(*(raw[name] for name in self._columns))
+def compile_template(template: str, column_names: list[str]) -> Render:
+    """A path template as a function of a decoded row: ``'a/{x}/b'`` -> ``lambda row: f"a/{row[i]}/b"``."""
+    columns = template_columns(template)
+    positions = [column_names.index(name) for name in columns]
+    # Positional placeholders keep str.format from interpreting column names.
+    pattern = re.sub(r"\{[^{}]*\}", "{}", template.replace("{{", "\0").replace("}}", "\1"))
+    pattern = pattern.replace("\0", "{{").replace("\1", "}}")
+    if not positions:
+        constant = pattern.format()
+        return lambda row: constant
+    if len(positions) == 1:
+        (position,) = positions
+        if pattern == "{}":
+            return lambda row: f"{row[position]}"
+        return lambda row: pattern.format(row[position])
+    pick = itemgetter(*positions)
+    return lambda row: pattern.format(*pick(row))
 
 
 class TableMapping:
@@ -72,14 +85,29 @@ class TableMapping:
         excluded = set(settings.exclude_columns)
         style = camel_case if settings.property_names == "camel_case" else str
         self.properties = [(i, style(name)) for i, name in enumerate(names) if name not in excluded]
-        self.entity_path = _Template(settings.entity_path)
-        self.collection_path = _Template(settings.collection_path)
-        self.entity_id = _Template(settings.entity_id or _last_field(settings.entity_path))
-        self.template_columns = [names.index(name) for name in settings.columns_used()]
+        # Without excluded columns a row's properties are simply its values, in order.
+        self._all_columns = len(self.properties) == len(names)
+        self._property_names = [name for _, name in self.properties]
+        self.entity_path = compile_template(settings.entity_path, names)
+        self.collection_path = compile_template(settings.collection_path, names)
+        self.entity_id = compile_template(settings.entity_id or _last_field(settings.entity_path), names)
+        self.entity_key = settings.entity_key
+        self._organization = _position(names, settings.organization_column)
+        self._create_time = _position(names, settings.create_time_column)
+        self._update_time = _position(names, settings.update_time_column)
         self.full_identity = relation.replica_identity == "f"
 
     def decode_row(self, values: TupleData, fallback: TupleData | None = None) -> list[Any]:
         """Convert one tuple; unchanged TOAST values come from ``fallback`` when it has them."""
+        if UNCHANGED_TOAST not in values:
+            try:
+                return [None if raw is None else convert(raw)  # type: ignore[arg-type]
+                        for convert, raw in zip(self.converters, values, strict=True)]
+            except (ValueError, TypeError, UnicodeDecodeError):
+                pass  # the careful loop below names the column
+        return self._decode_each(values, fallback)
+
+    def _decode_each(self, values: TupleData, fallback: TupleData | None) -> list[Any]:
         row: list[Any] = []
         for i, raw in enumerate(values):
             if raw is UNCHANGED_TOAST and fallback is not None and fallback[i] is not UNCHANGED_TOAST:
@@ -95,15 +123,20 @@ class TableMapping:
                                    f"cannot convert {str(raw)[:80]}: {exc}") from exc
         return row
 
-    def state(self, row: list[Any], key_only: bool = False) -> Row:
-        """The ``value`` / ``oldValue`` object for one decoded row."""
-        properties = {name: row[i] for i, name in self.properties
-                      if row[i] is not UNCHANGED_TOAST and not (key_only and row[i] is None)}
+    def state(self, row: list[Any], key_only: bool = False, path: str | None = None) -> Row:
+        """The ``value`` / ``oldValue`` object for one decoded row (``path``: its entity path, if known)."""
+        if key_only or UNCHANGED_TOAST in row:
+            properties = {name: row[i] for i, name in self.properties
+                          if row[i] is not UNCHANGED_TOAST and not (key_only and row[i] is None)}
+        elif self._all_columns:
+            properties = dict(zip(self._property_names, row, strict=True))
+        else:
+            properties = {name: row[i] for i, name in self.properties}
         return {
-            "key": self.entity_path.render(self._template_values(row)),
+            "key": self.entity_path(row) if path is None else path,
             "properties": properties,
-            "createTime": self._time(row, self.settings.create_time_column),
-            "updateTime": self._time(row, self.settings.update_time_column),
+            "createTime": _known(row, self._create_time),
+            "updateTime": _known(row, self._update_time),
         }
 
     def update_mask(self, old: TupleData, new: TupleData) -> list[str]:
@@ -111,18 +144,20 @@ class TableMapping:
         return [name for i, name in self.properties if new[i] is not UNCHANGED_TOAST and new[i] != old[i]]
 
     def organization(self, row: list[Any]) -> str | None:
-        column = self.settings.organization_column
-        value = row[self.column_names.index(column)] if column else None
-        return None if value is None or value is UNCHANGED_TOAST else str(value)
+        value = _known(row, self._organization)
+        return None if value is None else str(value)
 
-    def _template_values(self, row: list[Any]) -> dict[str, Any]:
-        return {self.column_names[i]: row[i] for i in self.template_columns}
 
-    def _time(self, row: list[Any], column: str | None) -> str | None:
-        if column is None:
-            return None
-        value = row[self.column_names.index(column)]
-        return None if value is UNCHANGED_TOAST else value
+def _position(names: list[str], column: str | None) -> int | None:
+    return None if column is None else names.index(column)
+
+
+def _known(row: list[Any], position: int | None) -> Any:
+    """The value at ``position``; None for no column or a TOASTed value Postgres did not send."""
+    if position is None:
+        return None
+    value = row[position]
+    return None if value is UNCHANGED_TOAST else value
 
 
 def _last_field(template: str) -> str:
@@ -161,11 +196,13 @@ class EventBuilder:
             return None
         if isinstance(change, Insert):
             new = mapping.decode_row(change.new)
-            return self._event("created", mapping, new, mapping.state(new), None, None, tx, index)
+            path = mapping.entity_path(new)
+            return self._event("created", mapping, new, path, mapping.state(new, path=path), None, None, tx, index)
         if isinstance(change, Update):
             return self._update(mapping, change, tx, index)
         old = mapping.decode_row(change.old)
-        return self._event("deleted", mapping, old, None, mapping.state(old, change.old_is_key_only),
+        path = mapping.entity_path(old)
+        return self._event("deleted", mapping, old, path, None, mapping.state(old, change.old_is_key_only, path),
                            None, tx, index)
 
     def _update(self, mapping: TableMapping, change: Update, tx: TransactionContext, index: int) -> Row:
@@ -176,12 +213,13 @@ class EventBuilder:
             old_state = mapping.state(mapping.decode_row(change.old), change.old_is_key_only)
         if full_old:
             mask = mapping.update_mask(change.old, change.new)  # type: ignore[arg-type]
-        return self._event("updated", mapping, new, mapping.state(new), old_state, mask, tx, index)
+        path = mapping.entity_path(new)
+        return self._event("updated", mapping, new, path, mapping.state(new, path=path), old_state, mask, tx, index)
 
     def truncate_event(self, mapping: TableMapping, tx: TransactionContext, index: int) -> Row:
         """One event per truncated table: no entity, no organization (it affects every row)."""
         return {
-            "eventTimestamp": iso_utc(tx.commit_time_us),
+            "eventTimestamp": tx.event_timestamp,
             "operationType": "truncated",
             "entityPath": "",
             "entityId": "",
@@ -190,23 +228,21 @@ class EventBuilder:
             "organizationId": None,
             "data": {"value": None, "oldValue": None, "updateMask": None},
             "eventId": make_event_id(tx.commit_lsn, index),
-            "transaction": {"id": tx.xid, "commitLsn": format_lsn(tx.commit_lsn), "index": index},
+            "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }
 
     @staticmethod
-    def _event(operation: str, mapping: TableMapping, row: list[Any], value: Row | None, old_value: Row | None,
-               mask: list[str] | None, tx: TransactionContext, index: int) -> Row:
-        names = mapping._template_values(row)
-        commit_lsn = format_lsn(tx.commit_lsn)
+    def _event(operation: str, mapping: TableMapping, row: list[Any], path: str, value: Row | None,
+               old_value: Row | None, mask: list[str] | None, tx: TransactionContext, index: int) -> Row:
         return {
-            "eventTimestamp": iso_utc(tx.commit_time_us),
+            "eventTimestamp": tx.event_timestamp,
             "operationType": operation,
-            "entityPath": mapping.entity_path.render(names),
-            "entityId": mapping.entity_id.render(names),
-            "entityKey": mapping.settings.entity_key,
-            "collectionPath": mapping.collection_path.render(names),
+            "entityPath": path,
+            "entityId": mapping.entity_id(row),
+            "entityKey": mapping.entity_key,
+            "collectionPath": mapping.collection_path(row),
             "organizationId": mapping.organization(row),
             "data": {"value": value, "oldValue": old_value, "updateMask": mask},
             "eventId": make_event_id(tx.commit_lsn, index),
-            "transaction": {"id": tx.xid, "commitLsn": commit_lsn, "index": index},
+            "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }

@@ -3,28 +3,45 @@
 Messages are keyed by organization and entity path, so every change of one entity lands
 in one partition, in commit order. Values are the event's JSON (orjson); headers repeat
 the fields a consumer filters on, so it need not parse the body.
+
+Events are appended to one open batch per partition (aiokafka's batch API) rather than
+sent one by one: a send per event costs more than decoding and building the event. The
+partition is the CRC-32 of the key modulo the topic's partition count - stable across
+restarts, so an entity never changes partition while the topic keeps its size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from cdc.errors import KafkaWriteError
 from models.settings import KafkaSettings
 
 log = logging.getLogger("walhook.cdc")
 
+Acknowledge = Callable[[Any, int], None]
+"""Called with (token, n) once Kafka acknowledged n events appended with that token."""
+
 
 def message_key(event: dict[str, Any]) -> bytes:
     return f"{event['organizationId'] or ''}|{event['entityPath']}".encode()
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of a key: the same key always lands in the same partition."""
+    return zlib.crc32(key) % partitions
 
 
 def message_headers(event: dict[str, Any], environment: str | None = None) -> list[tuple[str, bytes]]:
@@ -64,8 +81,45 @@ async def ensure_topic(settings: KafkaSettings, topic: str | None = None) -> Non
         await admin.close()
 
 
+class _Batch:
+    """One partition's open batch, and which tokens (transactions) its events belong to."""
+
+    __slots__ = ("builder", "count", "first_event", "opened", "partition", "runs")
+
+    def __init__(self, builder: BatchBuilder, partition: int) -> None:
+        self.builder = builder
+        self.partition = partition
+        self.runs: list[list[Any]] = []  # [token, events], in append order
+        self.count = 0
+        self.opened = time.monotonic()
+        self.first_event: dict[str, Any] | None = None  # named when a one-event batch is refused
+
+    def append(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object,
+               event: dict[str, Any]) -> bool:
+        """False when the batch is full (the event then opens the next batch)."""
+        if self.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            return False
+        runs = self.runs
+        if runs and runs[-1][0] is token:
+            runs[-1][1] += 1
+        else:
+            runs.append([token, 1])
+        if not self.count:
+            self.first_event = event
+        self.count += 1
+        return True
+
+
 class KafkaWriter:
-    """Produces events with a bounded number in flight; the producer waits when it is full.
+    """Produces events in per-partition batches, with a bounded number in flight.
+
+    ``append`` is synchronous: it serialises one event into its partition's open batch.
+    Full batches, and open ones older than ``linger_ms``, leave at the next ``send_ready``;
+    every open batch leaves at ``flush`` (the pipeline calls it whenever the replication
+    stream has nothing more buffered, so a quiet stream is never held back). Both wait
+    while ``max_in_flight`` events are unacknowledged: a fast database makes the reader
+    wait instead of memory growing. One batch per partition is in flight at a time, so
+    Kafka keeps each partition in append order.
 
     An event Kafka refuses for good (a non-retriable error, such as a message larger than
     ``max_request_size``) stops the stream with an error naming it - unless
@@ -74,13 +128,27 @@ class KafkaWriter:
     stream, so nothing is skipped while Kafka is merely down.
     """
 
-    def __init__(self, settings: KafkaSettings, max_in_flight: int = 20_000, environment: str | None = None) -> None:
+    def __init__(self, settings: KafkaSettings, acknowledge: Acknowledge, max_in_flight: int = 20_000,
+                 environment: str | None = None) -> None:
         self._settings = settings
+        self._acknowledge = acknowledge
         self._environment = environment
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._open_batches: dict[int, _Batch] = {}
+        self._ready: list[_Batch] = []
+        self._partitions = 0
+        self._linger = settings.linger_ms / 1000
         self._failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pending_dead_letters: set[asyncio.Future[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Events appended and not yet acknowledged (or refused)."""
+        return self._in_flight
 
     async def open(self) -> None:
         if self._producer is not None:
@@ -94,67 +162,126 @@ class KafkaWriter:
         )
         try:
             await producer.start()
+            self._partitions = len(await producer.partitions_for(s.topic))
         except KafkaError as exc:
             await producer.stop()
             raise KafkaWriteError(f"cannot reach Kafka at {s.bootstrap_servers}: {exc}") from exc
         self._producer = producer
 
     async def close(self) -> None:
-        """Flush what is in flight and stop. Idempotent."""
-        if self._producer is not None:
+        """Send what is buffered, wait for every acknowledgement, and stop. Idempotent."""
+        if self._producer is None:
+            return
+        try:
+            if self._failure is None:
+                await self.flush()
             await self._producer.flush()
             if self._pending_dead_letters:
                 await asyncio.gather(*self._pending_dead_letters, return_exceptions=True)
+        finally:
             producer, self._producer = self._producer, None
             await producer.stop()
 
-    async def send(self, event: dict[str, Any], on_ack: Callable[[], None]) -> None:
-        """Queue one event; ``on_ack`` runs once Kafka acknowledged it (acks per settings)."""
-        self.raise_if_failed()
-        await self._slots.acquire()
-        assert self._producer is not None, "KafkaWriter.open() first"
+    def append(self, event: dict[str, Any], token: object) -> None:
+        """Add one event to its partition's batch; ``acknowledge(token, n)`` follows once Kafka has it."""
+        if self._failure is not None:
+            self.raise_if_failed()
         value = orjson.dumps(event)
-        try:
-            future = await self._producer.send(self._settings.topic, value=value, key=message_key(event),
-                                               headers=message_headers(event, self._environment))
-        except KafkaError as exc:
-            self._slots.release()
-            await self._refused(event, len(value), exc, on_ack)
+        key = message_key(event)
+        headers = message_headers(event, self._environment)
+        # Cheap length test first; the exact size (with record overhead) only for large events.
+        if len(value) + len(key) + 512 > self._settings.max_request_size and self._refuse_oversized(
+                event, key, value, headers, token):
             return
-        future.add_done_callback(lambda done: self._settle(done, event, len(value), on_ack))
+        partition = zlib.crc32(key) % self._partitions
+        batch = self._open_batches.get(partition) or self._open(partition)
+        if not batch.append(key, value, headers, token, event):
+            self._ready.append(batch)
+            self._open(partition).append(key, value, headers, token, event)  # an empty batch takes any size
+        self._in_flight += 1
+        if self._in_flight >= self._max_in_flight:
+            self._room.clear()
+
+    async def send_ready(self) -> None:
+        """Send full batches and those open longer than ``linger_ms``; wait while too much is in flight."""
+        if self._open_batches:
+            oldest = time.monotonic() - self._linger
+            for partition, batch in list(self._open_batches.items()):
+                if batch.opened <= oldest:
+                    self._ready.append(self._open_batches.pop(partition))
+        if not self._room.is_set():
+            await self.flush()  # whatever waits in open batches must leave, or the room never comes
+            await self._room.wait()
+        elif self._ready:
+            await self._send_ready()
+
+    async def flush(self) -> None:
+        """Send every open batch now (without waiting for acknowledgements)."""
+        self._ready.extend(self._open_batches.values())
+        self._open_batches.clear()
+        await self._send_ready()
 
     def raise_if_failed(self) -> None:
         """Stop the stream if any earlier event was not acknowledged: never skip past it."""
         if self._failure is not None:
             raise KafkaWriteError(f"Kafka did not acknowledge an event: {self._failure}") from self._failure
 
-    def _settle(self, done: asyncio.Future[Any], event: dict[str, Any], size: int,
-                on_ack: Callable[[], None]) -> None:
-        self._slots.release()
-        if done.cancelled():
-            self._failure = self._failure or asyncio.CancelledError(event["eventId"])
-            return
-        error = done.exception()
+    def _open(self, partition: int) -> _Batch:
+        assert self._producer is not None, "KafkaWriter.open() first"
+        batch = self._open_batches[partition] = _Batch(self._producer.create_batch(), partition)
+        return batch
+
+    async def _send_ready(self) -> None:
+        assert self._producer is not None
+        ready, self._ready = self._ready, []
+        for batch in ready:
+            batch.builder.close()
+            try:
+                future = await self._producer.send_batch(batch.builder, self._settings.topic,
+                                                         partition=batch.partition)
+            except KafkaError as exc:
+                self._failure = self._failure or exc
+                raise KafkaWriteError(f"cannot hand a batch to Kafka: {exc}") from exc
+            future.add_done_callback(lambda done, batch=batch: self._settle(done, batch))
+
+    def _settle(self, done: asyncio.Future[Any], batch: _Batch) -> None:
+        self._in_flight -= batch.count
+        if self._in_flight < self._max_in_flight:
+            self._room.set()
+        error = asyncio.CancelledError("batch cancelled") if done.cancelled() else done.exception()
         if error is None:
-            on_ack()
-        elif isinstance(error, KafkaError) and not error.retriable and self._settings.dead_letter_topic:
-            task = asyncio.ensure_future(self._dead_letter(event, size, error, on_ack))
-            self._pending_dead_letters.add(task)
-            task.add_done_callback(self._pending_dead_letters.discard)
+            for token, count in batch.runs:
+                self._acknowledge(token, count)
+        elif (isinstance(error, KafkaError) and not error.retriable and batch.count == 1
+              and self._settings.dead_letter_topic and batch.first_event is not None):
+            self._start_dead_letter(batch.first_event, batch.builder.size(), error, batch.runs[0][0])
         else:
             self._failure = self._failure or error
-            log.error("Kafka did not acknowledge %s: %s", event["eventId"], error)
+            first = batch.first_event["eventId"] if batch.first_event else "?"
+            log.error("Kafka did not acknowledge %d event(s) from %s on: %s", batch.count, first, error)
 
-    async def _refused(self, event: dict[str, Any], size: int, error: KafkaError, on_ack: Callable[[], None]) -> None:
-        if error.retriable or not self._settings.dead_letter_topic:
+    def _refuse_oversized(self, event: dict[str, Any], key: bytes, value: bytes,
+                          headers: list[tuple[str, bytes]], token: object) -> bool:
+        """True when the event is too large to send: it went to the dead-letter topic (or we raise)."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size <= self._settings.max_request_size:
+            return False
+        error = MessageSizeTooLargeError(f"The message is {size} bytes when serialized, more than "
+                                         f"max_request_size = {self._settings.max_request_size}")
+        if not self._settings.dead_letter_topic:
             raise KafkaWriteError(
                 f"Kafka refused event {event['eventId']} ({event['entityPath']}, {size} bytes): {error!r}; "
                 "set [kafka] dead_letter_topic to divert such events, or raise [kafka] max_request_size "
                 "(and the broker's message.max.bytes)") from error
-        await self._dead_letter(event, size, error, on_ack)
+        self._start_dead_letter(event, size, error, token)
+        return True
 
-    async def _dead_letter(self, event: dict[str, Any], size: int, error: BaseException,
-                           on_ack: Callable[[], None]) -> None:
+    def _start_dead_letter(self, event: dict[str, Any], size: int, error: BaseException, token: object) -> None:
+        task = asyncio.ensure_future(self._dead_letter(event, size, error, token))
+        self._pending_dead_letters.add(task)
+        task.add_done_callback(self._pending_dead_letters.discard)
+
+    async def _dead_letter(self, event: dict[str, Any], size: int, error: BaseException, token: object) -> None:
         """Record the refused event on the dead-letter topic; it counts as acknowledged once that is."""
         assert self._producer is not None and self._settings.dead_letter_topic is not None
         reason = f"{type(error).__name__}: {error}"
@@ -168,7 +295,7 @@ class KafkaWriter:
         except KafkaError as exc:
             self._failure = self._failure or exc
             return
-        on_ack()
+        self._acknowledge(token, 1)
 
     async def __aenter__(self) -> KafkaWriter:
         await self.open()

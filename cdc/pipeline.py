@@ -24,8 +24,8 @@ from cdc.entities import EventBuilder, TransactionContext
 from cdc.errors import ReplicationLost, SlotBusyError
 from cdc.kafka import KafkaWriter, ensure_topic
 from cdc.lsn import format_lsn
-from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Relation, Truncate, Update, decode
-from cdc.protocol import Keepalive, parse_copy_data, standby_status_update
+from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
+from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
 from cdc.source import prepare_source, slot_lag_bytes
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
@@ -34,6 +34,7 @@ from models.settings import EntitySettings, KafkaSettings, SourceSettings
 log = logging.getLogger("walhook.cdc")
 
 HEARTBEAT_PREFIX = "walhook.heartbeat"
+_ROW_CHANGES = frozenset((Insert, Update, Delete))
 
 
 @dataclass
@@ -74,7 +75,7 @@ class CapturePipeline:
         await ensure_topic(self.kafka)
         if self.kafka.dead_letter_topic:
             await ensure_topic(self.kafka, self.kafka.dead_letter_topic)
-        writer = KafkaWriter(self.kafka, environment=self.source.environment)
+        writer = KafkaWriter(self.kafka, self.tracker.acknowledged, environment=self.source.environment)
         async with await _connect(self.source.dsn) as control, writer, ReplicationConnection(self.source.dsn) as conn:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
@@ -95,26 +96,36 @@ class CapturePipeline:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                reading = asyncio.create_task(conn.read())
+                reading = asyncio.create_task(conn.read(on_idle=writer.flush))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():
                     reading.cancel()
                     return
                 for raw in reading.result():
-                    await self._handle(raw, conn, writer)
+                    # Row changes, nearly every message, take the synchronous path: no coroutine each.
+                    payload = xlog_payload(raw)
+                    message = decode(payload) if payload is not None else None
+                    if type(message) in _ROW_CHANGES:
+                        self._change(message, writer)  # type: ignore[arg-type]
+                    else:
+                        await self._handle(raw, message, conn, writer)
+                await writer.send_ready()
         finally:
             stopping.cancel()
 
-    async def _handle(self, raw: bytes | memoryview, conn: ReplicationConnection, writer: KafkaWriter) -> None:
-        frame = parse_copy_data(raw)
-        if isinstance(frame, Keepalive):
-            self.tracker.idle_at(frame.wal_end)
-            if frame.reply_requested:
-                await self._send_status(conn)
-            return
-        message = decode(frame.payload)
+    async def _handle(self, raw: bytes | memoryview, message: Message | None, conn: ReplicationConnection,
+                      writer: KafkaWriter) -> None:
+        """Everything but row changes: keepalives, transaction bounds, schema, truncates, messages."""
+        if message is None:
+            frame = parse_copy_data(raw)
+            if isinstance(frame, Keepalive):
+                self.tracker.idle_at(frame.wal_end)
+                if frame.reply_requested:
+                    await self._send_status(conn)
+                return
+            message = decode(frame.payload)
         if isinstance(message, Insert | Update | Delete):
-            await self._change(message, writer)
+            self._change(message, writer)
         elif isinstance(message, Begin):
             self._transaction = TransactionContext(message.xid, message.final_lsn, message.commit_time_us)
             self._acks = self.tracker.begin()
@@ -130,18 +141,18 @@ class CapturePipeline:
         elif isinstance(message, LogicalMessage):
             self._logical_message(message)
 
-    async def _change(self, change: Insert | Update | Delete, writer: KafkaWriter) -> None:
+    def _change(self, change: Insert | Update | Delete, writer: KafkaWriter) -> None:
         assert self._transaction is not None and self._acks is not None, "row change outside a transaction"
         event = self._builder.build(change, self._transaction, self._index)
         self._index += 1
         if event is not None:
-            await self._send(event, writer)
+            self._send(event, writer)
 
-    async def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
+    def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
         acks = self._acks
         assert acks is not None
         self.tracker.sent(acks)
-        await writer.send(event, lambda: self.tracker.acknowledged(acks))
+        writer.append(event, acks)
         self.stats.events_captured += 1
 
     async def _relation(self, relation: Relation) -> None:
@@ -162,7 +173,7 @@ class CapturePipeline:
             if self.source.truncate == "skip":
                 log.warning("TRUNCATE of %s skipped ([source] truncate = \"skip\")", mapping.relation.qualified_name)
                 continue
-            await self._send(self._builder.truncate_event(mapping, self._transaction, self._index), writer)
+            self._send(self._builder.truncate_event(mapping, self._transaction, self._index), writer)
             self._index += 1
 
     def _logical_message(self, message: LogicalMessage) -> None:

@@ -49,6 +49,13 @@ def parse_copy_data(data: bytes | memoryview) -> XLogData | Keepalive:
     raise ProtocolError(f"unknown replication message type {chr(tag)!r}")
 
 
+def xlog_payload(data: bytes | memoryview) -> bytes | memoryview | None:
+    """The pgoutput message inside an XLogData, or None for anything else: the stream's fast path."""
+    if data and data[0] == 0x77 and len(data) > _XLOG_HEADER.size:  # 'w'
+        return data[_XLOG_HEADER.size + 1:]
+    return None
+
+
 def standby_status_update(confirmed_lsn: int, now_us: int | None = None, reply: bool = False) -> bytes:
     """The ``r`` message confirming ``confirmed_lsn`` as written, flushed and applied.
 

@@ -9,6 +9,7 @@ psycopg 3 has no replication API, but libpq does: a connection opened with
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import psycopg
@@ -59,26 +60,42 @@ class ReplicationConnection:
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             raise _start_error(slot, result.get_error_message() if result else pgconn.get_error_message())
 
-    async def read(self) -> list[bytes | memoryview]:
-        """Every CopyData message already received; waits until there is at least one."""
-        pgconn = self._conn()
+    async def read(self, on_idle: Callable[[], Awaitable[None]] | None = None) -> list[bytes | memoryview]:
+        """Every CopyData message already received; waits until there is at least one.
+
+        ``on_idle`` runs before waiting, when neither libpq nor the socket holds anything more:
+        the moment to send what was buffered downstream.
+        """
         while True:
-            messages: list[bytes | memoryview] = []
-            while True:
-                size, data = pgconn.get_copy_data(1)
-                if size > 0:
-                    messages.append(data)
-                    continue
-                if size == 0:
-                    break
-                raise ReplicationLost(f"replication stream ended: {self._final_error()}")
+            messages = self._drain()
             if messages:
                 return messages
+            self._consume()  # what the socket already holds, without waiting
+            messages = self._drain()
+            if messages:
+                return messages
+            if on_idle is not None:
+                await on_idle()
             await self._wait_readable()
-            try:
-                pgconn.consume_input()
-            except psycopg.OperationalError as exc:
-                raise ReplicationLost(f"replication connection lost: {exc}") from exc
+            self._consume()
+
+    def _drain(self) -> list[bytes | memoryview]:
+        pgconn = self._conn()
+        messages: list[bytes | memoryview] = []
+        while True:
+            size, data = pgconn.get_copy_data(1)
+            if size > 0:
+                messages.append(data)
+            elif size == 0:
+                return messages
+            else:
+                raise ReplicationLost(f"replication stream ended: {self._final_error()}")
+
+    def _consume(self) -> None:
+        try:
+            self._conn().consume_input()
+        except psycopg.OperationalError as exc:
+            raise ReplicationLost(f"replication connection lost: {exc}") from exc
 
     async def send(self, message: bytes) -> None:
         """Send one CopyData message to the server (a standby status update)."""

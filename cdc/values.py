@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 import orjson
@@ -23,19 +24,16 @@ import orjson
 Converter = Callable[[bytes], Any]
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8")
-
-
-def _bool(raw: bytes) -> bool:
-    return raw == b"t"
+# Converters run once per value, so the common ones are C-level callables, not Python functions.
+_text: Converter = bytes.decode  # UTF-8, strict
+_bool: Converter = b"t".__eq__
 
 
 def _float(raw: bytes) -> float | str:
     value = float(raw)
-    if value != value or value in (float("inf"), float("-inf")):
-        return raw.decode()  # 'NaN', 'Infinity', '-Infinity': JSON has no such numbers
-    return value
+    if isfinite(value):
+        return value
+    return raw.decode()  # 'NaN', 'Infinity', '-Infinity': JSON has no such numbers
 
 
 def _bytea(raw: bytes) -> str:
@@ -49,6 +47,9 @@ def _timestamp(raw: bytes) -> str:
 
 
 def _timestamptz(raw: bytes) -> str:
+    text = raw.decode("ascii")
+    if text[-3:] == "+00" and text[10:11] == " ":  # the common case under TimeZone=UTC, in one step
+        return f"{text[:10]}T{text[11:-3]}Z"
     text = _timestamp(raw)
     if text.endswith("+00"):
         return text[:-3] + "Z"
@@ -57,16 +58,12 @@ def _timestamptz(raw: bytes) -> str:
     return text
 
 
-def _json(raw: bytes) -> Any:
-    return orjson.loads(raw)
-
-
 SCALAR_CONVERTERS: dict[int, Converter] = {
     16: _bool,
     17: _bytea,
     20: int, 21: int, 23: int, 26: int,
     700: _float, 701: _float,
-    114: _json, 3802: _json,
+    114: orjson.loads, 3802: orjson.loads,
     1114: _timestamp, 1184: _timestamptz,
 }
 
@@ -111,7 +108,14 @@ def converter_for(type_oid: int, user_types: Mapping[int, UserType] | None = Non
 
 def _array_converter(element: Converter) -> Converter:
     def convert(raw: bytes) -> list[Any]:
-        return _convert_nested(parse_array(raw.decode("utf-8")), element)
+        text = raw.decode("utf-8")
+        if '"' in text or "{" in text[1:] or text[0] != "{":  # quoted, nested or with bounds: parse properly
+            return _convert_nested(parse_array(text), element)
+        # A flat array of unquoted elements (the common case): no quoting, so NULL is always SQL NULL.
+        items = text[1:-1].split(",") if len(text) > 2 else []
+        if element is _text:
+            return [None if item == "NULL" else item for item in items]
+        return [None if item == "NULL" else element(item.encode()) for item in items]
     return convert
 
 
@@ -155,7 +159,7 @@ def _parse_level(text: str, pos: int, delimiter: str) -> tuple[list[Any], int]:
             end = pos
             while text[end] not in (delimiter, "}"):
                 end += 1
-            word = text[pos:end].strip()
+            word = text[pos:end].strip(" \t\n\r\v\f")  # what Postgres counts as space, no more
             items.append(None if word.upper() == "NULL" else word)
             pos = end
         if text[pos] == "}":

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.entities import EventBuilder, TransactionContext
+from cdc.entities import EventBuilder, TransactionContext, compile_template
 from cdc.errors import MappingError
 from cdc.pgoutput import UNCHANGED_TOAST, Column, Delete, Insert, Relation, Update
 from models.events import ChangeEvent, camel_case, iso_utc
@@ -136,3 +136,11 @@ def test_update_mask_property(old: list[bytes | None], new: list[object]) -> Non
     mask = mapping.update_mask(tuple(old), tuple(new))  # type: ignore[arg-type]
     expected = [f"c{i}" for i in range(3) if new[i] is not UNCHANGED_TOAST and new[i] != old[i]]
     assert mask == expected
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("items", "items"), ("{id}", "5"), ("items/{id}", "items/5"), ("o/{org}/i/{id}", "o/acme/i/5"),
+    ("{{literal}}/{id}", "{literal}/5"), ("{org}{id}", "acme5"),
+])
+def test_compiled_templates_fill_columns_by_position(template: str, expected: str) -> None:
+    assert compile_template(template, ["id", "org"])([5, "acme"]) == expected

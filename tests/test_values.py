@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cdc.values import UserType, converter_for, parse_array
 
@@ -268,3 +270,29 @@ def test_user_types_resolve_through_the_catalog_description():
     assert converter_for(16511, types)(b"{1,NULL,3}") == [1, None, 3]
     assert converter_for(16520, types)(b"7") == 7
     assert converter_for(16530, types)(b"(1,2)") == "(1,2)"  # not described: text
+
+
+# The flat-array fast path must agree with the full parser on everything Postgres prints.
+_ELEMENTS = st.one_of(st.none(), st.text(max_size=8), st.integers(-10**6, 10**6).map(str))
+
+
+def _array_literal(items: list[str | None]) -> str:
+    """How Postgres prints a one-dimensional text[]: quotes only where needed."""
+    def element(item: str | None) -> str:
+        if item is None:
+            return "NULL"
+        plain = item and item.upper() != "NULL" and not any(c in item for c in '{},"\\ \t\n\r\x0b\x0c')
+        return item if plain else '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "{" + ",".join(element(item) for item in items) + "}"
+
+
+@given(st.lists(_ELEMENTS, max_size=6))
+def test_text_array_fast_path_agrees_with_the_parser(items: list[str | None]) -> None:
+    literal = _array_literal(items)
+    assert converter_for(1009)(literal.encode()) == parse_array(literal) == items
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-2**31, 2**31 - 1)), max_size=6))
+def test_int_array_fast_path_agrees_with_the_parser(items: list[int | None]) -> None:
+    literal = "{" + ",".join("NULL" if item is None else str(item) for item in items) + "}"
+    assert converter_for(1007)(literal.encode()) == items
