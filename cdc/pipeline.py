@@ -45,6 +45,7 @@ class CaptureStats:
     confirmed_lsn: int = 0
     slot_lag_bytes: int | None = None
     last_heartbeat_seen: float | None = None  # time.monotonic()
+    reconnects: int = 0
 
     def heartbeat_age(self, now: float | None = None) -> float | None:
         if self.last_heartbeat_seen is None:
@@ -244,6 +245,7 @@ async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: li
             log.warning("%s; waiting for it to be released", exc)
             await _pause(stop, 1.0)
         except (ReplicationLost, psycopg.OperationalError) as exc:
+            stats.reconnects += 1
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)
             await _pause(stop, delay)

@@ -34,6 +34,8 @@ class SourceSettings(_Section):
     environment: str | None = Field(default=None, description="e.g. production; integrations of another "
                                     "environment do not receive this source's events")
     slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
+    metrics_address: str | None = Field(default=None, description="host:port for the capture process's "
+                                        "Prometheus /metrics; off by default")
 
     @field_validator("slot", "publication")
     @classmethod

@@ -33,7 +33,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def cmd_cdc(args: argparse.Namespace) -> int:
-    from cdc.pipeline import run_capture
+    from cdc.metrics import MetricsServer
+    from cdc.pipeline import CaptureStats, run_capture
 
     settings = _settings(args)
     settings.require("source", "kafka")
@@ -41,7 +42,13 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
         raise WalhookError("no [[entities]] configured: nothing to capture")
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_capture(settings.source, settings.kafka, settings.entities, stop)  # type: ignore[arg-type]
+    assert settings.source is not None and settings.kafka is not None
+    stats = CaptureStats()
+    if settings.source.metrics_address is None:
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
+        return 0
+    async with MetricsServer(stats, settings.source, settings.source.metrics_address):
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
     return 0
 
 

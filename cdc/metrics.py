@@ -1,0 +1,88 @@
+"""The capture process's own Prometheus endpoint: what only it knows.
+
+``GET /metrics`` on ``[source] metrics_address`` (off by default). The management API's
+``/metrics`` reports the slot lag too, read from the server; this endpoint adds the
+capture side: events captured, the confirmed LSN, reconnects, the heartbeat's age, and
+whether the slot lag is over ``max_slot_lag_bytes`` (the alarm the log also raises).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from cdc.errors import SourceError
+from cdc.pipeline import CaptureStats
+from models.settings import SourceSettings
+
+
+def render_metrics(stats: CaptureStats, source: SourceSettings, now: float | None = None) -> str:
+    """The Prometheus text exposition of ``stats`` (pure: ``now`` is a ``time.monotonic()`` reading)."""
+    lines = [
+        "# TYPE walhook_cdc_events_captured_total counter",
+        f"walhook_cdc_events_captured_total {stats.events_captured}",
+        "# TYPE walhook_cdc_confirmed_lsn gauge",
+        f"walhook_cdc_confirmed_lsn {stats.confirmed_lsn}",
+        "# TYPE walhook_cdc_reconnects_total counter",
+        f"walhook_cdc_reconnects_total {stats.reconnects}",
+    ]
+    if stats.slot_lag_bytes is not None:
+        lines += ["# TYPE walhook_cdc_slot_lag_bytes gauge", f"walhook_cdc_slot_lag_bytes {stats.slot_lag_bytes}"]
+    if source.max_slot_lag_bytes is not None:
+        over = int(stats.slot_lag_bytes is not None and stats.slot_lag_bytes > source.max_slot_lag_bytes)
+        lines += ["# TYPE walhook_cdc_slot_lag_limit_bytes gauge",
+                  f"walhook_cdc_slot_lag_limit_bytes {source.max_slot_lag_bytes}",
+                  "# TYPE walhook_cdc_slot_lag_over_limit gauge", f"walhook_cdc_slot_lag_over_limit {over}"]
+    age = stats.heartbeat_age(now)
+    if age is not None:
+        lines += ["# TYPE walhook_cdc_heartbeat_age_seconds gauge", f"walhook_cdc_heartbeat_age_seconds {age:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` -> ``("127.0.0.1", 9464)``; ``SourceError`` naming the setting otherwise."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SourceError(f"[source] metrics_address {address!r}: expected host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
+
+
+class MetricsServer:
+    """Serves ``render_metrics`` over HTTP while capture runs. ``open`` / ``close`` are idempotent."""
+
+    def __init__(self, stats: CaptureStats, source: SourceSettings, address: str) -> None:
+        self._stats = stats
+        self._source = source
+        self._host, self._port = parse_address(address)
+        self._runner: web.AppRunner | None = None
+
+    async def open(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SourceError(f"[source] metrics_address {self._host}:{self._port}: cannot listen: {exc}") from exc
+        self._runner = runner
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = render_metrics(self._stats, self._source, time.monotonic())
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def __aenter__(self) -> MetricsServer:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
