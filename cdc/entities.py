@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from cdc.errors import MappingError
 from cdc.lsn import format_lsn
 from cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
@@ -82,6 +84,9 @@ class TableMapping:
         self.column_names = names
         self.converters: list[Converter] = [converter_for(column.type_oid, user_types)
                                             for column in relation.columns]
+        for name in settings.columns_used():  # paths and routing need a value, not embedded JSON text
+            if self.converters[names.index(name)] is orjson.Fragment:
+                self.converters[names.index(name)] = orjson.loads
         excluded = set(settings.exclude_columns)
         style = camel_case if settings.property_names == "camel_case" else str
         self.properties = [(i, style(name)) for i, name in enumerate(names) if name not in excluded]

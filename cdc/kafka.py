@@ -50,6 +50,7 @@ def message_headers(event: dict[str, Any], environment: str | None = None) -> li
         ("walhook-organization-id", (event["organizationId"] or "").encode()),
         ("walhook-entity-key", event["entityKey"].encode()),
         ("walhook-operation-type", event["operationType"].encode()),
+        ("walhook-entity-path", event["entityPath"].encode()),
     ]
     if environment:
         headers.append(("walhook-environment", environment.encode()))
@@ -186,7 +187,11 @@ class KafkaWriter:
         """Add one event to its partition's batch; ``acknowledge(token, n)`` follows once Kafka has it."""
         if self._failure is not None:
             self.raise_if_failed()
-        value = orjson.dumps(event)
+        try:
+            value = orjson.dumps(event)
+        except orjson.JSONEncodeError as exc:
+            raise KafkaWriteError(f"cannot encode event {event['eventId']} ({event['entityPath']}) as JSON: "
+                                  f"{exc}") from exc
         key = message_key(event)
         headers = message_headers(event, self._environment)
         # Cheap length test first; the exact size (with record overhead) only for large events.

@@ -7,8 +7,10 @@ text forms below are fixed and exact.
 
 Choices: numeric and money stay strings (exact); NaN and +/-Infinity floats become the
 strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytea becomes base64; timestamps
-become ISO 8601 (``2024-05-01T12:00:00.5Z`` for timestamptz); json/jsonb become JSON;
-any type without a converter keeps its text form.
+become ISO 8601 (``2024-05-01T12:00:00.5Z`` for timestamptz; years BC counted the ISO way,
+1 BC = ``0000``); json/jsonb are embedded as the JSON text Postgres sent (``orjson.Fragment``:
+never re-parsed, so no depth limit and no cost); any type without a converter keeps its
+text form.
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ def _bytea(raw: bytes) -> str:
 
 def _timestamp(raw: bytes) -> str:
     text = raw.decode("ascii")
-    return text.replace(" ", "T", 1) if text[0].isdigit() else text  # 'infinity' stays
+    if text.endswith(" BC"):
+        text = _astronomical_year(text[:-3])
+    return text if text.endswith("infinity") else text.replace(" ", "T", 1)
+
+
+def _astronomical_year(text: str) -> str:
+    """``'4713-01-01 ...'`` BC -> ``'-4712-01-01 ...'``: ISO 8601 counts 1 BC as year 0."""
+    year, rest = text.split("-", 1)
+    astronomical = 1 - int(year)
+    return f"{astronomical:05d}-{rest}" if astronomical < 0 else f"{astronomical:04d}-{rest}"
 
 
 def _timestamptz(raw: bytes) -> str:
@@ -63,7 +74,7 @@ SCALAR_CONVERTERS: dict[int, Converter] = {
     17: _bytea,
     20: int, 21: int, 23: int, 26: int,
     700: _float, 701: _float,
-    114: orjson.loads, 3802: orjson.loads,
+    114: orjson.Fragment, 3802: orjson.Fragment,
     1114: _timestamp, 1184: _timestamptz,
 }
 

@@ -159,7 +159,7 @@ class Publisher:
 
     async def _deliveries_for(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[NewDelivery, Integration]]:
         try:
-            fields = parse_event(record.value)
+            fields = parse_event(record.value, record.headers or ())
         except NotAnEvent as exc:
             self.dead_letters.add(record, str(exc))
             return []

@@ -177,3 +177,14 @@ def test_reasons_name_the_problem(value: bytes, reason: str) -> None:
 def _record(value: bytes) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(topic="t", partition=0, offset=7, timestamp=0, timestamp_type=0, key=b"k", value=value,
                           checksum=None, serialized_key_size=1, serialized_value_size=len(value), headers=[])
+
+
+def test_an_event_nested_deeper_than_the_parser_reads_is_routed_by_its_headers() -> None:
+    deep = b'{"eventId": "evt_1", "data": {"value": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    headers = [("walhook-event-id", b"evt_1"), ("walhook-organization-id", b"acme"),
+               ("walhook-entity-key", b"docs"), ("walhook-operation-type", b"created"),
+               ("walhook-entity-path", b"docs/1")]
+    fields = parse_event(deep, headers)
+    assert (fields.event_id, fields.organization_id, fields.entity_path) == ("evt_1", "acme", "docs/1")
+    with pytest.raises(NotAnEvent, match="depth limit"):  # a foreign record without our headers stays refused
+        parse_event(deep, headers[:4])

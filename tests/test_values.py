@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +17,8 @@ from cdc.values import UserType, converter_for, parse_array
 
 
 def convert(type_oid: int, text: str):
-    return converter_for(type_oid)(text.encode("utf-8"))
+    """The value as the event's JSON carries it (json/jsonb values are embedded, not parsed)."""
+    return orjson.loads(orjson.dumps(converter_for(type_oid)(text.encode("utf-8"))))
 
 
 # --------------------------------------------------------------------------------------
