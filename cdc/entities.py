@@ -221,6 +221,19 @@ class EventBuilder:
         path = mapping.entity_path(new)
         return self._event("updated", mapping, new, path, mapping.state(new, path=path), old_state, mask, tx, index)
 
+    def unbuildable(self, change: Insert | Update | Delete, tx: TransactionContext, index: int) -> Row:
+        """What can be said of a change whose row could not be converted: enough to find it again."""
+        mapping = self._mappings.get(change.relation_oid)
+        operation = {Insert: "created", Update: "updated", Delete: "deleted"}[type(change)]
+        return {
+            "eventTimestamp": tx.event_timestamp, "operationType": operation,
+            "entityPath": "", "entityId": "", "organizationId": None,
+            "entityKey": mapping.entity_key if mapping else "",
+            "table": mapping.relation.qualified_name if mapping else str(change.relation_oid),
+            "eventId": make_event_id(tx.commit_lsn, index),
+            "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
+        }
+
     def truncate_event(self, mapping: TableMapping, tx: TransactionContext, index: int) -> Row:
         """One event per truncated table: no entity, no organization (it affects every row)."""
         return {

@@ -60,8 +60,8 @@ def message_headers(event: dict[str, Any], environment: str | None = None) -> li
 def dead_letter_record(event: dict[str, Any], reason: str, size: int) -> bytes:
     """What the dead-letter topic keeps of an event Kafka refused: enough to find the row again."""
     fields = ("eventId", "eventTimestamp", "operationType", "entityKey", "entityPath", "entityId",
-              "organizationId", "transaction")
-    return orjson.dumps({**{name: event.get(name) for name in fields}, "reason": reason, "size": size})
+              "organizationId", "transaction", "table")
+    return orjson.dumps({**{name: event[name] for name in fields if name in event}, "reason": reason, "size": size})
 
 
 async def ensure_topic(settings: KafkaSettings, topic: str | None = None) -> None:
@@ -280,6 +280,12 @@ class KafkaWriter:
                 "(and the broker's message.max.bytes)") from error
         self._start_dead_letter(event, size, error, token)
         return True
+
+    def dead_letter(self, event: dict[str, Any], error: BaseException, token: object) -> None:
+        """Divert a change that could not become an event; ``acknowledge(token, 1)`` once it is recorded."""
+        if not self._settings.dead_letter_topic:
+            raise KafkaWriteError(f"no [kafka] dead_letter_topic for {event['eventId']}: {error}") from error
+        self._start_dead_letter(event, 0, error, token)  # close() waits for it
 
     def _start_dead_letter(self, event: dict[str, Any], size: int, error: BaseException, token: object) -> None:
         task = asyncio.ensure_future(self._dead_letter(event, size, error, token))

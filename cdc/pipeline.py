@@ -21,12 +21,12 @@ from cdc.backoff import Backoff
 from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
 from cdc.entities import EventBuilder, TransactionContext
-from cdc.errors import ReplicationLost, SlotBusyError
+from cdc.errors import MappingError, ReplicationLost, SlotBusyError
 from cdc.kafka import KafkaWriter, ensure_topic
 from cdc.lsn import format_lsn
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
-from cdc.source import prepare_source, slot_lag_bytes
+from cdc.source import connect_control, prepare_source, slot_lag_bytes
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
@@ -144,7 +144,15 @@ class CapturePipeline:
 
     def _change(self, change: Insert | Update | Delete, writer: KafkaWriter) -> None:
         assert self._transaction is not None and self._acks is not None, "row change outside a transaction"
-        event = self._builder.build(change, self._transaction, self._index)
+        try:
+            event = self._builder.build(change, self._transaction, self._index)
+        except MappingError as exc:
+            if not self.kafka.dead_letter_topic:
+                raise
+            # A row that cannot be converted (e.g. bytes that are not UTF-8) must not stop the stream.
+            self.tracker.sent(self._acks)
+            writer.dead_letter(self._builder.unbuildable(change, self._transaction, self._index), exc, self._acks)
+            event = None
         self._index += 1
         if event is not None:
             self._send(event, writer)
@@ -221,7 +229,7 @@ class CapturePipeline:
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection:
     try:
-        return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        return await connect_control(dsn)
     except psycopg.OperationalError as exc:
         raise ReplicationLost(f"cannot connect to the source database: {exc}") from exc
 

@@ -30,6 +30,15 @@ class SlotState:
     created: bool
 
 
+async def connect_control(dsn: str) -> psycopg.AsyncConnection:
+    """An ordinary connection for checks, catalog lookups and heartbeats.
+
+    ``client_encoding=utf8``: in a SQL_ASCII database psycopg would otherwise return bytes,
+    not text, for every catalog value.
+    """
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True, client_encoding="utf8")
+
+
 async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> SlotState:
     """Check and set up everything capture needs; returns the slot's position.
 
@@ -38,7 +47,7 @@ async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySett
     """
     tables = [entity.table for entity in entities]
     try:
-        async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
+        async with await connect_control(settings.dsn) as conn:
             await _check_wal_level(conn)
             await _check_privileges(conn)
             await _check_tables(conn, entities)

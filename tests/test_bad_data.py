@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cdc.errors import SourceError
+from cdc.errors import MappingError, SourceError
 from cdc.pipeline import run_capture
 from models.events import ChangeEvent
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
-from tests.conftest import Servers
+from tests.conftest import Servers, _drop_slots
 
 BIG = 64 << 20  # producer and consumer limits for the cases whose events are meant to arrive whole
 
@@ -215,6 +217,46 @@ async def test_a_ten_megabyte_value_over_the_limit_is_dead_lettered_and_the_stre
     assert properties(events[1]) == {"id": 1, "body": "smaller"}
     assert [(r["entityPath"], r["operationType"]) for r in refused] == [("rows/1", "created"), ("rows/1", "updated")]
     assert all(r["size"] > TEN_MB and "MessageSizeTooLarge" in r["reason"] for r in refused)
+
+
+@pytest.fixture
+def sql_ascii_database(servers: Servers) -> Iterator[str]:
+    """A database that stores whatever bytes it is given: text that is not UTF-8 reaches the stream."""
+    name = f"t_ascii_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    params = conninfo_to_dict(servers.admin_dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        _drop_slots(conn, name)
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+NOT_UTF8 = "INSERT INTO notes VALUES (1, convert_from('\\xff'::bytea, 'SQL_ASCII'))"
+
+
+async def test_a_row_that_cannot_be_converted_stops_the_stream_naming_table_and_column(
+        sql_ascii_database: str, servers: Servers, topic: str) -> None:
+    execute(sql_ascii_database, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    async with capturing(sql_ascii_database, servers, topic, [entity("notes")]) as capture:
+        execute(sql_ascii_database, NOT_UTF8)
+        with pytest.raises(MappingError, match=r"public\.notes\.body \(type oid 25\): cannot convert"):
+            await capture.events(1, timeout=10)
+
+
+async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_goes_on(
+        sql_ascii_database: str, servers: Servers, topic: str) -> None:
+    execute(sql_ascii_database, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    dead = f"{topic}.dead"
+    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], dead_letter_topic=dead) as capture:
+        execute(sql_ascii_database, NOT_UTF8, "INSERT INTO notes VALUES (2, 'fine')")
+        (event,) = await capture.events(1)
+        (refused,) = await capture.events(1, topic=dead)
+    assert properties(event) == {"id": 2, "body": "fine"}
+    assert refused["table"] == "public.notes" and refused["operationType"] == "created"
+    assert "public.notes.body" in refused["reason"] and "utf-8" in refused["reason"]
+    assert refused["eventId"].startswith("evt_") and refused["transaction"]["index"] == 0
 
 
 # ---------------------------------------------------------------------------------------------- identifiers
