@@ -102,6 +102,19 @@ class Dispatcher:
     def backlog(self) -> int:
         return sum(lane.size for lane in self._lanes.values())
 
+    async def room(self, max_wait: float = 2.0) -> None:
+        """Wait (at most ``max_wait`` seconds) while a lane that drains quickly is over half full.
+
+        Called before taking more events in: deliveries a full lane cannot take go the slow way,
+        through the store and the poller, so it pays to wait a moment for a lane that is about to have
+        room. A lane that drains slowly or not at all is not waited for: one hanging endpoint never
+        holds up the others.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while (left := deadline - loop.time()) > 0 and any(lane.backed_up(left) for lane in self._lanes.values()):
+            await asyncio.sleep(0.005)
+
     def submit(self, delivery: Delivery, integration: Integration) -> bool:
         """Hand a claimed delivery to its integration's lane; False (and released) when it must wait."""
         disabled_at = self._disabled.get(integration.id)

@@ -45,6 +45,27 @@ class TokenBucket:
         return (1 - self._tokens) / self.rate
 
 
+@dataclass
+class DrainRate:
+    """Deliveries done per second over the last ``window`` seconds or so; pure: callers pass the time."""
+
+    window: float = 1.0
+    _count: int = field(default=0, init=False)
+    _start: float = field(default=0.0, init=False)
+    _rate: float = field(default=0.0, init=False)
+    _last: float = field(default=float("-inf"), init=False)
+
+    def note(self, now: float, done: int) -> None:
+        if now - self._start >= self.window:
+            self._rate = self._count / (now - self._start) if self._count else 0.0
+            self._count, self._start = 0, now
+        self._count += done
+        self._last = now
+
+    def rate(self, now: float) -> float:
+        return self._rate if now - self._last < self.window else 0.0  # nothing done lately: not draining
+
+
 class Lane:
     """The deliveries of one integration, worked by ``concurrency`` tasks."""
 
@@ -60,12 +81,22 @@ class Lane:
         self._ready: deque[str] = deque()  # entities with a delivery that may go now
         self._busy: set[str] = set()  # entities with an attempt in flight
         self._size = 0
+        self._drain = DrainRate()
         self._wakeup = asyncio.Event()
         self._workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
 
     @property
     def size(self) -> int:
         return self._size
+
+    def backed_up(self, within: float) -> bool:
+        """Over half full, but draining fast enough to be back at half within ``within`` seconds.
+
+        Whoever feeds the lane may wait for such a lane; one that drains slowly (or not at all,
+        its endpoint hangs) is not worth waiting for: what it cannot take waits in the store.
+        """
+        excess = self._size - self._capacity // 2
+        return excess > 0 and excess <= self._drain.rate(asyncio.get_running_loop().time()) * within
 
     def holds_all(self, entity_path: str, delivery_ids: tuple[int, ...]) -> bool:
         """Whether every one of ``delivery_ids`` waits (or runs) in this entity's queue here."""
@@ -114,6 +145,7 @@ class Lane:
                 self._busy.difference_update(key for key, _ in taken)
             for key, group in taken:
                 self._after(key, len(group), may_continue)
+            self._drain.note(asyncio.get_running_loop().time(), sum(len(group) for _, group in taken))
 
     def _take(self) -> list[tuple[str, list[Delivery]]]:
         """Up to ``batch_size`` deliveries: entities' heads, and their followers in order."""

@@ -112,6 +112,7 @@ class Publisher:
             if not await self._start_consumer(consumer, stop):
                 return
             while not stop.is_set():
+                await self.dispatcher.room()
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
                 if batch:
                     await self._consume(consumer, batch)
