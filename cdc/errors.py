@@ -6,7 +6,8 @@
     └── CdcError
         ├── ProtocolError        bytes from the server that do not parse
         ├── SourceError          the source database refused or is misconfigured
-        │   └── SlotBusyError    another process streams from the slot
+        │   ├── SlotBusyError    another process streams from the slot
+        │   └── SlotInvalidated  Postgres gave the slot up (max_slot_wal_keep_size)
         ├── ReplicationLost      the replication connection dropped (retriable)
         ├── MappingError         a row cannot become an event (names the table and column)
         └── KafkaWriteError      Kafka did not acknowledge an event
@@ -29,6 +30,17 @@ class SourceError(CdcError):
 
 class SlotBusyError(SourceError):
     """The replication slot is active for another process."""
+
+
+class SlotInvalidated(SourceError):
+    """Postgres invalidated the slot: it held back more WAL than ``max_slot_wal_keep_size`` allows."""
+
+    def __init__(self, slot: str, detail: str = "") -> None:
+        super().__init__(
+            f"replication slot {slot!r} was invalidated by Postgres: it held back more WAL than "
+            "max_slot_wal_keep_size allows, and the changes since its last confirmed position are gone. "
+            f"Drop it (SELECT pg_drop_replication_slot('{slot}')) and start walhook again to capture from now "
+            "on; re-sync receivers for the gap from the tables themselves" + (f" ({detail})" if detail else ""))
 
 
 class ReplicationLost(CdcError):

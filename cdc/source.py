@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from cdc.errors import ReplicationLost, SlotBusyError, SourceError
+from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
 from cdc.lsn import parse_lsn
 from models.settings import EntitySettings, SourceSettings
 
@@ -146,8 +146,8 @@ async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequenc
 async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
     """Create the pgoutput slot if missing; refuse a foreign plugin or a slot in use."""
     cursor = await conn.execute(
-        "SELECT plugin, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-        [slot])
+        "SELECT plugin, active_pid, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots "
+        "WHERE slot_name = %s", [slot])
     row = await cursor.fetchone()
     if row is None:
         cursor = await conn.execute(
@@ -155,7 +155,9 @@ async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
         created = await cursor.fetchone()
         log.info("created replication slot %s at %s", slot, created[0])  # type: ignore[index]
         return SlotState(slot, parse_lsn(created[0]), True)  # type: ignore[index]
-    plugin, active_pid, confirmed = row
+    plugin, active_pid, confirmed, wal_status = row
+    if wal_status == "lost":
+        raise SlotInvalidated(slot)
     if plugin != "pgoutput":
         raise SourceError(f"replication slot {slot!r} uses plugin {plugin!r}, not pgoutput; "
                           "drop it or choose another [source] slot name")

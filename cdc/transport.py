@@ -16,7 +16,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from cdc.errors import ReplicationLost, SlotBusyError, SourceError
+from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
 from cdc.lsn import format_lsn
 
 # Fixed session settings make the text form of every value predictable (see cdc.values).
@@ -155,4 +155,6 @@ def _start_error(slot: str, message: str) -> Exception:
     if "is active for PID" in message:
         return SlotBusyError(f"replication slot {slot!r} is in use by another process ({message}); "
                              "stop the other walhook cdc or give this one its own [source] slot")
+    if "can no longer get changes" in message or "has been invalidated" in message:  # lost while streaming
+        return SlotInvalidated(slot, message)
     return SourceError(f"START_REPLICATION on slot {slot!r} failed: {message}")

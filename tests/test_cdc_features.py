@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc.errors import KafkaWriteError, SourceError
+from cdc.errors import KafkaWriteError, SlotInvalidated, SourceError
 from cdc.lsn import parse_lsn
 from cdc.pipeline import CaptureStats, run_capture
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
@@ -258,6 +258,26 @@ async def test_wal_level_replica_is_refused_with_what_to_change(tmp_path: Path, 
     try:
         source, kafka = source_and_kafka(server.dsn, servers, topic)
         with pytest.raises(SourceError, match="wal_level is 'replica'; set wal_level = logical"):
+            await run_capture(source, kafka, [DOCS], asyncio.Event())
+    finally:
+        server.stop()
+
+
+async def test_a_slot_postgres_invalidated_is_refused_with_how_to_recover(tmp_path: Path, servers: Servers,
+                                                                         topic: str) -> None:
+    # A server that keeps at most 1 MB of WAL for slots: a slot nobody reads is given up at the next checkpoint.
+    server = PostgresServer(tmp_path / "small-wal" / "data", settings={"max_slot_wal_keep_size": "1MB"})
+    server.start()
+    try:
+        setup(server.dsn, DOCS_TABLE, "SELECT pg_create_logical_replication_slot('walhook', 'pgoutput')")
+        for n in range(4):  # four WAL segments past the slot
+            setup(server.dsn, f"INSERT INTO docs (id, title, body) VALUES ({n}, 't', 'b')", "SELECT pg_switch_wal()")
+        setup(server.dsn, "CHECKPOINT")
+        with psycopg.connect(server.dsn) as conn:
+            status = conn.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
+        assert status == ("lost",)
+        source, kafka = source_and_kafka(server.dsn, servers, topic)
+        with pytest.raises(SlotInvalidated, match=r"invalidated by Postgres.*pg_drop_replication_slot\('walhook'\)"):
             await run_capture(source, kafka, [DOCS], asyncio.Event())
     finally:
         server.stop()
