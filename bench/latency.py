@@ -52,23 +52,32 @@ async def measure_rate(pipeline: WalhookPipeline, writer: PacedWriter, receiver:
     started = time.monotonic()
     start, committed = await asyncio.to_thread(writer.run, rate, seconds, first_id)
     await receiver.wait_for(committed.keys(), stall_timeout=max(60.0, seconds))
-    cpu, elapsed = meter.lap(), time.monotonic() - started
-    latencies = sorted((receiver.arrivals[i] - t) * 1000 for i, t in committed.items() if i in receiver.arrivals)
-    last_commit = max(committed.values())
-    lateness = max(t - (start + (i - first_id) / rate) for i, t in committed.items())
-    result = {
-        "rate": rate, "seconds": seconds, "written": len(committed),
-        "delivered": sum(1 for i in committed if i in receiver.arrivals),
-        "achieved_rate": round(len(committed) / (last_commit - start), 1),
-        "writer_max_behind_schedule_ms": round(lateness * 1000, 1),
-        "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
-        "max_ms": round(latencies[-1], 1) if latencies else None,
-        "machine_busy_cores": round(cpu.pop("machine") / elapsed, 2),
-        "cpu_ms_per_event": {name: round(seconds * 1000 / max(1, len(committed)), 3) for name, seconds in cpu.items()},
-    }
+    result = {"rate": rate, "seconds": seconds, **latency_summary(committed, receiver.arrivals, start, rate, first_id),
+              **_cpu_summary(meter.lap(), time.monotonic() - started, len(committed))}
     result["breakdown"] = await stage_breakdown(pipeline, kafka, receiver, committed)
     result.update(pipeline.peak_rss_mb())
     return result
+
+
+def latency_summary(committed: dict[int, float], arrivals: dict[int, float], start: float, rate: float,
+                    first_id: int) -> dict[str, Any]:
+    """Counts, the achieved write rate, how late the writer ever was, and latency percentiles in ms."""
+    latencies = sorted((arrivals[i] - t) * 1000 for i, t in committed.items() if i in arrivals)
+    lateness = max(t - (start + (i - first_id) / rate) for i, t in committed.items())
+    return {"written": len(committed), "delivered": len(latencies),
+            "achieved_rate": round(len(committed) / (max(committed.values()) - start), 1),
+            "writer_max_behind_schedule_ms": round(lateness * 1000, 1),
+            "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+            "max_ms": round(latencies[-1], 1) if latencies else None}
+
+
+def _cpu_summary(spent: dict[str, float], elapsed: float, events: int) -> dict[str, Any]:
+    """CPU per event of each part, the cores they kept busy together, and the whole machine's busy cores
+    (which includes whatever else ran meanwhile)."""
+    machine = spent.pop("machine")
+    return {"machine_busy_cores": round(machine / elapsed, 2),
+            "pipeline_busy_cores": round(sum(spent.values()) / elapsed, 2),
+            "cpu_ms_per_event": {name: round(cpu * 1000 / max(1, events), 3) for name, cpu in spent.items()}}
 
 
 async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, rates: list[float],
@@ -121,16 +130,21 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'rate/s':>7}{'achieved':>10}{'written':>9}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'cdc MB':>8}{'pub MB':>8}")
     for run in result["runs"]:
-        print(f"{run['rate']:>7.0f}{run['achieved_rate']:>10.0f}{run['written']:>9}{run['delivered']:>10}"
-              f"{run['p50_ms']:>9}{run['p99_ms']:>9}{run['max_ms']:>9}{run['cdc_peak_rss_mb']:>8.0f}"
-              f"{run['publisher_peak_rss_mb']:>8.0f}")
+        cells = [_cell(run[key]) for key in ("written", "delivered", "p50_ms", "p99_ms", "max_ms")]
+        print(f"{run['rate']:>7.0f}{run['achieved_rate']:>10.0f}{cells[0]:>9}{cells[1]:>10}{cells[2]:>9}{cells[3]:>9}"
+              f"{cells[4]:>9}{run['cdc_peak_rss_mb']:>8.0f}{run['publisher_peak_rss_mb']:>8.0f}")
     print(f"verified {result['verified']}, rejected {result['rejected']}, duplicates {result['duplicates']}")
     for run in result["runs"]:
         stages = ", ".join(f"{name} {v['p50_ms']}/{v['p99_ms']}" for name, v in run["breakdown"].items()
                            if isinstance(v, dict))
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
         print(f"{run['rate']:>7.0f}/s  stage p50/p99 ms: {stages}")
-        print(f"{'':>9}CPU ms per event: {cpu}; machine busy {run['machine_busy_cores']} of {os.cpu_count()} cores")
+        print(f"{'':>9}CPU ms per event: {cpu}; busy cores: these {run['pipeline_busy_cores']}, "
+              f"whole machine {run['machine_busy_cores']} of {os.cpu_count()}")
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ dsn = "{store_dsn}"
 [publisher]
 retry_delays = [0, 1, 5]
 concurrency_per_integration = 64  # one integration takes all the traffic: let it keep many requests open
-lane_capacity = 50000             # a backlog waits in memory, not for the 0.5 s retry poller
+lane_capacity = 50000             # a backlog waits in memory, not for the retry poller
+poll_interval = 2                 # the retry poller's query scans every pending delivery: rarely under a backlog
+integrations_cache_seconds = 30   # a reload of the cache stalls the consumer loop for a store round trip
 allowed_networks = ["127.0.0.1/32"]
 
 [[entities]]

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from multiprocessing.pool import Pool
 from types import TracebackType
+from typing import Any
 
 from psycopg import pq
 
@@ -42,9 +43,11 @@ class PacedWriter:
 
     def __enter__(self) -> PacedWriter:
         # spawn, not fork: the benchmark process runs an event loop and threads.
-        self._pool = multiprocessing.get_context("spawn").Pool(self._connections)
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(self._connections)
+        self._pool = context.Pool(self._connections, initializer=_keep, initargs=(barrier,))
         # Wait until every worker has started and imported what it needs, so the first rate starts on time.
-        self.pids = sorted(set(self._pool.map(_ready, range(self._connections), chunksize=1)))
+        self.pids = self._pool.map(_ready, range(self._connections), chunksize=1)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -69,8 +72,16 @@ class PacedWriter:
         return start, committed
 
 
+_barrier: Any = None  # a worker process's copy of the pool's start barrier
+
+
+def _keep(barrier: Any) -> None:
+    global _barrier
+    _barrier = barrier
+
+
 def _ready(_: int) -> int:
-    time.sleep(0.3)  # long enough that each idle worker takes one of these
+    _barrier.wait(60)  # a worker waiting here takes no other task: every worker answers once
     return os.getpid()
 
 
