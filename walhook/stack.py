@@ -209,10 +209,9 @@ class PostgresServer:
 class KafkaBroker:
     """The tansu Kafka-protocol broker on 127.0.0.1:``port``, in-memory storage by default.
 
-    The wheel's tansu is built with its memory and S3 storage only (``postgres://`` answers
-    ``FeatureNotEnabled``). For a broker that keeps its data across a restart, give an ``s3://``
-    storage URL and the object store in ``env`` (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, keys, region).
-    ``start`` after ``stop`` reuses the port.
+    The wheel's tansu is built with memory and S3 storage only (``postgres://`` answers
+    ``FeatureNotEnabled``); ``env`` reaches the broker's environment (an S3 storage reads its
+    endpoint and keys from there). ``start`` after ``stop`` reuses the port.
     """
 
     log_dir: Path

@@ -14,12 +14,10 @@ from tests.chaos.servers import ChaosServers
 
 
 async def restart_broker(servers: ChaosServers, down_seconds: float) -> None:
-    """Stop the broker (SIGTERM), leave it down, start it again on the same port with the same storage."""
-    broker = servers.broker
-    assert broker is not None
-    await asyncio.to_thread(broker.stop)
+    """Stop the broker, leave it down, start it again (an external one: its restart command does both)."""
+    await asyncio.to_thread(servers.stop_broker)
     await asyncio.sleep(down_seconds)
-    await asyncio.to_thread(broker.start)
+    await asyncio.to_thread(servers.start_broker)
 
 
 async def restart_postgres(servers: ChaosServers, mode: str, down_seconds: float) -> None:

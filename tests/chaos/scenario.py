@@ -13,6 +13,7 @@ import os
 import random
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,8 @@ class Scenario:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     publishers: int = 1
     persistent_broker: bool = False
-    settle: float = 120.0  # seconds after the writer and the fault finished, for the rest to arrive
+    # Seconds after the writer and the fault finished, for the rest to arrive.
+    settle: float = float(os.environ.get("WALHOOK_CHAOS_SETTLE", 120))
     seed: int = 20_261_122
 
 
@@ -94,13 +96,18 @@ async def run_scenario(scenario: Scenario) -> Summary:
         async with LedgerReceiver(behaviours=dict(scenario.behaviours)) as receiver:
             return await _run(scenario, servers, receiver, directory, started)
     finally:
-        await asyncio.to_thread(servers.remove)
+        if os.environ.get("WALHOOK_CHAOS_KEEP") == "1":  # logs and data stay for a post-mortem
+            await asyncio.to_thread(servers.stop)
+            print(f"  kept {directory}", flush=True)
+        else:
+            await asyncio.to_thread(servers.remove)
 
 
 async def _run(scenario: Scenario, servers: ChaosServers, receiver: LedgerReceiver, directory: Path,
                started: float) -> Summary:
     subscribers = await _prepare(servers, receiver, scenario.subscribers)
-    config = write_config(directory / "walhook.toml", servers.dsn("app"), servers.bootstrap_servers, "chaos.events",
+    topic = f"walhook.chaos.{uuid.uuid4().hex[:10]}"  # an external broker keeps the topics of earlier runs
+    config = write_config(directory / "walhook.toml", servers.dsn("app"), servers.bootstrap_servers, topic,
                           entities_config(), PUBLISHER).resolve()
     _use_store(config, servers.dsn("store"))
     rng = random.Random(scenario.seed)
@@ -110,7 +117,7 @@ async def _run(scenario: Scenario, servers: ChaosServers, receiver: LedgerReceiv
     run = Run(servers, writer, Ledger([], subscribers), receiver, Supervised("cdc", config, directory),
               [Supervised("publisher", config, directory, f"publisher{n}") for n in range(scenario.publishers)],
               config, rng, subscribers)
-    await _start_processes(run, servers)
+    await _start_processes(run, servers, f"{topic}.publisher")
     ready = time.monotonic()
     try:
         record, _ = await asyncio.gather(writer.run(), scenario.fault(run))
@@ -150,14 +157,14 @@ def _use_store(config: Path, store_dsn: str) -> None:
     config.write_text(f'{head}[store]\ndsn = "{store_dsn}"{tail[tail.index(chr(10)):]}')
 
 
-async def _start_processes(run: Run, servers: ChaosServers) -> None:
+async def _start_processes(run: Run, servers: ChaosServers, group: str) -> None:
     run.cdc.start()
     assert run.cdc.process is not None
     await wait_for_streaming(servers.dsn("app"), "walhook", run.cdc.process, timeout=60)
     for publisher in run.publishers:
         publisher.start()
     assert run.publishers[0].process is not None
-    await wait_for_publisher(servers.bootstrap_servers, "chaos.events.publisher", run.publishers[0].process, 60)
+    await wait_for_publisher(servers.bootstrap_servers, group, run.publishers[0].process, 60)
 
 
 async def _settle(run: Run, seconds: float) -> None:

@@ -4,10 +4,14 @@ Scenarios restart servers, so they never use the session's shared stack. The sou
 in database ``app``, walhook's store in database ``store`` on the same server: the store can be
 made unavailable (``ALLOW_CONNECTIONS false``) while the source keeps streaming.
 
-The broker keeps its data across a restart only with S3 storage (the wheel's tansu has no
-Postgres storage). ``persistent_broker_reason`` says what is missing; an S3 endpoint comes from
-``WALHOOK_CHAOS_S3`` (URL of an S3-compatible server; bucket ``tansu`` is created) or from a
-``moto_server`` command (``pip install 'moto[server]'``) started here.
+The broker restart needs a broker that keeps its data, and the bundled tansu cannot be one here:
+it is built without Postgres storage (``--storage-engine postgres://...`` fails with
+``FeatureNotEnabled``), memory storage forgets everything, and its S3 storage (tried against
+``moto_server``) lists a partition's objects on every fetch and, after a restart, answered the
+consumer group's offset fetch with a malformed response - the publisher never resumed. So that
+scenario runs against an external broker: ``WALHOOK_TEST_KAFKA`` names it and
+``WALHOOK_CHAOS_KAFKA_RESTART`` is a shell command that restarts it, e.g.
+``docker compose -f docker/compose.yaml restart kafka`` (Apache Kafka, data on its volume).
 """
 
 from __future__ import annotations
@@ -15,43 +19,32 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from walhook.stack import KafkaBroker, PostgresServer, free_port, spawn, stop_process, wait_for_port
-
-S3_BUCKET = "tansu"
-
-
-def moto_command() -> str | None:
-    """``moto_server`` next to this Python, or on PATH."""
-    beside = Path(sys.executable).parent / "moto_server"
-    return str(beside) if beside.exists() else shutil.which("moto_server")
+from walhook.stack import KafkaBroker, PostgresServer
 
 
 def persistent_broker_reason() -> str | None:
-    """None when a broker that survives a restart can be run here; otherwise why not."""
-    if os.environ.get("WALHOOK_CHAOS_S3") or moto_command():
+    """None when a broker that survives a restart is available; otherwise why not."""
+    if os.environ.get("WALHOOK_TEST_KAFKA") and os.environ.get("WALHOOK_CHAOS_KAFKA_RESTART"):
         return None
-    return ("no persistent broker: the bundled tansu has memory and S3 storage only (postgres:// is not compiled "
-            "in); set WALHOOK_CHAOS_S3 to an S3-compatible endpoint or install 'moto[server]'")
+    return ("needs a broker that keeps its data: set WALHOOK_TEST_KAFKA and WALHOOK_CHAOS_KAFKA_RESTART (e.g. Apache "
+            "Kafka from docker/compose.yaml); the bundled tansu has no Postgres storage and its S3 storage did not "
+            "resume consumer groups after a restart")
 
 
 @dataclass
 class ChaosServers:
-    """Postgres and the broker for one scenario; ``persistent`` puts the broker's data in S3."""
+    """Postgres and the broker for one scenario; ``persistent``: the external broker, restarted by command."""
 
     directory: Path
     persistent: bool = False
     postgres: PostgresServer | None = None
     broker: KafkaBroker | None = None
-    _s3: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> ChaosServers:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -60,10 +53,9 @@ class ChaosServers:
         with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE app")
             conn.execute("CREATE DATABASE store")
-        self.broker = KafkaBroker(self.directory / "kafka")
-        if self.persistent:
-            self.broker.storage, self.broker.env = f"s3://{S3_BUCKET}/", self._object_store()
-        self.broker.start()
+        if not self.persistent:
+            self.broker = KafkaBroker(self.directory / "kafka")
+            self.broker.start()
         return self
 
     def dsn(self, database: str) -> str:
@@ -72,46 +64,29 @@ class ChaosServers:
 
     @property
     def bootstrap_servers(self) -> str:
+        if self.persistent:
+            return os.environ["WALHOOK_TEST_KAFKA"]
         assert self.broker is not None
         return self.broker.bootstrap_servers
 
-    def _object_store(self) -> dict[str, str]:
-        """Environment that points tansu at an S3 endpoint with the bucket in place."""
-        endpoint = os.environ.get("WALHOOK_CHAOS_S3")
-        if not endpoint:
-            command = moto_command()
-            assert command is not None, persistent_broker_reason()
-            port = free_port()
-            self._s3 = spawn([command, "-H", "127.0.0.1", "-p", str(port)], self.directory / "s3.log")
-            wait_for_port("127.0.0.1", port, 30, self._s3)
-            endpoint = f"http://127.0.0.1:{port}"
-        _create_bucket(endpoint)
-        return {"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "chaos"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "chaos")}
+    def stop_broker(self) -> None:
+        if self.persistent:
+            subprocess.run(os.environ["WALHOOK_CHAOS_KAFKA_RESTART"], shell=True, check=True, capture_output=True)
+        else:
+            assert self.broker is not None
+            self.broker.stop()
+
+    def start_broker(self) -> None:
+        """The local broker starts again on its port; an external one was restarted by ``stop_broker``."""
+        if not self.persistent:
+            assert self.broker is not None
+            self.broker.start()
 
     def stop(self) -> None:
         for server in (self.broker, self.postgres):
             if server is not None:
                 server.stop()
-        if self._s3 is not None:
-            stop_process(self._s3)
 
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _create_bucket(endpoint: str) -> None:
-    """PUT the bucket (an existing one is fine); retried while the server comes up."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{S3_BUCKET}", method="PUT"), timeout=5)
-            return
-        except urllib.error.HTTPError:
-            return  # it exists already, or this server wants signed requests: then the bucket must exist
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

@@ -75,7 +75,7 @@ async def test_misbehaving_receivers() -> None:
 
 @persistent
 async def test_broker_restart() -> None:
-    """The broker (tansu on S3 storage, which keeps data) stopped for 3 s and started again mid-stream."""
+    """The external broker (it keeps its data) restarted mid-stream; see ``tests.chaos.servers``."""
     await check(Scenario("broker restart", schedule((3.0, broker_restart(3))), write_rate=150,
                          persistent_broker=True))
 
