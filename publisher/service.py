@@ -174,9 +174,19 @@ class Publisher:
         return [(NewDelivery(integration.id, organization, event_id, webhook_id(event_id, integration.id),
                              entity_key, path, operation, record.value or b"", record.partition, record.offset),
                  integration)
-                for integration in await self._integrations.of(organization)
+                for integration in await self._integrations_of(organization)
                 if matches_any(integration.subscriptions, entity_key, operation)
                 and integration.environment in (None, source_environment)]
+
+    async def _integrations_of(self, organization: str) -> list[Integration]:
+        """The organization's integrations. A store outage is waited out like one while recording deliveries:
+        the batch's offsets stay uncommitted meanwhile, and the process keeps running."""
+        while True:
+            try:
+                return await self._integrations.of(organization)
+            except StoreError as exc:
+                log.error("cannot read the integrations of %s, retrying: %s", organization, exc)
+                await asyncio.sleep(1.0)
 
     async def _poll_due(self, stop: asyncio.Event) -> None:
         """Hand due retries (and deliveries others released) to the lanes, as room allows."""

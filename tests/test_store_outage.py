@@ -1,0 +1,41 @@
+"""The publisher rides out a store outage: events consumed while the store refuses connections are
+recorded and delivered once it is back, and the process does not exit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.conftest import Servers
+from tests.receivers import ScriptedReceiver
+from tests.test_delivery import event, org_with, produce, publishing, until
+
+
+async def set_connections(servers: Servers, database: str, allowed: bool) -> None:
+    name = conninfo_to_dict(database)["dbname"]
+    async with await psycopg.AsyncConnection.connect(servers.admin_dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if allowed else "false")))
+        if not allowed:
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+
+
+async def test_events_consumed_while_the_store_is_down_are_delivered_afterwards(
+        servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _), \
+            publishing(servers, topic, store, integrations_cache_seconds=0) as publisher:
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.verified("hook")) == 1)
+        await set_connections(servers, database, allowed=False)
+        try:
+            await produce(servers, topic, [event(2, entity="docs/2")])
+            await asyncio.sleep(3.0)  # the consumer gets the record while the store refuses connections
+            running = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "Publisher.run"]
+            assert running and not running[0].done(), "the publisher stopped while the store was down"
+        finally:
+            await set_connections(servers, database, allowed=True)
+        await until(lambda: len(receiver.verified("hook")) == 2, timeout=30)
+    assert publisher.delivered == 2
