@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-http clean
+.PHONY: demo test lint bench bench-http chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: $(STAMP)
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py
+
+# The chaos suite: every fault as a scenario of its own, CHAOS_CHANGES committed changes each (10 scenarios
+# run locally, 120,000 changes in all; the broker restart needs WALHOOK_TEST_KAFKA and WALHOOK_CHAOS_KAFKA_RESTART).
+# Each scenario prints its ledger summary line. `make test` runs the short versions.
+CHAOS_CHANGES ?= 12000
+chaos: $(STAMP)
+	WALHOOK_CHAOS_FULL=1 WALHOOK_CHAOS_CHANGES=$(CHAOS_CHANGES) $(BIN)/pytest tests/chaos -s -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

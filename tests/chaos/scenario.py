@@ -81,7 +81,7 @@ class Scenario:
     publishers: int = 1
     persistent_broker: bool = False
     # Seconds after the writer and the fault finished, for the rest to arrive.
-    settle: float = float(os.environ.get("WALHOOK_CHAOS_SETTLE", 120))
+    settle: float = float(os.environ.get("WALHOOK_CHAOS_SETTLE", 120 + changes_per_scenario() / 100))
     seed: int = 20_261_122
 
 
