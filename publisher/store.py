@@ -167,7 +167,7 @@ class Store:
         parameters go in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
         try:
             async with self.engine.begin() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
+                driver: psycopg.AsyncConnection[Any] = (await conn.get_raw_connection()).driver_connection  # type: ignore[assignment]
                 async with driver.cursor(binary=True) as cursor:
                     await cursor.execute(sql.replace("{s}", self._s), params)
                     return await cursor.fetchall() if cursor.description else []

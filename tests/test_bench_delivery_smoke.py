@@ -9,6 +9,7 @@ more integration whose endpoint never answers. Every delivery must arrive (recei
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ WORKLOAD = Workload(events=300, integrations=3, entities=20, partitions=3)
 
 
 @pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> PythonReceiver:
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PythonReceiver]:
     with PythonReceiver(tmp_path_factory.mktemp("receiver")) as started:
-        yield started  # type: ignore[misc]
+        yield started
 
 
 @pytest.mark.parametrize(("name", "publishers", "hanging"), [("one", 1, False), ("two", 2, False),
