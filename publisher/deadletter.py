@@ -76,8 +76,9 @@ def _from_headers(headers: Sequence[tuple[str, bytes]]) -> EventFields | None:
              if name in _ROUTING_HEADERS}
     if len(found) != len(_ROUTING_HEADERS):
         return None
-    found["organization_id"] = found["organization_id"] or None
-    return EventFields(**found)
+    return EventFields(event_id=found["event_id"], organization_id=found["organization_id"] or None,
+                       entity_key=found["entity_key"], operation=found["operation"],
+                       entity_path=found["entity_path"])
 
 
 def _text(event: dict[str, Any], name: str, *, null: bool = False, empty: bool = True) -> Any:

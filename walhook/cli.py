@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
+import uvloop
 
 from models.errors import WalhookError
 from models.events import parse_time
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walhook", description="Postgres changes to signed webhooks.")
     parser.add_argument("--version", action="version", version=f"walhook {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="uvloop (default: less overhead per socket operation) or asyncio's own loop")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str, parent: argparse._SubParsersAction = commands,
@@ -427,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
+        if args.event_loop == "uvloop":
+            return uvloop.run(args.handler(args))
         return asyncio.run(args.handler(args))
     except WalhookError as exc:
         print(f"walhook: error: {exc}", file=sys.stderr)
