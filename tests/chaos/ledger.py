@@ -4,8 +4,9 @@ For every (committed change, subscribed integration) at least one verified reque
 (``lost`` counts the ones without); nothing delivered that was not committed (``phantom``); per entity
 and integration the first successful deliveries follow commit order (``out_of_order`` counts the ones
 that arrived after a later change of their entity); every request of one (event, integration) carries
-the same webhook-id, ``{eventId}_i{integrationId}`` (``wrong_ids``); every request verified
-(``unverified``).
+the same webhook-id, ``{eventId}_i{integrationId}`` (``wrong_ids``); every note carries the body
+committed with its version, TOAST-sized or not, changed or not (``wrong_values``); every request
+verified (``unverified``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def change_of(event: dict[str, Any]) -> Change | None:
     side = data.get("oldValue") if event.get("operationType") == "deleted" else data.get("value")
     if table is None or not side:
         return None
-    return Change(table, int(event["entityId"]), int(side["properties"]["version"]), event["operationType"])
+    body = side["properties"].get("body")
+    return Change(table, int(event["entityId"]), int(side["properties"]["version"]), event["operationType"],
+                  None if body is None else len(body))
 
 
 @dataclass
@@ -60,18 +63,21 @@ class Summary:
     out_of_order: int = 0
     phantom: int = 0
     wrong_ids: int = 0
+    wrong_values: int = 0  # a note whose (TOAST-sized) body is not the one committed
     unverified: int = 0
     requests: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.out_of_order or self.phantom or self.wrong_ids or self.unverified)
+        return not (self.lost or self.out_of_order or self.phantom or self.wrong_ids or self.wrong_values
+                    or self.unverified)
 
     def line(self) -> str:
         return (f"[{self.scenario}] changes committed={self.committed} deliveries expected={self.expected} "
                 f"delivered={self.delivered} duplicates={self.duplicates} lost={self.lost} "
                 f"out of order={self.out_of_order} phantom={self.phantom} wrong ids={self.wrong_ids} "
+                f"wrong values={self.wrong_values} "
                 f"unverified={self.unverified} requests={self.requests}")
 
 
@@ -82,6 +88,7 @@ class Ledger:
         self.changes = changes
         self.subscribers = {subscriber.name: subscriber for subscriber in subscribers}
         self.position = {change: index for index, change in enumerate(changes)}  # commit order
+        self.committed = {change: change for change in changes}  # to look up what was written
         self.expected = {(s.name, change) for s in subscribers for change in changes if s.wants(change)}
         self._confirmed: set[tuple[str, Change]] = set()
         self._scanned = 0
@@ -122,6 +129,10 @@ class Ledger:
             summary.phantom += 1
             summary.examples.append(f"phantom {hit.name} {hit.event.get('entityPath')} {change}")
             return
+        if change.body_length != self.committed[change].body_length:
+            summary.wrong_values += 1
+            summary.examples.append(f"wrong value {hit.name} {change}: body of {change.body_length} characters, "
+                                    f"committed {self.committed[change].body_length}")
         if not hit.delivered:
             return
         if (hit.name, change) in firsts:

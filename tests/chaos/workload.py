@@ -50,6 +50,9 @@ TABLES = (Table("accounts", "shop/accounts"), Table("orders", "shop/orders"),
 BY_ENTITY_KEY = {table.entity_key: table.name for table in TABLES}
 
 
+Statement = tuple[str, list[object]]
+
+
 @dataclass(frozen=True)
 class Change:
     """One committed row change, as the writer made it."""
@@ -58,6 +61,7 @@ class Change:
     id: int
     version: int
     op: str  # created, updated, deleted
+    body_length: int | None = field(default=None, compare=False)  # notes: the row's body, TOASTed when long
 
     @property
     def entity(self) -> tuple[str, int]:
@@ -66,6 +70,9 @@ class Change:
     @property
     def organization(self) -> str:
         return ORGANIZATIONS[(self.id + 1) % 2]
+
+
+State = dict[tuple[str, int], tuple[int, int]]  # entity -> (version, body length)
 
 
 @dataclass
@@ -112,7 +119,7 @@ class Writer:
         self.rng = rng
         self.record = Record()
         self.done = asyncio.Event()
-        self._live: dict[tuple[str, int], int] = {}  # committed rows: entity -> version
+        self._live: State = {}  # committed rows: entity -> (version, body length)
         self._last_version: dict[tuple[str, int], int] = {}
         self._number = 0
         self._conn: psycopg.AsyncConnection | None = None
@@ -201,11 +208,10 @@ class Writer:
     async def close(self) -> None:
         await self._drop_connection()
 
-    def _plan_transaction(self, size: int) -> tuple[list[tuple[str, list[object]]], list[Change],
-                                                    dict[tuple[str, int], int]]:
+    def _plan_transaction(self, size: int) -> tuple[list[Statement], list[Change], State]:
         """The statements of one transaction, the changes they make, and the state after it."""
         state = dict(self._live)
-        statements: list[tuple[str, list[object]]] = []
+        statements: list[Statement] = []
         changes: list[Change] = []
         table = self.rng.choice(TABLES) if size > MAX_TRANSACTION else None  # a large one stays in one table
         for _ in range(size):
@@ -216,22 +222,27 @@ class Writer:
             changes.append(change)
         return statements, changes, state
 
-    def _change(self, table: Table, entity: tuple[str, int], state: dict[tuple[str, int], int]
-                ) -> tuple[tuple[str, list[object]], Change]:
+    def _change(self, table: Table, entity: tuple[str, int], state: State) -> tuple[Statement, Change]:
         name, row_id = entity
         if entity in state and self.rng.random() < 0.08:
-            return (f"DELETE FROM {name} WHERE id = %s", [row_id]), Change(name, row_id, state.pop(entity), "deleted")
+            version, length = state.pop(entity)
+            return (f"DELETE FROM {name} WHERE id = %s", [row_id]), \
+                Change(name, row_id, version, "deleted", length if table.name == "notes" else None)
         version = self._last_version[entity] = self._last_version.get(entity, 0) + 1
         payload = f"{name} {row_id} v{version} " + self.rng.choice(("open", "paid", "shipped", "ä€😀", "'quoted'"))
         body = secrets.token_urlsafe(self.rng.randint(*TOAST_BYTES)) if table.name == "notes" \
             and self.rng.random() < TOAST_SHARE else None
-        op = "updated" if entity in state else "created"
-        state[entity] = version
-        if op == "created":
-            columns = "id, org, version, payload" + (", body" if body is not None else "")
-            values = [row_id, ORGANIZATIONS[(row_id + 1) % 2], version, payload] + ([body] if body is not None else [])
-            query = f"INSERT INTO {name} ({columns}) VALUES ({', '.join(['%s'] * len(values))})"
-            return (query, values), Change(name, row_id, version, op)
-        extra, values = (", body = %s", [body]) if body is not None else ("", [])
-        return (f"UPDATE {name} SET version = %s, payload = %s{extra} WHERE id = %s",
-                [version, payload, *values, row_id]), Change(name, row_id, version, op)
+        if entity in state:  # an update without a new body leaves the TOASTed one unchanged
+            length = len(body) if body is not None else state[entity][1]
+            extra, values = (", body = %s", [body]) if body is not None else ("", [])
+            statement: Statement = (f"UPDATE {name} SET version = %s, payload = %s{extra} WHERE id = %s",
+                                    [version, payload, *values, row_id])
+            op = "updated"
+        else:
+            length, op = len(body or ""), "created"
+            row: dict[str, object] = {"id": row_id, "org": ORGANIZATIONS[(row_id + 1) % 2], "version": version,
+                                      "payload": payload, **({"body": body} if body is not None else {})}
+            statement = (f"INSERT INTO {name} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
+                         list(row.values()))
+        state[entity] = (version, length)
+        return statement, Change(name, row_id, version, op, length if table.name == "notes" else None)
