@@ -7,9 +7,11 @@ as a few large statements and as many small transactions. Then:
 * ``pg_recvlogical`` (pgoutput, same publication, output to /dev/null) drains slot one up to
   the end LSN;
 * ``walhook cdc`` drains slot two until every event is acknowledged by Kafka and the slot's
-  confirmed LSN reaches the end.
+  confirmed LSN reaches the end. Its time includes starting the process (about a second of
+  Python imports and connecting); its peak RSS is read from /proc.
 
-Prints changes/s for both and the ratio; writes JSON under bench/results/.
+Afterwards every event is counted on the topic by its event id. Prints changes/s for both
+and the ratio; writes JSON under bench/results/.
 
     python bench/capture.py [--inserts 200000] [--updates 100000] [--small 20000]
 """
@@ -17,20 +19,37 @@ Prints changes/s for both and the ratio; writes JSON under bench/results/.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from walhook.stack import LocalStack, _postgres_bin_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.memory import count_events
+from bench.procfs import status_mb
+from walhook.stack import LocalStack, _postgres_bin_dir, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "capture.json"
 TABLE = """CREATE TABLE bench_items (id bigint PRIMARY KEY, org text NOT NULL, name text, amount numeric(12,2),
            ratio float8, active boolean, tags text[], payload jsonb, updated_at timestamptz)"""
+
+
+def prepare(dsn: str) -> None:
+    """The table, its publication, and two slots at the same LSN."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+        conn.execute("ALTER TABLE bench_items REPLICA IDENTITY FULL")
+        conn.execute("CREATE PUBLICATION walhook FOR TABLE bench_items WITH (publish_via_partition_root = true)")
+        conn.execute("SELECT pg_create_logical_replication_slot('bench_reference', 'pgoutput')")
+        conn.execute("SELECT pg_copy_logical_replication_slot('bench_reference', 'bench_walhook')")
 
 
 def workload(dsn: str, inserts: int, updates: int, small: int) -> int:
@@ -50,10 +69,10 @@ def current_lsn(dsn: str) -> str:
         return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
 
 
-def confirmed(dsn: str, slot: str) -> bool:
+def confirmed(dsn: str, slot: str, end_lsn: str) -> bool:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT confirmed_flush_lsn >= pg_current_wal_lsn() - 64 FROM pg_replication_slots "
-                           "WHERE slot_name = %s", [slot]).fetchone()
+        row = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                           "WHERE slot_name = %s", [end_lsn, slot]).fetchone()
     return bool(row and row[0])
 
 
@@ -65,25 +84,40 @@ def run_pg_recvlogical(dsn: str, end_lsn: str) -> float:
     return time.perf_counter() - started
 
 
-def run_walhook(dsn: str, bootstrap: str, workdir: Path) -> float:
-    config = workdir / "walhook.toml"
+def run_walhook(dsn: str, bootstrap: str, topic: str, end_lsn: str, workdir: Path) -> tuple[float, float]:
+    """Seconds until the slot confirmed ``end_lsn``, and the process's peak RSS in MB."""
+    config = workdir / "capture.toml"
     config.write_text(f'[source]\ndsn = "{dsn}"\nslot = "bench_walhook"\nstatus_interval = 0.2\n'
-                      f'heartbeat_interval = 0\n[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "bench"\n'
-                      'linger_ms = 20\n[[entities]]\ntable = "bench_items"\nentity_key = "items"\n'
+                      f'heartbeat_interval = 0\n[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\n'
+                      '[[entities]]\ntable = "bench_items"\nentity_key = "items"\n'
                       'entity_path = "items/{id}"\ncollection_path = "items"\norganization_column = "org"\n'
                       'update_time_column = "updated_at"\n')
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "walhook", "--log-level", "WARNING", "cdc", "--config",
-                                str(config)], cwd=ROOT)
+    process = spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", "cdc", "--config", str(config)],
+                    workdir / "capture-cdc.log")
     try:
-        while not confirmed(dsn, "bench_walhook"):
+        while not confirmed(dsn, "bench_walhook", end_lsn):
             if process.poll() is not None:
-                raise SystemExit(f"walhook cdc exited with {process.returncode}")
+                raise SystemExit(f"walhook cdc exited with {process.returncode}; see {workdir / 'capture-cdc.log'}")
             time.sleep(0.05)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, status_mb(process.pid, "VmHWM")
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
+
+
+def run_capture_bench(dsn: str, bootstrap: str, workdir: Path, inserts: int, updates: int, small: int,
+                      topic: str = "bench.capture") -> dict[str, Any]:
+    """The benchmark on existing servers (a database of its own); returns the result record."""
+    prepare(dsn)
+    changes = workload(dsn, inserts, updates, small)
+    end = current_lsn(dsn)
+    reference = run_pg_recvlogical(dsn, end)
+    walhook, peak_rss = run_walhook(dsn, bootstrap, topic, end, workdir)
+    counted = asyncio.run(count_events(bootstrap, topic, changes, timeout=max(60.0, changes / 5000)))
+    return {"changes": changes, "events_in_kafka": counted, "pg_recvlogical_s": round(reference, 2),
+            "walhook_s": round(walhook, 2), "pg_recvlogical_changes_per_s": round(changes / reference),
+            "walhook_changes_per_s": round(changes / walhook), "ratio": round(reference / walhook, 3),
+            "walhook_peak_rss_mb": round(peak_rss, 1)}
 
 
 def main() -> None:
@@ -91,30 +125,21 @@ def main() -> None:
     parser.add_argument("--inserts", type=int, default=200_000)
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=20_000, help="single-row transactions")
+    parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-"))
     with LocalStack(workdir / "stack") as stack:
-        dsn, bootstrap = stack.dsn or "", stack.bootstrap_servers or ""
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(TABLE)
-            conn.execute("ALTER TABLE bench_items REPLICA IDENTITY FULL")
-            conn.execute("CREATE PUBLICATION walhook FOR TABLE bench_items WITH (publish_via_partition_root = true)")
-            conn.execute("SELECT pg_create_logical_replication_slot('bench_reference', 'pgoutput')")
-            conn.execute("SELECT pg_copy_logical_replication_slot('bench_reference', 'bench_walhook')")
-        changes = workload(dsn, args.inserts, args.updates, args.small)
-        end = current_lsn(dsn)
-        reference = run_pg_recvlogical(dsn, end)
-        walhook = run_walhook(dsn, bootstrap, workdir)
-    result = {"changes": changes, "pg_recvlogical_s": round(reference, 2), "walhook_s": round(walhook, 2),
-              "pg_recvlogical_changes_per_s": round(changes / reference),
-              "walhook_changes_per_s": round(changes / walhook), "ratio": round(reference / walhook, 3)}
-    out = ROOT / "bench" / "results" / "capture.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'':<16}{'seconds':>9}{'changes/s':>12}")
-    print(f"{'pg_recvlogical':<16}{reference:>9.2f}{changes / reference:>12.0f}")
-    print(f"{'walhook cdc':<16}{walhook:>9.2f}{changes / walhook:>12.0f}")
-    print(f"ratio walhook / pg_recvlogical: {reference / walhook:.3f}   ({changes} changes)")
+        result = run_capture_bench(stack.dsn or "", stack.bootstrap_servers or "", workdir, args.inserts,
+                                   args.updates, args.small)
+    args.output.parent.mkdir(exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    changes = result["changes"]
+    print(f"{'':<16}{'seconds':>9}{'changes/s':>12}{'peak RSS MB':>13}")
+    print(f"{'pg_recvlogical':<16}{result['pg_recvlogical_s']:>9.2f}{result['pg_recvlogical_changes_per_s']:>12}")
+    print(f"{'walhook cdc':<16}{result['walhook_s']:>9.2f}{result['walhook_changes_per_s']:>12}"
+          f"{result['walhook_peak_rss_mb']:>13}")
+    print(f"ratio walhook / pg_recvlogical: {result['ratio']:.3f}   ({changes} changes, "
+          f"{result['events_in_kafka']} events counted in Kafka)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 
@@ -73,12 +74,12 @@ async def test_a_running_cdc_serves_its_metrics_and_raises_the_lag_alarm(
     assert "over max_slot_lag_bytes = 0: WAL is piling up" in log.read_text()
 
 
-async def _scrape_until(port: int, line: str, process: object, timeout: float = 30.0) -> str:
+async def _scrape_until(port: int, line: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     text = ""
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
-            assert getattr(process, "poll")() is None, "walhook cdc exited"
+            assert process.poll() is None, "walhook cdc exited"
             try:
                 text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
             except httpx.TransportError:
