@@ -115,9 +115,10 @@ class KafkaWriter:
     """Produces events in per-partition batches, with a bounded number in flight.
 
     ``append`` is synchronous: it serialises one event into its partition's open batch.
-    Full batches, and open ones older than ``linger_ms``, leave at the next ``send_ready``;
-    every open batch leaves at ``flush`` (the pipeline calls it whenever the replication
-    stream has nothing more buffered, so a quiet stream is never held back). Both wait
+    Full batches, and open ones older than ``linger_ms``, leave at the next ``send_ready``.
+    When the replication stream has nothing more buffered the pipeline calls
+    ``linger_then_flush``: open batches get the rest of ``linger_ms`` to fill, then leave, so
+    a quiet stream is held back by ``linger_ms`` at most. ``send_ready`` and ``flush`` wait
     while ``max_in_flight`` events are unacknowledged: a fast database makes the reader
     wait instead of memory growing. One batch per partition is in flight at a time, so
     Kafka keeps each partition in append order.
@@ -219,6 +220,16 @@ class KafkaWriter:
             await self._room.wait()
         elif self._ready:
             await self._send_ready()
+
+    async def linger_then_flush(self) -> None:
+        """For a stream with nothing more to read: give open batches the rest of ``linger_ms`` to fill
+        (single-row transactions would otherwise go out one record per request), then send them."""
+        if self._open_batches:
+            oldest = min(batch.opened for batch in self._open_batches.values())
+            remaining = oldest + self._linger - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+        await self.flush()
 
     async def flush(self) -> None:
         """Send every open batch now (without waiting for acknowledgements)."""

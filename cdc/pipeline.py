@@ -97,7 +97,7 @@ class CapturePipeline:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                reading = asyncio.create_task(conn.read(on_idle=writer.flush))
+                reading = asyncio.create_task(conn.read(on_idle=writer.linger_then_flush))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():
                     reading.cancel()

@@ -55,7 +55,7 @@ async def test_a_quiet_stream_is_not_held_back_by_batching(servers: Servers, top
     async with KafkaWriter(settings, lambda token, n: acknowledged.set()) as writer:
         writer.append(event(1, 0), "tx")
         await writer.send_ready()  # linger not reached: nothing leaves yet
-        await writer.flush()  # what the pipeline calls when the replication stream is idle
+        await writer.flush()  # leaves now, whatever the linger
         await asyncio.wait_for(acknowledged.wait(), 10)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers.bootstrap_servers, auto_offset_reset="earliest")
     await consumer.start()
@@ -74,3 +74,17 @@ async def test_an_event_larger_than_max_request_size_is_refused_by_name(servers:
         writer.append(event(1, 0, size=100), "tx")
         with pytest.raises(KafkaWriteError, match=r"refused event evt_2_0 \(items/2, \d+ bytes\)"):
             writer.append(event(2, 0, size=10_000), "tx")
+
+
+async def test_an_idle_stream_lets_open_batches_linger_then_sends_them(servers: Servers, topic: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1, linger_ms=300)
+    await ensure_topic(settings)
+    acknowledged: list[int] = []
+    async with KafkaWriter(settings, lambda token, n: acknowledged.append(n)) as writer:
+        writer.append(event(1, 0), "tx")
+        started = asyncio.get_running_loop().time()
+        await writer.linger_then_flush()  # what the pipeline calls when nothing more is buffered
+        waited = asyncio.get_running_loop().time() - started
+        await writer.linger_then_flush()  # nothing open: returns at once
+        assert asyncio.get_running_loop().time() - started - waited < 0.1
+    assert 0.2 < waited < 1.0 and acknowledged == [1]

@@ -59,10 +59,10 @@ ENTITY_KEY = "ledger/items"
 ENTITIES = 340
 CHANGES = 10  # per entity: 3,400 events, 10,200 deliveries to three integrations
 PARTITIONS = 4
-ROUND_PAUSE = 5.0  # seconds between two rounds of changes (one change per entity): 45 s of producing
-MIN_KILLS = 5
+ROUND_PAUSE = 3.0  # seconds between two rounds of changes (one change per entity): 27 s of producing
+MIN_KILLS = 4
 DELIVERING_KILLS = 3  # of them while the process delivers
-STARTING_KILLS = 2  # of them while the process starts (before its consumer joined the group)
+STARTING_KILLS = 1  # of them while the process starts (before its consumer joined the group)
 KILL_DELAY = (0.5, 2.0)  # seconds of delivering (or starting) before a kill
 # A restarted process delivers only once its consumer joined the group, which waits for the killed member's session
 # to time out (~10 s) and takes ~19 s in all on the local broker. Without a request for this long it is killed anyway.
