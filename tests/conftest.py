@@ -91,6 +91,16 @@ def _drop_slots(conn: psycopg.Connection, database: str) -> None:
 
 
 @pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A directory for a test's own servers, outside pytest's basetemp: pytest (each xdist worker,
+    when it starts) tightens its temp root to 0700, which would lock out a Postgres that runs as
+    another system user."""
+    directory = Path(tempfile.mkdtemp(prefix="walhook-test-servers-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 def topic() -> str:
     return f"walhook.test.{uuid.uuid4().hex[:10]}"
 

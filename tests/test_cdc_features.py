@@ -252,8 +252,8 @@ async def test_a_slot_of_another_plugin_is_refused(database: str, servers: Serve
         await run_capture(source, kafka, [DOCS], asyncio.Event())
 
 
-async def test_wal_level_replica_is_refused_with_what_to_change(tmp_path: Path, servers: Servers, topic: str) -> None:
-    server = PostgresServer(tmp_path / "replica-only" / "data", settings={"wal_level": "replica"})
+async def test_wal_level_replica_is_refused_with_what_to_change(server_dir: Path, servers: Servers, topic: str) -> None:
+    server = PostgresServer(server_dir / "replica-only" / "data", settings={"wal_level": "replica"})
     server.start()
     try:
         source, kafka = source_and_kafka(server.dsn, servers, topic)
@@ -263,10 +263,10 @@ async def test_wal_level_replica_is_refused_with_what_to_change(tmp_path: Path, 
         server.stop()
 
 
-async def test_a_slot_postgres_invalidated_is_refused_with_how_to_recover(tmp_path: Path, servers: Servers,
+async def test_a_slot_postgres_invalidated_is_refused_with_how_to_recover(server_dir: Path, servers: Servers,
                                                                          topic: str) -> None:
     # A server that keeps at most 1 MB of WAL for slots: a slot nobody reads is given up at the next checkpoint.
-    server = PostgresServer(tmp_path / "small-wal" / "data", settings={"max_slot_wal_keep_size": "1MB"})
+    server = PostgresServer(server_dir / "small-wal" / "data", settings={"max_slot_wal_keep_size": "1MB"})
     server.start()
     try:
         setup(server.dsn, DOCS_TABLE, "SELECT pg_create_logical_replication_slot('walhook', 'pgoutput')")

@@ -11,8 +11,8 @@ from pathlib import Path
 from tests.test_stack import wait_until_gone
 
 
-def test_demo_shows_verified_webhooks_and_cleans_up(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+def test_demo_shows_verified_webhooks_and_cleans_up(server_dir: Path) -> None:
+    directory = server_dir / "demo"
     done = subprocess.run([sys.executable, "-m", "walhook", "demo", "--seconds", "20", "--dir", str(directory)],
                           capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -26,8 +26,8 @@ def test_demo_shows_verified_webhooks_and_cleans_up(tmp_path: Path) -> None:
     assert wait_until_gone(str(directory)) == []
 
 
-def test_sigterm_stops_the_demo_cleanly(tmp_path: Path) -> None:
-    directory = tmp_path / "demo-term"
+def test_sigterm_stops_the_demo_cleanly(server_dir: Path) -> None:
+    directory = server_dir / "demo-term"
     demo = subprocess.Popen([sys.executable, "-m", "walhook", "demo", "--dir", str(directory)],
                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     assert demo.stdout is not None

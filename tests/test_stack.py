@@ -34,8 +34,8 @@ def wait_until_gone(text: str, timeout: float = 15.0) -> list[int]:
     return left
 
 
-def test_start_gives_logical_postgres_and_a_broker_and_stop_leaves_nothing(tmp_path: Path) -> None:
-    directory = tmp_path / "own-stack"
+def test_start_gives_logical_postgres_and_a_broker_and_stop_leaves_nothing(server_dir: Path) -> None:
+    directory = server_dir / "own-stack"
     with LocalStack(directory) as stack:
         with psycopg.connect(stack.dsn or "") as conn:
             assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
@@ -47,8 +47,8 @@ def test_start_gives_logical_postgres_and_a_broker_and_stop_leaves_nothing(tmp_p
     stack.stop()  # idempotent
 
 
-def test_servers_die_with_their_owner_even_on_kill_9(tmp_path: Path) -> None:
-    directory = tmp_path / "orphan-check"
+def test_servers_die_with_their_owner_even_on_kill_9(server_dir: Path) -> None:
+    directory = server_dir / "orphan-check"
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from walhook.stack import LocalStack; "
          f"LocalStack(Path({str(directory)!r})).start(); print('up', flush=True); time.sleep(600)"],
