@@ -28,7 +28,7 @@ from cdc.errors import MappingError
 from cdc.lsn import format_lsn
 from cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
 from cdc.values import Converter, UserType, converter_for
-from models.events import camel_case, iso_utc, make_event_id
+from models.events import camel_case, event_id_prefix, iso_utc
 from models.settings import EntitySettings, template_columns
 
 Row = dict[str, Any]
@@ -37,7 +37,7 @@ Row = dict[str, Any]
 class TransactionContext:
     """The transaction a change belongs to; its text forms are computed once, not per event."""
 
-    __slots__ = ("commit_lsn", "commit_lsn_text", "commit_time_us", "event_timestamp", "xid")
+    __slots__ = ("commit_lsn", "commit_lsn_text", "commit_time_us", "event_id_prefix", "event_timestamp", "xid")
 
     def __init__(self, xid: int, commit_lsn: int, commit_time_us: int) -> None:
         self.xid = xid
@@ -45,6 +45,11 @@ class TransactionContext:
         self.commit_time_us = commit_time_us
         self.commit_lsn_text = format_lsn(commit_lsn)
         self.event_timestamp = iso_utc(commit_time_us)
+        self.event_id_prefix = event_id_prefix(commit_lsn)
+
+    def event_id(self, index: int) -> str:
+        """``models.events.make_event_id``, with the transaction's part formatted once."""
+        return f"{self.event_id_prefix}{index:06d}"
 
 
 Render = Callable[[Sequence[Any]], str]
@@ -230,7 +235,7 @@ class EventBuilder:
             "entityPath": "", "entityId": "", "organizationId": None,
             "entityKey": mapping.entity_key if mapping else "",
             "table": mapping.relation.qualified_name if mapping else str(change.relation_oid),
-            "eventId": make_event_id(tx.commit_lsn, index),
+            "eventId": tx.event_id(index),
             "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }
 
@@ -245,7 +250,7 @@ class EventBuilder:
             "collectionPath": mapping.settings.collection_path,
             "organizationId": None,
             "data": {"value": None, "oldValue": None, "updateMask": None},
-            "eventId": make_event_id(tx.commit_lsn, index),
+            "eventId": tx.event_id(index),
             "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }
 
@@ -261,6 +266,6 @@ class EventBuilder:
             "collectionPath": mapping.collection_path(row),
             "organizationId": mapping.organization(row),
             "data": {"value": value, "oldValue": old_value, "updateMask": mask},
-            "eventId": make_event_id(tx.commit_lsn, index),
+            "eventId": tx.event_id(index),
             "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }

@@ -42,9 +42,14 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def event_id_prefix(commit_lsn: int) -> str:
+    """What every event id of the transaction committed at ``commit_lsn`` starts with."""
+    return f"evt_{commit_lsn:016X}_"
+
+
 def make_event_id(commit_lsn: int, index: int) -> str:
     """A stable id for the ``index``-th change of the transaction committed at ``commit_lsn``."""
-    return f"evt_{commit_lsn:016X}_{index:06d}"
+    return f"{event_id_prefix(commit_lsn)}{index:06d}"
 
 
 class _Model(BaseModel):

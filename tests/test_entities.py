@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from cdc.entities import EventBuilder, TransactionContext, compile_template
 from cdc.errors import MappingError
 from cdc.pgoutput import UNCHANGED_TOAST, Column, Delete, Insert, Relation, Update
-from models.events import ChangeEvent, camel_case, iso_utc
+from models.events import ChangeEvent, camel_case, iso_utc, make_event_id
 from models.settings import EntitySettings
 
 COLUMNS = (("id", 23), ("organization_id", 25), ("packet_id", 23), ("content", 25), ("soft_removed", 16),
@@ -144,3 +144,7 @@ def test_update_mask_property(old: list[bytes | None], new: list[object]) -> Non
 ])
 def test_compiled_templates_fill_columns_by_position(template: str, expected: str) -> None:
     assert compile_template(template, ["id", "org"])([5, "acme"]) == expected
+
+
+def test_the_transaction_formats_event_ids_like_make_event_id() -> None:
+    assert [TX.event_id(n) for n in (0, 7, 123456)] == [make_event_id(TX.commit_lsn, n) for n in (0, 7, 123456)]
