@@ -26,12 +26,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy cdc publisher models walhook
 
-# Benchmarks print a table and write JSON under bench/results/ (work in progress: see BENCHMARKS in README).
+# Benchmarks print a table and write JSON under bench/results/; BENCHMARKS.md records the latest run.
+# Latency runs 15 s per rate on the bundled broker (60 s needs a real Kafka: bench/latency.py --kafka).
 bench: $(STAMP)
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/http_clients.py
+	$(BIN)/python bench/http_floor.py
 	$(BIN)/python bench/delivery.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --seconds 15
 	$(BIN)/python bench/memory.py
 
 bench-http: $(STAMP)

@@ -11,7 +11,7 @@ Per rate: rows written and webhooks delivered (they must be equal), latency p50/
 the achieved write rate, where the time goes (``breakdown``) and the peak RSS of both
 processes. Prints a table; writes JSON under bench/results/.
 
-    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2]
+    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT]
 """
 
 from __future__ import annotations
@@ -153,15 +153,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=2, help="writer processes (one connection each)")
     parser.add_argument("--output", type=Path, default=RESULT)
+    parser.add_argument("--kafka", help="bootstrap servers of a broker to use instead of the bundled tansu, "
+                                        "e.g. Apache Kafka from docker/compose.yaml (see BENCHMARKS.md: tansu's "
+                                        "fetches slow down as a partition's record batches pile up)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-latency-"))
-    with LocalStack(workdir / "stack") as stack:
+    with LocalStack(workdir / "stack", bootstrap_servers=args.kafka) as stack:
         dsn = stack.dsn or ""
         store_dsn = dsn.rsplit("/", 1)[0] + "/walhook_store"  # the store in its own database, as in production
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE walhook_store")
         started = time.monotonic()
-        servers = {"postgres": stack.postgres.process.pid, "kafka": stack.kafka.process.pid}  # type: ignore[union-attr]
+        servers = {"postgres": stack.postgres.process.pid}  # type: ignore[union-attr]
+        if stack.kafka is not None and stack.kafka.process is not None:
+            servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_latency(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.rates,
                                          args.seconds, args.connections, server_pids=servers))
     result["conditions"]["wall_seconds"] = round(time.monotonic() - started)

@@ -1,0 +1,29 @@
+"""Smoke version of bench/http_floor.py: both clients post, and every answer is a 200."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bench.http_floor import aiohttp_client, bare_client
+
+
+async def test_both_clients_post_to_a_local_server() -> None:
+    received: list[int] = []
+
+    async def ok(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(status=200, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        assert await bare_client(port, connections=2, seconds=0.3) > 0
+        assert await aiohttp_client(port, connections=2, seconds=0.3) > 0
+    finally:
+        await runner.cleanup()
+    assert received and set(received) == {1000}
