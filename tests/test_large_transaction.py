@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 
+from bench.memory import count_events
+from bench.procfs import status_mb
 from tests.conftest import Servers
 from tests.support import start_walhook, write_config
 from walhook.demo import wait_for_streaming
@@ -26,29 +27,6 @@ organization_column = "org"
 '''
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
-async def count_events(bootstrap_servers: str, topic: str, expected: int, timeout: float) -> int:
-    """Consume the topic and count distinct event ids (the local broker's end offsets count batches)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=8 << 20)
-    await consumer.start()
-    seen: set[bytes] = set()
-    try:
-        deadline = time.monotonic() + timeout
-        while len(seen) < expected and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                seen.update(dict(record.headers)["walhook-event-id"] for record in records)
-    finally:
-        await consumer.stop()
-    return len(seen)
-
-
 async def test_a_large_transaction_is_captured_with_bounded_memory(
         servers: Servers, database: str, topic: str, workdir: Path) -> None:
     with psycopg.connect(database, autocommit=True) as conn:
@@ -63,7 +41,7 @@ async def test_a_large_transaction_is_captured_with_bounded_memory(
         started = time.monotonic()
         produced = await count_events(servers.bootstrap_servers, topic, ROWS, timeout=180)
         elapsed = time.monotonic() - started
-        rss = peak_rss_mb(cdc.pid)
+        rss = status_mb(cdc.pid)
     finally:
         stop_process(cdc)
     print(f"\n{ROWS} rows in one transaction: {elapsed:.1f}s, peak RSS {rss:.0f} MB")
