@@ -43,6 +43,15 @@ def always(status: int = 204, **kwargs: Any) -> Script:
     return lambda path, count: Answer(status, **kwargs)
 
 
+async def serve(app: web.Application, port: int = 0, **options: Any) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1:``port`` (0: any free port); the runner to clean up, and the port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, **options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @dataclass
 class ScriptedReceiver:
     secrets: dict[str, str] = field(default_factory=dict)  # path -> whsec_ secret that must verify
@@ -61,11 +70,7 @@ class ScriptedReceiver:
     async def __aenter__(self) -> ScriptedReceiver:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/{path}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.port)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bench.http_floor import aiohttp_client, bare_client
+from tests.receivers import serve
 
 
 async def test_both_clients_post_to_a_local_server() -> None:
@@ -16,11 +17,7 @@ async def test_both_clients_post_to_a_local_server() -> None:
 
     app = web.Application()
     app.router.add_post("/hook", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     try:
         assert await bare_client(port, connections=2, seconds=0.3) > 0
         assert await aiohttp_client(port, connections=2, seconds=0.3) > 0

@@ -21,6 +21,8 @@ import orjson
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.receivers import serve
+
 HUGE_BODY = b"x" * (4 << 20)
 SLOW_SECONDS = 5.0
 HANG_SECONDS = 60.0  # far beyond the publisher's request_timeout
@@ -81,11 +83,7 @@ class LedgerReceiver:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/{name}", self._handle)
         app.router.add_post("/{name}/moved", self._moved)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.port, handler_cancellation=True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
