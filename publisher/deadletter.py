@@ -16,90 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from models.settings import KafkaSettings
-from publisher.errors import NotAnEvent
+from publisher.routing import EventFields
 
 log = logging.getLogger("walhook.publisher")
 
 HEADER_PREFIX = "walhook-dead-letter-"
 TRUNCATED_VALUE_BYTES = 64 * 1024  # what is kept of a value the dead-letter topic refuses whole
 _HEADROOM = 64 * 1024  # our headers on top of a record the events topic accepted
-
-
-@dataclass(frozen=True, slots=True)
-class EventFields:
-    """What the publisher reads from an event to route it."""
-
-    event_id: str
-    organization_id: str | None
-    entity_key: str
-    operation: str
-    entity_path: str
-
-
-def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> EventFields:
-    """The routing fields of a walhook event; ``NotAnEvent`` says why ``value`` is not one."""
-    if not value:
-        raise NotAnEvent("empty value")
-    try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        fields = _from_headers(headers) if str(exc).startswith("depth limit") else None
-        if fields is None:
-            raise NotAnEvent(f"not JSON: {exc}") from exc
-        return fields  # a column's JSON nested deeper than orjson reads (Postgres allows it)
-    if not isinstance(event, dict):
-        raise NotAnEvent(f"not a JSON object but {_json_type(event)}")
-    return EventFields(
-        event_id=_text(event, "eventId", empty=False), organization_id=_text(event, "organizationId", null=True),
-        entity_key=_text(event, "entityKey"), operation=_text(event, "operationType", empty=False),
-        entity_path=_text(event, "entityPath"))
-
-
-_ROUTING_HEADERS = {"walhook-event-id": "event_id", "walhook-organization-id": "organization_id",
-                    "walhook-entity-key": "entity_key", "walhook-operation-type": "operation",
-                    "walhook-entity-path": "entity_path"}
-
-
-def _from_headers(headers: Sequence[tuple[str, bytes]]) -> EventFields | None:
-    """The routing fields from the headers the CDC writes, when all of them are there."""
-    found = {_ROUTING_HEADERS[name]: value.decode("utf-8", "replace") for name, value in headers
-             if name in _ROUTING_HEADERS}
-    if len(found) != len(_ROUTING_HEADERS):
-        return None
-    return EventFields(event_id=found["event_id"], organization_id=found["organization_id"] or None,
-                       entity_key=found["entity_key"], operation=found["operation"],
-                       entity_path=found["entity_path"])
-
-
-def _text(event: dict[str, Any], name: str, *, null: bool = False, empty: bool = True) -> Any:
-    if name not in event:
-        raise NotAnEvent(f"missing field {name}")
-    value = event[name]
-    if value is None and null:
-        return None
-    if not isinstance(value, str):
-        raise NotAnEvent(f"field {name} is {_json_type(value)}, not a string")
-    if not value and not empty:
-        raise NotAnEvent(f"field {name} is empty")
-    if "\0" in value:  # Postgres text cannot hold it: the store would refuse the delivery forever
-        raise NotAnEvent(f"field {name} contains a NUL character")
-    return value
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
 
 
 def dead_letter_headers(record: ConsumerRecord[bytes, bytes], reason: str) -> list[tuple[str, bytes]]:

@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import orjson
 
-from publisher.lanes import Lane
+from publisher.directory import IntegrationDirectory
+from publisher.errors import StoreError
+from publisher.lanes import Lane, Spawn, _spawn_task
+from publisher.ordering import RecentlyDelivered, may_go_now
 from publisher.retry import Decision, RetryPolicy, Verdict
 from publisher.sender import AttemptResult, WebhookSender
 from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
 
 log = logging.getLogger("walhook.publisher")
 
-DISABLE_MEMORY_SECONDS = 30.0
 DELIVERED_MEMORY_SECONDS = 30.0
 
 _SEVERITY = [Verdict.DELIVERED, Verdict.RETRY, Verdict.FAILED, Verdict.GONE]
@@ -39,10 +40,6 @@ class Recorder:
         self._interval = interval
         self._records: list[AttemptRecord] = []
         self._releases: list[int] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
 
     def add(self, record: AttemptRecord) -> None:
         self._records.append(record)
@@ -61,46 +58,52 @@ class Recorder:
             self._records[:0], self._releases[:0] = records, releases
             raise
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.flush()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Flush every ``interval`` until cancelled; the store may be down for a while: keep trying."""
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except Exception as exc:  # the store may be down for a while: keep trying
+            except StoreError as exc:
                 log.warning("cannot record attempts yet: %s", exc)
+
+    async def close(self, within: float) -> None:
+        """A last flush, given up after ``within`` seconds: unrecorded attempts are retried once claims expire."""
+        try:
+            await asyncio.wait_for(self.flush(), within)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("stopping with %d attempts unrecorded (they will be retried): %s", len(self._records),
+                        exc or "the store did not answer in time")
 
 
 class Dispatcher:
-    def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, *, concurrency: int = 8,
-                 lane_capacity: int = 1000, disable_after: timedelta = timedelta(days=5)) -> None:
+    """Runs attempts in per-integration lanes, built from and kept in step with the directory."""
+
+    def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, directory: IntegrationDirectory,
+                 *, spawn: Spawn = _spawn_task, concurrency: int = 8, lane_capacity: int = 1000,
+                 disable_after: timedelta = timedelta(days=5)) -> None:
         self.store = store
         self.sender = sender
         self.policy = policy
+        self.directory = directory
         self.recorder = Recorder(store)
         self.delivered = 0
+        self._spawn = spawn
         self._concurrency = concurrency
-        self._capacity = lane_capacity
+        self.capacity = lane_capacity
         self._disable_after = disable_after
         self._lanes: dict[int, Lane] = {}
-        self._integrations: dict[int, Integration] = {}
-        self._health_noted: dict[int, float] = {}
-        # Integrations disabled here, and when: a cached copy may not know yet. After a while the
-        # caches have caught up, and the store's word counts again (an operator may re-enable it).
-        self._disabled: dict[int, float] = {}
-        self._delivered_here = DeliveredMemory(DELIVERED_MEMORY_SECONDS)
-
-    def start(self) -> None:
-        self.recorder.start()
+        self._failure_noted: dict[int, float] = {}
+        self._delivered_here = RecentlyDelivered(DELIVERED_MEMORY_SECONDS, time.monotonic())
+        directory.listen(self._changed)
 
     @property
     def backlog(self) -> int:
         return sum(lane.size for lane in self._lanes.values())
+
+    def full_lanes(self) -> list[int]:
+        """Integrations whose lane has no room: the poller claims nothing for them."""
+        return [integration_id for integration_id, lane in self._lanes.items() if lane.size >= self.capacity]
 
     async def room(self, max_wait: float = 2.0) -> None:
         """Wait (at most ``max_wait`` seconds) while a lane that drains quickly is over half full.
@@ -115,42 +118,65 @@ class Dispatcher:
         while (left := deadline - loop.time()) > 0 and any(lane.backed_up(left) for lane in self._lanes.values()):
             await asyncio.sleep(0.005)
 
-    def submit(self, delivery: Delivery, integration: Integration) -> bool:
-        """Hand a claimed delivery to its integration's lane; False (and released) when it must wait."""
-        disabled_at = self._disabled.get(integration.id)
-        if disabled_at is not None and time.monotonic() - disabled_at < DISABLE_MEMORY_SECONDS:
-            integration = replace(integration, enabled=False)
-        self._integrations[integration.id] = integration
+    def submit(self, delivery: Delivery, *, fresh: bool = True) -> bool:
+        """Hand a claimed delivery to its integration's lane; False (and released) when it must wait.
+
+        ``fresh``: just recorded from the stream, so the ordering rule is checked here; the poller's
+        claims (not fresh) were checked by the store when it claimed them.
+        """
+        integration = self.directory.get(delivery.integration_id)
+        if integration is None or not integration.enabled:
+            self.recorder.release([delivery])
+            return False
         lane = self._lane(integration)
-        # Behind deliveries this lane does not hold (retries waiting in the store): wait for the poller.
-        # Those this process just delivered are not waited for: the store may not have their outcome yet.
-        waiting = self._delivered_here.not_delivered(delivery.pending_before) if delivery.pending_before else ()
-        ordered_elsewhere = (integration.ordering == "entity" and bool(waiting)
-                             and not lane.holds_all(delivery.entity_path, waiting))
-        if ordered_elsewhere or not integration.enabled or not lane.offer(delivery):
+        queued = lane.queued_ids(delivery.entity_path) if fresh and delivery.pending_before else ()
+        if (fresh and not may_go_now(lane.ordered, integration.catching_up, delivery.pending_before,
+                                     self._delivered_here, queued)) or not lane.offer(delivery):
             self.recorder.release([delivery])
             return False
         return True
 
-    async def close(self) -> None:
+    async def close(self, within: float = 5.0) -> None:
+        """Stop every lane and record what is known, within ``within`` seconds even if the store is down."""
         held = [d for lane in self._lanes.values() for d in await lane.close()]
+        self._lanes.clear()
         self.recorder.release(held)
-        await self.recorder.close()
+        await self.recorder.close(within)
 
     def _lane(self, integration: Integration) -> Lane:
         lane = self._lanes.get(integration.id)
         if lane is None:
             lane = self._lanes[integration.id] = Lane(
-                lambda deliveries: self._attempt(deliveries, integration.id), self.recorder.release,
-                self._concurrency, self._capacity, integration.ordering == "entity", integration.rate_limit,
-                integration.batch_size)
+                self._attempt, self.recorder.release, self._concurrency_of(integration), self.capacity,
+                integration.ordering == "entity", integration.rate_limit, integration.batch_size,
+                config=integration, spawn=self._spawn, name=f"integration {integration.id}")
         return lane
 
-    async def _attempt(self, deliveries: list[Delivery], integration_id: int) -> bool:
-        """One request for one delivery, or for a batch; True when the entities' next deliveries may go."""
-        integration = self._integrations[integration_id]
-        msg_id, body = (deliveries[0].webhook_id, deliveries[0].body) if integration.batch_size == 1 \
-            else batch_message(deliveries)
+    def _concurrency_of(self, integration: Integration) -> int:
+        return integration.concurrency or self._concurrency
+
+    def _changed(self, before: Integration | None, after: Integration | None) -> None:
+        """Keep the integration's lane in step with its config: updated in place, or retired and rebuilt."""
+        lane = self._lanes.get((after or before).id)  # type: ignore[union-attr]
+        if lane is None:
+            return
+        rebuild = after is None or not after.enabled or lane.ordered != (after.ordering == "entity") \
+            or lane.concurrency != self._concurrency_of(after)
+        if rebuild:
+            # Its waiting deliveries go back to the store (still pending) and return through the poller, in order;
+            # requests in flight finish under the config they were sent with.
+            del self._lanes[lane.config.id]
+            self.recorder.release(lane.retire())
+        elif after is not None:
+            lane.update(after, after.rate_limit, after.batch_size)
+
+    async def _attempt(self, deliveries: list[Delivery], integration: Integration) -> bool:
+        """One request for one delivery, or a batch, under the config the lane took them with.
+
+        True when the entities' next deliveries may go.
+        """
+        msg_id, body = (deliveries[0].webhook_id, deliveries[0].body) if len(deliveries) == 1 \
+            and integration.batch_size == 1 else batch_message(deliveries)
         started = utcnow()
         result = await self.sender.attempt(integration.url, integration.secrets, msg_id, body, integration.headers)
         verdicts = [self._settle(delivery, integration, started, result) for delivery in deliveries]
@@ -159,7 +185,7 @@ class Dispatcher:
             log.warning("attempt of %s to integration %d failed: %s; %s", msg_id, integration.id,
                         result.describe(), worst.value)
         await self._note_health(integration, worst)
-        return worst is Verdict.DELIVERED or integration.ordering == "none"
+        return worst is Verdict.DELIVERED
 
     def _settle(self, delivery: Delivery, integration: Integration, started: datetime,
                 result: AttemptResult) -> Verdict:
@@ -172,63 +198,28 @@ class Dispatcher:
                                   started + timedelta(seconds=decision.delay)))
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
-            self._delivered_here.add(delivery.id)
+            self._delivered_here.add(delivery.id, time.monotonic())
         return decision.verdict
 
     async def _note_health(self, integration: Integration, verdict: Verdict) -> None:
-        if verdict is Verdict.GONE:
-            reason = f"the receiver answered 410 Gone at {utcnow():%Y-%m-%d %H:%M:%S} UTC"
-            await self._disable(integration, reason)
-            return
-        succeeded = verdict is Verdict.DELIVERED
-        last = self._health_noted.get(integration.id)
-        # A success after failures, or at most one failure note per 5 s per integration.
-        if (succeeded and last is None) or (not succeeded and last is not None and time.monotonic() - last < 5):
-            return
-        self._health_noted.pop(integration.id, None)
-        if not succeeded:
-            self._health_noted[integration.id] = time.monotonic()
+        """Tell the store about failure streaks (at most once per 5 s per integration) and their end."""
         try:
-            if await self.store.note_health(integration.id, succeeded, self._disable_after):
-                log.error("integration %d disabled: failing continuously for %s", integration.id,
-                          self._disable_after)
-                await self._disable(integration, None)
-        except Exception as exc:
+            if verdict is Verdict.GONE:
+                reason = f"the receiver answered 410 Gone at {utcnow():%Y-%m-%d %H:%M:%S} UTC"
+                log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
+                await self.directory.disable(integration, reason)
+            elif verdict is Verdict.DELIVERED:
+                # The end of a streak brings the integration's waiting retries forward (see the store).
+                if self._failure_noted.pop(integration.id, None) is not None or integration.failing_since:
+                    await self.store.note_health(integration.id, True, self._disable_after)
+            elif time.monotonic() - self._failure_noted.get(integration.id, -10.0) >= 5:
+                self._failure_noted[integration.id] = time.monotonic()
+                if await self.store.note_health(integration.id, False, self._disable_after):
+                    log.error("integration %d disabled: failing continuously for %s", integration.id,
+                              self._disable_after)
+                    await self.directory.disable(integration, None)
+        except StoreError as exc:  # health is bookkeeping: never let it stop the lane
             log.warning("cannot note the health of integration %d: %s", integration.id, exc)
-
-    async def _disable(self, integration: Integration, reason: str | None) -> None:
-        if reason is not None:
-            await self.store.set_enabled(integration.id, False, reason)
-            log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
-        self._disabled[integration.id] = time.monotonic()
-        self._integrations[integration.id] = replace(integration, enabled=False)
-        lane = self._lanes.get(integration.id)
-        if lane is not None:
-            self.recorder.release(lane.drain())
-
-
-class DeliveredMemory:
-    """Deliveries this process delivered in the last ``seconds``, give or take.
-
-    A batch recorded while their outcome waits in the recorder lists them as still pending; they
-    must not send a later change of their entity to the store's slow path. Forgetting is safe: it
-    only costs that detour. Two generations, swapped every ``seconds``: O(1) per delivery.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._current: set[int] = set()
-        self._previous: set[int] = set()
-        self._since = time.monotonic()
-
-    def add(self, delivery_id: int) -> None:
-        if time.monotonic() - self._since > self._seconds:
-            self._previous, self._current, self._since = self._current, set(), time.monotonic()
-        self._current.add(delivery_id)
-
-    def not_delivered(self, delivery_ids: tuple[int, ...]) -> tuple[int, ...]:
-        """The ids not delivered here."""
-        return tuple(i for i in delivery_ids if i not in self._current and i not in self._previous)
 
 
 def batch_message(deliveries: list[Delivery]) -> tuple[str, bytes]:

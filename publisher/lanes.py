@@ -14,14 +14,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
+from publisher.ordering import followers_wait, lane_key
 from publisher.store import Delivery
 
-# The lane's attempt function sends one request carrying the given deliveries (one, or a batch) and
-# returns True when their entities may continue with their next deliveries.
-Attempt = Callable[[list[Delivery]], Awaitable[bool]]
+# The lane's attempt function sends one request carrying the given deliveries (one, or a batch), with
+# the config the lane took them under, and returns True when their entities may continue with their
+# next deliveries.
+Attempt = Callable[[list[Delivery], Any], Awaitable[bool]]
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+
+
+def _spawn_task(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(coroutine, name=name)
 
 
 @dataclass
@@ -67,23 +75,44 @@ class DrainRate:
 
 
 class Lane:
-    """The deliveries of one integration, worked by ``concurrency`` tasks."""
+    """The deliveries of one integration, worked by ``concurrency`` tasks.
+
+    ``config`` (the integration, for the dispatcher) travels with every batch the lane takes: a
+    request is sent with exactly the config its batch was taken under, even if ``update`` changes
+    it meanwhile. Ordering and concurrency are fixed for a lane's life; to change them, the owner
+    drains the lane and builds a new one.
+    """
 
     def __init__(self, attempt: Attempt, release: Callable[[list[Delivery]], None], concurrency: int,
-                 capacity: int, ordered: bool, rate_limit: float | None = None, batch_size: int = 1) -> None:
+                 capacity: int, ordered: bool, rate_limit: float | None = None, batch_size: int = 1, *,
+                 config: Any = None, spawn: Spawn = _spawn_task, name: str = "lane") -> None:
         self._attempt = attempt
         self._release = release
-        self._batch_size = batch_size
         self._capacity = capacity
         self._ordered = ordered
-        self._bucket = TokenBucket(rate_limit, burst=max(1.0, rate_limit)) if rate_limit else None
+        self.concurrency = concurrency
+        self.config = config
+        self._batch_size = batch_size
+        self._bucket = _bucket(rate_limit)
         self._queues: dict[str, deque[Delivery]] = {}
         self._ready: deque[str] = deque()  # entities with a delivery that may go now
         self._busy: set[str] = set()  # entities with an attempt in flight
         self._size = 0
         self._drain = DrainRate()
         self._wakeup = asyncio.Event()
-        self._workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
+        self._closed = False
+        self._workers = [spawn(self._work(), f"{name} worker {n}") for n in range(concurrency)]
+
+    @property
+    def ordered(self) -> bool:
+        return self._ordered
+
+    def update(self, config: Any, rate_limit: float | None, batch_size: int) -> None:
+        """New config for the batches taken from now on (in-flight requests keep theirs)."""
+        self.config = config
+        self._batch_size = batch_size
+        if (self._bucket.rate if self._bucket else None) != rate_limit:
+            self._bucket = _bucket(rate_limit)
 
     @property
     def size(self) -> int:
@@ -98,16 +127,17 @@ class Lane:
         excess = self._size - self._capacity // 2
         return excess > 0 and excess <= self._drain.rate(asyncio.get_running_loop().time()) * within
 
-    def holds_all(self, entity_path: str, delivery_ids: tuple[int, ...]) -> bool:
-        """Whether every one of ``delivery_ids`` waits (or runs) in this entity's queue here."""
-        queue = self._queues.get(entity_path)
-        return queue is not None and set(delivery_ids) <= {delivery.id for delivery in queue}
+    def queued_ids(self, entity_path: str) -> set[int]:
+        """The deliveries of an entity that wait (or run) in its queue here, ahead of any new one."""
+        return {delivery.id for delivery in self._queues.get(entity_path, ())}
 
     def offer(self, delivery: Delivery) -> bool:
         """Queue ``delivery``; False when the lane is full (it then stays pending in the store)."""
         if self._size >= self._capacity:
             return False
-        key = delivery.entity_path if self._ordered else f"{delivery.entity_path}#{delivery.id}"
+        if self._closed:
+            return False
+        key = lane_key(self._ordered, delivery.entity_path, delivery.id)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -126,7 +156,15 @@ class Lane:
         self._size -= len(taken)
         return taken
 
+    def retire(self) -> list[Delivery]:
+        """Take no more: hand back what waits (requests in flight finish), workers end when idle."""
+        self._closed = True
+        self._wakeup.set()
+        return self.drain()
+
     async def close(self) -> list[Delivery]:
+        """Stop now; returns every delivery still held, in flight included (they stay pending in the store)."""
+        self._closed = True
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -135,12 +173,14 @@ class Lane:
     async def _work(self) -> None:
         while True:
             while not self._ready:
+                if self._closed:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            taken = self._take()
+            config, taken = self.config, self._take()
             try:
                 await self._throttle()
-                may_continue = await self._attempt([d for _, group in taken for d in group])
+                may_continue = await self._attempt([d for _, group in taken for d in group], config)
             finally:
                 self._busy.difference_update(key for key, _ in taken)
             for key, group in taken:
@@ -166,7 +206,7 @@ class Lane:
         for _ in range(count):
             queue.popleft()
         self._size -= count
-        if not may_continue:
+        if followers_wait(self._ordered, may_continue):
             # The entity's head failed and waits for a retry: later changes of it must not overtake.
             # They stay pending in the store and come back, in order, after the retry.
             self._size -= len(queue)
@@ -183,3 +223,7 @@ class Lane:
         loop = asyncio.get_running_loop()
         while (delay := self._bucket.wait_time(loop.time())) > 0:
             await asyncio.sleep(delay)
+
+
+def _bucket(rate_limit: float | None) -> TokenBucket | None:
+    return TokenBucket(rate_limit, burst=max(1.0, rate_limit)) if rate_limit else None

@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from models.settings import EntitySettings
 from publisher.errors import SubscriptionError
 
 OPERATIONS = frozenset({"created", "updated", "deleted"})
@@ -25,6 +28,7 @@ class Subscription:
         return operation in self.operations and self.entity_key.fullmatch(entity_key) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # compiled once per distinct text, in a bounded cache
 def parse_subscription(text: str) -> Subscription:
     """Parse ``KEY[:OPS]``; ``OPS`` is a comma list of created/updated/deleted or ``*`` (default)."""
     key, _, ops = text.strip().partition(":")
@@ -42,3 +46,16 @@ def parse_subscription(text: str) -> Subscription:
 
 def matches_any(subscriptions: list[Subscription], entity_key: str, operation: str) -> bool:
     return any(subscription.matches(entity_key, operation) for subscription in subscriptions)
+
+
+def check_known_keys(texts: list[str], entities: Sequence[EntitySettings]) -> None:
+    """Refuse a subscription naming an entity key this deployment does not capture (a typo, most often).
+
+    Patterns with ``*`` or ``?`` stay allowed; without configured entities nothing can be checked.
+    """
+    known = sorted({entity.entity_key for entity in entities})
+    for text in texts if known else ():
+        key = text.strip().partition(":")[0]
+        if not any(ch in key for ch in "*?[") and key not in known:
+            raise SubscriptionError(f"subscription {text!r}: unknown entity key {key!r}; known keys: "
+                                    f"{', '.join(known)}")

@@ -111,6 +111,39 @@ CREATE TABLE {schema}.api_keys (
 );
 CREATE INDEX api_keys_organization ON {schema}.api_keys (organization_id);
 """),
+    (4, """
+ALTER TABLE {schema}.integrations ADD COLUMN concurrency integer CHECK (concurrency BETWEEN 1 AND 256);
+ALTER TABLE {schema}.integrations ADD COLUMN disabled_at timestamptz;
+UPDATE {schema}.integrations SET disabled_at = updated_at WHERE NOT enabled;
+CREATE INDEX integrations_updated ON {schema}.integrations (updated_at);
+CREATE TABLE {schema}.replay_jobs (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    integration_id bigint NOT NULL REFERENCES {schema}.integrations ON DELETE CASCADE,
+    state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+    reason text NOT NULL CHECK (reason IN ('requested', 'enabled')),
+    start_offset bigint,
+    since timestamptz,
+    end_positions jsonb,
+    progress jsonb NOT NULL DEFAULT '{{}}',
+    scanned bigint NOT NULL DEFAULT 0,
+    scheduled bigint NOT NULL DEFAULT 0,
+    error text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    claimed_until timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX replay_jobs_running ON {schema}.replay_jobs (id) WHERE state = 'running';
+CREATE INDEX replay_jobs_integration ON {schema}.replay_jobs (integration_id, id DESC);
+ALTER TABLE {schema}.integrations ADD COLUMN catching_up_job bigint
+    REFERENCES {schema}.replay_jobs ON DELETE SET NULL;
+CREATE INDEX deliveries_integration_due ON {schema}.deliveries (integration_id, next_attempt_at, id)
+    WHERE status = 'pending';
+CREATE INDEX deliveries_entity_position ON {schema}.deliveries (integration_id, entity_path, source_offset, id)
+    WHERE status = 'pending';
+"""),
 ]
 
 

@@ -1,100 +1,225 @@
-"""Replay: deliver an integration's events again, read back from Kafka.
+"""Replay jobs: deliver an integration's events again, read back from Kafka, in the background.
 
-Kafka keeps the events, so replay needs no copy of them in the store: it reads the topic
-from an offset (per partition) or from a point in time (``offsets_for_times``), keeps the
-events the integration subscribes to, and schedules them (trigger ``replay``). The running
-publishers deliver them; each keeps its ``webhook-id``, so receivers can deduplicate.
+Kafka keeps the events, so a replay needs no copy of them in the store: a job reads the topic
+from an offset (every partition) or a moment (``offsets_for_times``), keeps what the
+integration receives (``publisher.routing``, as live delivery does) and schedules it. The
+publishers deliver those like any other; each keeps its ``webhook-id``, so receivers can
+deduplicate.
+
+A job ends where the topic ended when it started: per partition, at the end offset taken then,
+or - because some brokers' end offsets count batches rather than records - at the first record
+past that offset written after the job started. Progress is kept per partition after each
+batch is scheduled, so a job resumes where it stopped if its publisher dies, and a cancel
+takes effect at the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings
-from publisher.errors import PublisherError
-from publisher.matching import matches_any
-from publisher.service import webhook_id
-from publisher.store import Integration, NewDelivery, Store
+from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.routing import delivery_of, parse_event, receives
+from publisher.store import Integration, NewDelivery, ReplayJob, Store
+
+log = logging.getLogger("walhook.publisher")
 
 
-@dataclass(frozen=True)
-class ReplayStart:
-    """Where a replay begins: one offset for every partition, or a moment in time."""
+def start_offset(found: object | None) -> int | None:
+    """Where a replay by time starts in a partition, from its ``offsets_for_times`` answer.
 
-    offset: int | None = None
-    since: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if (self.offset is None) == (self.since is None):
-            raise ValueError("give either an offset or a time to replay from")
-
-
-async def replay(store: Store, kafka: KafkaSettings, integration: Integration, start: ReplayStart,
-                 idle_seconds: float = 1.5) -> list[dict[str, Any]]:
-    """Schedule the integration's events from ``start`` to the end of the topic; returns what was scheduled.
-
-    The end is where the topic goes quiet for ``idle_seconds`` (the local broker's end offsets
-    count batches, not records, so they cannot mark the end).
+    None when the partition holds nothing at or after that time: Apache Kafka answers None,
+    the bundled broker an offset with timestamp -1.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                                group_id=None, fetch_max_wait_ms=kafka.fetch_max_wait_ms)
-    try:
+    if found is None or getattr(found, "timestamp", -1) < 0:
+        return None
+    return int(found.offset)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Boundary:
+    """Where a job stops in one partition: pure, told each record's offset and timestamp."""
+
+    end_offset: int
+    started_ms: int
+    done: bool = False
+    quiet_rounds: int = 0
+
+    def past(self, offset: int, timestamp_ms: int) -> bool:
+        """Whether this record lies beyond the job's end (it is live delivery's, not the replay's)."""
+        if offset >= self.end_offset and timestamp_ms > self.started_ms:
+            self.done = True
+        return self.done
+
+    def quiet(self, position: int, highwater: int | None) -> None:
+        """A fetch round brought nothing: two in a row at or past the end, and the partition is done."""
+        self.quiet_rounds = self.quiet_rounds + 1 if position >= max(self.end_offset, highwater or 0) else 0
+        self.done = self.done or self.quiet_rounds >= 2
+
+
+@dataclass
+class Progress:
+    """A job's counts and per-partition positions, as kept in the store."""
+
+    positions: dict[int, int] = field(default_factory=dict)
+    scanned: int = 0
+    scheduled: int = 0
+
+
+class ReplayRunner:
+    """Runs one replay job at a time for a publisher."""
+
+    def __init__(self, store: Store, kafka: KafkaSettings, claim: timedelta, catch_up_grace: timedelta) -> None:
+        self._store = store
+        self._kafka = kafka
+        self._claim = claim
+        self._grace = catch_up_grace
+
+    async def run_jobs(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
+        """Claim and run jobs until asked to stop."""
+        while not stop.is_set():
+            try:
+                job = await self._store.claim_replay_job(self._claim)
+            except StoreError as exc:
+                log.warning("cannot look for replay jobs: %s", exc)
+                job = None
+            if job is None:
+                await asyncio.sleep(poll_seconds)
+                continue
+            await self.run(job)
+
+    async def run(self, job: ReplayJob) -> str:
+        """Run ``job`` to its end; returns its final state (done, failed or cancelled)."""
+        log.info("replay job %d for integration %d started", job.id, job.integration_id)
+        try:
+            state = await self._replay(job, await self._store.integration(job.integration_id))
+            error = None
+        except (KafkaError, PublisherError) as exc:
+            state, error = "failed", f"replay from {self._kafka.topic} failed: {exc}"
+            log.error("replay job %d: %s", job.id, error)
+        await self._finish(job.id, state, error)
+        log.info("replay job %d %s", job.id, state)
+        return state
+
+    async def _finish(self, job_id: int, state: str, error: str | None) -> None:
+        while True:
+            try:
+                return await self._store.finish_replay_job(job_id, state, error)
+            except StoreError as exc:
+                log.warning("cannot end replay job %d yet: %s", job_id, exc)
+                await asyncio.sleep(1.0)
+
+    async def _replay(self, job: ReplayJob, integration: Integration) -> str:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._kafka.bootstrap_servers, enable_auto_commit=False,
+                                    group_id=None, fetch_max_wait_ms=self._kafka.fetch_max_wait_ms)
         await consumer.start()
-        partitions = await _seek(consumer, kafka.topic, start)
-        scheduled: list[dict[str, Any]] = []
-        while partitions:
-            batch = await consumer.getmany(timeout_ms=int(idle_seconds * 1000), max_records=1000)
-            if not batch:
+        try:
+            progress = Progress(dict(job.progress), job.scanned, job.scheduled)
+            ends = job.end_positions or await self._end_offsets(consumer)
+            bounds = await self._seek(consumer, job, ends, progress)
+            return await self._scan(consumer, job, integration, bounds, ends, progress)
+        finally:
+            await consumer.stop()
+
+    async def _end_offsets(self, consumer: AIOKafkaConsumer) -> dict[int, int]:
+        partitions = await _partitions(consumer, self._kafka.topic)
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
+
+    async def _seek(self, consumer: AIOKafkaConsumer, job: ReplayJob, ends: dict[int, int],
+                    progress: Progress) -> dict[int, Boundary]:
+        """Position every partition (resuming from ``progress`` if the job ran before); the ones to scan."""
+        stop_at = job.created_at + (self._grace if job.reason == "enabled" else timedelta())
+        bounds = {p: Boundary(end, int(stop_at.timestamp() * 1000)) for p, end in ends.items()}
+        partitions = [TopicPartition(self._kafka.topic, p) for p in sorted(ends)]
+        consumer.assign(partitions)
+        if not progress.positions:
+            progress.positions = await self._first_positions(consumer, job, partitions)
+        for tp in partitions:
+            if progress.positions.get(tp.partition) is None:
+                bounds[tp.partition].done = True
+            else:
+                consumer.seek(tp, progress.positions[tp.partition])
+        return bounds
+
+    async def _first_positions(self, consumer: AIOKafkaConsumer, job: ReplayJob,
+                               partitions: list[TopicPartition]) -> dict[int, int]:
+        if job.start_offset is not None:
+            return {tp.partition: job.start_offset for tp in partitions}
+        assert job.since is not None
+        found = await consumer.offsets_for_times({tp: int(job.since.timestamp() * 1000) for tp in partitions})
+        return {tp.partition: offset for tp in partitions if (offset := start_offset(found.get(tp))) is not None}
+
+    async def _scan(self, consumer: AIOKafkaConsumer, job: ReplayJob, integration: Integration,
+                    bounds: dict[int, Boundary], ends: dict[int, int], progress: Progress) -> str:
+        redeliver = job.reason == "requested"  # a catch-up only fills the gap: what was delivered stays so
+        while not all(bound.done for bound in bounds.values()):
+            active = [TopicPartition(self._kafka.topic, p) for p, bound in bounds.items() if not bound.done]
+            batch = await consumer.getmany(*active, timeout_ms=500, max_records=1000)
+            chosen = [d for tp, records in batch.items() for d in self._take(integration, tp, records, bounds,
+                                                                             progress)]
+            for tp in active:
+                if not batch.get(tp):
+                    bounds[tp.partition].quiet(await consumer.position(tp), consumer.highwater(tp))
+            progress.scheduled += len(await self._schedule(chosen, redeliver))
+            if await self._note(job, progress, ends):
+                return "cancelled"
+        return "done"
+
+    def _take(self, integration: Integration, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]],
+              bounds: dict[int, Boundary], progress: Progress) -> list[NewDelivery]:
+        chosen = []
+        for record in records:
+            if bounds[tp.partition].past(record.offset, record.timestamp):
                 break
-            chosen = [d for records in batch.values() for record in records
-                      if (d := _delivery_for(integration, record.value or b"", record.partition, record.offset))]
-            scheduled += await store.schedule_replay(chosen)
-        return scheduled
-    except KafkaError as exc:
-        raise PublisherError(f"replay from {kafka.topic} failed: {exc}") from exc
-    finally:
-        await consumer.stop()
+            progress.positions[tp.partition] = record.offset + 1
+            progress.scanned += 1
+            try:
+                event = parse_event(record.value, record.headers or ())
+            except NotAnEvent:
+                continue  # not a walhook event: live delivery dead-lettered it already
+            if receives(integration, event):
+                chosen.append(delivery_of(integration, event, record.value or b"", record.partition, record.offset))
+        return chosen
+
+    async def _schedule(self, chosen: list[NewDelivery], redeliver: bool) -> list[object]:
+        while True:
+            try:
+                return list(await self._store.schedule_replay(chosen, redeliver=redeliver))
+            except StoreError as exc:
+                log.warning("cannot schedule replayed deliveries yet: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _note(self, job: ReplayJob, progress: Progress, ends: dict[int, int]) -> bool:
+        while True:
+            try:
+                return await self._store.note_replay_progress(
+                    job.id, progress=progress.positions, scanned=progress.scanned, scheduled=progress.scheduled,
+                    end_positions=ends, claim_for=self._claim)
+            except StoreError as exc:
+                log.warning("cannot note replay progress yet: %s", exc)
+                await asyncio.sleep(1.0)
 
 
-async def _seek(consumer: AIOKafkaConsumer, topic: str, start: ReplayStart) -> list[TopicPartition]:
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     for _ in range(50):  # metadata for a topic arrives shortly after the first request
         numbers = consumer.partitions_for_topic(topic)
         if numbers:
-            break
+            return [TopicPartition(topic, number) for number in sorted(numbers)]
         await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
-    else:
-        raise PublisherError(f"topic {topic!r} has no partitions (does it exist?)")
-    partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
-    consumer.assign(partitions)
-    if start.offset is not None:
-        for partition in partitions:
-            consumer.seek(partition, start.offset)
-        return partitions
-    assert start.since is not None
-    found = await consumer.offsets_for_times({p: int(start.since.timestamp() * 1000) for p in partitions})
-    active = [p for p in partitions if found.get(p) is not None]
-    for partition in active:
-        consumer.seek(partition, found[partition].offset)  # type: ignore[union-attr]
-    return active
+    raise PublisherError(f"topic {topic!r} has no partitions (does it exist?)")
 
 
-def _delivery_for(integration: Integration, body: bytes, partition: int, offset: int) -> NewDelivery | None:
-    try:
-        event = orjson.loads(body)
-        event_id, organization = event["eventId"], event["organizationId"]
-        entity_key, operation, path = event["entityKey"], event["operationType"], event["entityPath"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if organization != integration.organization_id or not matches_any(integration.subscriptions, entity_key,
-                                                                       operation):
-        return None
-    return NewDelivery(integration.id, organization, event_id, webhook_id(event_id, integration.id), entity_key,
-                       path, operation, body, partition, offset)
+def job_summary(job: ReplayJob) -> str:
+    """One line for a person: state, counts, where it started."""
+    start = f"offset {job.start_offset}" if job.start_offset is not None else \
+        f"{job.since:%Y-%m-%d %H:%M:%S} UTC" if isinstance(job.since, datetime) else "?"
+    extra = f": {job.error}" if job.error else ""
+    return (f"replay job {job.id} (integration {job.integration_id}, from {start}, {job.reason}): {job.state}, "
+            f"{job.scanned} scanned, {job.scheduled} scheduled{extra}")

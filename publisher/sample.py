@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import codecs
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from models.samples import check_operation, example_event
 from models.settings import EntitySettings
+from publisher.routing import parse_event, receives
 from publisher.sender import AttemptResult, WebhookSender
 from publisher.store import Store
 
@@ -43,6 +44,7 @@ class SampleResult:
     error: str | None
     webhook_id: str
     payload: dict[str, Any]
+    subscribed: bool = False  # whether the integration would receive such an event (publisher.routing)
 
     @property
     def succeeded(self) -> bool:
@@ -63,9 +65,11 @@ async def send_sample(store: Store, sender: WebhookSender, integration_id: int, 
     integration = await store.integration(integration_id)
     payload = example_event(entity, operation, integration.organization_id)
     webhook_id = sample_webhook_id(operation, integration.id)
-    result = await sender.attempt(integration.url, integration.secrets, webhook_id, orjson.dumps(payload),
-                                  integration.headers)
-    return sample_result(result, webhook_id, payload)
+    body = orjson.dumps(payload)
+    # As if captured in the integration's own environment: would it receive such an event?
+    subscribed = receives(integration, replace(parse_event(body), environment=integration.environment))
+    result = await sender.attempt(integration.url, integration.secrets, webhook_id, body, integration.headers)
+    return sample_result(result, webhook_id, payload, subscribed)
 
 
 def sample_webhook_id(operation: str, integration_id: int, unix_ms: int | None = None) -> str:
@@ -74,11 +78,12 @@ def sample_webhook_id(operation: str, integration_id: int, unix_ms: int | None =
     return f"sample_{operation}_{integration_id}_{unix_ms}"
 
 
-def sample_result(result: AttemptResult, webhook_id: str, payload: dict[str, Any]) -> SampleResult:
+def sample_result(result: AttemptResult, webhook_id: str, payload: dict[str, Any],
+                  subscribed: bool = False) -> SampleResult:
     """A :class:`SampleResult` from one attempt, its response body cut to ``SAMPLE_BODY_CAP`` bytes."""
     return SampleResult(status=result.status, headers=dict(result.headers), body=response_text(result.response_body),
                         duration_ms=result.duration * 1000, error=result.error, webhook_id=webhook_id,
-                        payload=payload)
+                        payload=payload, subscribed=subscribed)
 
 
 def response_text(body: bytes, cap: int = SAMPLE_BODY_CAP) -> str:

@@ -156,7 +156,8 @@ def test_every_route_hides_another_organizations_resources(client: TestClient, d
     integration = make_integration(client, acme)
     key_id = client.get("/v1/keys", headers=acme).json()[0]["id"]
     delivery_id = _a_delivery(database, integration["id"])
-    ids = {"integration_id": integration["id"], "delivery_id": delivery_id, "key_id": key_id}
+    job_id = client.post(f"/v1/integrations/{integration['id']}/replay", json={"offset": 0}, headers=acme).json()["id"]
+    ids = {"integration_id": integration["id"], "delivery_id": delivery_id, "key_id": key_id, "job_id": job_id}
     walked = []
     for path, operations in client.get("/openapi.json").json()["paths"].items():  # every published route
         if not path.startswith("/v1/") or path.startswith("/v1/organizations") or "{" not in path:
@@ -165,12 +166,14 @@ def test_every_route_hides_another_organizations_resources(client: TestClient, d
             response = client.request(method.upper(), _concrete(path, ids), json=BODIES.get(path, {}), headers=globex)
             assert response.status_code == 404, f"{method} {path}: {response.status_code} {response.text}"
             walked.append(f"{method} {path}")
-    assert len(walked) == 13, walked  # every organization route that names a resource; update when adding one
+    assert len(walked) == 15, walked  # every organization route that names a resource; update when adding one
     # ...and acme still sees its own things, untouched by globex's attempts.
     assert client.get(f"/v1/integrations/{integration['id']}", headers=acme).json()["name"] == integration["name"]
     assert client.get(f"/v1/deliveries/{delivery_id}", headers=acme).status_code == 200
     assert client.get("/v1/integrations", headers=globex).json() == []
     assert client.get("/v1/deliveries", headers=globex).json()["items"] == []
+    assert client.get("/v1/replay-jobs", headers=globex).json() == []
+    assert client.get(f"/v1/replay-jobs/{job_id}", headers=acme).json()["cancel_requested"] is False
 
 
 def _a_delivery(database: str, integration_id: int) -> int:
@@ -202,7 +205,11 @@ def test_deliveries_filters_cursor_detail_and_redeliver(client: TestClient, data
                             headers=acme).json()
     assert recovered == {"scheduled": []}
     replay = client.post(f"/v1/integrations/{integration['id']}/replay", json={"offset": 0}, headers=acme)
-    assert replay.status_code == 503 and "[kafka]" in replay.json()["detail"]
+    assert replay.status_code == 202 and replay.json()["state"] == "running"  # a job a publisher carries out
+    job = client.get(f"/v1/replay-jobs/{replay.json()['id']}", headers=acme).json()
+    assert (job["start_offset"], job["scheduled"]) == (0, 0)
+    cancelled = client.post(f"/v1/replay-jobs/{job['id']}/cancel", headers=acme).json()
+    assert cancelled["cancel_requested"] is True
 
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:
@@ -232,6 +239,8 @@ ORGANIZATION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/deliveries/{delivery_id}", None), ("post", "/v1/deliveries/{delivery_id}/redeliver", None),
     ("post", "/v1/integrations/{integration_id}/recover", {"since": "yesterday"}),
     ("post", "/v1/integrations/{integration_id}/replay", {"offset": -5}),
+    ("get", "/v1/replay-jobs", None), ("get", "/v1/replay-jobs/{job_id}", None),
+    ("post", "/v1/replay-jobs/{job_id}/cancel", None),
 ]
 ADMIN_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/organizations", None), ("post", "/v1/organizations", {"id": "has spaces"}),
@@ -248,7 +257,8 @@ def test_the_route_tables_cover_the_published_api(client: TestClient) -> None:
 
 @pytest.mark.parametrize(("method", "path", "bad"), ORGANIZATION_ROUTES + ADMIN_ROUTES)
 def test_every_route_refuses_a_wrong_key(client: TestClient, method: str, path: str, bad: Any) -> None:
-    concrete = _concrete(path, {"integration_id": 1, "delivery_id": 1, "key_id": 1, "organization_id": 1})
+    concrete = _concrete(path, {"integration_id": 1, "delivery_id": 1, "key_id": 1, "organization_id": 1,
+                                "job_id": 1})
     for headers in ({}, bearer("whk_0000_wrong"), {"authorization": "Basic abc"}):
         assert client.request(method.upper(), concrete, json={}, headers=headers).status_code == 401
 
@@ -260,7 +270,7 @@ def test_every_route_names_what_is_invalid(client: TestClient, method: str, path
     if bad is None:  # no body: a path parameter of the wrong type, or a bad query value
         target = path.replace("{organization_id}", "has spaces").replace("{integration_id}", "abc")
         target = target.replace("{delivery_id}", "abc")
-        target = target.replace("{key_id}", "abc")
+        target = target.replace("{key_id}", "abc").replace("{job_id}", "abc")
         if "{" not in path:
             target += "?limit=0" if path == "/v1/deliveries" else ""
         response = client.request(method.upper(), target, headers=headers)

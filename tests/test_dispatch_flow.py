@@ -1,11 +1,10 @@
-"""How deliveries flow without detours: drain rates, backed-up lanes, deliveries just delivered here."""
+"""How deliveries flow without detours: drain rates and backed-up lanes."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 
-from publisher.dispatch import DeliveredMemory
 from publisher.lanes import DrainRate, Lane
 from publisher.store import Delivery
 
@@ -23,20 +22,8 @@ def test_drain_rate_counts_the_last_window_and_forgets_a_lane_that_stopped() -> 
     assert rate.rate(12.5) == 0.0  # nothing done for longer than the window: not draining
 
 
-def test_delivered_memory_forgets_after_two_generations() -> None:
-    memory = DeliveredMemory(seconds=0.05)
-    memory.add(1)
-    assert memory.not_delivered((1, 2)) == (2,)
-    asyncio.run(asyncio.sleep(0.06))
-    memory.add(3)  # swaps: 1 is in the previous generation now
-    assert memory.not_delivered((1, 2, 3)) == (2,)
-    asyncio.run(asyncio.sleep(0.06))
-    memory.add(4)
-    assert memory.not_delivered((1, 3, 4)) == (1,)
-
-
 async def test_a_full_lane_is_waited_for_only_while_it_drains_quickly() -> None:
-    async def hang(deliveries: list[Delivery]) -> bool:
+    async def hang(deliveries: list[Delivery], config: object) -> bool:
         await asyncio.Event().wait()
         return True
 

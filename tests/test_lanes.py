@@ -20,7 +20,7 @@ class Recorder:
         self.fail = fail or set()
         self.pause = pause
 
-    async def attempt(self, deliveries: list[Delivery]) -> bool:
+    async def attempt(self, deliveries: list[Delivery], config: object = None) -> bool:
         self.calls.append([d.id for d in deliveries])
         await asyncio.sleep(self.pause)
         return not any(d.id in self.fail for d in deliveries)
@@ -76,15 +76,50 @@ async def test_capacity_is_a_hard_bound() -> None:
     await lane.close()
 
 
-async def test_holds_all_only_when_every_earlier_delivery_is_here() -> None:
+async def test_queued_ids_are_the_entitys_deliveries_waiting_here() -> None:
     recorder = Recorder(pause=1.0)
     lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=10, ordered=True)
     lane.offer(delivery(1, "x"))
     lane.offer(delivery(2, "x"))
-    assert lane.holds_all("x", (1, 2)) and lane.holds_all("x", (1,))
-    assert not lane.holds_all("x", (1, 7))  # 7 waits in the store: a later change must not overtake it
-    assert not lane.holds_all("y", (1,))
+    assert lane.queued_ids("x") == {1, 2} and lane.queued_ids("y") == set()
     await lane.close()
+
+
+async def test_a_batch_is_sent_with_the_config_it_was_taken_under() -> None:
+    """An update changes what the next batch takes, never what an already taken one carries."""
+    seen: list[tuple[list[int], object]] = []
+    release = asyncio.Event()
+
+    async def attempt(deliveries: list[Delivery], config: object) -> bool:
+        seen.append(([d.id for d in deliveries], config))
+        await release.wait()
+        return True
+
+    lane = Lane(attempt, lambda _: None, concurrency=1, capacity=100, ordered=False, batch_size=3, config="three")
+    lane._workers[0].cancel()
+    for n in range(1, 7):
+        lane.offer(delivery(n, f"e{n}"))
+    lane._workers = [asyncio.create_task(lane._work())]
+    await asyncio.sleep(0.01)
+    lane.update("one", rate_limit=None, batch_size=1)  # taken under "three": still three in one request
+    release.set()
+    await settle(lane)
+    await lane.close()
+    assert seen == [([1, 2, 3], "three"), ([4], "one"), ([5], "one"), ([6], "one")]
+
+
+async def test_a_retired_lane_finishes_in_flight_and_hands_back_the_rest() -> None:
+    recorder = Recorder(pause=0.05)
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=10, ordered=True)
+    for n in (1, 2, 3):
+        lane.offer(delivery(n, "x" if n < 3 else "y"))
+    await asyncio.sleep(0.01)  # 1 is in flight
+    handed_back = lane.retire()
+    assert [d.id for d in handed_back] == [3] or [d.id for d in handed_back] == []
+    assert not lane.offer(delivery(4, "z"))  # retired: takes nothing more
+    await asyncio.sleep(0.2)
+    assert all(worker.done() for worker in lane._workers)  # its workers ended once idle
+    assert [ids[0] for ids in recorder.calls][:1] == [1]
 
 
 async def test_batches_take_heads_and_followers_in_order() -> None:

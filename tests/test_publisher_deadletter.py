@@ -18,7 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from models.settings import KafkaSettings, PublisherSettings
-from publisher.deadletter import TRUNCATED_VALUE_BYTES, DeadLetters, parse_event
+from publisher.deadletter import TRUNCATED_VALUE_BYTES, DeadLetters
+from publisher.routing import parse_event
 from publisher.errors import NotAnEvent, PublisherError
 from publisher.sender import WebhookSender
 from publisher.service import Publisher

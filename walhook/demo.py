@@ -25,7 +25,7 @@ import psycopg
 from models.errors import WalhookError
 from publisher.service import consumer_group_state
 from publisher.store import Store
-from walhook.cli import stop_on_signals
+from walhook.cli.common import stop_on_signals
 from walhook.receiver import ReceivedWebhook, VerifyingReceiver
 from walhook.stack import LocalStack, spawn, stop_process
 

@@ -29,6 +29,10 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+MIN_RATE_LIMIT = 0.1
+MAX_SUBSCRIPTION_LENGTH = 256
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,7 +82,10 @@ class IntegrationFields(_In):
     environment: str | None = Field(default=None, min_length=1, max_length=64)
     ordering: Literal["entity", "none"] | None = None
     batch_size: int | None = Field(default=None, ge=1, le=1000)
-    rate_limit: float | None = Field(default=None, gt=0, le=100_000)
+    rate_limit: float | None = Field(default=None, ge=MIN_RATE_LIMIT, le=100_000,
+                                     description="requests per second at most (at least one per 10 s)")
+    concurrency: int | None = Field(default=None, ge=1, le=256, description="requests in flight at most; "
+                                    "default: the publisher's concurrency_per_integration")
     headers: dict[str, str] | None = Field(default=None, max_length=20)
 
     @field_validator("headers")
@@ -98,6 +105,8 @@ class IntegrationFields(_In):
     @classmethod
     def _events(cls, value: list[str] | None) -> list[str] | None:
         for text in value or []:
+            if len(text) > MAX_SUBSCRIPTION_LENGTH:
+                raise ValueError(f"subscription {text[:40]!r}...: longer than {MAX_SUBSCRIPTION_LENGTH} characters")
             try:
                 parse_subscription(text)
             except SubscriptionError as exc:
@@ -142,6 +151,10 @@ class IntegrationOut(BaseModel):
     ordering: str
     batch_size: int
     rate_limit: float | None
+    concurrency: int | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    catching_up: bool = Field(default=False, description="a replay since it was disabled is running; live "
+                              "changes wait behind it")
 
     @classmethod
     def of(cls, description: dict[str, Any]) -> IntegrationOut:
@@ -222,9 +235,37 @@ class RecoverIn(_In):
 
 
 class ReplayIn(_In):
-    offset: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0, le=2**63 - 1)
     since: datetime | None = None
 
 
+class ScheduledOut(BaseModel):
+    id: int
+    event_id: str
+    webhook_id: str
+
+
 class Scheduled(BaseModel):
-    scheduled: list[dict[str, Any]]
+    scheduled: list[ScheduledOut]
+
+
+class ReplayJobOut(BaseModel):
+    """A replay job: ``state`` running, done, failed or cancelled; counts of records scanned and scheduled."""
+
+    id: int
+    integration_id: int
+    state: str
+    reason: str = Field(description="requested, or enabled (catching up from when it was disabled)")
+    start_offset: int | None
+    since: datetime | None
+    scanned: int
+    scheduled: int
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class EnabledOut(IntegrationOut):
+    replay_job: ReplayJobOut | None = Field(default=None, description="the job catching it up, if any")

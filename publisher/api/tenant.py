@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from publisher.api.schemas import (
     DeliveryDetail,
     DeliveryOut,
     DeliveryPage,
+    EnabledOut,
     IntegrationCreated,
     IntegrationIn,
     IntegrationOut,
@@ -23,27 +25,30 @@ from publisher.api.schemas import (
     KeyOut,
     RecoverIn,
     ReplayIn,
+    ReplayJobOut,
     RotateIn,
     SampleIn,
     SampleOut,
     Scheduled,
+    ScheduledOut,
     SecretOut,
 )
 from publisher.errors import NotFound
-from publisher.store import Store
+from publisher.matching import check_known_keys
+from publisher.store import ReplayJob, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
 
 
 @router.get("/keys", response_model=list[KeyOut])
 async def list_keys(org: str = Depends(organization), store: Store = Depends(store_of)) -> list[KeyOut]:
-    return [KeyOut(**row) for row in await store.api_keys(org)]
+    return [KeyOut(**asdict(row)) for row in await store.api_keys(org)]
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 async def create_key(body: KeyIn, org: str = Depends(organization), store: Store = Depends(store_of)) -> KeyCreated:
     row, key = await store.add_api_key(org, body.name)
-    return KeyCreated(**row, key=key)
+    return KeyCreated(**asdict(row), key=key)
 
 
 @router.delete("/keys/{key_id}", status_code=204)
@@ -60,10 +65,12 @@ async def list_integrations(org: str = Depends(organization), store: Store = Dep
 @router.post("/integrations", status_code=201, response_model=IntegrationCreated)
 async def create_integration(request: Request, body: IntegrationIn, org: str = Depends(organization),
                              store: Store = Depends(store_of)) -> IntegrationCreated:
+    check_known_keys(body.events, request.app.state.settings.entities)
     await request.app.state.sender.policy.check_destination(body.url)
     integration_id = await store.add_integration(
         org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
-        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
+        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
+        concurrency=body.concurrency)
     integration = await store.integration_of(org, integration_id)
     return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
 
@@ -78,6 +85,8 @@ async def get_integration(integration_id: int, org: str = Depends(organization),
 async def update_integration(request: Request, integration_id: int, body: IntegrationPatch,
                              org: str = Depends(organization), store: Store = Depends(store_of)) -> IntegrationOut:
     await store.integration_of(org, integration_id)
+    if body.events is not None:
+        check_known_keys(body.events, request.app.state.settings.entities)
     if body.url is not None:
         await request.app.state.sender.policy.check_destination(body.url)
     await store.update_integration(org, integration_id, body.model_dump(exclude_unset=True))
@@ -90,21 +99,20 @@ async def delete_integration(integration_id: int, org: str = Depends(organizatio
     await store.delete_integration(org, integration_id)
 
 
-@router.post("/integrations/{integration_id}/enable", response_model=IntegrationOut)
-async def enable_integration(integration_id: int, org: str = Depends(organization),
-                             store: Store = Depends(store_of)) -> IntegrationOut:
-    return await _set_enabled(store, org, integration_id, True)
+@router.post("/integrations/{integration_id}/enable", response_model=EnabledOut)
+async def enable_integration(integration_id: int, org: str = Depends(organization), store: Store = Depends(store_of),
+                             replay: bool = Query(default=True, description="replay what happened while it was "
+                                                  "disabled (a job; live changes wait behind it)")) -> EnabledOut:
+    job = await store.enable(org, integration_id, replay=replay)
+    integration = IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
+    return EnabledOut(**integration.model_dump(), replay_job=job_out(job) if job else None)
 
 
 @router.post("/integrations/{integration_id}/disable", response_model=IntegrationOut)
 async def disable_integration(integration_id: int, org: str = Depends(organization),
                               store: Store = Depends(store_of)) -> IntegrationOut:
-    return await _set_enabled(store, org, integration_id, False)
-
-
-async def _set_enabled(store: Store, org: str, integration_id: int, enabled: bool) -> IntegrationOut:
     await store.integration_of(org, integration_id)
-    await store.set_enabled(integration_id, enabled, None if enabled else "disabled through the API")
+    await store.set_enabled(integration_id, False, "disabled through the API")
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
 
@@ -161,8 +169,8 @@ async def list_deliveries(org: str = Depends(organization), store: Store = Depen
                           ) -> DeliveryPage:
     rows = await store.deliveries(integration_id, status, limit, organization_id=org, entity_key=entity_key,
                                   event_id=event_id, since=_time(since), until=_time(until), before_id=cursor)
-    return DeliveryPage(items=[DeliveryOut(**row) for row in rows],
-                        next_cursor=rows[-1]["id"] if len(rows) == limit else None)
+    return DeliveryPage(items=[DeliveryOut(**asdict(row)) for row in rows],
+                        next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -179,33 +187,53 @@ async def get_delivery(delivery_id: int, org: str = Depends(organization),
                        store: Store = Depends(store_of)) -> DeliveryDetail:
     row = await store.delivery_of(org, delivery_id)
     body = await store.delivery_body(delivery_id)
-    attempts = [AttemptOut(**{**a, "response_body": None if a["response_body"] is None else
-                              bytes(a["response_body"]).decode("utf-8", "replace")})
+    attempts = [AttemptOut(**{**asdict(a), "response_body": None if a.response_body is None else
+                              a.response_body.decode("utf-8", "replace")})
                 for a in await store.attempts_of(delivery_id)]
-    return DeliveryDetail(**row, body=body.decode("utf-8", "replace"), attempts_log=attempts)
+    return DeliveryDetail(**asdict(row), body=body.decode("utf-8", "replace"), attempts_log=attempts)
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", response_model=Scheduled)
 async def redeliver(delivery_id: int, org: str = Depends(organization), store: Store = Depends(store_of)) -> Scheduled:
-    return Scheduled(scheduled=[await store.redeliver(delivery_id, org)])
+    return Scheduled(scheduled=[ScheduledOut(**asdict(await store.redeliver(delivery_id, org)))])
 
 
 @router.post("/integrations/{integration_id}/recover", response_model=Scheduled)
 async def recover(integration_id: int, body: RecoverIn, org: str = Depends(organization),
                   store: Store = Depends(store_of)) -> Scheduled:
     await store.integration_of(org, integration_id)
-    return Scheduled(scheduled=await store.recover(integration_id, body.since))
+    return Scheduled(scheduled=[ScheduledOut(**asdict(row)) for row in await store.recover(integration_id, body.since)])
 
 
-@router.post("/integrations/{integration_id}/replay", response_model=Scheduled)
-async def replay_integration(request: Request, integration_id: int, body: ReplayIn, org: str = Depends(organization),
-                             store: Store = Depends(store_of)) -> Scheduled:
-    from publisher.recovery import ReplayStart, replay
-
-    integration = await store.integration_of(org, integration_id)  # another organization's: 404 first
+@router.post("/integrations/{integration_id}/replay", status_code=202, response_model=ReplayJobOut)
+async def replay_integration(integration_id: int, body: ReplayIn, org: str = Depends(organization),
+                             store: Store = Depends(store_of)) -> ReplayJobOut:
+    """Start a replay job; a running publisher carries it out. Follow it at ``/v1/replay-jobs/{id}``."""
+    await store.integration_of(org, integration_id)  # another organization's: 404 first
     if (body.offset is None) == (body.since is None):
         raise HTTPException(422, "give either offset or since")
-    kafka = request.app.state.settings.kafka
-    if kafka is None:
-        raise HTTPException(503, "replay needs a [kafka] section in the API's configuration")
-    return Scheduled(scheduled=await replay(store, kafka, integration, ReplayStart(body.offset, body.since)))
+    return job_out(await store.create_replay_job(org, integration_id, start_offset=body.offset, since=body.since))
+
+
+@router.get("/replay-jobs", response_model=list[ReplayJobOut])
+async def list_replay_jobs(org: str = Depends(organization), store: Store = Depends(store_of),
+                           integration_id: int | None = Query(default=None, ge=1, le=2**63 - 1),
+                           state: str | None = Query(default=None, pattern="^(running|done|failed|cancelled)$"),
+                           limit: int = Query(default=50, ge=1, le=500)) -> list[ReplayJobOut]:
+    return [job_out(job) for job in await store.replay_jobs(org, integration_id, state, limit)]
+
+
+@router.get("/replay-jobs/{job_id}", response_model=ReplayJobOut)
+async def get_replay_job(job_id: int, org: str = Depends(organization), store: Store = Depends(store_of)
+                         ) -> ReplayJobOut:
+    return job_out(await store.replay_job(org, job_id))
+
+
+@router.post("/replay-jobs/{job_id}/cancel", response_model=ReplayJobOut)
+async def cancel_replay_job(job_id: int, org: str = Depends(organization), store: Store = Depends(store_of)
+                            ) -> ReplayJobOut:
+    return job_out(await store.cancel_replay_job(org, job_id))
+
+
+def job_out(job: ReplayJob) -> ReplayJobOut:
+    return ReplayJobOut(**asdict(job))

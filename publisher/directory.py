@@ -1,0 +1,115 @@
+"""The integration directory: this process's one current copy of every integration's config.
+
+Live delivery asks it who may receive an organization's events, the dispatcher asks it for an
+integration's config, and both hear from it when one changes. It reloads what moved in the
+store (``updated_at``) every ``refresh_seconds`` - the bound on how soon a change made through
+the API or the CLI takes effect here - and everything once a minute, which also drops secrets
+whose rotation overlap ended. A disable decided here (a receiver's 410) takes effect here at
+once, and in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from publisher.errors import StoreError
+from publisher.store import Integration, Store
+
+log = logging.getLogger("walhook.publisher")
+
+Listener = Callable[[Integration | None, Integration | None], None]
+"""Told ``(before, after)`` when an integration changes; None before: new; None after: deleted."""
+
+# Rows are found by updated_at > last seen minus this: a transaction that began earlier (its now())
+# but committed after our last look is still seen.
+_OVERLAP = timedelta(seconds=30)
+FULL_RELOAD_SECONDS = 60.0
+
+
+class IntegrationDirectory:
+    """Integrations by id and by organization, kept current from the store."""
+
+    def __init__(self, store: Store, refresh_seconds: float = 2.0) -> None:
+        self._store = store
+        self._refresh_seconds = refresh_seconds
+        self._by_id: dict[int, Integration] = {}
+        self._of: dict[str, dict[int, Integration]] = {}
+        self._enabled_of: dict[str, list[Integration]] = {}
+        self._listeners: list[Listener] = []
+        self._seen: datetime | None = None
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def get(self, integration_id: int) -> Integration | None:
+        return self._by_id.get(integration_id)
+
+    def enabled_of(self, organization_id: str) -> list[Integration]:
+        """The organization's enabled integrations: the candidates for its live events."""
+        return self._enabled_of.get(organization_id, [])
+
+    async def load(self, stop: asyncio.Event) -> None:
+        """The first full load; waits out a store outage (or returns when asked to stop)."""
+        while not stop.is_set():
+            try:
+                await self.refresh(full=True)
+                return
+            except StoreError as exc:
+                log.error("cannot load the integrations, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh until asked to stop; a store outage only delays the next refresh."""
+        loop = asyncio.get_running_loop()
+        full_at = loop.time() + FULL_RELOAD_SECONDS
+        while not stop.is_set():
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self.refresh(full=loop.time() >= full_at)
+            except StoreError as exc:
+                log.warning("cannot refresh the integrations: %s", exc)
+                continue
+            if loop.time() >= full_at:
+                full_at = loop.time() + FULL_RELOAD_SECONDS
+
+    async def refresh(self, full: bool = False) -> None:
+        """Take in what changed in the store since the last look (everything when ``full``)."""
+        since = None if full or self._seen is None else self._seen - _OVERLAP
+        changed, ids = await self._store.integrations_changed(since)
+        for integration in changed:
+            before = self._by_id.get(integration.id)
+            if full or before is None or before.updated_at != integration.updated_at:
+                self._put(before, integration)
+        for gone in set(self._by_id) - set(ids):
+            self._put(self._by_id[gone], None)
+        stamps = [i.updated_at for i in changed if i.updated_at is not None]
+        if stamps:
+            self._seen = max([*stamps, *([self._seen] if self._seen else [])])
+
+    async def disable(self, integration: Integration, reason: str | None) -> None:
+        """Disable here at once; in the store too when ``reason`` is given (it is already, otherwise)."""
+        if reason is not None:
+            await self._store.set_enabled(integration.id, False, reason)
+        current = self._by_id.get(integration.id, integration)
+        self._put(current, replace(current, enabled=False, disabled_reason=reason or current.disabled_reason))
+
+    def _put(self, before: Integration | None, after: Integration | None) -> None:
+        if before is not None:
+            self._by_id.pop(before.id, None)
+            self._of.get(before.organization_id, {}).pop(before.id, None)
+            self._enabled_of[before.organization_id] = _enabled(self._of.get(before.organization_id, {}))
+        if after is not None:
+            self._by_id[after.id] = after
+            of = self._of.setdefault(after.organization_id, {})
+            of[after.id] = after
+            self._enabled_of[after.organization_id] = _enabled(of)
+        for listener in self._listeners:
+            listener(before, after)
+
+
+def _enabled(integrations: dict[int, Integration]) -> list[Integration]:
+    return [integration for _, integration in sorted(integrations.items()) if integration.enabled]

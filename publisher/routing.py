@@ -1,0 +1,125 @@
+"""Routing: which integrations get an event. The one answer for live delivery, replay and samples.
+
+An event reaches an integration of its organization when one of the integration's subscriptions
+matches its entity key and operation, and the integration's environment (if it has one) is the
+environment the capture stamped on the record. Which integrations are candidates is the
+caller's business: live delivery offers the enabled ones (``publisher.directory``), replay the
+one it replays for, a sample the one it is sent to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from publisher.errors import NotAnEvent
+from publisher.matching import matches_any
+from publisher.store.rows import Integration, NewDelivery
+
+ENVIRONMENT_HEADER = "walhook-environment"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFields:
+    """What the publisher reads from an event to route it."""
+
+    event_id: str
+    organization_id: str | None
+    entity_key: str
+    operation: str
+    entity_path: str
+    environment: str | None = None  # the [source] environment stamped on the record, if any
+
+
+def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> EventFields:
+    """The routing fields of a walhook event; ``NotAnEvent`` says why ``value`` is not one.
+
+    The body is checked (a record that is not a walhook event is dead-lettered, never sent);
+    the environment comes from the ``walhook-environment`` header the capture stamps.
+    """
+    fields = _body_fields(value, headers)
+    environment = next((v for name, v in headers if name == ENVIRONMENT_HEADER), None)
+    return replace(fields, environment=environment.decode("utf-8", "replace")) if environment else fields
+
+
+def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> EventFields:
+    if not value:
+        raise NotAnEvent("empty value")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        fields = _from_headers(headers) if str(exc).startswith("depth limit") else None
+        if fields is None:
+            raise NotAnEvent(f"not JSON: {exc}") from exc
+        return fields  # a column's JSON nested deeper than orjson reads (Postgres allows it)
+    if not isinstance(event, dict):
+        raise NotAnEvent(f"not a JSON object but {_json_type(event)}")
+    return EventFields(
+        event_id=_text(event, "eventId", empty=False), organization_id=_text(event, "organizationId", null=True),
+        entity_key=_text(event, "entityKey"), operation=_text(event, "operationType", empty=False),
+        entity_path=_text(event, "entityPath"))
+
+
+_ROUTING_HEADERS = {"walhook-event-id": "event_id", "walhook-organization-id": "organization_id",
+                    "walhook-entity-key": "entity_key", "walhook-operation-type": "operation",
+                    "walhook-entity-path": "entity_path"}
+
+
+def _from_headers(headers: Sequence[tuple[str, bytes]]) -> EventFields | None:
+    """The routing fields from the headers the CDC writes, when all of them are there."""
+    found = {_ROUTING_HEADERS[name]: value.decode("utf-8", "replace") for name, value in headers
+             if name in _ROUTING_HEADERS}
+    if len(found) != len(_ROUTING_HEADERS):
+        return None
+    return EventFields(event_id=found["event_id"], organization_id=found["organization_id"] or None,
+                       entity_key=found["entity_key"], operation=found["operation"],
+                       entity_path=found["entity_path"])
+
+
+def _text(event: dict[str, Any], name: str, *, null: bool = False, empty: bool = True) -> Any:
+    if name not in event:
+        raise NotAnEvent(f"missing field {name}")
+    value = event[name]
+    if value is None and null:
+        return None
+    if not isinstance(value, str):
+        raise NotAnEvent(f"field {name} is {_json_type(value)}, not a string")
+    if not value and not empty:
+        raise NotAnEvent(f"field {name} is empty")
+    if "\0" in value:  # Postgres text cannot hold it: the store would refuse the delivery forever
+        raise NotAnEvent(f"field {name} contains a NUL character")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def receives(integration: Integration, event: EventFields) -> bool:
+    """Whether ``integration`` subscribed to ``event`` (its state, enabled or not, is the caller's concern)."""
+    return (integration.organization_id == event.organization_id
+            and integration.environment in (None, event.environment)
+            and matches_any(integration.subscriptions, event.entity_key, event.operation))
+
+
+def recipients(candidates: Iterable[Integration], event: EventFields) -> list[Integration]:
+    """The candidates that receive ``event``."""
+    return [integration for integration in candidates if receives(integration, event)]
+
+
+def webhook_id(event_id: str, integration_id: int) -> str:
+    """Stable per (event, integration): the same across retries, restarts, replays and re-reads."""
+    return f"{event_id}_i{integration_id}"
+
+
+def delivery_of(integration: Integration, event: EventFields, body: bytes, partition: int | None,
+                offset: int | None) -> NewDelivery:
+    """The delivery of ``event`` (its record's exact bytes) to ``integration``."""
+    return NewDelivery(integration.id, integration.organization_id, event.event_id,
+                       webhook_id(event.event_id, integration.id), event.entity_key, event.entity_path,
+                       event.operation, body, partition, offset)

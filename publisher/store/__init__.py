@@ -1,0 +1,52 @@
+"""walhook's own tables: organizations, signing secrets, integrations, deliveries, attempts and replay jobs.
+
+SQLAlchemy 2 (async, psycopg 3) on Postgres, in a schema of its own (``[store] schema``,
+default ``walhook``) so it can share the source database without touching the app's
+tables. The schema is versioned (``publisher.migrations``). One module per area, each adding
+its methods to the one ``Store`` a process opens:
+
+* ``engine``: connection, the two statement styles, errors translated once;
+* ``tenants``: organizations, signing secrets, API keys;
+* ``integrations``: integrations, their config and health;
+* ``deliveries``: the life of a delivery (recorded, claimed, attempted, scheduled again);
+* ``jobs``: replay jobs;
+* ``reports``: reading the delivery log, and the figures metrics report.
+
+A *delivery* is one event for one integration - the "webhook job" - with its status, attempt
+count and next attempt time. An *attempt* is one HTTP request of a delivery, logged with
+what was sent and what came back. Rows come back as the dataclasses of ``rows``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from publisher.store.reports import ReportStore
+from publisher.store.rows import (
+    ApiKey,
+    Attempt,
+    AttemptRecord,
+    Delivery,
+    DeliveryRow,
+    Integration,
+    NewDelivery,
+    Organization,
+    ReplayJob,
+    Scheduled,
+)
+from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
+
+__all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Delivery", "DeliveryRow", "Integration",
+           "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "utcnow"]
+
+
+class Store(ReportStore):
+    """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,149 @@
+"""Deliveries (the webhook jobs) and their attempts: recorded, claimed, settled, scheduled again.
+
+The hot path (record new deliveries, claim due ones, record attempts) runs one statement per
+batch with binary array parameters; the ordering rule it applies lives in ``publisher.ordering``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from publisher.errors import NotFound
+from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, EARLIER_PENDING_IDS
+from publisher.store.engine import as_json
+from publisher.store.integrations import IntegrationStore
+from publisher.store.rows import AttemptRecord, Delivery, NewDelivery, Scheduled
+
+_NEW_COLUMNS = ("integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, body, "
+                "source_partition, source_offset")
+_NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], "
+               "%b::int[], %b::bigint[]")
+_READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
+
+
+def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
+    return [[getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__]
+
+
+class DeliveryStore(IntegrationStore):
+    """The life of a delivery."""
+
+    async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta) -> list[Delivery]:
+        """Record deliveries durably, claimed by the caller for ``claim_for``; already known ones are skipped.
+
+        Each returned delivery names the earlier deliveries of the same entity to the same
+        integration that were already pending (``pending_before``): it must wait for them.
+        """
+        if not deliveries:
+            return []
+        # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
+        sql = (f"WITH new AS (INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
+               f"SELECT *, now() + %b FROM unnest({_NEW_ARRAYS}) "
+               "ON CONFLICT (integration_id, event_id) DO NOTHING "
+               "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger, source_offset) "
+               "SELECT new.id, new.integration_id, new.event_id, new.entity_path, new.attempts, new.created_at, "
+               f"new.trigger, {EARLIER_PENDING_IDS} FROM new ORDER BY new.id")
+        rows = await self._binary(sql, [claim_for, *_columns(deliveries)], "cannot record deliveries")
+        by_key = {(d.integration_id, d.event_id): d for d in deliveries}
+        return [Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
+                         by_key[(integration_id, event_id)].body, attempts, created_at, tuple(pending_before or ()),
+                         trigger)
+                for id, integration_id, event_id, entity_path, attempts, created_at, trigger, pending_before in rows]
+
+    async def claim_due(self, limit: int, claim_for: timedelta, skip_integrations: Sequence[int] = (),
+                        per_integration: int = 200) -> list[Delivery]:
+        """Pending deliveries whose time has come and that the ordering rule lets go, claimed fairly.
+
+        Fair: each integration offers at most ``per_integration`` of its oldest due deliveries,
+        ranked; the claim takes every organization's first before any organization's second,
+        and within an organization every integration's first before any second. So neither a
+        large backlog nor many integrations let one tenant hold back another's retries.
+        ``skip_integrations`` (lanes with no room) offer nothing: a saturated lane takes no
+        share of the claim. Claimed with SKIP LOCKED, so several publishers share the work.
+        """
+        sql = (
+            "WITH candidates AS (SELECT x.id, x.next_attempt_at, x.rank, i.organization_id "
+            "FROM {s}.integrations i CROSS JOIN LATERAL (SELECT c.id, c.next_attempt_at, "
+            "row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank FROM {s}.deliveries c "
+            "WHERE c.integration_id = i.id AND c.status = 'pending' AND c.next_attempt_at <= now() "
+            "AND (c.claimed_until IS NULL OR c.claimed_until < now()) "
+            f"AND (i.ordering = 'none' OR NOT ({EARLIER_PENDING} OR {BEYOND_CATCH_UP})) "
+            "ORDER BY c.next_attempt_at, c.id LIMIT %b) x "
+            "WHERE i.enabled AND NOT (i.id = ANY(%b::bigint[]))), "
+            "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
+            "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
+            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
+            "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
+            "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
+            f"RETURNING {_READY}")
+        rows = await self._binary(sql, [min(per_integration, limit), list(skip_integrations), limit, claim_for],
+                                  "cannot claim due deliveries")
+        return [Delivery(id, integration_id, webhook_id, entity_path, bytes(body), attempts, created_at, (),
+                         trigger)
+                for id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger in rows]
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Log attempts and move their deliveries on, in one statement."""
+        if not records:
+            return
+        latest = list({r.delivery_id: r for r in records}.values())  # a delivery's last attempt decides its state
+        attempts = [[r.delivery_id for r in records], [r.integration_id for r in records],
+                    [r.number for r in records], [r.trigger for r in records], [r.started_at for r in records],
+                    [r.url for r in records], [as_json(r.request_headers) for r in records],
+                    [r.response_status for r in records],
+                    [None if r.response_headers is None else as_json(r.response_headers) for r in records],
+                    [r.response_body for r in records], [r.duration_ms for r in records], [r.error for r in records]]
+        moves = [[r.delivery_id for r in latest], [r.status for r in latest], [r.number for r in latest],
+                 [r.next_attempt_at for r in latest], [r.error for r in latest]]
+        sql = ("WITH logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
+               "url, request_headers, response_status, response_headers, response_body, duration_ms, error) "
+               "SELECT a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, "
+               "a.request_headers::jsonb, a.response_status, a.response_headers::jsonb, a.response_body, "
+               "a.duration_ms, a.error FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+               "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::float8[], "
+               "%b::text[]) AS a(delivery_id, integration_id, number, trigger, started_at, url, request_headers, "
+               "response_status, response_headers, response_body, duration_ms, error)) "
+               "UPDATE {s}.deliveries d SET status = m.status, attempts = greatest(d.attempts, m.number), "
+               "next_attempt_at = coalesce(m.next_attempt_at, d.next_attempt_at), claimed_until = NULL, "
+               "last_error = m.error, updated_at = now() FROM unnest(%b::bigint[], %b::text[], %b::int[], "
+               "%b::timestamptz[], %b::text[]) AS m(id, status, number, next_attempt_at, error) WHERE d.id = m.id")
+        await self._binary(sql, [*attempts, *moves], "cannot record attempts")
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give up claims so that the poller (here or in another publisher) may hand the deliveries out again."""
+        if delivery_ids:
+            await self._rows("UPDATE {s}.deliveries SET claimed_until = NULL WHERE id = ANY(:ids) "
+                             "AND status = 'pending'", {"ids": list(delivery_ids)})
+
+    async def redeliver(self, delivery_id: int, organization_id: str | None = None) -> Scheduled:
+        """Schedule one more attempt of a delivery now (trigger ``manual``)."""
+        rows = await self._rows(
+            "UPDATE {s}.deliveries SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, "
+            "trigger = 'manual', updated_at = now() WHERE id = :id "
+            "AND (CAST(:org AS text) IS NULL OR organization_id = :org) "
+            "RETURNING id, event_id, webhook_id", {"id": delivery_id, "org": organization_id})
+        if not rows:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return Scheduled(**rows[0])
+
+    async def recover(self, integration_id: int, since: datetime) -> list[Scheduled]:
+        """Schedule every delivery of the integration that failed since ``since`` for one more attempt."""
+        return [Scheduled(**row) for row in await self._rows(
+            "UPDATE {s}.deliveries SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, "
+            "trigger = 'manual', updated_at = now() WHERE integration_id = :integration AND status = 'failed' "
+            "AND updated_at >= :since RETURNING id, event_id, webhook_id",
+            {"integration": integration_id, "since": since})]
+
+    async def schedule_replay(self, deliveries: Sequence[NewDelivery], *, redeliver: bool = True
+                              ) -> list[Scheduled]:
+        """Deliver these (trigger ``replay``); ``redeliver``: also those delivered before, else only the new ones."""
+        if not deliveries:
+            return []
+        again = ("DO UPDATE SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, "
+                 "trigger = 'replay', updated_at = now()") if redeliver else "DO NOTHING"
+        rows = await self._binary(
+            f"INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, trigger) SELECT *, 'replay' FROM unnest({_NEW_ARRAYS}) "
+            f"ON CONFLICT (integration_id, event_id) {again} RETURNING id, event_id, webhook_id",
+            _columns(deliveries), "cannot schedule replayed deliveries")
+        return [Scheduled(*row) for row in rows]

@@ -1,0 +1,98 @@
+"""The store's connection: one SQLAlchemy engine (async, psycopg 3), errors translated once.
+
+Two ways to run a statement, one style each: ``_rows`` for the management paths (named
+``:params``, rows as mappings) and ``_binary`` for the hot path (``%b`` parameters sent as
+binary arrays, rows as tuples). Both put walhook's schema where a statement says ``{s}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from publisher.errors import Conflict, StoreError
+from publisher.migrations import migrate
+
+
+class StoreEngine:
+    """Open, close and query walhook's schema. ``open`` migrates it; ``close`` is idempotent."""
+
+    def __init__(self, dsn: str, schema: str = "walhook") -> None:
+        self._dsn = dsn
+        self.schema = schema
+        self._s = f'"{schema}"'
+        self._engine: AsyncEngine | None = None
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        # psycopg parses the DSN itself, so both URL and key=value forms work.
+        self._engine = create_async_engine("postgresql+psycopg://", pool_size=10, pool_pre_ping=True,
+                                           async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
+        try:
+            await migrate(self._engine, self.schema)
+        except SQLAlchemyError as exc:
+            await self.close()
+            raise StoreError(f"cannot prepare the store schema {self.schema!r}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def __aenter__(self) -> StoreEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("the store is not open")
+        return self._engine
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the store answers."""
+        await self._rows("SELECT 1")
+
+    async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(text(sql.replace("{s}", self._s)), params or {})
+                return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
+        except IntegrityError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "23505":  # unique violation
+                detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or "duplicate"
+                raise Conflict(f"already exists: {detail}") from exc
+            raise StoreError(f"the store refused the change: {first_line(exc.orig)}") from exc
+        except SQLAlchemyError as exc:
+            # The driver's message only: SQLAlchemy's would repeat the statement and its parameters.
+            raise StoreError(f"store query failed: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
+
+    async def _binary(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
+        """One statement of the hot path, in its own transaction, on the driver's connection: ``%b``
+        parameters go in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
+        try:
+            async with self.engine.begin() as conn:
+                driver: psycopg.AsyncConnection[Any] = (await conn.get_raw_connection()).driver_connection  # type: ignore[assignment]
+                async with driver.cursor(binary=True) as cursor:
+                    await cursor.execute(sql.replace("{s}", self._s), params)
+                    return await cursor.fetchall() if cursor.description else []
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(f"{what}: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
+
+
+def first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def as_json(value: Any) -> str:
+    return orjson.dumps(value).decode()

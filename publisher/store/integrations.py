@@ -1,0 +1,148 @@
+"""Integrations: where an organization's webhooks go, what they subscribe to, and their state.
+
+Every change of an integration's config (its row, or its secrets) moves ``updated_at``: the
+publishers' directories reload what moved since they last looked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from publisher.errors import NotFound
+from publisher.matching import parse_subscription
+from publisher.store.engine import as_json
+from publisher.store.rows import Integration
+from publisher.store.tenants import TenantStore
+
+_CHANGEABLE = {"url", "name", "events", "environment", "ordering", "batch_size", "rate_limit", "headers",
+               "concurrency"}
+_JSON = ("events", "headers")
+
+
+class IntegrationStore(TenantStore):
+    """Integrations and their health."""
+
+    async def add_integration(self, organization_id: str, url: str, events: list[str], name: str = "", *,
+                              environment: str | None = None, ordering: str = "entity", batch_size: int = 1,
+                              rate_limit: float | None = None, headers: dict[str, str] | None = None,
+                              concurrency: int | None = None) -> int:
+        for event_text in events:
+            parse_subscription(event_text)  # refuse a bad subscription before storing it
+        if not await self.organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        rows = await self._rows(
+            "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, batch_size, "
+            "rate_limit, headers, concurrency) VALUES (:org, :name, :url, CAST(:events AS jsonb), :environment, "
+            ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency) RETURNING id",
+            {"org": organization_id, "name": name or url, "url": url, "events": as_json(events),
+             "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
+             "headers": as_json(headers or {}), "concurrency": concurrency})
+        return int(rows[0]["id"])
+
+    async def integrations_of(self, organization_id: str | None = None, include_disabled: bool = False
+                              ) -> list[Integration]:
+        """Integrations (of one organization, or all), each with its active secrets."""
+        where = ["TRUE"]
+        if organization_id is not None:
+            where.append("organization_id = :org")
+        if not include_disabled:
+            where.append("enabled")
+        rows = await self._rows(f"SELECT * FROM {{s}}.integrations WHERE {' AND '.join(where)} ORDER BY id",
+                                {"org": organization_id})
+        return await self._with_secrets(rows)
+
+    async def integrations_changed(self, since: datetime | None) -> tuple[list[Integration], list[int]]:
+        """Integrations whose config moved after ``since`` (all when None), and the ids of every integration.
+
+        The ids let a directory notice deletions without reloading what did not change.
+        """
+        rows = await self._rows("SELECT * FROM {s}.integrations WHERE CAST(:since AS timestamptz) IS NULL "
+                                "OR updated_at > :since ORDER BY id", {"since": since})
+        ids = [int(row["id"]) for row in await self._rows("SELECT id FROM {s}.integrations")]
+        return await self._with_secrets(rows), ids
+
+    async def integration(self, integration_id: int) -> Integration:
+        rows = await self._rows("SELECT * FROM {s}.integrations WHERE id = :id", {"id": integration_id})
+        if not rows:
+            raise NotFound(f"integration {integration_id} does not exist")
+        return (await self._with_secrets(rows))[0]
+
+    async def integration_of(self, organization_id: str, integration_id: int) -> Integration:
+        """An integration of this organization; another organization's is ``NotFound`` too."""
+        rows = await self._rows("SELECT * FROM {s}.integrations WHERE id = :id AND organization_id = :org",
+                                {"id": integration_id, "org": organization_id})
+        if not rows:
+            raise NotFound(f"integration {integration_id} does not exist")
+        return (await self._with_secrets(rows))[0]
+
+    async def _with_secrets(self, rows: list[dict[str, Any]]) -> list[Integration]:
+        secrets = await self._active_secrets(sorted({row["organization_id"] for row in rows}))
+        return [Integration(
+            id=row["id"], organization_id=row["organization_id"], name=row["name"], url=row["url"],
+            subscriptions=[parse_subscription(t) for t in row["events"]],
+            # An integration's own secrets override the organization's.
+            secrets=secrets.get((row["organization_id"], row["id"])) or secrets.get((row["organization_id"], None), []),
+            enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
+            ordering=row["ordering"], batch_size=row["batch_size"], rate_limit=row["rate_limit"],
+            headers=row["headers"], failing_since=row["failing_since"], concurrency=row["concurrency"],
+            disabled_at=row["disabled_at"], catching_up=row["catching_up_job"] is not None,
+            updated_at=row["updated_at"]) for row in rows]
+
+    async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any]) -> None:
+        """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers,
+        concurrency); a field given as None goes back to its default."""
+        changes = {**changes, "headers": changes.get("headers") or {}} if "headers" in changes else changes
+        if changes.get("ordering", "") is None:
+            changes["ordering"] = "entity"
+        if changes.get("batch_size", 0) is None:
+            changes["batch_size"] = 1
+        fields = {k: (as_json(v) if k in _JSON else v) for k, v in changes.items() if k in _CHANGEABLE}
+        for event_text in changes.get("events") or ():
+            parse_subscription(event_text)
+        if not fields:
+            return
+        assignments = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k in _JSON else f"{k} = :{k}" for k in fields)
+        if not await self._rows(f"UPDATE {{s}}.integrations SET {assignments}, updated_at = now() "
+                                "WHERE id = :id AND organization_id = :org RETURNING id",
+                                {**fields, "id": integration_id, "org": organization_id}):
+            raise NotFound(f"integration {integration_id} does not exist")
+
+    async def delete_integration(self, organization_id: str, integration_id: int) -> None:
+        if not await self._rows("DELETE FROM {s}.integrations WHERE id = :id AND organization_id = :org RETURNING id",
+                                {"id": integration_id, "org": organization_id}):
+            raise NotFound(f"integration {integration_id} does not exist")
+
+    async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None) -> None:
+        """Enable or disable; a disable remembers since when (a later enable replays from there)."""
+        await self._rows(
+            "UPDATE {s}.integrations SET enabled = :enabled, disabled_reason = :reason, "
+            "disabled_at = CASE WHEN :enabled THEN NULL ELSE coalesce(disabled_at, now()) END, "
+            "failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END, updated_at = now() "
+            "WHERE id = :id", {"id": integration_id, "enabled": enabled, "reason": None if enabled else reason})
+
+    async def note_health(self, integration_id: int, succeeded: bool, disable_after: timedelta) -> bool:
+        """Track continuous failure; disables the integration past ``disable_after``. True if it did.
+
+        A success after failures also brings the integration's waiting retries forward (they are
+        due now, and go in entity order): a receiver back after an outage catches up at once
+        instead of waiting out each delivery's schedule.
+        """
+        if succeeded:
+            await self._rows(
+                "WITH healed AS (UPDATE {s}.integrations SET failing_since = NULL, updated_at = now() "
+                "WHERE id = :id AND failing_since IS NOT NULL RETURNING id) "
+                "UPDATE {s}.deliveries d SET next_attempt_at = now() FROM healed "
+                "WHERE d.integration_id = healed.id AND d.status = 'pending' AND d.next_attempt_at > now()",
+                {"id": integration_id})
+            return False
+        rows = await self._rows(
+            "UPDATE {s}.integrations SET failing_since = coalesce(failing_since, now()), "
+            "enabled = CASE WHEN now() - coalesce(failing_since, now()) >= :limit THEN false ELSE enabled END, "
+            "disabled_at = CASE WHEN now() - coalesce(failing_since, now()) >= :limit "
+            "THEN coalesce(disabled_at, now()) ELSE disabled_at END, "
+            "disabled_reason = CASE WHEN now() - coalesce(failing_since, now()) >= :limit "
+            "THEN 'failing continuously since ' || coalesce(failing_since, now())::text ELSE disabled_reason END, "
+            "updated_at = CASE WHEN failing_since IS NULL THEN now() ELSE updated_at END "
+            "WHERE id = :id RETURNING enabled", {"id": integration_id, "limit": disable_after})
+        return bool(rows) and not rows[0]["enabled"]

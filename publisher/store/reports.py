@@ -1,0 +1,67 @@
+"""Reading the log of webhook jobs, and the figures the metrics and status report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from publisher.errors import NotFound
+from publisher.store.jobs import JobStore
+from publisher.store.rows import Attempt, DeliveryRow
+
+_ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, status, "
+        "attempts, next_attempt_at, last_error, trigger, created_at, updated_at")
+
+
+class ReportStore(JobStore):
+    """The delivery log and its figures."""
+
+    async def deliveries(self, integration_id: int | None = None, status: str | None = None, limit: int = 100, *,
+                         organization_id: str | None = None, entity_key: str | None = None,
+                         event_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                         before_id: int | None = None) -> list[DeliveryRow]:
+        """Deliveries newest first, filtered; ``before_id`` is the cursor for the next page."""
+        filters = {"integration_id": integration_id, "status": status, "organization_id": organization_id,
+                   "entity_key": entity_key, "event_id": event_id}
+        where = [f"{name} = :{name}" for name, value in filters.items() if value is not None]
+        where += [clause for clause, value in (("created_at >= :since", since), ("created_at < :until", until),
+                                               ("id < :before_id", before_id)) if value is not None]
+        return [DeliveryRow(**row) for row in await self._rows(
+            f"SELECT {_ROW} FROM {{s}}.deliveries WHERE {' AND '.join(where) or 'TRUE'} ORDER BY id DESC LIMIT :limit",
+            {**filters, "since": since, "until": until, "before_id": before_id, "limit": limit})]
+
+    async def delivery_of(self, organization_id: str, delivery_id: int) -> DeliveryRow:
+        """A delivery of this organization; another organization's is ``NotFound`` too."""
+        rows = await self.deliveries(organization_id=organization_id, limit=1, before_id=delivery_id + 1)
+        if not rows or rows[0].id != delivery_id:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return rows[0]
+
+    async def delivery_body(self, delivery_id: int) -> bytes:
+        rows = await self._rows("SELECT body FROM {s}.deliveries WHERE id = :id", {"id": delivery_id})
+        if not rows:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return bytes(rows[0]["body"])
+
+    async def attempts_of(self, delivery_id: int) -> list[Attempt]:
+        rows = await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+        return [Attempt(**{**row, "response_body": None if row["response_body"] is None
+                           else bytes(row["response_body"])}) for row in rows]
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries by status."""
+        rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    async def failure_streaks(self) -> dict[int, float]:
+        """Seconds each failing integration has been failing without a success."""
+        rows = await self._rows("SELECT id, extract(epoch FROM now() - failing_since) AS s FROM {s}.integrations "
+                                "WHERE failing_since IS NOT NULL")
+        return {int(row["id"]): float(row["s"]) for row in rows}
+
+    async def attempt_durations(self, bounds_ms: Sequence[int], window: timedelta) -> tuple[list[int], int, float]:
+        """Attempts of the last ``window``: how many took at most each bound (ms), the count, the sum (ms)."""
+        columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {int(b)}) AS le_{int(b)}" for b in bounds_ms)
+        (row,) = await self._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
+                                  "FROM {s}.attempts WHERE started_at > now() - :window", {"window": window})
+        return [int(row[f"le_{int(b)}"]) for b in bounds_ms], int(row["total"]), float(row["sum"])

@@ -1,0 +1,191 @@
+"""What the store hands out: typed rows, one dataclass per thing a caller reads or writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from publisher.matching import Subscription
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as listed: never the key itself, which is shown once and stored as a hash."""
+
+    id: int
+    organization_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Integration:
+    """A webhook integration with the secrets its deliveries are signed with."""
+
+    id: int
+    organization_id: str
+    name: str
+    url: str
+    subscriptions: list[Subscription]
+    secrets: list[str]
+    enabled: bool = True
+    disabled_reason: str | None = None
+    environment: str | None = None
+    ordering: str = "entity"
+    batch_size: int = 1
+    rate_limit: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    failing_since: datetime | None = None
+    concurrency: int | None = None  # requests in flight; None: the publisher's concurrency_per_integration
+    disabled_at: datetime | None = None
+    catching_up: bool = False  # a replay since it was disabled is running: live changes wait behind it
+    updated_at: datetime | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "organization": self.organization_id, "name": self.name, "url": self.url,
+                "events": [subscription.text for subscription in self.subscriptions], "enabled": self.enabled,
+                "disabled_reason": self.disabled_reason, "environment": self.environment,
+                "ordering": self.ordering, "batch_size": self.batch_size, "rate_limit": self.rate_limit,
+                "concurrency": self.concurrency, "headers": self.headers, "catching_up": self.catching_up}
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One event for one integration, about to be recorded."""
+
+    integration_id: int
+    organization_id: str
+    event_id: str
+    webhook_id: str
+    entity_key: str
+    entity_path: str
+    operation: str
+    body: bytes
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery ready to be attempted."""
+
+    id: int
+    integration_id: int
+    webhook_id: str
+    entity_path: str
+    body: bytes
+    attempts: int
+    created_at: datetime
+    # Earlier deliveries of the same entity to the same integration that were pending when this
+    # one was recorded: it may only go after them.
+    pending_before: tuple[int, ...] = ()
+    trigger: str = "scheduled"  # scheduled (from the stream), manual (redeliver, recover) or replay
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """A delivery as the log of webhook jobs shows it (without its body)."""
+
+    id: int
+    integration_id: int
+    organization_id: str
+    event_id: str
+    webhook_id: str
+    entity_key: str
+    entity_path: str
+    operation: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    trigger: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A delivery that was (re)scheduled by redeliver, recover or replay."""
+
+    id: int
+    event_id: str
+    webhook_id: str
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The outcome of one attempt and what it does to its delivery."""
+
+    delivery_id: int
+    integration_id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    url: str
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: bytes | None
+    duration_ms: float
+    error: str | None
+    status: str  # the delivery's status afterwards: pending, succeeded or failed
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One logged attempt, as read back."""
+
+    id: int
+    delivery_id: int
+    integration_id: int
+    number: int
+    trigger: str
+    started_at: datetime
+    url: str
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: bytes | None
+    duration_ms: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """A replay of an integration's events from Kafka, run by a publisher in the background.
+
+    ``end_positions`` (partition -> offset) is where it stops, taken when it started;
+    ``progress`` (partition -> next offset to read) is how far it has scanned and scheduled.
+    """
+
+    id: int
+    organization_id: str
+    integration_id: int
+    state: str  # running, done, failed or cancelled
+    reason: str  # requested (API, CLI) or enabled (catching up from the moment it was disabled)
+    start_offset: int | None
+    since: datetime | None
+    end_positions: dict[int, int] | None
+    progress: dict[int, int]
+    scanned: int
+    scheduled: int
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"

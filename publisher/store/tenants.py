@@ -1,0 +1,122 @@
+"""Organizations, their signing secrets and their API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import timedelta
+from secrets import token_hex, token_urlsafe
+
+from publisher.errors import NotFound
+from publisher.signing import generate_secret, secret_key
+from publisher.store.engine import StoreEngine
+from publisher.store.rows import ApiKey, Organization
+
+DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
+
+_KEY_COLUMNS = "id, organization_id, name, prefix, created_at, last_used_at, revoked_at"
+
+
+class TenantStore(StoreEngine):
+    """Organizations, secrets and API keys."""
+
+    async def add_organization(self, organization_id: str, secret: str | None = None) -> str:
+        """Create an organization with a signing secret (generated unless given); returns the secret."""
+        secret = secret or generate_secret()
+        secret_key(secret)  # refuse a malformed secret before storing it
+        await self._rows("INSERT INTO {s}.organizations (id) VALUES (:org)", {"org": organization_id})
+        await self._rows("INSERT INTO {s}.signing_secrets (organization_id, secret) VALUES (:org, :secret)",
+                         {"org": organization_id, "secret": secret})
+        return secret
+
+    async def organization_exists(self, organization_id: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM {s}.organizations WHERE id = :org", {"org": organization_id}))
+
+    async def organizations(self) -> list[Organization]:
+        return [Organization(**row) for row in await self._rows("SELECT id, created_at FROM {s}.organizations "
+                                                                "ORDER BY id")]
+
+    async def organization(self, organization_id: str) -> Organization:
+        rows = await self._rows("SELECT id, created_at FROM {s}.organizations WHERE id = :org",
+                                {"org": organization_id})
+        if not rows:
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        return Organization(**rows[0])
+
+    async def delete_organization(self, organization_id: str) -> None:
+        """Delete an organization with its secrets, keys, integrations and their deliveries."""
+        if not await self._rows("DELETE FROM {s}.organizations WHERE id = :org RETURNING id", {"org": organization_id}):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+
+    async def rotate_secret(self, organization_id: str, integration_id: int | None = None,
+                            overlap: timedelta = DEFAULT_ROTATION_OVERLAP, secret: str | None = None) -> str:
+        """A new secret for the organization (or one integration); the old ones keep signing for ``overlap``."""
+        if not await self.organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        secret = secret or generate_secret()
+        secret_key(secret)
+        owner = "integration_id = :integration" if integration_id else "integration_id IS NULL"
+        await self._rows(f"UPDATE {{s}}.signing_secrets SET expires_at = now() + :overlap "
+                         f"WHERE organization_id = :org AND {owner} AND (expires_at IS NULL OR expires_at > "
+                         "now() + :overlap)", {"org": organization_id, "integration": integration_id,
+                                               "overlap": overlap})
+        await self._rows("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret) "
+                         "VALUES (:org, :integration, :secret)",
+                         {"org": organization_id, "integration": integration_id, "secret": secret})
+        # Secrets are part of an integration's config: its publishers' copies must notice the change.
+        await self._rows("UPDATE {s}.integrations SET updated_at = now() WHERE organization_id = :org "
+                         "AND (CAST(:integration AS bigint) IS NULL OR id = :integration)",
+                         {"org": organization_id, "integration": integration_id})
+        return secret
+
+    async def _active_secrets(self, organization_ids: Sequence[str]) -> dict[tuple[str, int | None], list[str]]:
+        rows = await self._rows(
+            "SELECT organization_id, integration_id, secret FROM {s}.signing_secrets "
+            "WHERE organization_id = ANY(:orgs) AND (expires_at IS NULL OR expires_at > now()) ORDER BY id DESC",
+            {"orgs": list(organization_ids)})
+        secrets: dict[tuple[str, int | None], list[str]] = {}
+        for row in rows:
+            secrets.setdefault((row["organization_id"], row["integration_id"]), []).append(row["secret"])
+        return secrets
+
+    # API keys: stored as a SHA-256 hash; the key itself is shown once, at creation.
+
+    async def add_api_key(self, organization_id: str, name: str) -> tuple[ApiKey, str]:
+        """A new key ``whk_<prefix>_<secret>``; returns its row and the key (never stored)."""
+        if not await self.organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+        prefix, secret = token_hex(6), token_urlsafe(32)
+        key = f"whk_{prefix}_{secret}"
+        rows = await self._rows(
+            "INSERT INTO {s}.api_keys (organization_id, name, prefix, key_hash) VALUES (:org, :name, :prefix, :hash) "
+            f"RETURNING {_KEY_COLUMNS}", {"org": organization_id, "name": name, "prefix": prefix,
+                                          "hash": key_hash(key)})
+        return ApiKey(**rows[0]), key
+
+    async def api_keys(self, organization_id: str) -> list[ApiKey]:
+        return [ApiKey(**row) for row in await self._rows(
+            f"SELECT {_KEY_COLUMNS} FROM {{s}}.api_keys WHERE organization_id = :org ORDER BY id",
+            {"org": organization_id})]
+
+    async def revoke_api_key(self, organization_id: str, key_id: int) -> None:
+        if not await self._rows("UPDATE {s}.api_keys SET revoked_at = coalesce(revoked_at, now()) "
+                                "WHERE id = :id AND organization_id = :org RETURNING id",
+                                {"id": key_id, "org": organization_id}):
+            raise NotFound(f"API key {key_id} does not exist")
+
+    async def organization_of_key(self, key: str) -> str | None:
+        """The organization a presented key belongs to, or None (compared in constant time)."""
+        parts = key.split("_")
+        if len(parts) < 3 or parts[0] != "whk":
+            return None
+        rows = await self._rows("UPDATE {s}.api_keys SET last_used_at = now() WHERE prefix = :prefix "
+                                "AND revoked_at IS NULL RETURNING organization_id, key_hash", {"prefix": parts[1]})
+        if rows and hmac.compare_digest(bytes(rows[0]["key_hash"]), key_hash(key)):
+            return str(rows[0]["organization_id"])
+        return None
+
+
+def key_hash(key: str) -> bytes:
+    """API keys are long random strings, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).digest()

@@ -1,0 +1,68 @@
+"""The ``walhook`` command line: one subcommand per process or operator task, registered by area.
+
+* ``run``: the processes (cdc, publisher, api);
+* ``admin``: organizations, API keys, secrets, integrations;
+* ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
+* ``dev``: the local stack, a verifying receiver, the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvloop
+
+from models.errors import WalhookError
+from walhook import __version__
+from walhook.cli import admin, deliveries, dev, run
+from walhook.cli.common import Handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walhook", description="Postgres changes to signed webhooks.")
+    parser.add_argument("--version", action="version", version=f"walhook {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="uvloop (default: less overhead per socket operation) or asyncio's own loop")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str, parent: argparse._SubParsersAction = commands,
+                config: bool = True) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if config:
+            sub.add_argument("--config", help="TOML file; WALHOOK_* environment variables override it")
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction:
+        return commands.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
+
+    run.register(command)
+    admin.register(command, group)
+    deliveries.register(command, group)
+    dev.register(command, group)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        if args.event_loop == "uvloop":
+            return uvloop.run(args.handler(args))
+        return asyncio.run(args.handler(args))
+    except WalhookError as exc:
+        print(f"walhook: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

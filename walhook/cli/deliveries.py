@@ -1,0 +1,150 @@
+"""The webhook jobs: listing deliveries and their attempts, redeliver, recover, replay jobs, samples."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import asdict
+
+import orjson
+
+from models.errors import WalhookError
+from walhook.cli.common import Command, Group, moment, settings_of, show, store_of, table
+
+
+async def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        rows = await store.deliveries(args.integration, args.status, args.limit)
+    table(args, rows, [("id", 6), ("integration_id", 15), ("status", 10), ("attempts", 9), ("trigger", 10),
+                       ("webhook_id", 40)])
+    return 0
+
+
+async def cmd_deliveries_show(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        attempts = await store.attempts_of(args.delivery)
+    if args.json:
+        print(orjson.dumps([asdict(a) for a in attempts], default=lambda v: v.decode("utf-8", "replace")
+                           if isinstance(v, bytes) else str(v)).decode())
+        return 0
+    for attempt in attempts:
+        outcome = attempt.response_status or attempt.error
+        print(f"#{attempt.number} {attempt.started_at:%Y-%m-%d %H:%M:%S} {attempt.trigger:<9} "
+              f"{attempt.url} -> {outcome} in {attempt.duration_ms:.0f} ms")
+    return 0
+
+
+async def cmd_redeliver(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        row = await store.redeliver(args.delivery)
+    show(args, asdict(row), f"delivery {row.id} ({row.webhook_id}) scheduled for one more attempt")
+    return 0
+
+
+async def cmd_recover(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        rows = await store.recover(args.integration, moment(args.since))
+    show(args, {"scheduled": [asdict(row) for row in rows]}, f"{len(rows)} failed deliveries scheduled again")
+    return 0
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    """Start a replay job (a running publisher carries it out); ``--wait`` follows it to its end."""
+    from publisher.recovery import job_summary
+
+    async with store_of(args) as store:
+        integration = await store.integration(args.integration)
+        job = await store.create_replay_job(integration.organization_id, integration.id, start_offset=args.offset,
+                                            since=moment(args.since) if args.since else None)
+        show(args, asdict(job), f"{job_summary(job)}\n(a running publisher carries it out; "
+                                f"follow it with: walhook replay-jobs show {job.id})")
+        if args.wait:
+            job = await _follow(store, job.id, args.json)
+    return 0 if job.state in ("running", "done") else 1
+
+
+async def _follow(store, job_id: int, quiet: bool):  # type: ignore[no-untyped-def]
+    from publisher.recovery import job_summary
+
+    while True:
+        job = await store.replay_job(None, job_id)
+        if not quiet:
+            print(job_summary(job), file=sys.stderr, flush=True)
+        if job.finished:
+            return job
+        await asyncio.sleep(1.0)
+
+
+async def cmd_jobs_list(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        jobs = await store.replay_jobs(None, args.integration, args.state, args.limit)
+    table(args, jobs, [("id", 6), ("integration_id", 15), ("state", 10), ("reason", 10), ("scanned", 9),
+                       ("scheduled", 10), ("created_at", 34)])
+    return 0
+
+
+async def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from publisher.recovery import job_summary
+
+    async with store_of(args) as store:
+        job = await store.replay_job(None, args.job)
+    show(args, asdict(job), job_summary(job))
+    return 0
+
+
+async def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        job = await store.cancel_replay_job(None, args.job)
+    show(args, asdict(job), f"replay job {job.id}: " + ("cancel requested" if not job.finished else job.state))
+    return 0
+
+
+async def cmd_send_sample(args: argparse.Namespace) -> int:
+    from publisher.sample import send_sample
+    from publisher.sender import WebhookSender
+    from publisher.ssrf import DestinationPolicy
+
+    settings = settings_of(args)
+    entity = next((e for e in settings.entities if e.entity_key == args.entity_key), None)
+    if entity is None:
+        keys = ", ".join(e.entity_key for e in settings.entities) or "none configured"
+        raise WalhookError(f"no [[entities]] entry with entity_key {args.entity_key!r} (known: {keys})")
+    policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
+    async with store_of(args) as store, WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+        result = await send_sample(store, sender, args.integration, entity, args.operation)
+    data = {"status": result.status, "headers": result.headers, "body": result.body, "error": result.error,
+            "webhook_id": result.webhook_id, "duration_ms": result.duration_ms, "subscribed": result.subscribed}
+    show(args, data, f"{result.webhook_id}: " + (f"HTTP {result.status} in {result.duration_ms:.0f} ms\n"
+                                                      f"{result.body}" if result.status else f"{result.error}"))
+    return 0 if result.succeeded else 1
+
+
+def register(command: Command, group: Group) -> None:
+    deliveries = group("deliveries", "the webhook jobs: deliveries and their attempts")
+    listed = command("list", cmd_deliveries_list, "latest deliveries, newest first", deliveries)
+    listed.add_argument("--integration", type=int)
+    listed.add_argument("--status", choices=["pending", "succeeded", "failed"])
+    listed.add_argument("--limit", type=int, default=50)
+    command("show", cmd_deliveries_show, "a delivery's attempts", deliveries).add_argument("delivery", type=int)
+    command("redeliver", cmd_redeliver, "attempt one delivery once more").add_argument("delivery", type=int)
+    recover = command("recover", cmd_recover, "attempt an integration's failed deliveries once more")
+    recover.add_argument("--integration", type=int, required=True)
+    recover.add_argument("--since", required=True, help="ISO 8601 time; failed since then")
+    replay = command("replay", cmd_replay, "start a replay job: deliver an integration's events again from Kafka")
+    replay.add_argument("--integration", type=int, required=True)
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--offset", type=int, help="from this offset in every partition")
+    start.add_argument("--since", help="from this ISO 8601 time")
+    replay.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    jobs = group("replay-jobs", "replay jobs: list, show, cancel")
+    listing = command("list", cmd_jobs_list, "replay jobs, newest first", jobs)
+    listing.add_argument("--integration", type=int)
+    listing.add_argument("--state", choices=["running", "done", "failed", "cancelled"])
+    listing.add_argument("--limit", type=int, default=50)
+    command("show", cmd_jobs_show, "one replay job", jobs).add_argument("job", type=int)
+    command("cancel", cmd_jobs_cancel, "cancel a running replay job", jobs).add_argument("job", type=int)
+    sample = command("send-sample", cmd_send_sample, "send a signed example event to one integration")
+    sample.add_argument("--integration", type=int, required=True)
+    sample.add_argument("--entity-key", required=True)
+    sample.add_argument("--operation", choices=["created", "updated", "deleted"], default="created")

@@ -1,0 +1,65 @@
+"""The long-running processes: ``cdc``, ``publisher`` and ``api``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from models.errors import WalhookError
+from walhook.cli.common import Command, settings_of, stop_on_signals
+
+
+async def cmd_cdc(args: argparse.Namespace) -> int:
+    from cdc.metrics import MetricsServer
+    from cdc.pipeline import CaptureStats, run_capture
+
+    settings = settings_of(args)
+    settings.require("source", "kafka")
+    if not settings.entities:
+        raise WalhookError("no [[entities]] configured: nothing to capture")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    assert settings.source is not None and settings.kafka is not None
+    stats = CaptureStats()
+    if settings.source.metrics_address is None:
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
+        return 0
+    async with MetricsServer(stats, settings.source, settings.source.metrics_address):
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
+    return 0
+
+
+async def cmd_publisher(args: argparse.Namespace) -> int:
+    from publisher.sender import WebhookSender
+    from publisher.service import Publisher
+    from publisher.ssrf import DestinationPolicy
+    from publisher.store import Store
+
+    settings = settings_of(args)
+    settings.require("kafka", "store")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    assert settings.store is not None and settings.kafka is not None
+    policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
+    async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+            WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+        await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
+    return 0
+
+
+async def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from publisher.api.app import create_app
+
+    settings = settings_of(args)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api.host, port=settings.api.port,
+                                           log_level="warning", access_log=False))
+    await server.serve()
+    return 0
+
+
+def register(command: Command) -> None:
+    command("cdc", cmd_cdc, "capture row changes from the replication slot into Kafka")
+    command("publisher", cmd_publisher, "deliver events from Kafka as signed webhooks")
+    command("api", cmd_api, "serve the management API ([api] host and port)")
