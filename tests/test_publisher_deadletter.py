@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from models.settings import KafkaSettings, PublisherSettings
 from publisher.deadletter import TRUNCATED_VALUE_BYTES, DeadLetters
-from publisher.routing import parse_event
 from publisher.errors import NotAnEvent, PublisherError
+from publisher.routing import parse_event
 from publisher.sender import WebhookSender
 from publisher.service import Publisher
 from publisher.store import Store
