@@ -218,11 +218,10 @@ class Lane:
             del self._queues[key]
 
     async def _throttle(self) -> None:
-        if self._bucket is None:
-            return
+        """Wait for the rate limit; an update meanwhile (a new rate, or none) applies at once."""
         loop = asyncio.get_running_loop()
-        while (delay := self._bucket.wait_time(loop.time())) > 0:
-            await asyncio.sleep(delay)
+        while (bucket := self._bucket) is not None and (delay := bucket.wait_time(loop.time())) > 0:
+            await asyncio.sleep(min(delay, 0.25))  # looks again soon: the rate may change meanwhile
 
 
 def _bucket(rate_limit: float | None) -> TokenBucket | None:

@@ -140,3 +140,16 @@ def test_token_bucket() -> None:
     assert bucket.wait_time(0.0) == 0 and bucket.wait_time(0.0) == 0
     assert bucket.wait_time(0.0) == 0.5
     assert bucket.wait_time(0.5) == 0
+
+
+async def test_a_rate_limit_removed_while_a_worker_waits_for_it_lets_the_worker_go() -> None:
+    recorder = Recorder()
+    lane = Lane(recorder.attempt, recorder.release, concurrency=1, capacity=10, ordered=False, rate_limit=0.1)
+    for n in (1, 2):
+        lane.offer(delivery(n, f"e{n}"))
+    await asyncio.sleep(0.05)  # 1 went; 2 waits ten seconds for its token
+    lane.update(None, rate_limit=None, batch_size=1)
+    await settle(lane)
+    assert not any(worker.done() for worker in lane._workers)  # no worker died of the change
+    await lane.close()
+    assert [ids[0] for ids in recorder.calls] == [1, 2]

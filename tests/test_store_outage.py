@@ -4,11 +4,13 @@ recorded and delivered once it is back, and the process does not exit."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from publisher.service import SHUTDOWN_SECONDS
 from tests.conftest import Servers
 from tests.receivers import ScriptedReceiver
 from tests.test_delivery import event, org_with, produce, publishing, until
@@ -39,3 +41,22 @@ async def test_events_consumed_while_the_store_is_down_are_delivered_afterwards(
             await set_connections(servers, database, allowed=True)
         await until(lambda: len(receiver.verified("hook")) == 2, timeout=30)
     assert publisher.delivered == 2
+
+
+async def test_stopping_while_the_store_is_down_ends_within_the_bound(
+        servers: Servers, database: str, topic: str) -> None:
+    """SIGTERM (the stop event) ends the publisher within its stated bound even while the store refuses it."""
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _):
+        async with publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
+            await produce(servers, topic, [event(1)])
+            await until(lambda: len(receiver.verified("hook")) == 1)
+            await set_connections(servers, database, allowed=False)
+            await produce(servers, topic, [event(2, entity="docs/2")])
+            await asyncio.sleep(2.0)  # the consumer now waits for the store to record event 2
+            publisher_task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Publisher.run")
+            stopping = time.monotonic()
+        # ``publishing`` set the stop event and waited for the run to end.
+        stopped_after = time.monotonic() - stopping
+        await set_connections(servers, database, allowed=True)
+    assert publisher_task.done() and publisher_task.exception() is None
+    assert stopped_after < 3 * SHUTDOWN_SECONDS, f"took {stopped_after:.1f} s to stop"

@@ -2,7 +2,7 @@
 
 A program gets the ``Run`` and returns when its faults are over (at the earliest when the writer is
 done). Moments are seconds after writing began. ``operator_for_gone`` is the operator's answer to a
-410: replay the integration's events from Kafka while it is still disabled, then enable it.
+410: enable it again (which replays what it missed).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from publisher.store import Store
 from tests.chaos.faults import cut_walsender, restart_broker, restart_postgres, store_unavailable
@@ -96,10 +97,10 @@ def store_outage(seconds: float) -> Callable[[Run], Awaitable[object]]:
 
 
 async def operator_for_gone(run: Run, name: str = "gone", timeout: float = 120.0) -> None:
-    """After the traffic: ``walhook replay --offset 0`` for the disabled integration, then ``integrations enable``.
+    """After the traffic: ``walhook integrations enable`` for the integration its receiver's 410 disabled.
 
-    Replay first, while it is still disabled, so the replayed deliveries queue in commit order before
-    anything new; enabling first would let newer changes overtake the replayed ones.
+    Enabling replays, by default, what happened while it was disabled, and no newer change overtakes
+    the replayed ones: no manual replay is needed.
     """
     await run.writer.done.wait()
     others = Ledger(run.writer.record.changes, [s for s in run.subscribers if s.name != name])
@@ -110,9 +111,8 @@ async def operator_for_gone(run: Run, name: str = "gone", timeout: float = 120.0
     async with Store(run.servers.dsn("store")) as store:
         state = await store.integration(integration)
     run.note(f"integration {name} enabled={state.enabled} ({state.disabled_reason})")
-    for args in (["replay", "--integration", str(integration), "--offset", "0"],
-                 ["integrations", "enable", str(integration)]):
-        run.note(f"walhook {' '.join(args)}: {await _cli(run, args)}")
+    args = ["integrations", "enable", str(integration)]
+    run.note(f"walhook {' '.join(args)}: {await _cli(run, args)}")
 
 
 async def _cli(run: Run, args: list[str]) -> str:
@@ -121,3 +121,51 @@ async def _cli(run: Run, args: list[str]) -> str:
                                                    stderr=asyncio.subprocess.STDOUT)
     output, _ = await process.communicate()
     return f"exit {process.returncode}: {output.decode(errors='replace').strip().splitlines()[-1:]}"
+
+
+def reconfigure(name: str) -> Callable[[Run], Awaitable[object]]:
+    """A step that changes integration ``name``'s next setting, in turn, as an operator would through the API.
+
+    Batch size up and down, URL (the same receiver, another query), disable then enable (with its
+    catch-up replay), rate limit on and off, concurrency, and a rotation of its organization's secret
+    with an overlap (the receiver keeps verifying with the old secret, which signs alongside the new one).
+    """
+    changes: list[dict[str, object] | str] = [
+        {"batch_size": 10}, {"url": "?v=2"}, "disable", "enable", {"rate_limit": 40.0}, {"batch_size": 1},
+        {"concurrency": 2}, "rotate", {"rate_limit": None}, {"batch_size": 3}]
+    turn = {"n": 0}
+
+    async def step(run: Run) -> str:
+        change = changes[turn["n"] % len(changes)]
+        turn["n"] += 1
+        subscriber = next(s for s in run.subscribers if s.name == name)
+        async with Store(run.servers.dsn("store")) as store:
+            if change == "disable":
+                await store.set_enabled(subscriber.id, False, "disabled by the chaos operator")
+            elif change == "enable":
+                job = await store.enable(subscriber.organization, subscriber.id)
+                return f"{name}: enabled (catch-up replay job {job.id if job else None})"
+            elif change == "rotate":
+                await store.rotate_secret(subscriber.organization, None, timedelta(hours=1))
+            else:
+                assert isinstance(change, dict)
+                if "url" in change:
+                    change = {"url": run.receiver.url(name) + str(change["url"])}
+                await store.update_integration(subscriber.organization, subscriber.id, change)
+        return f"{name}: {change}"
+    step.__name__ = f"reconfigure {name}"
+    return step
+
+
+def replay(name: str, offset: int | None = None, back_seconds: float | None = None
+           ) -> Callable[[Run], Awaitable[object]]:
+    """A step that starts a replay job for ``name``: from an offset, or from ``back_seconds`` ago."""
+    async def step(run: Run) -> str:
+        subscriber = next(s for s in run.subscribers if s.name == name)
+        since = None if back_seconds is None else datetime.now(UTC) - timedelta(seconds=back_seconds)
+        async with Store(run.servers.dsn("store")) as store:
+            job = await store.create_replay_job(subscriber.organization, subscriber.id, start_offset=offset,
+                                                since=since)
+        return f"replay job {job.id} for {name} from {offset if since is None else since.isoformat()}"
+    step.__name__ = f"replay {name}"
+    return step

@@ -105,7 +105,11 @@ class LedgerReceiver:
             behaviour.faulted += 1
             self.answers[fault] += 1
         status = 401 if event is None else _status_of(fault)
-        self.hits.append(Hit(name, request.headers.get("webhook-id", ""), event, status, time.monotonic()))
+        now = time.monotonic()
+        if event is not None and "batchId" in event:  # a batch: each event counts as delivered on its own
+            self.hits.extend(Hit(name, item["webhookId"], item["event"], status, now) for item in event["events"])
+        else:
+            self.hits.append(Hit(name, request.headers.get("webhook-id", ""), event, status, now))
         return await self._answer(request, fault, status)
 
     def _verify(self, name: str, body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:

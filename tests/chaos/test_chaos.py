@@ -20,6 +20,8 @@ from tests.chaos.programs import (
     kill_repeatedly,
     operator_for_gone,
     postgres_restart,
+    reconfigure,
+    replay,
     schedule,
     store_outage,
     walsender_cut,
@@ -73,6 +75,15 @@ async def test_misbehaving_receivers() -> None:
                          behaviours={name: behaviour for name, _, _, behaviour in MISBEHAVING}))
 
 
+async def test_operators_under_load() -> None:
+    """Integrations reconfigured in turn, and replay jobs by offset and by time, while the writer writes."""
+    shop, everything = reconfigure("acme-shop"), reconfigure("globex-all")
+    steps = [(1.0 + 0.6 * n, shop if n % 2 else everything) for n in range(20)]
+    steps += [(2.1, replay("acme-notes", offset=0)), (4.5, replay("globex-orders", back_seconds=2))]
+    await check(Scenario("operators under load", schedule(*sorted(steps, key=lambda step: step[0])),
+                         write_rate=250))
+
+
 @persistent
 async def test_broker_restart() -> None:
     """The external broker (it keeps its data) restarted mid-stream; see ``tests.chaos.servers``."""
@@ -103,6 +114,21 @@ async def test_walsender_cut_repeatedly() -> None:
 @full
 async def test_store_unavailable() -> None:
     await check(Scenario("store unavailable", schedule((3.0, store_outage(10)), (25.0, store_outage(5)))))
+
+
+@full
+async def test_integrations_reconfigured_under_load() -> None:
+    operators = [reconfigure(name) for name in ("acme-shop", "globex-all", "acme-notes")]
+    steps = [(1.0 + 1.5 * n, operators[n % 3]) for n in range(24)]
+    await check(Scenario("reconfigured under load", schedule(*steps)))
+
+
+@full
+async def test_replay_jobs_under_load() -> None:
+    steps = [(3.0 + 6 * n, replay(("acme-notes", "globex-orders", "acme-shop")[n % 3],
+                                  offset=0 if n % 2 == 0 else None, back_seconds=None if n % 2 == 0 else 5))
+             for n in range(6)]
+    await check(Scenario("replay jobs under load", schedule(*steps)))
 
 
 @full
