@@ -96,7 +96,7 @@ async def test_a_receiver_back_after_an_outage_gets_its_waiting_retries_at_once(
     """Schedule 0 s, 60 s: without the catch-up rule the retry would wait a minute."""
     healthy = {"yes": False}
     script = {"hook": lambda path, n: Answer(204 if healthy["yes"] else 503)}
-    async with ScriptedReceiver(scripts=script) as receiver, org_with(database, receiver, "hook") as (store, ids), \
+    async with ScriptedReceiver(scripts=script) as receiver, org_with(database, receiver, "hook") as (store, _ids), \
             publishing(servers, topic, store, retry_delays=[0, 60, 60], integrations_cache_seconds=0.2):
         await produce(servers, topic, [event(n, entity=f"docs/{n}") for n in range(1, 4)])
         await until(lambda: len(receiver.hits) == 3)

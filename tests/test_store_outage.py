@@ -47,7 +47,7 @@ async def test_stopping_while_the_store_is_down_ends_within_the_bound(
         servers: Servers, database: str, topic: str) -> None:
     """SIGTERM (the stop event) ends the publisher within its stated bound even while the store refuses it."""
     async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _):
-        async with publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
+        async with publishing(servers, topic, store, integrations_cache_seconds=0.2):
             await produce(servers, topic, [event(1)])
             await until(lambda: len(receiver.verified("hook")) == 1)
             await set_connections(servers, database, allowed=False)
