@@ -162,8 +162,13 @@ class CapturePipeline:
             writer.dead_letter(self._builder.unbuildable(change, self._transaction, self._index), exc, self._acks)
             event = None
         self._index += 1
-        if event is not None:
-            self._send(event, writer)
+        if event is None:
+            return
+        if type(event) is tuple:  # a row moved to another organization: deleted there, created here
+            for each in event:
+                self._send(each, writer)
+        else:
+            self._send(event, writer)  # type: ignore[arg-type]
 
     def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
         acks = self._acks
