@@ -315,9 +315,9 @@ class KafkaWriter:
         assert self._producer is not None and self._dead_letter_topic is not None
         reason = f"{type(error).__name__}: {error}"
         table = self._tables.get(event["entityKey"])
-        log.error("event %s (%s, %s, %d bytes) not sent (%s); recorded on dead-letter topic %s", event["eventId"],
-                  table or event.get("table") or event["entityKey"], event["entityPath"] or "-", size, reason,
-                  self._dead_letter_topic)
+        log.error("event %s (%s, %s, %s) not sent (%s); recorded on dead-letter topic %s", event["eventId"],
+                  table or event.get("table") or event["entityKey"], event["entityPath"] or "-",
+                  f"{size} bytes" if size else "not converted", reason, self._dead_letter_topic)
         try:
             future = await self._producer.send(self._dead_letter_topic, key=message_key(event),
                                                value=dead_letter_record(event, reason, size, table),
