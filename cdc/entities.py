@@ -13,6 +13,10 @@ Rules worth knowing (also in the README):
   columns) or null, and ``updateMask`` is null - never a guessed mask.
 * An unchanged TOASTed value is taken from the old row when Postgres sent it (FULL);
   otherwise the property is left out of ``properties`` rather than reported as null.
+* An update that changes the organization column is two events: ``deleted`` to the old
+  organization (its old row) and ``created`` to the new one (no old row), so that neither sees
+  the other's data. The old organization is known only from an old row: REPLICA IDENTITY FULL,
+  or a replica identity key that holds the organization column.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from cdc.errors import MappingError
 from cdc.lsn import format_lsn
 from cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
 from cdc.values import Converter, UserType, converter_for
-from models.events import camel_case, event_id_prefix, iso_utc
+from models.events import MOVED_SUFFIX, camel_case, event_id_prefix, iso_utc
 from models.settings import EntitySettings, template_columns
 
 Row = dict[str, Any]
@@ -103,6 +107,8 @@ class TableMapping:
         self.entity_id = compile_template(settings.entity_id or _last_field(settings.entity_path), names)
         self.entity_key = settings.entity_key
         self._organization = _position(names, settings.organization_column)
+        # A key-only old row (no FULL identity) still tells the old organization if the key holds it.
+        self._organization_in_key = self._organization is not None and relation.columns[self._organization].is_key
         self._create_time = _position(names, settings.create_time_column)
         self._update_time = _position(names, settings.update_time_column)
         self.full_identity = relation.replica_identity == "f"
@@ -153,6 +159,13 @@ class TableMapping:
         """Properties whose text differs between the old and new tuple (exact, type-agnostic)."""
         return [name for i, name in self.properties if new[i] is not UNCHANGED_TOAST and new[i] != old[i]]
 
+    def moved(self, old: list[Any], new: list[Any], full_old: bool) -> bool:
+        """True when an update changed the row's organization (as far as the old row tells)."""
+        position = self._organization
+        if position is None or not (full_old or self._organization_in_key) or new[position] is UNCHANGED_TOAST:
+            return False
+        return bool(old[position] != new[position])
+
     def organization(self, row: list[Any]) -> str | None:
         value = _known(row, self._organization)
         return None if value is None else str(value)
@@ -199,8 +212,12 @@ class EventBuilder:
     def mapping(self, relation_oid: int) -> TableMapping | None:
         return self._mappings.get(relation_oid)
 
-    def build(self, change: Insert | Update | Delete, tx: TransactionContext, index: int) -> Row | None:
-        """The event for one row change, or ``None`` when its table is not configured."""
+    def build(self, change: Insert | Update | Delete, tx: TransactionContext,
+              index: int) -> Row | tuple[Row, Row] | None:
+        """The event for one row change, or ``None`` when its table is not configured.
+
+        A row that moved to another organization gives two events, (``deleted``, ``created``).
+        """
         mapping = self._mappings.get(change.relation_oid)
         if mapping is None:
             return None
@@ -215,16 +232,30 @@ class EventBuilder:
         return self._event("deleted", mapping, old, path, None, mapping.state(old, change.old_is_key_only, path),
                            None, tx, index)
 
-    def _update(self, mapping: TableMapping, change: Update, tx: TransactionContext, index: int) -> Row:
+    def _update(self, mapping: TableMapping, change: Update, tx: TransactionContext,
+                index: int) -> Row | tuple[Row, Row]:
         full_old = change.old is not None and not change.old_is_key_only
         new = mapping.decode_row(change.new, change.old if full_old else None)
         old_state = mask = None
         if change.old is not None:
-            old_state = mapping.state(mapping.decode_row(change.old), change.old_is_key_only)
+            old = mapping.decode_row(change.old)
+            if mapping.moved(old, new, full_old):
+                return self._move(mapping, change, old, new, tx, index)
+            old_state = mapping.state(old, change.old_is_key_only)
         if full_old:
             mask = mapping.update_mask(change.old, change.new)  # type: ignore[arg-type]
         path = mapping.entity_path(new)
         return self._event("updated", mapping, new, path, mapping.state(new, path=path), old_state, mask, tx, index)
+
+    def _move(self, mapping: TableMapping, change: Update, old: list[Any], new: list[Any], tx: TransactionContext,
+              index: int) -> tuple[Row, Row]:
+        """The row left one organization and joined another: each is told only of its own side."""
+        old_path, path = mapping.entity_path(old), mapping.entity_path(new)
+        old_state = mapping.state(old, change.old_is_key_only, old_path)
+        left = self._event("deleted", mapping, old, old_path, None, old_state, None, tx, index)
+        joined = self._event("created", mapping, new, path, mapping.state(new, path=path), None, None, tx, index)
+        joined["eventId"] += MOVED_SUFFIX
+        return left, joined
 
     def unbuildable(self, change: Insert | Update | Delete, tx: TransactionContext, index: int) -> Row:
         """What can be said of a change whose row could not be converted: enough to find it again."""

@@ -21,18 +21,21 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from cdc.errors import KafkaWriteError
+from cdc.topics import ensure_topic as ensure_topic  # its home moved; importers of cdc.kafka keep working
 from models.settings import KafkaSettings
 
 log = logging.getLogger("walhook.cdc")
 
 Acknowledge = Callable[[Any, int], None]
 """Called with (token, n) once Kafka acknowledged n events appended with that token."""
+
+DEAD_LETTER_FIELDS = ("eventId", "eventTimestamp", "operationType", "entityKey", "entityPath", "entityId",
+                      "organizationId", "transaction", "table")
 
 
 def message_key(event: dict[str, Any]) -> bytes:
@@ -57,41 +60,25 @@ def message_headers(event: dict[str, Any], environment: str | None = None) -> li
     return headers
 
 
-def dead_letter_record(event: dict[str, Any], reason: str, size: int) -> bytes:
-    """What the dead-letter topic keeps of an event Kafka refused: enough to find the row again."""
-    fields = ("eventId", "eventTimestamp", "operationType", "entityKey", "entityPath", "entityId",
-              "organizationId", "transaction", "table")
-    return orjson.dumps({**{name: event[name] for name in fields if name in event}, "reason": reason, "size": size})
-
-
-async def ensure_topic(settings: KafkaSettings, topic: str | None = None) -> None:
-    """Create ``topic`` (default: the events topic) with ``settings.partitions`` partitions unless it exists."""
-    name = topic or settings.topic
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        await admin.start()
-        if name in await admin.list_topics():
-            return
-        await admin.create_topics([NewTopic(name, num_partitions=settings.partitions, replication_factor=1)])
-        log.info("created topic %s with %d partitions", name, settings.partitions)
-    except TopicAlreadyExistsError:
-        return
-    except KafkaError as exc:
-        raise KafkaWriteError(f"cannot create topic {name!r} at {settings.bootstrap_servers}: {exc}") from exc
-    finally:
-        await admin.close()
+def dead_letter_record(event: dict[str, Any], reason: str, size: int, table: str | None = None) -> bytes:
+    """What the dead-letter topic keeps of a refused change: enough to find the row again, none of its values."""
+    record = {name: event[name] for name in DEAD_LETTER_FIELDS if name in event}
+    if table is not None:
+        record.setdefault("table", table)
+    return orjson.dumps({**record, "reason": reason, "size": size})
 
 
 class _Batch:
     """One partition's open batch, and which tokens (transactions) its events belong to."""
 
-    __slots__ = ("builder", "count", "first_event", "opened", "partition", "runs")
+    __slots__ = ("builder", "bytes", "count", "first_event", "opened", "partition", "runs")
 
     def __init__(self, builder: BatchBuilder, partition: int) -> None:
         self.builder = builder
         self.partition = partition
         self.runs: list[list[Any]] = []  # [token, events], in append order
         self.count = 0
+        self.bytes = 0  # serialised values, for the writer's byte bound
         self.opened = time.monotonic()
         self.first_event: dict[str, Any] | None = None  # named when a one-event batch is refused
 
@@ -124,19 +111,29 @@ class KafkaWriter:
     Kafka keeps each partition in append order.
 
     An event Kafka refuses for good (a non-retriable error, such as a message larger than
-    ``max_request_size``) stops the stream with an error naming it - unless
-    ``dead_letter_topic`` is set: then a record naming the event and the reason goes
-    there, and the stream moves on. Retriable failures (broker unreachable) always stop the
+    ``max_request_size``) goes to the capture dead-letter topic as a record naming the event,
+    its table and the reason, and the stream moves on; ``on_dead_letter`` is called once the
+    record is written. With ``on_refused_event = "stop"`` such an event stops the stream with
+    an error naming it instead. Retriable failures (broker unreachable) always stop the
     stream, so nothing is skipped while Kafka is merely down.
+
+    ``max_in_flight_bytes`` bounds the serialised size of what is unacknowledged too, so a
+    run of multi-megabyte rows cannot fill memory before ``max_in_flight`` is reached.
     """
 
     def __init__(self, settings: KafkaSettings, acknowledge: Acknowledge, max_in_flight: int = 20_000,
-                 environment: str | None = None) -> None:
+                 environment: str | None = None, on_dead_letter: Callable[[], None] | None = None,
+                 tables: dict[str, str] | None = None, max_in_flight_bytes: int = 64 << 20) -> None:
         self._settings = settings
         self._acknowledge = acknowledge
         self._environment = environment
         self._max_in_flight = max_in_flight
+        self._max_in_flight_bytes = max_in_flight_bytes
         self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._dead_letter_topic = settings.capture_dead_letter_topic
+        self._on_dead_letter = on_dead_letter
+        self._tables = tables or {}  # entity key -> table, for dead-letter records
         self._room = asyncio.Event()
         self._room.set()
         self._open_batches: dict[int, _Batch] = {}
@@ -151,6 +148,11 @@ class KafkaWriter:
     def in_flight(self) -> int:
         """Events appended and not yet acknowledged (or refused)."""
         return self._in_flight
+
+    @property
+    def in_flight_bytes(self) -> int:
+        """Serialised size of the events appended and not yet acknowledged (or refused)."""
+        return self._in_flight_bytes
 
     async def open(self) -> None:
         if self._producer is not None:
@@ -203,9 +205,12 @@ class KafkaWriter:
         batch = self._open_batches.get(partition) or self._open(partition)
         if not batch.append(key, value, headers, token, event):
             self._ready.append(batch)
-            self._open(partition).append(key, value, headers, token, event)  # an empty batch takes any size
+            batch = self._open(partition)
+            batch.append(key, value, headers, token, event)  # an empty batch takes any size
+        batch.bytes += len(value)
         self._in_flight += 1
-        if self._in_flight >= self._max_in_flight:
+        self._in_flight_bytes += len(value)
+        if self._in_flight >= self._max_in_flight or self._in_flight_bytes >= self._max_in_flight_bytes:
             self._room.clear()
 
     async def send_ready(self) -> None:
@@ -262,14 +267,15 @@ class KafkaWriter:
 
     def _settle(self, done: asyncio.Future[Any], batch: _Batch) -> None:
         self._in_flight -= batch.count
-        if self._in_flight < self._max_in_flight:
+        self._in_flight_bytes -= batch.bytes
+        if self._in_flight < self._max_in_flight and self._in_flight_bytes < self._max_in_flight_bytes:
             self._room.set()
         error = asyncio.CancelledError("batch cancelled") if done.cancelled() else done.exception()
         if error is None:
             for token, count in batch.runs:
                 self._acknowledge(token, count)
         elif (isinstance(error, KafkaError) and not error.retriable and batch.count == 1
-              and self._settings.dead_letter_topic and batch.first_event is not None):
+              and self._dead_letter_topic and batch.first_event is not None):
             self._start_dead_letter(batch.first_event, batch.builder.size(), error, batch.runs[0][0])
         else:
             self._failure = self._failure or error
@@ -284,18 +290,19 @@ class KafkaWriter:
             return False
         error = MessageSizeTooLargeError(f"The message is {size} bytes when serialized, more than "
                                          f"max_request_size = {self._settings.max_request_size}")
-        if not self._settings.dead_letter_topic:
+        if not self._dead_letter_topic:
             raise KafkaWriteError(
                 f"Kafka refused event {event['eventId']} ({event['entityPath']}, {size} bytes): {error!r}; "
-                "set [kafka] dead_letter_topic to divert such events, or raise [kafka] max_request_size "
-                "(and the broker's message.max.bytes)") from error
+                "set [kafka] on_refused_event = \"dead-letter\" to divert such events, or raise [kafka] "
+                "max_request_size (and the topic's max.message.bytes)") from error
         self._start_dead_letter(event, size, error, token)
         return True
 
     def dead_letter(self, event: dict[str, Any], error: BaseException, token: object) -> None:
         """Divert a change that could not become an event; ``acknowledge(token, 1)`` once it is recorded."""
-        if not self._settings.dead_letter_topic:
-            raise KafkaWriteError(f"no [kafka] dead_letter_topic for {event['eventId']}: {error}") from error
+        if not self._dead_letter_topic:
+            raise KafkaWriteError(f"no capture dead-letter topic for {event['eventId']} ([kafka] on_refused_event "
+                                  f"= \"stop\"): {error}") from error
         self._start_dead_letter(event, 0, error, token)  # close() waits for it
 
     def _start_dead_letter(self, event: dict[str, Any], size: int, error: BaseException, token: object) -> None:
@@ -305,18 +312,22 @@ class KafkaWriter:
 
     async def _dead_letter(self, event: dict[str, Any], size: int, error: BaseException, token: object) -> None:
         """Record the refused event on the dead-letter topic; it counts as acknowledged once that is."""
-        assert self._producer is not None and self._settings.dead_letter_topic is not None
+        assert self._producer is not None and self._dead_letter_topic is not None
         reason = f"{type(error).__name__}: {error}"
-        log.error("event %s (%s, %d bytes) refused by Kafka (%s); recorded on %s", event["eventId"],
-                  event["entityPath"], size, reason, self._settings.dead_letter_topic)
+        table = self._tables.get(event["entityKey"])
+        log.error("event %s (%s, %s, %s) not sent (%s); recorded on dead-letter topic %s", event["eventId"],
+                  table or event.get("table") or event["entityKey"], event["entityPath"] or "-",
+                  f"{size} bytes" if size else "not converted", reason, self._dead_letter_topic)
         try:
-            future = await self._producer.send(self._settings.dead_letter_topic, key=message_key(event),
-                                               value=dead_letter_record(event, reason, size),
+            future = await self._producer.send(self._dead_letter_topic, key=message_key(event),
+                                               value=dead_letter_record(event, reason, size, table),
                                                headers=message_headers(event, self._environment))
             await future
         except KafkaError as exc:
             self._failure = self._failure or exc
             return
+        if self._on_dead_letter is not None:
+            self._on_dead_letter()
         self._acknowledge(token, 1)
 
     async def __aenter__(self) -> KafkaWriter:

@@ -2,7 +2,8 @@
 
 ``GET /metrics`` on ``[source] metrics_address`` (off by default). The management API's
 ``/metrics`` reports the slot lag too, read from the server; this endpoint adds the
-capture side: events captured, the confirmed LSN, reconnects, the heartbeat's age, and
+capture side: events captured, changes dead-lettered (too large for Kafka, or not
+convertible: alert when it grows), the confirmed LSN, reconnects, the heartbeat's age, and
 whether the slot lag is over ``max_slot_lag_bytes`` (the alarm the log also raises).
 """
 
@@ -22,6 +23,8 @@ def render_metrics(stats: CaptureStats, source: SourceSettings, now: float | Non
     lines = [
         "# TYPE walhook_cdc_events_captured_total counter",
         f"walhook_cdc_events_captured_total {stats.events_captured}",
+        "# TYPE walhook_cdc_events_dead_lettered_total counter",
+        f"walhook_cdc_events_dead_lettered_total {stats.events_dead_lettered}",
         "# TYPE walhook_cdc_confirmed_lsn gauge",
         f"walhook_cdc_confirmed_lsn {stats.confirmed_lsn}",
         "# TYPE walhook_cdc_reconnects_total counter",

@@ -22,11 +22,12 @@ from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
 from cdc.entities import EventBuilder, TransactionContext
 from cdc.errors import MappingError, ReplicationLost, SlotBusyError
-from cdc.kafka import KafkaWriter, ensure_topic
+from cdc.kafka import KafkaWriter
 from cdc.lsn import format_lsn
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
 from cdc.source import connect_control, prepare_source, slot_lag_bytes
+from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
@@ -42,10 +43,15 @@ class CaptureStats:
     """What an operator watches: throughput, position, lag and the heartbeat's round trip."""
 
     events_captured: int = 0
+    events_dead_lettered: int = 0  # changes recorded on the capture dead-letter topic instead
     confirmed_lsn: int = 0
     slot_lag_bytes: int | None = None
     last_heartbeat_seen: float | None = None  # time.monotonic()
     reconnects: int = 0
+
+    def dead_lettered(self) -> None:
+        """Count one change recorded on the dead-letter topic (called once the record is written)."""
+        self.events_dead_lettered += 1
 
     def heartbeat_age(self, now: float | None = None) -> float | None:
         if self.last_heartbeat_seen is None:
@@ -74,9 +80,11 @@ class CapturePipeline:
         self.tracker = AckTracker(slot.confirmed_flush_lsn)
         self.stats.confirmed_lsn = slot.confirmed_flush_lsn
         await ensure_topic(self.kafka)
-        if self.kafka.dead_letter_topic:
-            await ensure_topic(self.kafka, self.kafka.dead_letter_topic)
-        writer = KafkaWriter(self.kafka, self.tracker.acknowledged, environment=self.source.environment)
+        if self.kafka.capture_dead_letter_topic:
+            await ensure_topic(self.kafka, self.kafka.capture_dead_letter_topic)
+        writer = KafkaWriter(self.kafka, self.tracker.acknowledged, environment=self.source.environment,
+                             on_dead_letter=self.stats.dead_lettered,
+                             tables={entity.entity_key: entity.table for entity in self.entities})
         async with await _connect(self.source.dsn) as control, writer, ReplicationConnection(self.source.dsn) as conn:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
@@ -147,15 +155,20 @@ class CapturePipeline:
         try:
             event = self._builder.build(change, self._transaction, self._index)
         except MappingError as exc:
-            if not self.kafka.dead_letter_topic:
+            if not self.kafka.capture_dead_letter_topic:
                 raise
             # A row that cannot be converted (e.g. bytes that are not UTF-8) must not stop the stream.
             self.tracker.sent(self._acks)
             writer.dead_letter(self._builder.unbuildable(change, self._transaction, self._index), exc, self._acks)
             event = None
         self._index += 1
-        if event is not None:
-            self._send(event, writer)
+        if event is None:
+            return
+        if type(event) is tuple:  # a row moved to another organization: deleted there, created here
+            for each in event:
+                self._send(each, writer)
+        else:
+            self._send(event, writer)  # type: ignore[arg-type]
 
     def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
         acks = self._acks

@@ -6,7 +6,8 @@ data{value, oldValue, updateMask}), in that order, followed by two fields walhoo
 receivers can deduplicate and order:
 
 * ``eventId`` - derived from (commit LSN, index within the transaction): reading the same
-  change twice gives the same id.
+  change twice gives the same id. (A move to another organization is two events of one
+  change; the second id carries ``MOVED_SUFFIX``.)
 * ``transaction`` - ``{"id": xid, "commitLsn": "X/Y", "index": n}``.
 """
 
@@ -50,6 +51,12 @@ def event_id_prefix(commit_lsn: int) -> str:
 def make_event_id(commit_lsn: int, index: int) -> str:
     """A stable id for the ``index``-th change of the transaction committed at ``commit_lsn``."""
     return f"{event_id_prefix(commit_lsn)}{index:06d}"
+
+
+MOVED_SUFFIX = "_moved"
+"""A row moved to another organization is two events of one change: the ``deleted`` one, to the
+old organization, has the change's id; the ``created`` one, to the new organization, has the
+change's id + this suffix. Both are as stable as the change's id."""
 
 
 class _Model(BaseModel):

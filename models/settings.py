@@ -10,7 +10,7 @@ import re
 import string
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A column name as the catalog has it: mixed case, non-ASCII letters and inner spaces are fine.
 _IDENTIFIER = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
@@ -56,10 +56,38 @@ class KafkaSettings(_Section):
     max_batch_size: int = Field(default=1_048_576, ge=1024)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     enable_idempotence: bool = False
-    max_request_size: int = Field(default=1_048_576, ge=1024, description="largest event the producer sends")
-    dead_letter_topic: str | None = Field(default=None, description="where events Kafka refuses for good go")
+    max_request_size: int = Field(default=8 * 1_048_576, ge=1024,
+                                  description="largest event the producer sends; topics walhook creates get the "
+                                              "same max.message.bytes")
+    dead_letter_topic: str | None = Field(default=None, min_length=1, max_length=249,
+                                          description="where the capture records changes it cannot send; "
+                                                      "default: the topic + '.capture-dead-letter'")
+    on_refused_event: Literal["dead-letter", "stop"] = Field(
+        default="dead-letter", description="a change Kafka refuses for good or that cannot be converted: record "
+                                           "it on the dead-letter topic and go on, or stop the stream")
     consumer_group: str = "walhook-publisher"
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="how long a fetch may wait for new records")
+
+    @model_validator(mode="after")
+    def _dead_letters_elsewhere(self) -> KafkaSettings:
+        if self.dead_letter_topic == self.topic:  # the publisher would read the dead letters as events
+            raise ValueError(f"dead_letter_topic must differ from topic ({self.topic!r})")
+        return self
+
+    @property
+    def capture_dead_letter_topic_name(self) -> str:
+        """The capture's dead-letter topic: the configured one, or the events topic + '.capture-dead-letter'."""
+        return self.dead_letter_topic or f"{self.topic}.capture-dead-letter"
+
+    @property
+    def capture_dead_letter_topic(self) -> str | None:
+        """Where the capture records refused changes; None when ``on_refused_event = "stop"``."""
+        return None if self.on_refused_event == "stop" else self.capture_dead_letter_topic_name
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The ``max.message.bytes`` of topics walhook creates: the largest batch the producer sends."""
+        return max(self.max_request_size, self.max_batch_size)
 
 
 class StoreSettings(_Section):
@@ -91,6 +119,10 @@ class PublisherSettings(_Section):
         description="where records of the events topic that are not walhook events go (original key, value and "
                     "headers, plus walhook-dead-letter-* headers naming the reason, topic, partition and offset); "
                     "default: the [kafka] topic + '.dead-letter'")
+
+    def dead_letter_topic_for(self, kafka: KafkaSettings) -> str:
+        """The publisher's dead-letter topic: the configured one, or the events topic + '.dead-letter'."""
+        return self.dead_letter_topic or f"{kafka.topic}.dead-letter"
 
     @field_validator("retry_delays")
     @classmethod

@@ -62,7 +62,7 @@ class Publisher:
         self.sender = sender
         self.directory = IntegrationDirectory(store, settings.integrations_cache_seconds)
         self._claim = timedelta(seconds=settings.claim_seconds)
-        dead_letter_topic = settings.dead_letter_topic or f"{kafka.topic}.dead-letter"
+        dead_letter_topic = settings.dead_letter_topic_for(kafka)
         if dead_letter_topic == kafka.topic:  # its records would come back, forever
             raise PublisherError(f"[publisher] dead_letter_topic must differ from [kafka] topic ({kafka.topic!r})")
         self.dead_letters = DeadLetters(kafka, dead_letter_topic)

@@ -203,7 +203,7 @@ async def test_a_ten_megabyte_value_arrives_when_kafka_allows_it(database: str, 
 
 async def test_a_ten_megabyte_value_over_the_limit_is_dead_lettered_and_the_stream_goes_on(
         database: str, servers: Servers, topic: str) -> None:
-    # Without dead_letter_topic the stream stops naming the event: test_cdc_features covers that.
+    # With on_refused_event = "stop" the stream stops naming the event: test_cdc_features covers that.
     execute(database, "CREATE TABLE docs (id int PRIMARY KEY, body text)")
     dead = f"{topic}.dead"
     async with capturing(database, servers, topic, [entity("docs")], dead_letter_topic=dead) as capture:
@@ -239,7 +239,7 @@ NOT_UTF8 = "INSERT INTO notes VALUES (1, convert_from('\\xff'::bytea, 'SQL_ASCII
 async def test_a_row_that_cannot_be_converted_stops_the_stream_naming_table_and_column(
         sql_ascii_database: str, servers: Servers, topic: str) -> None:
     execute(sql_ascii_database, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
-    async with capturing(sql_ascii_database, servers, topic, [entity("notes")]) as capture:
+    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], on_refused_event="stop") as capture:
         execute(sql_ascii_database, NOT_UTF8)
         with pytest.raises(MappingError, match=r"public\.notes\.body \(type oid 25\): cannot convert"):
             await capture.events(1, timeout=10)

@@ -150,12 +150,12 @@ async def test_truncate_is_an_event_or_skipped(database: str, servers: Servers, 
 async def test_an_event_kafka_refuses_stops_the_stream_with_its_name(
         database: str, servers: Servers, topic: str) -> None:
     setup(database, DOCS_TABLE)
-    source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096)
+    source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096, on_refused_event="stop")
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop))
     await asyncio.sleep(1.0)
     setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))")
-    with pytest.raises(KafkaWriteError, match=r"refused event evt_\w+ \(docs/1, \d+ bytes\).*dead_letter_topic"):
+    with pytest.raises(KafkaWriteError, match=r"refused event evt_\w+ \(docs/1, \d+ bytes\).*on_refused_event"):
         await asyncio.wait_for(task, 20)
     assert await slot_position(database) < await current_lsn(database)  # the refused change stays in the slot
 

@@ -1,15 +1,21 @@
-"""The batching Kafka writer on a real broker: order per key, acknowledgements per token, bounded in flight."""
+"""The batching Kafka writer on a real broker: order per key, acknowledgements per token, bounded in flight;
+and the topics it writes to, created with a message limit that matches the producer's."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cdc.errors import KafkaWriteError
 from cdc.kafka import KafkaWriter, ensure_topic, message_key, partition_for
+from cdc.topics import topic_message_limit
 from models.settings import KafkaSettings
 from tests.conftest import Servers
 from tests.test_capture import read_topic
@@ -68,7 +74,7 @@ async def test_a_quiet_stream_is_not_held_back_by_batching(servers: Servers, top
 
 async def test_an_event_larger_than_max_request_size_is_refused_by_name(servers: Servers, topic: str) -> None:
     settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1,
-                             max_request_size=4096)
+                             max_request_size=4096, on_refused_event="stop")
     await ensure_topic(settings)
     async with KafkaWriter(settings, lambda token, n: None) as writer:
         writer.append(event(1, 0, size=100), "tx")
@@ -88,3 +94,45 @@ async def test_an_idle_stream_lets_open_batches_linger_then_sends_them(servers: 
         await writer.linger_then_flush()  # nothing open: returns at once
         assert asyncio.get_running_loop().time() - started - waited < 0.1
     assert 0.2 < waited < 1.0 and acknowledged == [1]
+
+
+async def test_unacknowledged_bytes_are_bounded_as_well_as_events(servers: Servers, topic: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=3, linger_ms=0)
+    await ensure_topic(settings)
+    acknowledged: list[int] = []
+    seen: list[int] = []
+    async with KafkaWriter(settings, lambda token, n: acknowledged.append(n), max_in_flight_bytes=100_000) as writer:
+        for entity in range(30):  # 30 events of 30 KB: 900 KB if nothing waited
+            writer.append(event(entity, 0, size=30_000), "tx")
+            await writer.send_ready()
+            seen.append(writer.in_flight_bytes)
+    assert max(seen) < 100_000 and sum(acknowledged) == 30 and writer.in_flight_bytes == 0
+
+
+async def test_a_topic_walhook_creates_takes_the_producer_limit_as_max_message_bytes(
+        servers: Servers, topic: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1)
+    await ensure_topic(settings)
+    assert settings.max_message_bytes == 8 << 20
+    async with admin_client(servers) as admin:
+        assert await topic_message_limit(admin, topic) == settings.max_message_bytes
+
+
+async def test_an_existing_topic_with_a_smaller_limit_is_named_in_a_warning(
+        servers: Servers, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with admin_client(servers) as admin:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "100000"})])
+    with caplog.at_level(logging.WARNING, logger="walhook.cdc"):
+        await ensure_topic(KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"topic {topic} accepts messages up to 100000 bytes" in warning and str(8 << 20) in warning
+
+
+@contextlib.asynccontextmanager
+async def admin_client(servers: Servers) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers.bootstrap_servers)
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()

@@ -6,7 +6,8 @@ and integration the first successful deliveries follow commit order (``out_of_or
 that arrived after a later change of their entity); every request of one (event, integration) carries
 the same webhook-id, ``{eventId}_i{integrationId}`` (``wrong_ids``); every note carries the body
 committed with its version, TOAST-sized or not, changed or not (``wrong_values``); every request
-verified (``unverified``).
+verified (``unverified``); no organization receives a row state (``value`` or ``oldValue``, known by
+its version) that was committed under another organization (``leaked``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Summary:
     phantom: int = 0
     wrong_ids: int = 0
     wrong_values: int = 0  # a note whose (TOAST-sized) body is not the one committed
+    leaked: int = 0  # a row state committed under another organization than the receiver's
     unverified: int = 0
     requests: int = 0
     examples: list[str] = field(default_factory=list)
@@ -71,13 +73,13 @@ class Summary:
     @property
     def clean(self) -> bool:
         return not (self.lost or self.out_of_order or self.phantom or self.wrong_ids or self.wrong_values
-                    or self.unverified)
+                    or self.leaked or self.unverified)
 
     def line(self) -> str:
         return (f"[{self.scenario}] changes committed={self.committed} deliveries expected={self.expected} "
                 f"delivered={self.delivered} duplicates={self.duplicates} lost={self.lost} "
                 f"out of order={self.out_of_order} phantom={self.phantom} wrong ids={self.wrong_ids} "
-                f"wrong values={self.wrong_values} "
+                f"wrong values={self.wrong_values} leaked={self.leaked} "
                 f"unverified={self.unverified} requests={self.requests}")
 
 
@@ -89,6 +91,8 @@ class Ledger:
         self.subscribers = {subscriber.name: subscriber for subscriber in subscribers}
         self.position = {change: index for index, change in enumerate(changes)}  # commit order
         self.committed = {change: change for change in changes}  # to look up what was written
+        # (table, id, version) -> the organization the row had when that version was committed
+        self.owners = {(c.table, c.id, c.version): c.organization for c in changes if c.op != "deleted"}
         self.expected = {(s.name, change) for s in subscribers for change in changes if s.wants(change)}
         self._confirmed: set[tuple[str, Change]] = set()
         self._scanned = 0
@@ -124,6 +128,7 @@ class Ledger:
         ids[(hit.name, hit.event["eventId"])].add(hit.webhook_id)
         if hit.webhook_id != f"{hit.event['eventId']}_i{subscriber.id}":
             summary.wrong_ids += 1
+        self._check_owners(hit, subscriber, summary)
         change = change_of(hit.event)
         if change is None or (hit.name, change) not in self.expected:
             summary.phantom += 1
@@ -145,6 +150,21 @@ class Ledger:
             summary.out_of_order += 1
             summary.examples.append(f"out of order {hit.name} {change} after {self.changes[newest[entity]]}")
         newest[entity] = max(position, newest.get(entity, -1))
+
+
+    def _check_owners(self, hit: Hit, subscriber: Subscriber, summary: Summary) -> None:
+        """Every row state in the event must have been committed under the receiver's organization."""
+        assert hit.event is not None
+        table = BY_ENTITY_KEY.get(hit.event.get("entityKey", ""))
+        for side in ("value", "oldValue"):
+            state = (hit.event.get("data") or {}).get(side)
+            if not state or table is None:
+                continue
+            owner = self.owners.get((table, int(hit.event["entityId"]), int(state["properties"]["version"])))
+            if owner is not None and owner != subscriber.organization:
+                summary.leaked += 1
+                summary.examples.append(f"leaked {subscriber.organization} got {side} of {table} "
+                                        f"{hit.event['entityId']} v{state['properties']['version']} from {owner}")
 
 
 def _delivered(hits: list[Hit]) -> set[tuple[str, Change]]:

@@ -1,10 +1,13 @@
 """The workload: row changes through plain SQL, and the database-side record of what committed.
 
-Three captured tables, rows of two organizations (odd ids: acme, even ids: globex). Every row carries
-``version``, a per-entity number the writer increments on each insert or update and never reuses (not
-even after a rollback), so a change is identified by (table, id, version, operation); a delete carries
-the version of the row it removed. Transactions hold 1-20 changes; about one in ten is rolled back; a
-few are large; notes carry TOAST-sized bodies, sometimes rewritten, mostly left unchanged.
+Three captured tables, rows of two organizations (inserted under acme for odd ids, globex for even
+ids; a few updates move a row to the other organization). Every row carries ``version``, a per-entity
+number the writer increments on each insert or update and never reuses (not even after a rollback), so
+a change is identified by (table, id, version, operation); a delete carries the version of the row it
+removed. A move is recorded as what walhook must make of it: a delete of the old version under the old
+organization and a create of the new version under the new one. Transactions hold 1-20 changes; about
+one in ten is rolled back; a few are large; notes carry TOAST-sized bodies, sometimes rewritten, mostly
+left unchanged (a move leaves the body alone, so the created event must carry the unchanged TOAST).
 
 A change enters the record only after COMMIT returned. When COMMIT itself fails (the server went away),
 the transaction's row in ``chaos_commits`` (written in the same transaction) says whether it committed.
@@ -26,6 +29,7 @@ ROLLBACK_SHARE = 0.1
 MAX_TRANSACTION = 20
 TOAST_SHARE = 0.1  # of note inserts and updates: a new body of TOAST_BYTES
 TOAST_BYTES = (4_000, 40_000)
+MOVE_SHARE = 0.04  # of changes to an existing row: move it to the other organization
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,18 @@ class Change:
     version: int
     op: str  # created, updated, deleted
     body_length: int | None = field(default=None, compare=False)  # notes: the row's body, TOASTed when long
+    organization: str = field(default="", compare=False)  # the row's organization (a delete: the one it left)
 
     @property
     def entity(self) -> tuple[str, int]:
         return self.table, self.id
 
-    @property
-    def organization(self) -> str:
-        return ORGANIZATIONS[(self.id + 1) % 2]
+
+def first_organization(row_id: int) -> str:
+    return ORGANIZATIONS[(row_id + 1) % 2]
 
 
-State = dict[tuple[str, int], tuple[int, int]]  # entity -> (version, body length)
+State = dict[tuple[str, int], tuple[int, int, str]]  # entity -> (version, body length, organization)
 
 
 @dataclass
@@ -85,8 +90,16 @@ class Record:
     ambiguous_commits: int = 0  # COMMIT failed; chaos_commits told the outcome
     reconnects: int = 0
 
+    @property
+    def moves(self) -> int:
+        """Rows moved to another organization (each is a delete and a create of one statement)."""
+        return sum(1 for before, after in zip(self.changes, self.changes[1:], strict=False)
+                   if before.op == "deleted" and after.op == "created" and before.entity == after.entity
+                   and before.organization != after.organization)
+
     def __str__(self) -> str:
-        return (f"{self.transactions} transactions committed, {self.rolled_back} rolled back, "
+        return (f"{self.transactions} transactions committed, {self.moves} organization moves, "
+                f"{self.rolled_back} rolled back, "
                 f"{self.ambiguous_commits} commits answered by the marker table, {self.reconnects} reconnects")
 
 
@@ -119,7 +132,7 @@ class Writer:
         self.rng = rng
         self.record = Record()
         self.done = asyncio.Event()
-        self._live: State = {}  # committed rows: entity -> (version, body length)
+        self._live: State = {}  # committed rows: entity -> (version, body length, organization)
         self._last_version: dict[tuple[str, int], int] = {}
         self._number = 0
         self._conn: psycopg.AsyncConnection | None = None
@@ -217,32 +230,53 @@ class Writer:
         for _ in range(size):
             chosen = table or self.rng.choice(TABLES)
             entity = (chosen.name, self.rng.randint(1, self.plan.entities_per_table))
-            statement, change = self._change(chosen, entity, state)
+            statement, made = self._change(chosen, entity, state)
             statements.append(statement)
-            changes.append(change)
+            changes.extend(made)
         return statements, changes, state
 
-    def _change(self, table: Table, entity: tuple[str, int], state: State) -> tuple[Statement, Change]:
+    def _change(self, table: Table, entity: tuple[str, int], state: State) -> tuple[Statement, list[Change]]:
         name, row_id = entity
+        notes = table.name == "notes"
         if entity in state and self.rng.random() < 0.08:
-            version, length = state.pop(entity)
+            version, length, organization = state.pop(entity)
             return (f"DELETE FROM {name} WHERE id = %s", [row_id]), \
-                Change(name, row_id, version, "deleted", length if table.name == "notes" else None)
+                [Change(name, row_id, version, "deleted", length if notes else None, organization)]
+        if entity in state and self.rng.random() < MOVE_SHARE:
+            return self._move(table, entity, state)
         version = self._last_version[entity] = self._last_version.get(entity, 0) + 1
-        payload = f"{name} {row_id} v{version} " + self.rng.choice(("open", "paid", "shipped", "ä€😀", "'quoted'"))
-        body = secrets.token_urlsafe(self.rng.randint(*TOAST_BYTES)) if table.name == "notes" \
-            and self.rng.random() < TOAST_SHARE else None
+        payload = self._payload(entity, version)
+        body = secrets.token_urlsafe(self.rng.randint(*TOAST_BYTES)) if notes and self.rng.random() < TOAST_SHARE \
+            else None
         if entity in state:  # an update without a new body leaves the TOASTed one unchanged
-            length = len(body) if body is not None else state[entity][1]
+            _, before, organization = state[entity]
+            length = len(body) if body is not None else before
             extra, values = (", body = %s", [body]) if body is not None else ("", [])
             statement: Statement = (f"UPDATE {name} SET version = %s, payload = %s{extra} WHERE id = %s",
                                     [version, payload, *values, row_id])
             op = "updated"
         else:
-            length, op = len(body or ""), "created"
-            row: dict[str, object] = {"id": row_id, "org": ORGANIZATIONS[(row_id + 1) % 2], "version": version,
+            length, op, organization = len(body or ""), "created", first_organization(row_id)
+            row: dict[str, object] = {"id": row_id, "org": organization, "version": version,
                                       "payload": payload, **({"body": body} if body is not None else {})}
             statement = (f"INSERT INTO {name} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
                          list(row.values()))
-        state[entity] = (version, length)
-        return statement, Change(name, row_id, version, op, length if table.name == "notes" else None)
+        state[entity] = (version, length, organization)
+        return statement, [Change(name, row_id, version, op, length if notes else None, organization)]
+
+    def _move(self, table: Table, entity: tuple[str, int], state: State) -> tuple[Statement, list[Change]]:
+        """The row goes to the other organization: gone from the old one, new to the new one."""
+        name, row_id = entity
+        old_version, length, old_organization = state[entity]
+        organization = next(org for org in ORGANIZATIONS if org != old_organization)
+        version = self._last_version[entity] = self._last_version.get(entity, 0) + 1
+        statement: Statement = (f"UPDATE {name} SET version = %s, payload = %s, org = %s WHERE id = %s",
+                                [version, self._payload(entity, version), organization, row_id])
+        state[entity] = (version, length, organization)
+        body = length if table.name == "notes" else None
+        return statement, [Change(name, row_id, old_version, "deleted", body, old_organization),
+                           Change(name, row_id, version, "created", body, organization)]
+
+    def _payload(self, entity: tuple[str, int], version: int) -> str:
+        name, row_id = entity
+        return f"{name} {row_id} v{version} " + self.rng.choice(("open", "paid", "shipped", "ä€😀", "'quoted'"))

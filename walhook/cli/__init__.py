@@ -3,6 +3,7 @@
 * ``run``: the processes (cdc, publisher, api);
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
+* ``dead_letters``: what the capture and the publisher set aside;
 * ``dev``: the local stack, a verifying receiver, the demo.
 """
 
@@ -18,7 +19,7 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, deliveries, dev, run
+from walhook.cli import admin, dead_letters, deliveries, dev, run
 from walhook.cli.common import Handler
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(command)
     admin.register(command, group)
     deliveries.register(command, group)
+    dead_letters.register(command, group)
     dev.register(command, group)
     return parser
 
