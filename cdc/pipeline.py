@@ -31,6 +31,7 @@ from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from models.supervision import alongside
 
 log = logging.getLogger("walhook.cdc")
 
@@ -91,15 +92,13 @@ class CapturePipeline:
             log.info("streaming slot %s from %s", self.source.slot, format_lsn(slot.confirmed_flush_lsn))
             if on_connected is not None:
                 on_connected()
-            helpers = [asyncio.create_task(self._report_status(conn)), asyncio.create_task(self._heartbeat())]
-            try:
-                await self._stream(conn, writer, stop)
-                await writer.close()  # flush: every produced event acknowledged before the last report
-                writer.raise_if_failed()
-                await self._send_status(conn)
-            finally:
-                for helper in helpers:
-                    helper.cancel()
+            helpers = {"status reports": self._report_status(conn)}
+            if self.source.heartbeat_interval:
+                helpers["heartbeats"] = self._heartbeat()
+            await alongside(self._stream(conn, writer, stop), helpers)
+            await writer.close()  # flush: every produced event acknowledged before the last report
+            writer.raise_if_failed()
+            await self._send_status(conn)
 
     async def _stream(self, conn: ReplicationConnection, writer: KafkaWriter, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
@@ -216,8 +215,6 @@ class CapturePipeline:
 
     async def _heartbeat(self) -> None:
         """Emit a WAL message so an idle slot still advances, then log lag and the heartbeat's age."""
-        if not self.source.heartbeat_interval:
-            return
         assert self._control is not None
         while True:
             try:

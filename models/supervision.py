@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
 from typing import Any
 
 from models.errors import WalhookError
@@ -73,7 +74,7 @@ class Supervisor:
         self._stop.set()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: object) -> None:
+                        tb: TracebackType | None) -> None:
         if exc is None:
             await self._stop.wait()
         for task in list(self._tasks):
@@ -82,3 +83,28 @@ class Supervisor:
         if self._crash is not None and exc is None:
             raise self._crash
 
+
+
+async def alongside(main: Awaitable[None], helpers: dict[str, Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` with helper loops beside it; a helper that fails or ends fails ``main`` too.
+
+    For a loop whose own errors the caller handles (a reconnecting stream): an exception of ``main``
+    or of a helper propagates as it is (a lost connection noticed by a helper is still a lost
+    connection), a helper that returns is ``LoopCrashed`` naming it; either way the others are cancelled.
+    """
+    tasks = {asyncio.ensure_future(coroutine): name for name, coroutine in helpers.items()}
+    primary = asyncio.ensure_future(main)
+    try:
+        done, _ = await asyncio.wait({primary, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if primary in done:
+            return primary.result()
+        task = next(iter(done))
+        error = task.exception()
+        if error is not None:
+            log.error("%s failed: %s", tasks[task], error)
+            raise error
+        raise LoopCrashed(f"{tasks[task]} stopped on its own")
+    finally:
+        for task in (primary, *tasks):
+            task.cancel()
+        await asyncio.gather(primary, *tasks, return_exceptions=True)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from models.supervision import LoopCrashed, Supervisor
+from models.supervision import LoopCrashed, Supervisor, alongside
 
 
 async def forever() -> None:
@@ -54,3 +54,30 @@ async def test_stop_cancels_every_loop_promptly_even_one_that_waits_forever() ->
         group.start("waits out an outage", forever)
         group.spawn(forever(), "lane worker")
     assert loop.time() - started < 1.0
+
+
+async def test_alongside_a_helper_that_fails_fails_the_main_loop_with_its_own_error() -> None:
+    async def helper() -> None:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("lost the walsender")
+
+    with pytest.raises(ConnectionError, match="lost the walsender"):
+        await alongside(forever(), {"status reports": helper()})
+
+
+async def test_alongside_a_helper_that_returns_is_a_crash() -> None:
+    async def helper() -> None:
+        return None
+
+    with pytest.raises(LoopCrashed, match="heartbeats stopped on its own"):
+        await alongside(forever(), {"heartbeats": helper()})
+
+
+async def test_alongside_ends_with_the_main_loop_and_cancels_the_helpers() -> None:
+    helper = asyncio.ensure_future(forever())
+
+    async def main() -> None:
+        await asyncio.sleep(0.01)
+
+    await alongside(main(), {"heartbeats": helper})  # type: ignore[dict-item]
+    assert helper.cancelled()
