@@ -140,6 +140,8 @@ class ApiSettings(_Section):
     admin_token: str | None = Field(default=None, min_length=24, description="bearer token for organization "
                                     "management; unset: the admin routes answer 401")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
+    max_integrations_per_organization: int = Field(default=100, ge=1, description="integrations one "
+                                                   "organization may have")
 
 
 class EntitySettings(_Section):

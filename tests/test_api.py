@@ -292,3 +292,39 @@ def test_admin_routes_succeed(client: TestClient) -> None:
     assert [org["id"] for org in client.get("/v1/organizations", headers=admin()).json()] == ["acme"]
     assert client.delete("/v1/organizations/acme", headers=admin()).status_code == 204
     assert client.get("/v1/organizations/acme", headers=admin()).status_code == 404
+
+
+def test_subscriptions_name_the_configured_entity_keys(client: TestClient) -> None:
+    acme = tenant(client, "acme")
+    typo = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["dosc:*"]},
+                       headers=acme)
+    assert typo.status_code == 422 and "unknown entity key 'dosc'" in typo.text and "known keys: docs" in typo.text
+    assert make_integration(client, acme, events=["do*:created", "*"])["events"] == ["do*:created", "*"]
+    integration = make_integration(client, acme)
+    patched = client.patch(f"/v1/integrations/{integration['id']}", json={"events": ["nope:*"]}, headers=acme)
+    assert patched.status_code == 422 and "known keys: docs" in patched.text
+    huge = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["d" * 1_000]},
+                       headers=acme)
+    assert huge.status_code == 422 and "longer than 256 characters" in huge.text
+
+
+def test_rate_limits_have_a_floor_and_concurrency_a_range(client: TestClient) -> None:
+    acme = tenant(client, "acme")
+    for bad in ({"rate_limit": 0.0001}, {"concurrency": 0}, {"concurrency": 1000}):
+        response = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/h", "events": ["docs"], **bad},
+                               headers=acme)
+        assert response.status_code == 422, bad
+    made = make_integration(client, acme, rate_limit=0.1, concurrency=3)
+    assert (made["rate_limit"], made["concurrency"]) == (0.1, 3)
+
+
+def test_an_organization_has_at_most_the_configured_number_of_integrations(database: str) -> None:
+    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "max_integrations_per_organization": 2},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as capped:
+        acme, globex = tenant(capped, "acme"), tenant(capped, "globex")
+        make_integration(capped, acme)
+        make_integration(capped, acme)
+        third = capped.post("/v1/integrations", json={"url": "http://127.0.0.1:9/h", "events": ["docs"]}, headers=acme)
+        assert third.status_code == 409 and "max_integrations_per_organization" in third.text
+        make_integration(capped, globex)  # the cap is per organization

@@ -70,7 +70,7 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
     integration_id = await store.add_integration(
         org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
         batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
-        concurrency=body.concurrency)
+        concurrency=body.concurrency, limit=request.app.state.settings.api.max_integrations_per_organization)
     integration = await store.integration_of(org, integration_id)
     return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
 

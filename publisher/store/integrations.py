@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from publisher.errors import NotFound
+from publisher.errors import Conflict, NotFound
 from publisher.matching import parse_subscription
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
@@ -26,18 +26,24 @@ class IntegrationStore(TenantStore):
     async def add_integration(self, organization_id: str, url: str, events: list[str], name: str = "", *,
                               environment: str | None = None, ordering: str = "entity", batch_size: int = 1,
                               rate_limit: float | None = None, headers: dict[str, str] | None = None,
-                              concurrency: int | None = None) -> int:
+                              concurrency: int | None = None, limit: int | None = None) -> int:
+        """A new integration; ``limit`` caps how many an organization may have (a ``Conflict`` past it)."""
         for event_text in events:
             parse_subscription(event_text)  # refuse a bad subscription before storing it
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
         rows = await self._rows(
             "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, batch_size, "
-            "rate_limit, headers, concurrency) VALUES (:org, :name, :url, CAST(:events AS jsonb), :environment, "
-            ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency) RETURNING id",
+            "rate_limit, headers, concurrency) SELECT :org, :name, :url, CAST(:events AS jsonb), :environment, "
+            ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
+            "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
+            "WHERE organization_id = :org) < :limit RETURNING id",
             {"org": organization_id, "name": name or url, "url": url, "events": as_json(events),
              "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
-             "headers": as_json(headers or {}), "concurrency": concurrency})
+             "headers": as_json(headers or {}), "concurrency": concurrency, "limit": limit})
+        if not rows:
+            raise Conflict(f"organization {organization_id!r} already has {limit} integrations, the most allowed "
+                           "([api] max_integrations_per_organization)")
         return int(rows[0]["id"])
 
     async def integrations_of(self, organization_id: str | None = None, include_disabled: bool = False

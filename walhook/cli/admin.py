@@ -84,7 +84,8 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
             return 0
         integration_id = await store.add_integration(
             args.org, args.url, args.events, args.name or "", environment=args.environment, ordering=args.ordering,
-            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers, concurrency=args.concurrency)
+            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers, concurrency=args.concurrency,
+            limit=settings_of(args).api.max_integrations_per_organization)
     show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
          f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
