@@ -11,6 +11,7 @@ and the retries (claims taken with SKIP LOCKED).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from datetime import timedelta
@@ -21,11 +22,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings, PublisherSettings
-from models.supervision import Supervisor
+from models.supervision import Supervisor, alongside
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.directory import IntegrationDirectory
 from publisher.dispatch import Dispatcher
 from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.offsets import OffsetCommitter
 from publisher.recovery import ReplayRunner
 from publisher.retry import RetryPolicy
 from publisher.routing import delivery_of, parse_event, recipients
@@ -115,14 +117,26 @@ class Publisher:
                 log.warning("stopping: %s", exc or "Kafka did not answer in time")
 
     async def _consume_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Take batches in; offsets are committed by a committer alongside, so the next batch need not wait."""
         if not await self._start_consumer(consumer, stop):
             return
+        assert self.dispatcher is not None
+        committer = OffsetCommitter(consumer)
+        try:
+            await alongside(self._take_batches(consumer, committer, stop), {"offset committer": committer.run()})
+        finally:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(committer.commit(), SHUTDOWN_SECONDS)
+
+    async def _take_batches(self, consumer: AIOKafkaConsumer, committer: OffsetCommitter,
+                            stop: asyncio.Event) -> None:
         assert self.dispatcher is not None
         while not stop.is_set():
             await self.dispatcher.room()
             batch = await consumer.getmany(timeout_ms=200, max_records=1000)
             if batch:
-                await self._consume(consumer, batch)
+                await self._consume(batch)
+                committer.recorded({tp: records[-1].offset + 1 for tp, records in batch.items()})
 
     async def _start_consumer(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
         """Join the consumer group; False if asked to stop first (joining can take a while)."""
@@ -143,8 +157,8 @@ class Publisher:
             raise PublisherError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}") from exc
         return True
 
-    async def _consume(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Durably record the batch's deliveries, then commit, then dispatch."""
+    async def _consume(self, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Durably record the batch's deliveries, then dispatch them; the caller commits the offsets after."""
         assert self.dispatcher is not None
         new = [d for records in batch.values() for record in records for d in self._deliveries_for(record)]
         while True:
@@ -155,7 +169,6 @@ class Publisher:
                 log.error("cannot record deliveries, retrying: %s", exc)
                 await asyncio.sleep(1.0)
         await self.dead_letters.flush()  # like deliveries: never commit past a record not yet dead-lettered
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
         for delivery in created:
             self.dispatcher.submit(delivery)
 
