@@ -2,9 +2,9 @@
 
 Live delivery asks it who may receive an organization's events, the dispatcher asks it for an
 integration's config, and both hear from it when one changes. It reloads what moved in the
-store (``updated_at``) every ``refresh_seconds`` - the bound on how soon a change made through
-the API or the CLI takes effect here - and everything once a minute, which also drops secrets
-whose rotation overlap ended. A disable decided here (a receiver's 410) takes effect here at
+store (``updated_at``, and secrets whose rotation overlap ended) every ``refresh_seconds`` - the
+bound on how soon a change made through the API or the CLI takes effect here - and everything
+once a minute. A disable decided here (a receiver's 410) takes effect here at
 once, and in the store.
 """
 
@@ -82,7 +82,7 @@ class IntegrationDirectory:
         changed, ids = await self._store.integrations_changed(since)
         for integration in changed:
             before = self._by_id.get(integration.id)
-            if full or before is None or before.updated_at != integration.updated_at:
+            if before != integration:  # its row, or its secrets, changed
                 self._put(before, integration)
         for gone in set(self._by_id) - set(ids):
             self._put(self._by_id[gone], None)

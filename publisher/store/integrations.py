@@ -63,8 +63,11 @@ class IntegrationStore(TenantStore):
 
         The ids let a directory notice deletions without reloading what did not change.
         """
-        rows = await self._rows("SELECT * FROM {s}.integrations WHERE CAST(:since AS timestamptz) IS NULL "
-                                "OR updated_at > :since ORDER BY id", {"since": since})
+        # A secret whose overlap ended is a config change too, though nothing wrote the integration's row.
+        rows = await self._rows(
+            "SELECT * FROM {s}.integrations WHERE CAST(:since AS timestamptz) IS NULL OR updated_at > :since "
+            "OR organization_id IN (SELECT organization_id FROM {s}.signing_secrets "
+            "WHERE expires_at > :since AND expires_at <= now()) ORDER BY id", {"since": since})
         ids = [int(row["id"]) for row in await self._rows("SELECT id FROM {s}.integrations")]
         return await self._with_secrets(rows), ids
 
