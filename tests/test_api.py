@@ -112,6 +112,23 @@ def test_private_destinations_are_refused_at_creation(client: TestClient) -> Non
     assert response.status_code == 422 and "private address" in response.json()["detail"]
 
 
+def test_refusals_never_tell_what_the_deployment_resolves(database: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN})  # nothing private allowed
+    with TestClient(create_app(settings)) as client:
+        _refusals_never_tell_what_the_deployment_resolves(client, caplog)
+
+
+def _refusals_never_tell_what_the_deployment_resolves(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    acme = tenant(client, "acme")
+    for url in ("http://localhost:9/hook", "http://nothing.invalid/hook"):
+        response = client.post("/v1/integrations", json={"url": url, "events": ["docs:*"]}, headers=acme)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail == f"{url}: destination not allowed (the host name does not resolve to a public address)"
+    assert "is a loopback address" in caplog.text and "nothing.invalid/hook: the host name does not resolve (" \
+        in caplog.text  # ...which operators read in the server's log
+
+
 def test_oversized_and_malformed_bodies(client: TestClient) -> None:
     acme = tenant(client, "acme")
     json_headers = {**acme, "content-type": "application/json"}
