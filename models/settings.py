@@ -140,6 +140,25 @@ class ApiSettings(_Section):
     admin_token: str | None = Field(default=None, min_length=24, description="bearer token for organization "
                                     "management; unset: the admin routes answer 401")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
+    operator_address: str | None = Field(default=None, description="host:port serving /metrics and /readyz "
+                                         "(without a token, and nothing else); unset: they need the admin token")
+    metrics_per_integration: bool = Field(default=False, description="label failure streaks with integration ids "
+                                          "(default: totals only, nothing that names a tenant's integration)")
+
+    @field_validator("operator_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value)
+        return value
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9465`` for IPv6) as its parts; ``ValueError`` when it is not one."""
+    host, _, port = address.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: expected host:port, e.g. 127.0.0.1:9465")
+    return host.strip("[]"), int(port)
 
 
 class EntitySettings(_Section):

@@ -231,9 +231,10 @@ def test_deliveries_filters_cursor_detail_and_redeliver(client: TestClient, data
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz").json()
+    assert client.get("/readyz").status_code == 401 and client.get("/metrics").status_code == 401
+    ready = client.get("/readyz", headers=admin()).json()
     assert ready["ready"] is True and ready["checks"]["store"] == "ok"
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=admin()).text
     assert "walhook_retry_backlog 0" in metrics and "walhook_attempt_duration_ms_count 0" in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "walhook"
 
