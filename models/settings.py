@@ -98,6 +98,15 @@ class StoreSettings(_Section):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # Interpolated into SQL (as a quoted identifier): a plain identifier leaves nothing to escape.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+            raise ValueError("use an identifier: a letter or underscore, then letters, digits or underscores "
+                             "(at most 63)")
+        return value
+
 
 class PublisherSettings(_Section):
     """``[publisher]``: webhook delivery."""
