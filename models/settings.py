@@ -141,6 +141,10 @@ class PublisherSettings(_Section):
         return value
 
 
+# Tokens that were published as examples (a compose default once): never accepted as the real one.
+EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
+
+
 class ApiSettings(_Section):
     """``[api]``: the management API."""
 
@@ -153,6 +157,14 @@ class ApiSettings(_Section):
                                          "(without a token, and nothing else); unset: they need the admin token")
     metrics_per_integration: bool = Field(default=False, description="label failure streaks with integration ids "
                                           "(default: totals only, nothing that names a tenant's integration)")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _not_an_example(cls, value: str | None) -> str | None:
+        if value in EXAMPLE_ADMIN_TOKENS:
+            raise ValueError("this is the documentation's example token, known to everyone; choose a random one "
+                             "(e.g. openssl rand -hex 32)")
+        return value
 
     @field_validator("operator_address")
     @classmethod
