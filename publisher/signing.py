@@ -19,6 +19,9 @@ from publisher.errors import SecretError
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+# Active secrets per owner (an organization, or an integration with its own): each one is a signature in
+# every request's header and an HMAC per attempt, so rotations must not pile them up.
+MAX_ACTIVE_SECRETS = 3
 
 
 def generate_secret(size: int = 32) -> str:

@@ -4,8 +4,10 @@ reserved request headers, the attempt log's size, the operator endpoints."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
+from datetime import timedelta
 
 import aiohttp
 import orjson
@@ -16,7 +18,10 @@ from starlette.testclient import TestClient
 
 from publisher.api.app import create_app
 from publisher.api.schemas import IntegrationIn, IntegrationPatch
+from publisher.errors import Conflict, SecretError
 from publisher.headers import OMITTED, capped_response_headers
+from publisher.signing import MAX_ACTIVE_SECRETS, signature_header
+from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
 from tests.test_delivery import event, org_with, produce, publishing, until
@@ -78,11 +83,12 @@ async def test_a_hostile_receiver_cannot_fill_the_attempt_log(servers: Servers, 
         await until(lambda: len(receiver.hits) == 1)
         await asyncio.sleep(0.3)
         (delivery,) = await store.deliveries(ids["hook"], status="failed")
-        (attempt,) = await store.attempts_of(delivery["id"])
-    stored = attempt["response_headers"]
+        (attempt,) = await store.attempts_of(delivery.id)
+    stored = attempt.response_headers
+    assert stored is not None
     assert len(orjson.dumps(stored)) < 20 * 1024 and len(stored) <= 65
     assert "x-flood-0" in stored and "headers" in stored[OMITTED]
-    assert attempt["response_status"] == 500
+    assert attempt.response_status == 500
 
 
 async def test_retry_after_is_read_before_the_headers_are_capped(servers: Servers, database: str, topic: str) -> None:
@@ -185,3 +191,98 @@ async def _until_listening(http: aiohttp.ClientSession, url: str) -> None:
 def test_a_bad_operator_address_is_named(address: str) -> None:
     with pytest.raises(ValidationError, match="expected host:port"):
         Settings(api={"operator_address": address})
+
+
+# The store: secrets and keys
+
+
+def _secret_of(size: int) -> str:
+    return "whsec_" + base64.b64encode(b"k" * size).decode()
+
+
+async def test_rotations_are_capped_per_organization_and_integration(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        for owner, what in ((None, "organization acme"), (integration, f"integration {integration}")):
+            for _ in range(MAX_ACTIVE_SECRETS - 1):
+                await store.rotate_secret("acme", owner, timedelta(hours=1))
+            before = (await store.integration(integration)).secrets
+            assert len(before) == MAX_ACTIVE_SECRETS
+            with pytest.raises(Conflict, match=f"{what} already has {MAX_ACTIVE_SECRETS} active signing secrets"):
+                await store.rotate_secret("acme", owner, timedelta(hours=1))
+            assert (await store.integration(integration)).secrets == before  # the refused rotation changed nothing
+            newest = await store.rotate_secret("acme", owner, timedelta(0))  # no overlap: always possible
+            assert (await store.integration(integration)).secrets == [newest]
+
+
+async def test_rotation_spam_cannot_grow_the_signature_header(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        refused = 0
+        for _ in range(30):
+            with contextlib.suppress(Conflict):
+                await store.rotate_secret("acme", None, timedelta(hours=24))
+                continue
+            refused += 1
+        secrets = (await store.integration(integration)).secrets
+    assert refused == 30 - (MAX_ACTIVE_SECRETS - 1) and len(secrets) == MAX_ACTIVE_SECRETS
+    assert len(signature_header(secrets, "msg_1", 1, b"{}")) < 200
+
+
+def test_the_api_answers_a_refused_rotation_with_409(database: str) -> None:
+    with _api_client(database) as client:
+        client.post("/v1/organizations", json={"id": "acme"}, headers=ADMIN_AUTH)
+        key = client.post("/v1/organizations/acme/keys", json={"name": "k"}, headers=ADMIN_AUTH).json()["key"]
+        auth = {"authorization": f"Bearer {key}"}
+        statuses = [client.post("/v1/secret/rotate", json={"overlap_hours": 24}, headers=auth).status_code
+                    for _ in range(MAX_ACTIVE_SECRETS)]
+        refused = client.post("/v1/secret/rotate", json={"overlap_hours": 24}, headers=auth)
+    assert statuses[:MAX_ACTIVE_SECRETS - 1] == [200] * (MAX_ACTIVE_SECRETS - 1) and statuses[-1] == 409
+    assert refused.status_code == 409 and "overlap_hours 0" in refused.json()["detail"]
+
+
+async def test_the_first_own_secret_keeps_the_organizations_signing_for_the_overlap(database: str) -> None:
+    async with Store(database) as store:
+        org_secret = await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        own = await store.rotate_secret("acme", integration, timedelta(seconds=1))
+        assert (await store.integration(integration)).secrets == [own, org_secret]  # receivers still verify
+        later = await store.rotate_secret("acme", None, timedelta(0))  # the organization's own rotation...
+        assert (await store.integration(integration)).secrets == [own, org_secret]  # ...overrides no longer apply
+        await asyncio.sleep(1.2)
+        assert (await store.integration(integration)).secrets == [own]
+        assert later not in (await store.integration(integration)).secrets
+
+
+async def test_the_overlap_never_outlives_the_organizations_secret(database: str) -> None:
+    async with Store(database) as store:
+        old = await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        new = await store.rotate_secret("acme", None, timedelta(seconds=1))  # old expires in 1 s
+        own = await store.rotate_secret("acme", integration, timedelta(hours=24))
+        assert (await store.integration(integration)).secrets == [own, new, old]
+        await asyncio.sleep(1.2)
+        assert (await store.integration(integration)).secrets == [own, new]
+
+
+async def test_a_key_check_that_fails_does_not_touch_last_used_at(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        row, key = await store.add_api_key("acme", "backend")
+        # The prefix is not secret: anyone may present it with a guessed rest.
+        assert await store.organization_of_key(f"whk_{row.prefix}_guessed") is None
+        assert (await store.api_keys("acme"))[0].last_used_at is None
+        assert await store.organization_of_key(key) == "acme"
+        assert (await store.api_keys("acme"))[0].last_used_at is not None
+
+
+@pytest.mark.parametrize("size", [1, 16, 23, 65])
+async def test_a_given_secret_outside_24_to_64_bytes_is_refused(database: str, size: int) -> None:
+    async with Store(database) as store:
+        with pytest.raises(SecretError, match="24 to 64"):
+            await store.add_organization("acme", _secret_of(size))
+        await store.add_organization("acme", _secret_of(24))
+        with pytest.raises(SecretError, match="24 to 64"):
+            await store.rotate_secret("acme", None, timedelta(0), secret=_secret_of(size))
