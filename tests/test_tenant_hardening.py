@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
+import re
 import socket
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -26,6 +29,8 @@ from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
 from tests.test_delivery import event, org_with, produce, publishing, until
 from walhook.config import Settings
+from walhook.errors import ConfigError
+from walhook.secret_input import organization_secrets, read_secret
 
 ADMIN = "admin-token-" + "y" * 20
 ADMIN_AUTH = {"authorization": f"Bearer {ADMIN}"}
@@ -286,3 +291,30 @@ async def test_a_given_secret_outside_24_to_64_bytes_is_refused(database: str, s
         await store.add_organization("acme", _secret_of(24))
         with pytest.raises(SecretError, match="24 to 64"):
             await store.rotate_secret("acme", None, timedelta(0), secret=_secret_of(size))
+
+
+# Secrets given to the command line
+
+
+def test_a_secret_is_read_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    secret = _secret_of(32)
+    path = tmp_path / "secret"
+    path.write_text(secret + "\n")
+    assert read_secret(str(path)) == secret
+    assert read_secret("-", io.StringIO(f"  {secret}\n")) == secret
+    assert organization_secrets([f"acme={path}"]) == {"acme": secret}
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("", "it is empty"), ("whsec_" + base64.b64encode(b"k").decode(), "1 bytes; Standard Webhooks requires 24"),
+    ("whsec_not base64!", "base64"),
+])
+def test_a_bad_secret_file_is_named(tmp_path: Path, content: str, words: str) -> None:
+    path = tmp_path / "secret"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=f"--secret-file {re.escape(str(path))}: .*{re.escape(words)}"):
+        read_secret(str(path))
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_secret(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="ORGANIZATION=FILE"):
+        organization_secrets([str(path)])
