@@ -92,3 +92,16 @@ def test_allowed_networks_admit_only_the_example_receiver() -> None:
     assert load_settings(ROOT / "docker" / "walhook.toml").publisher.allowed_networks == [f"{address}/32"]
     (subnet,) = compose["networks"]["default"]["ipam"]["config"]
     assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+
+
+def test_no_secret_is_on_a_command_line() -> None:
+    compose = _compose()
+    for name, command in walhook_commands():
+        assert "--secret" not in command and not any("whsec_" in word for word in command), name
+        for index, word in enumerate(command):
+            if word == "--secret-file":
+                path = command[index + 1].split("=", 1)[-1]
+                secret = path.removeprefix("/run/secrets/")
+                assert secret in compose["services"][name]["secrets"], f"{name}: {path} is not mounted"
+                assert compose["secrets"][secret] == {"environment": "ACME_WEBHOOK_SECRET"}
+    assert sum("--secret-file" in command for _, command in walhook_commands()) == 2  # setup and receiver

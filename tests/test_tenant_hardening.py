@@ -9,6 +9,8 @@ import contextlib
 import io
 import re
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from publisher.signing import MAX_ACTIVE_SECRETS, signature_header
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
+from tests.test_cli import config_file
 from tests.test_delivery import event, org_with, produce, publishing, until
 from walhook.config import Settings
 from walhook.errors import ConfigError
@@ -318,3 +321,35 @@ def test_a_bad_secret_file_is_named(tmp_path: Path, content: str, words: str) ->
         read_secret(str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ORGANIZATION=FILE"):
         organization_secrets([str(path)])
+
+
+def _cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    words = 2 if args[0] in ("orgs", "integrations") else 1
+    command = [sys.executable, "-m", "walhook", "--log-level", "WARNING", *args[:words], "--config", str(config),
+               *args[words:]]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_takes_a_secret_from_standard_input_or_a_file_never_argv(database: str, tmp_path: Path) -> None:
+    config = config_file(tmp_path, database)
+    secret = _secret_of(32)
+    on_argv = _cli(config, "orgs", "add", "acme", "--secret", secret)
+    assert on_argv.returncode == 2 and "--secret-file" in on_argv.stderr and secret not in on_argv.stdout
+    created = _cli(config, "orgs", "add", "acme", "--secret-file", "-", "--json", stdin=secret + "\n")
+    assert created.returncode == 0, created.stderr
+    assert orjson.loads(created.stdout)["secret"] == secret
+    short = tmp_path / "short"
+    short.write_text(_secret_of(1))
+    refused = _cli(config, "integrations", "add", "--org", "globex", "--url", "http://127.0.0.1:9/hook",
+                   "--events", "docs:*", "--secret-file", str(short))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"walhook: error: --secret-file {short}: signing secret is 1 bytes; Standard Webhooks requires 24 to 64 "
+        "(generate one with: openssl rand -base64 32)")
+
+
+def test_the_cli_refuses_reserved_custom_headers(database: str, tmp_path: Path) -> None:
+    refused = _cli(config_file(tmp_path, database), "integrations", "add", "--org", "acme", "--url",
+                   "http://127.0.0.1:9/hook", "--events", "docs:*", "--header", "Transfer-Encoding: chunked")
+    assert refused.returncode == 1
+    assert "header name 'Transfer-Encoding' is reserved" in refused.stderr.strip().splitlines()[-1]
