@@ -332,8 +332,13 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        """The inner resolver's answer without refused addresses; :class:`DestinationRefused` if none remain."""
-        results = await self._resolver().resolve(host, port, family)
+        """The inner resolver's answer without refused addresses; :class:`DestinationRefused` if none remain
+        or the name does not resolve."""
+        try:
+            results = await self._resolver().resolve(host, port, family)
+        except OSError as exc:
+            # Told apart from a refusal, a failure would say which names (a CNAME may lead anywhere) exist.
+            raise _refused(host, NOT_PUBLIC, f"{host}: the host name does not resolve ({exc})") from exc
         verdicts = [(result, self._policy.refusal(result["host"])) for result in results]
         allowed = [result for result, reason in verdicts if reason is None]
         if verdicts and not allowed:

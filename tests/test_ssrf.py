@@ -265,6 +265,17 @@ async def test_guarded_resolver_refuses_when_nothing_remains(caplog: pytest.LogC
     assert "hooks.example: 10.0.0.5 is a private address (10.0.0.0/8)" in caplog.text
 
 
+async def test_guarded_resolver_reports_a_name_that_does_not_resolve_like_a_refused_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A name whose DNS its owner controls can point (CNAME) at internal names after creation: the attempt
+    # log must not tell which of them exist.
+    with pytest.raises(DestinationRefused) as caught:
+        await GuardedResolver(DestinationPolicy(), FailingResolver()).resolve("hooks.example", 443)
+    assert str(caught.value) == ("hooks.example: destination not allowed "
+                                 "(the host name does not resolve to a public address)")
+    assert "hooks.example: the host name does not resolve ([Errno -2] Name or service not known)" in caplog.text
+
+
 async def test_guarded_resolver_passes_an_empty_answer_through_and_closes_its_inner() -> None:
     inner = FakeResolver()
     guarded = GuardedResolver(DestinationPolicy(), inner)
@@ -317,3 +328,9 @@ async def test_end_to_end_ip_literals_bypass_the_resolver(receiver: int) -> None
     assert await post(DestinationPolicy(), url) == 200
     with pytest.raises(DestinationRefused, match="loopback"):
         DestinationPolicy().check_url(url)
+
+
+async def test_end_to_end_a_name_that_does_not_resolve_reads_as_not_allowed() -> None:
+    with pytest.raises(DestinationRefused) as caught:  # through aiohttp's connector, unwrapped
+        await post(DestinationPolicy(), "http://nothing.invalid/")
+    assert "destination not allowed" in str(caught.value) and "Errno" not in str(caught.value)
