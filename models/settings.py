@@ -98,6 +98,15 @@ class StoreSettings(_Section):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # Interpolated into SQL (as a quoted identifier): a plain identifier leaves nothing to escape.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+            raise ValueError("use an identifier: a letter or underscore, then letters, digits or underscores "
+                             "(at most 63)")
+        return value
+
 
 class PublisherSettings(_Section):
     """``[publisher]``: webhook delivery."""
@@ -132,6 +141,10 @@ class PublisherSettings(_Section):
         return value
 
 
+# Tokens that were published as examples (a compose default once): never accepted as the real one.
+EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
+
+
 class ApiSettings(_Section):
     """``[api]``: the management API."""
 
@@ -142,6 +155,33 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
     max_integrations_per_organization: int = Field(default=100, ge=1, description="integrations one "
                                                    "organization may have")
+    operator_address: str | None = Field(default=None, description="host:port serving /metrics and /readyz "
+                                         "(without a token, and nothing else); unset: they need the admin token")
+    metrics_per_integration: bool = Field(default=False, description="label failure streaks with integration ids "
+                                          "(default: totals only, nothing that names a tenant's integration)")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _not_an_example(cls, value: str | None) -> str | None:
+        if value in EXAMPLE_ADMIN_TOKENS:
+            raise ValueError("this is the documentation's example token, known to everyone; choose a random one "
+                             "(e.g. openssl rand -hex 32)")
+        return value
+
+    @field_validator("operator_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value)
+        return value
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9465`` for IPv6) as its parts; ``ValueError`` when it is not one."""
+    host, _, port = address.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: expected host:port, e.g. 127.0.0.1:9465")
+    return host.strip("[]"), int(port)
 
 
 class EntitySettings(_Section):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from publisher.headers import without_reserved
 from publisher.signing import webhook_headers
 from publisher.ssrf import DestinationPolicy, DestinationRefused, GuardedResolver
 
@@ -86,7 +87,7 @@ class WebhookSender:
                       extra_headers: dict[str, str] | None = None) -> AttemptResult:
         """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for HTTP trouble."""
         assert self._session is not None, "WebhookSender.open() first"
-        headers = {"content-type": "application/json", **(extra_headers or {}),
+        headers = {"content-type": "application/json", **without_reserved(extra_headers or {}),
                    **webhook_headers(secrets, msg_id, int(time.time()), body)}
         started = time.perf_counter()
         try:

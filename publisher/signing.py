@@ -18,6 +18,10 @@ from functools import lru_cache
 from publisher.errors import SecretError
 
 SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+# Active secrets per owner (an organization, or an integration with its own): each one is a signature in
+# every request's header and an HMAC per attempt, so rotations must not pile them up.
+MAX_ACTIVE_SECRETS = 3
 
 
 def generate_secret(size: int = 32) -> str:
@@ -38,6 +42,19 @@ def secret_key(secret: str) -> bytes:
     if not key:
         raise SecretError("signing secret is empty")
     return key
+
+
+def check_secret(secret: str) -> str:
+    """``secret`` if it may be stored for signing: valid, and 24-64 bytes as Standard Webhooks requires.
+
+    For secrets given by a person (generated ones always fit). Stored secrets are not re-checked
+    when signing, so a secret stored before this check keeps working until it is rotated.
+    """
+    size = len(secret_key(secret))
+    if not MIN_SECRET_BYTES <= size <= MAX_SECRET_BYTES:
+        raise SecretError(f"signing secret is {size} bytes; Standard Webhooks requires {MIN_SECRET_BYTES} to "
+                          f"{MAX_SECRET_BYTES} (generate one with: openssl rand -base64 32)")
+    return secret
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

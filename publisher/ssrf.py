@@ -15,11 +15,15 @@ Three layers, one policy (:class:`DestinationPolicy`):
 
 Only addresses inside ``[publisher] allowed_networks`` escape the rules (a demo receiving webhooks on
 127.0.0.1, a deployment whose receivers live on a private network).
+
+Refusals reach tenants (API responses, the attempt log) as "destination not allowed" with a reason
+class; what the resolver answered is only logged (:class:`DestinationRefused`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Iterable
@@ -32,6 +36,8 @@ from yarl import URL
 
 from publisher.errors import PublisherError
 
+log = logging.getLogger("walhook.ssrf")
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
@@ -41,20 +47,34 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 class DestinationRefused(PublisherError):
     """A webhook destination is not allowed by the :class:`DestinationPolicy`.
 
-    The message names the destination (a URL without its credentials, or a host name), the refused
-    address when there is one, and the reason, e.g. ``http://x.example/hook: 10.0.0.5 is a private
-    address (10.0.0.0/8); add it to [publisher] allowed_networks to permit it``.
+    The message is what a tenant may be told: the destination they gave and a reason class, e.g.
+    ``http://x.example/hook: destination not allowed (the host name does not resolve to a public
+    address)``. It never holds what the deployment's resolver answered, which would map its internal
+    DNS for whoever creates integrations. ``detail`` has the whole story for operators (the
+    addresses, the resolver's error, the setting to change); it is logged when the refusal is made.
     """
 
-    def __init__(self, destination: str, reason: str, address: str | None = None) -> None:
+    def __init__(self, destination: str, reason: str, detail: str | None = None) -> None:
         self.destination = destination
         self.reason = reason
-        self.address = address
-        if address is None:
-            super().__init__(f"{destination}: {reason}")
-        else:
-            super().__init__(f"{destination}: {address} is {reason}; "
-                             f"add it to [publisher] allowed_networks to permit it")
+        self.detail = detail or f"{destination}: {reason}"
+        super().__init__(f"{destination}: destination not allowed ({reason})")
+
+
+# A refused name reads the same whether it does not resolve or resolves to a refused address:
+# two messages would tell a tenant which names exist in the deployment's DNS.
+NOT_PUBLIC = "the host name does not resolve to a public address"
+
+
+def _refused(destination: str, reason: str, detail: str | None = None) -> DestinationRefused:
+    """The error to raise, with its detail logged for operators (tenants only see the reason class)."""
+    error = DestinationRefused(destination, reason, detail)
+    log.warning("destination refused: %s", error.detail)
+    return error
+
+
+def _address_detail(destination: str, address: object, refusal: str) -> str:
+    return f"{destination}: {address} is {refusal}; add it to [publisher] allowed_networks to permit it"
 
 
 def _table(*rows: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
@@ -112,12 +132,17 @@ def _shown(network: IPNetwork) -> str:
     return str(network.network_address) if network.num_addresses == 1 else str(network)
 
 
-def _special_purpose(address: IPAddress) -> str | None:
-    """The reason ``address`` is in a special-purpose range of the table, or None."""
+def _special_purpose(address: IPAddress) -> tuple[str, str] | None:
+    """The reason ``address`` is in a special-purpose range of the table and its class, or None."""
     for network, what in _SPECIAL_PURPOSE:
         if address.version == network.version and address in network:
-            return f"{what} ({_shown(network)})"
+            return f"{what} ({_shown(network)})", _reason_class(what)
     return None
+
+
+def _reason_class(what: str) -> str:
+    """``a loopback address`` -> ``loopback address``: the words a tenant is told."""
+    return what.split(" ", 1)[1] if what.split(" ", 1)[0] in ("a", "an", "the") else what
 
 
 def _embedded_ipv4(address: IPv6Address) -> tuple[str, IPv4Address] | None:
@@ -133,9 +158,13 @@ def _embedded_ipv4(address: IPv6Address) -> tuple[str, IPv4Address] | None:
 
 
 def _ip_literal(host: str) -> IPAddress | None:
-    """``host`` as an IP address when it is one (yarl gives IPv6 hosts without brackets), else None."""
+    """``host`` as an IP address when it is one (yarl gives IPv6 hosts without brackets), else None.
+
+    A zone id (``fe80::1%eth0``) is dropped: the address is what is checked. ``ipaddress`` refuses
+    some zoned forms (``::1%``) that getaddrinfo happily maps to the bare address.
+    """
     try:
-        return ipaddress.ip_address(host)
+        return ipaddress.ip_address(host.partition("%")[0] if ":" in host else host)
     except ValueError:
         return None
 
@@ -185,17 +214,28 @@ class DestinationPolicy:
 
         Raises ``ValueError`` when ``address`` is a string that is not an IP address.
         """
+        verdict = self._verdict(address)
+        return None if verdict is None else verdict[0]
+
+    def refusal_class(self, address: str | IPv4Address | IPv6Address) -> str | None:
+        """None if ``address`` may be connected to, else the class a tenant is told, e.g. ``loopback address``."""
+        verdict = self._verdict(address)
+        return None if verdict is None else verdict[1]
+
+    def _verdict(self, address: str | IPv4Address | IPv6Address) -> tuple[str, str] | None:
+        """(the operator's reason, the tenant's reason class), or None when allowed."""
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         if self._allows(ip):
             return None
-        if (reason := _special_purpose(ip)) is not None:
-            return reason
+        if (special := _special_purpose(ip)) is not None:
+            return special
         if isinstance(ip, IPv6Address) and (embedded := _embedded_ipv4(ip)) is not None:
             form, ipv4 = embedded
-            inner = self.refusal(ipv4)
-            return None if inner is None else f"{form} address of {ipv4}, {inner}"
+            inner = self._verdict(ipv4)
+            return None if inner is None else (f"{form} address of {ipv4}, {inner[0]}", inner[1])
         # Backstop for ranges the table does not name (ORCHID, AMT, future IANA assignments).
-        return None if ip.is_global else "a special-purpose address (not globally routable)"
+        return None if ip.is_global else ("a special-purpose address (not globally routable)",
+                                          "special-purpose address")
 
     def _allows(self, ip: IPAddress) -> bool:
         return any(ip.version == network.version and ip in network for network in self.allowed_networks)
@@ -209,19 +249,21 @@ class DestinationPolicy:
         parsed = self._parse(url)
         shown = _without_credentials(parsed)
         if not parsed.scheme:
-            raise DestinationRefused(shown, "the URL has no scheme (http or https)")
+            raise _refused(shown, "the URL has no scheme (http or https)")
         if parsed.scheme not in ALLOWED_SCHEMES:
-            raise DestinationRefused(shown, f"the scheme {parsed.scheme!r} is not http or https")
+            raise _refused(shown, f"the scheme {parsed.scheme!r} is not http or https")
         if parsed.raw_user is not None or parsed.raw_password is not None:
-            raise DestinationRefused(shown, "credentials in the URL are not allowed")
+            raise _refused(shown, "credentials in the URL are not allowed")
         host = parsed.host
         if not host:
-            raise DestinationRefused(shown, "the URL has no host")
+            raise _refused(shown, "the URL has no host")
         ip = _ip_literal(host)
+        if ip is None and "%" in host:
+            raise _refused(shown, "a percent sign in the host is only allowed as an IPv6 zone id")
         if ip is None and _is_numeric_host(host):
-            raise DestinationRefused(shown, f"the host {host!r} is a numeric address but not a canonical one")
-        if ip is not None and (reason := self.refusal(ip)) is not None:
-            raise DestinationRefused(shown, reason, str(ip))
+            raise _refused(shown, f"the host {host!r} is a numeric address but not a canonical one")
+        if ip is not None and (verdict := self._verdict(ip)) is not None:
+            raise _refused(shown, verdict[1], _address_detail(shown, ip, verdict[0]))
 
     @staticmethod
     def _parse(url: str) -> URL:
@@ -229,7 +271,7 @@ class DestinationPolicy:
         try:
             return URL(url)
         except (ValueError, TypeError) as exc:
-            raise DestinationRefused("the URL", "does not parse") from exc
+            raise _refused("the URL", "does not parse", f"{url!r} does not parse: {exc}") from exc
 
     async def check_destination(self, url: str, resolver: AbstractResolver | None = None) -> None:
         """:meth:`check_url`, then resolve the host and refuse if ANY of its addresses is refused.
@@ -244,13 +286,14 @@ class DestinationPolicy:
         assert parsed.host is not None and parsed.raw_host is not None  # check_url refuses host-less URLs
         if _ip_literal(parsed.host) is not None:
             return
+        shown = _without_credentials(parsed)
         try:
             results = await _resolve_once(resolver, parsed.raw_host, parsed.port or 0)
         except OSError as exc:
-            raise DestinationRefused(_without_credentials(parsed), f"the host name does not resolve ({exc})") from exc
+            raise _refused(shown, NOT_PUBLIC, f"{shown}: the host name does not resolve ({exc})") from exc
         for result in results:
             if (reason := self.refusal(result["host"])) is not None:
-                raise DestinationRefused(_without_credentials(parsed), reason, result["host"])
+                raise _refused(shown, NOT_PUBLIC, _address_detail(shown, result["host"], reason))
 
 
 async def _resolve_once(resolver: AbstractResolver | None, host: str, port: int) -> list[ResolveResult]:
@@ -289,13 +332,18 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        """The inner resolver's answer without refused addresses; :class:`DestinationRefused` if none remain."""
-        results = await self._resolver().resolve(host, port, family)
+        """The inner resolver's answer without refused addresses; :class:`DestinationRefused` if none remain
+        or the name does not resolve."""
+        try:
+            results = await self._resolver().resolve(host, port, family)
+        except OSError as exc:
+            # Told apart from a refusal, a failure would say which names (a CNAME may lead anywhere) exist.
+            raise _refused(host, NOT_PUBLIC, f"{host}: the host name does not resolve ({exc})") from exc
         verdicts = [(result, self._policy.refusal(result["host"])) for result in results]
         allowed = [result for result, reason in verdicts if reason is None]
         if verdicts and not allowed:
             first, reason = verdicts[0]
-            raise DestinationRefused(host, reason or "", first["host"])
+            raise _refused(host, NOT_PUBLIC, _address_detail(host, first["host"], reason or ""))
         return allowed
 
     async def close(self) -> None:

@@ -69,7 +69,7 @@ def test_the_settings_page_flow(client: TestClient) -> None:
     assert client.post(f"{path}/enable", headers=acme).json()["enabled"] is True
     assert client.get(f"{path}/secret", headers=acme).json()["secrets"] == [created.json()["secret"]]
     rotated = client.post(f"{path}/secret/rotate", json={"overlap_hours": 1}, headers=acme).json()["secrets"]
-    assert len(rotated) == 1 and rotated[0] != created.json()["secret"]  # the integration's own secret now
+    assert rotated[1:] == [created.json()["secret"]]  # its own secret now, and the organization's for the overlap
     catalogue = client.get("/v1/catalogue", headers=acme).json()
     assert catalogue[0]["entityKey"] == "docs" and set(catalogue[0]["examples"]) == {"created", "updated", "deleted"}
     sample = client.post(f"{path}/sample", json={"entity_key": "docs", "operation": "updated"}, headers=acme).json()
@@ -110,6 +110,23 @@ def test_private_destinations_are_refused_at_creation(client: TestClient) -> Non
     response = client.post("/v1/integrations", json={"url": "http://10.0.0.7/hook", "events": ["docs:*"]},
                            headers=tenant(client, "acme"))
     assert response.status_code == 422 and "private address" in response.json()["detail"]
+
+
+def test_refusals_never_tell_what_the_deployment_resolves(database: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN})  # nothing private allowed
+    with TestClient(create_app(settings)) as client:
+        _refusals_never_tell_what_the_deployment_resolves(client, caplog)
+
+
+def _refusals_never_tell_what_the_deployment_resolves(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    acme = tenant(client, "acme")
+    for url in ("http://localhost:9/hook", "http://nothing.invalid/hook"):
+        response = client.post("/v1/integrations", json={"url": url, "events": ["docs:*"]}, headers=acme)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail == f"{url}: destination not allowed (the host name does not resolve to a public address)"
+    assert "is a loopback address" in caplog.text and "nothing.invalid/hook: the host name does not resolve (" \
+        in caplog.text  # ...which operators read in the server's log
 
 
 def test_oversized_and_malformed_bodies(client: TestClient) -> None:
@@ -214,9 +231,10 @@ def test_deliveries_filters_cursor_detail_and_redeliver(client: TestClient, data
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz").json()
+    assert client.get("/readyz").status_code == 401 and client.get("/metrics").status_code == 401
+    ready = client.get("/readyz", headers=admin()).json()
     assert ready["ready"] is True and ready["checks"]["store"] == "ok"
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=admin()).text
     assert "walhook_retry_backlog 0" in metrics and "walhook_attempt_duration_ms_count 0" in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "walhook"
 

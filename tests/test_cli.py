@@ -33,8 +33,9 @@ async def test_integrations_are_created_listed_and_private_urls_refused(database
     refused = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://10.1.2.3/hook",
                       "--events", "docs:*")
     assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines()[-1].startswith("walhook: error: http://10.1.2.3/hook: 10.1.2.3 is a")
-    assert "allowed_networks" in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == ("walhook: error: http://10.1.2.3/hook: destination not "
+                                                       "allowed (private address)")
+    assert "10.1.2.3 is a private address (10.0.0.0/8); add it to [publisher] allowed_networks" in refused.stderr
     created = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook",
                       "--events", "docs:created,updated", "--json")
     assert created.returncode == 0, created.stderr

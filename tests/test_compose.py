@@ -1,5 +1,7 @@
 """No Docker engine runs here, so check compose statically: every walhook command is real."""
 
+import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,66 @@ def test_the_compose_config_is_valid() -> None:
 
     settings = load_settings(ROOT / "docker" / "walhook.toml")
     assert settings.source is not None and settings.kafka is not None and settings.entities
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def _interpolated(value: str, environment: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``, for what these tests read."""
+    def one(match: re.Match[str]) -> str:
+        name, operator, word = match.group(1), match.group(2) or "", match.group(3) or ""
+        if environment.get(name):
+            return environment[name]
+        if operator == ":?":
+            raise ValueError(f"{name}: {word}")
+        return word if operator == ":-" else ""
+    return re.sub(r"\$\{(\w+)(:-|:\?)?([^}]*)\}", one, value)
+
+
+def test_the_api_has_no_default_admin_token() -> None:
+    token = _compose()["services"]["api"]["environment"]["WALHOOK_API__ADMIN_TOKEN"]
+    with pytest.raises(ValueError, match="WALHOOK_ADMIN_TOKEN"):  # compose refuses to start without one
+        _interpolated(token, {})
+    chosen = "a-long-random-token-of-the-operator"
+    assert _interpolated(token, {"WALHOOK_ADMIN_TOKEN": chosen}) == chosen
+
+
+def test_the_documented_example_admin_token_is_refused() -> None:
+    from walhook.config import load_settings
+    from walhook.errors import ConfigError
+
+    example = "change-me-to-a-long-random-admin-token"  # the README's and compose's, once: copied everywhere
+    with pytest.raises(ConfigError, match=r"api\.admin_token: .*example"):
+        load_settings(None, api={"admin_token": example})
+    assert example not in (ROOT / "docker" / "compose.yaml").read_text()
+
+
+def test_the_api_is_published_on_loopback_unless_told_otherwise() -> None:
+    (port,) = _compose()["services"]["api"]["ports"]
+    assert _interpolated(port, {}) == "127.0.0.1:8080:8080"
+    assert _interpolated(port, {"WALHOOK_API_BIND": "0.0.0.0"}) == "0.0.0.0:8080:8080"
+
+
+def test_allowed_networks_admit_only_the_example_receiver() -> None:
+    from walhook.config import load_settings
+
+    compose = _compose()
+    address = compose["services"]["receiver"]["networks"]["default"]["ipv4_address"]
+    assert load_settings(ROOT / "docker" / "walhook.toml").publisher.allowed_networks == [f"{address}/32"]
+    (subnet,) = compose["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+
+
+def test_no_secret_is_on_a_command_line() -> None:
+    compose = _compose()
+    for name, command in walhook_commands():
+        assert "--secret" not in command and not any("whsec_" in word for word in command), name
+        for index, word in enumerate(command):
+            if word == "--secret-file":
+                path = command[index + 1].split("=", 1)[-1]
+                secret = path.removeprefix("/run/secrets/")
+                assert secret in compose["services"][name]["secrets"], f"{name}: {path} is not mounted"
+                assert compose["secrets"][secret] == {"environment": "ACME_WEBHOOK_SECRET"}
+    assert sum("--secret-file" in command for _, command in walhook_commands()) == 2  # setup and receiver

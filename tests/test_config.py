@@ -64,6 +64,25 @@ def test_bad_slot_name_is_named(tmp_path: Path) -> None:
                                                    'dsn = "postgresql://app@db/app"\nslot = "My-Slot"\n\n[kafka]')))
 
 
+@pytest.mark.parametrize("schema", ['walhook"; DROP TABLE app.users; --', "wal hook", "1walhook", "", "w" * 64,
+                                    "public.walhook"])
+def test_the_store_schema_must_be_an_identifier(tmp_path: Path, schema: str) -> None:
+    # It is interpolated into SQL as a quoted identifier: a quote in it would end the identifier.
+    text = GOOD.replace('[store]\ndsn = "postgresql://app@db/app"', f'[store]\ndsn = "postgresql://app@db/app"\n'
+                        f"schema = '{schema}'")
+    assert f"schema = '{schema}'" in text
+    with pytest.raises(ConfigError, match=r"walhook.toml: store.schema: .*identifier"):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("schema", ["walhook", "walhook_tenant_2", "_w", "Walhook"])
+def test_an_identifier_is_a_good_store_schema(tmp_path: Path, schema: str) -> None:
+    text = GOOD.replace('[store]\ndsn = "postgresql://app@db/app"', f'[store]\ndsn = "postgresql://app@db/app"\n'
+                        f'schema = "{schema}"')
+    settings = load_settings(write(tmp_path, text))
+    assert settings.store is not None and settings.store.schema_name == schema
+
+
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[source\n"))

@@ -1,12 +1,13 @@
 """Signing against the Standard Webhooks spec vector, verified with the reference library."""
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from publisher.errors import SecretError
-from publisher.signing import generate_secret, secret_key, sign, webhook_headers
+from publisher.signing import check_secret, generate_secret, secret_key, sign, webhook_headers
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -70,6 +71,21 @@ def test_unpadded_secret_is_accepted_and_garbage_is_refused() -> None:
     assert secret_key("whsec_AAA") == b"\0\0"
     with pytest.raises(SecretError, match="base64"):
         secret_key("whsec_not base64!")
+
+
+@pytest.mark.parametrize("size", [1, 16, 23, 65, 128])
+def test_a_given_secret_needs_the_standard_webhooks_24_to_64_bytes(size: int) -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * size).decode()
+    with pytest.raises(SecretError, match=f"{size} bytes.*24 to 64"):
+        check_secret(secret)
+
+
+def test_a_given_secret_of_a_good_size_is_accepted() -> None:
+    for size in (24, 32, 64):
+        secret = "whsec_" + base64.b64encode(b"k" * size).decode()
+        assert check_secret(secret) == secret
+    with pytest.raises(SecretError, match="base64"):
+        check_secret("whsec_not base64!")
 
 
 def test_ids_with_dots_are_refused() -> None:

@@ -102,6 +102,9 @@ def test_refusal_takes_address_objects_and_rejects_non_addresses() -> None:
     assert DestinationPolicy().refusal(ip_address("169.254.169.254")) == "a cloud metadata address (169.254.169.254)"
     with pytest.raises(ValueError):
         DestinationPolicy().refusal("not-an-address")
+    assert DestinationPolicy().refusal_class("::ffff:127.0.0.1") == "loopback address"
+    assert DestinationPolicy().refusal_class("2001:10::1") == "special-purpose address"
+    assert DestinationPolicy().refusal_class(PUBLIC_V4) is None
 
 
 def test_allowed_networks_admit_exactly_their_addresses() -> None:
@@ -125,11 +128,11 @@ def test_from_strings_names_the_bad_entry(entry: str) -> None:
 
 
 def test_the_error_is_a_publisher_error_with_its_parts() -> None:
-    error = DestinationRefused("http://x.example/hook", "a private address (10.0.0.0/8)", "10.0.0.5")
+    error = DestinationRefused("http://x.example/hook", "private address", "x.example: 10.0.0.5 is private")
     assert isinstance(error, PublisherError)
-    assert str(error) == ("http://x.example/hook: 10.0.0.5 is a private address (10.0.0.0/8); "
-                          "add it to [publisher] allowed_networks to permit it")
-    assert (error.destination, error.address) == ("http://x.example/hook", "10.0.0.5")
+    assert str(error) == "http://x.example/hook: destination not allowed (private address)"
+    assert (error.destination, error.reason, error.detail) == (
+        "http://x.example/hook", "private address", "x.example: 10.0.0.5 is private")
 
 
 @pytest.mark.parametrize(("url", "words"), [
@@ -147,6 +150,14 @@ def test_the_error_is_a_publisher_error_with_its_parts() -> None:
     ("http://[::1]:8080/", "loopback"),
     ("https://[::ffff:a9fe:a9fe]/latest/meta-data", "cloud metadata"),
     ("http://[fe80::1%25eth0]/", "link-local"),
+    # A zone id is stripped and the address checked: ``::1%`` is no IP address to ``ipaddress``, aiohttp
+    # connects to it without asking the resolver, and getaddrinfo maps it to ::1.
+    ("http://[::1%25]/", "loopback"),
+    ("http://[::1%25eth0]/", "loopback"),
+    ("http://[::1%2525]/", "loopback"),
+    ("http://[::ffff:127.0.0.1%25]/", "loopback"),
+    ("http://127.0.0.1%2e/", "percent sign"),
+    ("http://hooks.example%25/", "percent sign"),
     ("http://[::1", "does not parse"),
 ])
 def test_check_url_refuses(url: str, words: str) -> None:
@@ -154,12 +165,12 @@ def test_check_url_refuses(url: str, words: str) -> None:
         DestinationPolicy().check_url(url)
 
 
-def test_check_url_names_the_address_and_the_setting() -> None:
+def test_check_url_tells_the_reason_class_and_logs_the_setting(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(DestinationRefused) as caught:
         DestinationPolicy().check_url("http://10.1.2.3/x")
-    message = str(caught.value)
-    assert message.startswith("http://10.1.2.3/x: 10.1.2.3 is a private address (10.0.0.0/8)")
-    assert "allowed_networks" in message
+    assert str(caught.value) == "http://10.1.2.3/x: destination not allowed (private address)"
+    assert "http://10.1.2.3/x: 10.1.2.3 is a private address (10.0.0.0/8); add it to [publisher] " \
+           "allowed_networks to permit it" in caplog.text
 
 
 def test_check_url_never_echoes_a_password() -> None:
@@ -186,11 +197,16 @@ def test_check_url_allows_listed_literals() -> None:
         LOOPBACK_ONLY.check_url("http://10.0.0.1/hook")
 
 
-async def test_check_destination_refuses_if_any_address_is_refused() -> None:
+NOT_PUBLIC = "https://hooks.example/x: destination not allowed (the host name does not resolve to a public address)"
+
+
+async def test_check_destination_refuses_if_any_address_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     resolver = FakeResolver(PUBLIC_V4, "10.0.0.5")
     with pytest.raises(DestinationRefused) as caught:
         await DestinationPolicy().check_destination("https://hooks.example/x", resolver)
-    assert "10.0.0.5 is a private address" in str(caught.value)
+    # The tenant learns the class, never what the deployment's DNS answered; the operator's log has it all.
+    assert str(caught.value) == NOT_PUBLIC
+    assert "10.0.0.5 is a private address" in caplog.text
     assert resolver.asked == [("hooks.example", 443, socket.AF_UNSPEC)]
     assert not resolver.closed  # a resolver passed in belongs to the caller
 
@@ -208,9 +224,27 @@ async def test_check_destination_does_not_resolve_literals() -> None:
     assert resolver.asked == []
 
 
-async def test_check_destination_resolves_localhost_for_real() -> None:
-    with pytest.raises(DestinationRefused, match="loopback"):
+class FailingResolver(FakeResolver):
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        raise OSError(-2, "Name or service not known")
+
+
+async def test_a_name_that_does_not_resolve_reads_like_one_that_resolves_privately(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Two different messages would tell a tenant which names exist in the deployment's internal DNS.
+    with pytest.raises(DestinationRefused) as caught:
+        await DestinationPolicy().check_destination("https://hooks.example/x", FailingResolver())
+    assert str(caught.value) == NOT_PUBLIC
+    assert "does not resolve ([Errno -2] Name or service not known)" in caplog.text
+
+
+async def test_check_destination_resolves_localhost_for_real(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(DestinationRefused) as caught:
         await DestinationPolicy().check_destination("http://localhost:9/hook")
+    message = str(caught.value)
+    assert "destination not allowed" in message and "127.0.0.1" not in message and "loopback" not in message
+    assert "is a loopback address" in caplog.text
     # localhost may also resolve to ::1, and check_destination refuses if any address is refused.
     await DestinationPolicy.from_strings(["127.0.0.0/8", "::1"]).check_destination("http://localhost:9/hook")
 
@@ -222,11 +256,24 @@ async def test_guarded_resolver_drops_refused_addresses() -> None:
     assert results[0]["port"] == 443
 
 
-async def test_guarded_resolver_refuses_when_nothing_remains() -> None:
+async def test_guarded_resolver_refuses_when_nothing_remains(caplog: pytest.LogCaptureFixture) -> None:
     guarded = GuardedResolver(DestinationPolicy(), FakeResolver("10.0.0.5", "169.254.169.254"))
     with pytest.raises(DestinationRefused) as caught:
         await guarded.resolve("hooks.example", 80)
-    assert str(caught.value).startswith("hooks.example: 10.0.0.5 is a private address (10.0.0.0/8)")
+    assert str(caught.value) == ("hooks.example: destination not allowed "
+                                 "(the host name does not resolve to a public address)")
+    assert "hooks.example: 10.0.0.5 is a private address (10.0.0.0/8)" in caplog.text
+
+
+async def test_guarded_resolver_reports_a_name_that_does_not_resolve_like_a_refused_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A name whose DNS its owner controls can point (CNAME) at internal names after creation: the attempt
+    # log must not tell which of them exist.
+    with pytest.raises(DestinationRefused) as caught:
+        await GuardedResolver(DestinationPolicy(), FailingResolver()).resolve("hooks.example", 443)
+    assert str(caught.value) == ("hooks.example: destination not allowed "
+                                 "(the host name does not resolve to a public address)")
+    assert "hooks.example: the host name does not resolve ([Errno -2] Name or service not known)" in caplog.text
 
 
 async def test_guarded_resolver_passes_an_empty_answer_through_and_closes_its_inner() -> None:
@@ -268,7 +315,7 @@ async def post(policy: DestinationPolicy, url: str) -> int:
 async def test_end_to_end_a_loopback_name_is_refused(receiver: int) -> None:
     with pytest.raises((DestinationRefused, aiohttp.ClientConnectorError)) as caught:
         await post(DestinationPolicy(), f"http://localhost:{receiver}/")
-    assert "loopback" in exception_chain(caught.value)
+    assert "destination not allowed" in exception_chain(caught.value)
 
 
 async def test_end_to_end_an_allowed_loopback_name_is_reached(receiver: int) -> None:
@@ -281,3 +328,9 @@ async def test_end_to_end_ip_literals_bypass_the_resolver(receiver: int) -> None
     assert await post(DestinationPolicy(), url) == 200
     with pytest.raises(DestinationRefused, match="loopback"):
         DestinationPolicy().check_url(url)
+
+
+async def test_end_to_end_a_name_that_does_not_resolve_reads_as_not_allowed() -> None:
+    with pytest.raises(DestinationRefused) as caught:  # through aiohttp's connector, unwrapped
+        await post(DestinationPolicy(), "http://nothing.invalid/")
+    assert "destination not allowed" in str(caught.value) and "Errno" not in str(caught.value)

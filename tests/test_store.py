@@ -24,7 +24,10 @@ async def test_an_integrations_own_secret_overrides_the_organizations(database: 
         first = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
         second = await store.add_integration("acme", "http://127.0.0.1:9/b", ["*"])
         own = await store.rotate_secret("acme", integration_id=first)
-        assert (await store.integration(first)).secrets == [own]
+        assert (await store.integration(first)).secrets == [own, org_secret]  # the organization's, for the overlap
+        assert (await store.integration(second)).secrets == [org_secret]
+        newest = await store.rotate_secret("acme", integration_id=first, overlap=timedelta(0))
+        assert (await store.integration(first)).secrets == [newest]
         assert (await store.integration(second)).secrets == [org_secret]
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from publisher.api import admin, health, tenant
 from publisher.api.limits import BodyLimit
+from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     for error, status in _STATUS:
         app.add_exception_handler(error, _handler(status))
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(OperatorSplit, enabled=settings.api.operator_address is not None)
     return app
 
 

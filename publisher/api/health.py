@@ -1,8 +1,9 @@
 """Health and metrics: /healthz (alive), /readyz (store, Kafka, slot), /metrics (Prometheus).
 
 Metrics are read from the store and the source at scrape time, so any API process reports
-the whole deployment: deliveries by outcome, the retry backlog, per-integration failure
-streaks, attempt latency, events captured and slot lag.
+the whole deployment: deliveries by outcome, the retry backlog, failure streaks, attempt
+latency, events captured and slot lag. /readyz and /metrics are for operators only
+(``publisher.api.operator``); /healthz says nothing and is open to all.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from publisher.api.operator import operator_access
 from publisher.store import Store
 
 router = APIRouter(tags=["health"])
+operator = Depends(operator_access)
 
 
 @router.get("/healthz")
@@ -23,7 +26,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", dependencies=[operator])
 async def readyz(request: Request) -> JSONResponse:
     checks = {"store": await _check_store(request), "kafka": await _check_kafka(request),
               "slot": await _check_slot(request)}
@@ -77,19 +80,29 @@ async def _slot(request: Request) -> list[dict[str, Any]]:
         return [{"active": row[0], "lag": row[1]} for row in await cursor.fetchall()]
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[operator])
 async def metrics(request: Request) -> str:
     store = request.app.state.store
     counts = await store.delivery_counts()
     lines = ["# TYPE walhook_deliveries gauge"]
     lines += [f'walhook_deliveries{{status="{status}"}} {n}' for status, n in counts.items()]
     lines += ["# TYPE walhook_retry_backlog gauge", f"walhook_retry_backlog {counts.get('pending', 0)}"]
-    lines.append("# TYPE walhook_integration_failing_seconds gauge")
-    lines += [f'walhook_integration_failing_seconds{{integration="{integration}"}} {seconds:.0f}'
-              for integration, seconds in (await store.failure_streaks()).items()]
+    lines += _failure_streaks(await store.failure_streaks(), request.app.state.settings.api.metrics_per_integration)
     lines += await _attempt_latency(store)
     lines += await _capture_metrics(request)
     return "\n".join(lines) + "\n"
+
+
+def _failure_streaks(streaks: dict[int, float], per_integration: bool) -> list[str]:
+    """How many integrations are failing and the longest streak; per integration only when asked."""
+    lines = ["# TYPE walhook_integrations_failing gauge", f"walhook_integrations_failing {len(streaks)}",
+             "# TYPE walhook_integration_failing_seconds_max gauge",
+             f"walhook_integration_failing_seconds_max {max(streaks.values(), default=0):.0f}"]
+    if per_integration:
+        lines.append("# TYPE walhook_integration_failing_seconds gauge")
+        lines += [f'walhook_integration_failing_seconds{{integration="{integration}"}} {seconds:.0f}'
+                  for integration, seconds in streaks.items()]
+    return lines
 
 
 _BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)

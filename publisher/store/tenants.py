@@ -9,7 +9,8 @@ from datetime import timedelta
 from secrets import token_hex, token_urlsafe
 
 from publisher.errors import NotFound
-from publisher.signing import generate_secret, secret_key
+from publisher.rotation import rotate
+from publisher.signing import check_secret, generate_secret
 from publisher.store.engine import StoreEngine
 from publisher.store.rows import ApiKey, Organization
 
@@ -23,8 +24,7 @@ class TenantStore(StoreEngine):
 
     async def add_organization(self, organization_id: str, secret: str | None = None) -> str:
         """Create an organization with a signing secret (generated unless given); returns the secret."""
-        secret = secret or generate_secret()
-        secret_key(secret)  # refuse a malformed secret before storing it
+        secret = check_secret(secret) if secret else generate_secret()  # refused before anything is stored
         await self._rows("INSERT INTO {s}.organizations (id) VALUES (:org)", {"org": organization_id})
         await self._rows("INSERT INTO {s}.signing_secrets (organization_id, secret) VALUES (:org, :secret)",
                          {"org": organization_id, "secret": secret})
@@ -51,19 +51,14 @@ class TenantStore(StoreEngine):
 
     async def rotate_secret(self, organization_id: str, integration_id: int | None = None,
                             overlap: timedelta = DEFAULT_ROTATION_OVERLAP, secret: str | None = None) -> str:
-        """A new secret for the organization (or one integration); the old ones keep signing for ``overlap``."""
+        """A new secret for the organization (or one integration); the old ones keep signing for ``overlap``.
+
+        ``Conflict`` when the owner would hold more than ``MAX_ACTIVE_SECRETS`` (``publisher.rotation``).
+        """
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
-        secret = secret or generate_secret()
-        secret_key(secret)
-        owner = "integration_id = :integration" if integration_id else "integration_id IS NULL"
-        await self._rows(f"UPDATE {{s}}.signing_secrets SET expires_at = now() + :overlap "
-                         f"WHERE organization_id = :org AND {owner} AND (expires_at IS NULL OR expires_at > "
-                         "now() + :overlap)", {"org": organization_id, "integration": integration_id,
-                                               "overlap": overlap})
-        await self._rows("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret) "
-                         "VALUES (:org, :integration, :secret)",
-                         {"org": organization_id, "integration": integration_id, "secret": secret})
+        secret = check_secret(secret) if secret else generate_secret()
+        await rotate(self.engine, self._s, organization_id, integration_id, overlap, secret)
         # Secrets are part of an integration's config: its publishers' copies must notice the change.
         await self._rows("UPDATE {s}.integrations SET updated_at = now() WHERE organization_id = :org "
                          "AND (CAST(:integration AS bigint) IS NULL OR id = :integration)",
@@ -110,11 +105,12 @@ class TenantStore(StoreEngine):
         parts = key.split("_")
         if len(parts) < 3 or parts[0] != "whk":
             return None
-        rows = await self._rows("UPDATE {s}.api_keys SET last_used_at = now() WHERE prefix = :prefix "
-                                "AND revoked_at IS NULL RETURNING organization_id, key_hash", {"prefix": parts[1]})
-        if rows and hmac.compare_digest(bytes(rows[0]["key_hash"]), key_hash(key)):
-            return str(rows[0]["organization_id"])
-        return None
+        rows = await self._rows("SELECT id, organization_id, key_hash FROM {s}.api_keys WHERE prefix = :prefix "
+                                "AND revoked_at IS NULL", {"prefix": parts[1]})
+        if not rows or not hmac.compare_digest(bytes(rows[0]["key_hash"]), key_hash(key)):
+            return None  # the prefix is not secret: a failed check must not touch the key's row
+        await self._rows("UPDATE {s}.api_keys SET last_used_at = now() WHERE id = :id", {"id": rows[0]["id"]})
+        return str(rows[0]["organization_id"])
 
 
 def key_hash(key: str) -> bytes:

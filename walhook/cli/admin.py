@@ -12,11 +12,12 @@ import orjson
 
 from models.errors import WalhookError
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
+from walhook.secret_input import add_secret_file_argument, read_secret
 
 
 async def cmd_orgs_add(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
-        secret = await store.add_organization(args.organization, args.secret)
+        secret = await store.add_organization(args.organization, _given_secret(args))
     show(args, {"organization": args.organization, "secret": secret},
          f"created organization {args.organization}\nsigning secret (store it now): {secret}")
     return 0
@@ -72,11 +73,12 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
     for text in args.events:  # refused before anything is created, the organization included
         parse_subscription(text)
     headers = _headers(args.header)
+    given = _given_secret(args)
     policy = DestinationPolicy.from_strings(settings_of(args).publisher.allowed_networks)
     await policy.check_destination(args.url)  # refused now with a reason, not at the first delivery
     async with store_of(args) as store:
         if not await store.organization_exists(args.org):
-            secret = await store.add_organization(args.org, args.secret)
+            secret = await store.add_organization(args.org, given)
             print(f"created organization {args.org}; signing secret (store it now): {secret}", file=sys.stderr)
         existing = [i.id for i in await store.integrations_of(args.org) if i.url == args.url]
         if existing and args.exists_ok:
@@ -92,14 +94,23 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
 
 
 def _headers(items: Sequence[str]) -> dict[str, str]:
-    """``--header NAME:VALUE`` options as a dict; a malformed one is named."""
+    """``--header NAME:VALUE`` options as a dict; a malformed or reserved one is named."""
+    from publisher.headers import custom_header_problem
+
     headers = {}
     for item in items:
         name, colon, value = item.partition(":")
         if not colon or not name.strip():
             raise WalhookError(f"--header {item!r}: use NAME:VALUE")
+        if (problem := custom_header_problem(name.strip(), value.strip())) is not None:
+            raise WalhookError(f"--header {item!r}: {problem}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def _given_secret(args: argparse.Namespace) -> str | None:
+    """The secret of ``--secret-file`` (checked), or None to have one generated."""
+    return read_secret(args.secret_file) if args.secret_file else None
 
 
 async def cmd_integrations_list(args: argparse.Namespace) -> int:
@@ -134,7 +145,8 @@ def register(command: Command, group: Group) -> None:
     orgs = group("orgs", "manage organizations")
     add_org = command("add", cmd_orgs_add, "create an organization and its signing secret", orgs)
     add_org.add_argument("organization")
-    add_org.add_argument("--secret", help="use this whsec_ secret instead of generating one")
+    add_secret_file_argument(add_org, "read the whsec_ secret from FILE (- for standard input) instead of "
+                                      "generating one")
     command("list", cmd_orgs_list, "list organizations", orgs)
     command("delete", cmd_orgs_delete, "delete an organization and everything of it", orgs).add_argument(
         "organization")
@@ -162,7 +174,8 @@ def _register_integrations(command: Command, integrations: argparse._SubParsersA
     add.add_argument("--events", required=True, action="append",
                      help="ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards)")
     add.add_argument("--name")
-    add.add_argument("--secret", help="signing secret for the organization if this creates it (default: generated)")
+    add_secret_file_argument(add, "signing secret for the organization if this creates it, read from FILE "
+                                  "(- for standard input; default: generated)")
     add.add_argument("--environment", help="only events of this [source] environment (default: any)")
     add.add_argument("--ordering", choices=["entity", "none"], default="entity",
                      help="entity: a change waits while an earlier one of its entity is retried (default)")

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from walhook.cli.common import Command, Group, stop_on_signals
+from walhook.secret_input import add_secret_file_argument
 
 
 async def cmd_stack_up(args: argparse.Namespace) -> int:
@@ -25,8 +26,9 @@ async def cmd_stack_up(args: argparse.Namespace) -> int:
 
 async def cmd_receiver(args: argparse.Namespace) -> int:
     from walhook.receiver import VerifyingReceiver
+    from walhook.secret_input import organization_secrets
 
-    secrets = dict(item.split("=", 1) for item in args.secret)
+    secrets = organization_secrets(args.secret_file)
     receiver = VerifyingReceiver(secrets, host=args.host, port=args.port, on_webhook=lambda hook: print(
         f"verified {hook.organization} {hook.event['operationType']} {hook.event['entityPath']}", flush=True))
     async with receiver:
@@ -50,7 +52,7 @@ def register(command: Command, group: Group) -> None:
     receiver = command("receiver", cmd_receiver, "run a webhook receiver that verifies signatures", config=False)
     receiver.add_argument("--host", default="127.0.0.1")
     receiver.add_argument("--port", type=int, default=8000)
-    receiver.add_argument("--secret", action="append", default=[], help="ORGANIZATION=whsec_... (repeatable)")
+    add_secret_file_argument(receiver, "an organization's whsec_ secret, read from FILE (repeatable)", repeatable=True)
     demo = command("demo", cmd_demo, "run the whole pipeline on a local stack and show verified webhooks",
                    config=False)
     demo.add_argument("--seconds", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")

@@ -48,14 +48,9 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
 
 
 async def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from publisher.api.serve import serve
 
-    from publisher.api.app import create_app
-
-    settings = settings_of(args)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api.host, port=settings.api.port,
-                                           log_level="warning", access_log=False))
-    await server.serve()
+    await serve(settings_of(args))  # [api] host:port, and [api] operator_address when set
     return 0
 
 
