@@ -94,6 +94,7 @@ class Dispatcher:
         self.capacity = lane_capacity
         self._disable_after = disable_after
         self._lanes: dict[int, Lane] = {}
+        self._retired: list[Lane] = []  # rebuilt lanes still finishing their requests in flight
         self._failure_noted: dict[int, float] = {}
         self._delivered_here = RecentlyDelivered(DELIVERED_MEMORY_SECONDS, time.monotonic())
         directory.listen(self._changed)
@@ -101,6 +102,24 @@ class Dispatcher:
     @property
     def backlog(self) -> int:
         return sum(lane.size for lane in self._lanes.values())
+
+    def held_ids(self) -> list[int]:
+        """Every delivery this process holds in a lane (retired lanes finishing their requests included)."""
+        return [i for lane in (*self._lanes.values(), *self._retired) for i in lane.held_ids()]
+
+    async def renew_claims(self, claim: timedelta) -> None:
+        """Keep what the lanes hold claimed, every third of the claim, until cancelled.
+
+        A delivery waiting in a slow lane (a rate limit, a slow receiver) would otherwise see its
+        claim expire, and the poller - here or in another publisher - would hand it out again.
+        """
+        while True:
+            await asyncio.sleep(claim.total_seconds() / 3)
+            self._retired = [lane for lane in self._retired if lane.size]
+            try:
+                await self.store.extend_claims(self.held_ids(), claim)
+            except StoreError as exc:
+                log.warning("cannot renew claims: %s", exc)
 
     def full_lanes(self) -> list[int]:
         """Integrations whose lane has no room: the poller claims nothing for them."""
@@ -168,6 +187,7 @@ class Dispatcher:
             # requests in flight finish under the config they were sent with.
             del self._lanes[lane.config.id]
             self.recorder.release(lane.retire())
+            self._retired.append(lane)
         elif after is not None:
             lane.update(after, after.rate_limit, after.batch_size)
 

@@ -127,6 +127,10 @@ class Lane:
         excess = self._size - self._capacity // 2
         return excess > 0 and excess <= self._drain.rate(asyncio.get_running_loop().time()) * within
 
+    def held_ids(self) -> list[int]:
+        """Every delivery this lane holds, waiting or in flight."""
+        return [delivery.id for queue in self._queues.values() for delivery in queue]
+
     def queued_ids(self, entity_path: str) -> set[int]:
         """The deliveries of an entity that wait (or run) in its queue here, ahead of any new one."""
         return {delivery.id for delivery in self._queues.get(entity_path, ())}

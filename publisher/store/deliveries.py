@@ -116,6 +116,12 @@ class DeliveryStore(IntegrationStore):
             await self._rows("UPDATE {s}.deliveries SET claimed_until = NULL WHERE id = ANY(:ids) "
                              "AND status = 'pending'", {"ids": list(delivery_ids)})
 
+    async def extend_claims(self, delivery_ids: Sequence[int], claim_for: timedelta) -> None:
+        """Keep deliveries this publisher still holds claimed for ``claim_for`` more."""
+        if delivery_ids:
+            await self._binary("UPDATE {s}.deliveries SET claimed_until = now() + %b WHERE id = ANY(%b::bigint[]) "
+                               "AND status = 'pending'", [claim_for, list(delivery_ids)], "cannot renew claims")
+
     async def redeliver(self, delivery_id: int, organization_id: str | None = None) -> Scheduled:
         """Schedule one more attempt of a delivery now (trigger ``manual``)."""
         rows = await self._rows(
