@@ -90,10 +90,10 @@ class Publisher:
         )
         try:
             async with Supervisor(stop) as group:
-                self.dispatcher = self._dispatcher(group)
+                self.dispatcher = dispatcher = self._dispatcher(group)
                 group.start("integration directory", lambda: self.directory.run(stop))
-                group.start("attempt recorder", self.dispatcher.recorder.run)
-                group.start("claim renewal", lambda: self.dispatcher.renew_claims(self._claim))
+                group.start("attempt recorder", dispatcher.recorder.run)
+                group.start("claim renewal", lambda: dispatcher.renew_claims(self._claim))
                 # Retries come from the store, so they start at once, before the consumer has joined its
                 # group (after a crash, joining waits for the dead member's session to expire).
                 group.start("retry poller", lambda: self._poll_due(stop))
