@@ -123,8 +123,8 @@ class Scheduled:
 
 
 @dataclass(frozen=True)
-class AttemptRecord:
-    """The outcome of one attempt and what it does to its delivery."""
+class _AttemptFields:
+    """What the log of attempts keeps of one HTTP request of a delivery."""
 
     delivery_id: int
     integration_id: int
@@ -138,27 +138,21 @@ class AttemptRecord:
     response_body: bytes | None
     duration_ms: float
     error: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord(_AttemptFields):
+    """The outcome of one attempt and what it does to its delivery."""
+
     status: str  # the delivery's status afterwards: pending, succeeded or failed
     next_attempt_at: datetime | None
 
 
 @dataclass(frozen=True)
-class Attempt:
+class Attempt(_AttemptFields):
     """One logged attempt, as read back."""
 
     id: int
-    delivery_id: int
-    integration_id: int
-    number: int
-    trigger: str
-    started_at: datetime
-    url: str
-    request_headers: dict[str, str]
-    response_status: int | None
-    response_headers: dict[str, str] | None
-    response_body: bytes | None
-    duration_ms: float
-    error: str | None
 
 
 @dataclass(frozen=True)
