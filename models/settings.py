@@ -184,6 +184,31 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class PortalSettings(_Section):
+    """``[portal]``: the web portal served by ``walhook api`` under ``/portal``."""
+
+    enabled: bool = True
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+                                   description="base URL portal links point at; default: the URL the API "
+                                   "request came to")
+    title: str = Field(default="Webhooks", min_length=1, max_length=80)
+    logo_url: str | None = Field(default=None, max_length=2000, pattern=r"^(https?://|/)[^\s\"'<>]*$")
+    accent_color: str = Field(default="#2563eb", pattern=r"^#[0-9a-fA-F]{6}$")
+    frame_ancestors: list[str] = Field(default_factory=list, description="origins allowed to embed the portal "
+                                       "in an iframe; empty: no embedding")
+    signing_key: str | None = Field(default=None, min_length=32, description="signs portal links; unset: a key "
+                                    "generated once and kept in the store")
+    session_hours: float = Field(default=8.0, gt=0, le=24, description="how long a portal session lasts")
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "'self'" and not re.fullmatch(r"https?://[A-Za-z0-9.*-]+(:\d{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com or 'self'")
+        return value
+
+
 class EntitySettings(_Section):
     """``[[entities]]``: one captured table and how its rows become entity events."""
 

@@ -144,6 +144,44 @@ CREATE INDEX deliveries_integration_due ON {schema}.deliveries (integration_id, 
 CREATE INDEX deliveries_entity_position ON {schema}.deliveries (integration_id, entity_path, source_offset, id)
     WHERE status = 'pending';
 """),
+    # The portal: single-use links (their id is the signed token's jti) and the sessions they open.
+    (30, """
+CREATE TABLE {schema}.portal_links (
+    id text PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    capabilities text[] NOT NULL,
+    session_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE INDEX portal_links_session ON {schema}.portal_links (organization_id, session_id);
+CREATE TABLE {schema}.portal_sessions (
+    id bigserial PRIMARY KEY,
+    token_hash bytea NOT NULL UNIQUE,
+    organization_id text REFERENCES {schema}.organizations ON DELETE CASCADE,
+    capabilities text[] NOT NULL,
+    session_id text,
+    csrf_token text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz
+);
+CREATE INDEX portal_sessions_session ON {schema}.portal_sessions (organization_id, session_id);
+-- The portal's 24-hour statistics and chart read deliveries by time.
+CREATE INDEX deliveries_organization_created ON {schema}.deliveries (organization_id, created_at);
+CREATE INDEX deliveries_integration_created ON {schema}.deliveries (integration_id, created_at);
+"""),
+    # The key portal links are signed with when [portal] signing_key is not set: made once, shared by
+    # every API process that uses this store.
+    (31, """
+CREATE TABLE {schema}.portal_signing_keys (
+    id integer PRIMARY KEY CHECK (id = 1),
+    key text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""),
 ]
 
 

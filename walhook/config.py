@@ -17,6 +17,7 @@ from models.settings import (
     ApiSettings,
     EntitySettings,
     KafkaSettings,
+    PortalSettings,
     PublisherSettings,
     SourceSettings,
     StoreSettings,
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     store: StoreSettings | None = None
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
     entities: list[EntitySettings] = Field(default_factory=list)
 
     @classmethod

@@ -14,12 +14,16 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
-from publisher.api import admin, health, tenant
+from publisher.api import admin, health, portal_links, tenant
 from publisher.api.limits import BodyLimit
 from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
+from publisher.portal import routes as portal
+from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
 from publisher.store import Store
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("walhook.api")
 
 _STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
-           (SubscriptionError, 422), (StoreError, 503)]
+           (SubscriptionError, 422), (LinkRefused, 422), (StoreError, 503)]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -49,20 +53,32 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="walhook", version=user_agent().split("/", 1)[1], lifespan=lifespan,
                   description="Manage organizations, API keys, webhook integrations and deliveries.")
     app.state.settings = settings
-    for router in (admin.router, tenant.router, health.router):
+    for router in (admin.router, tenant.router, portal_links.router, health.router):
         app.include_router(router)
+    portal.install(app)
     for error, status in _STATUS:
         app.add_exception_handler(error, _handler(status))
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(OperatorSplit, enabled=settings.api.operator_address is not None)
     return app
 
 
 def _handler(status: int):  # type: ignore[no-untyped-def]
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
+    async def handle(request: Request, exc: Exception) -> Response:
+        message = str(exc)
         if status >= 500:  # the store's trouble is logged for operators, not told to API clients
             log.error("%s %s: %s", request.method, request.url.path, exc)
-            return JSONResponse({"detail": "the store is unavailable; try again"}, status_code=status)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+            message = "the store is unavailable; try again"
+        if portal.is_portal(request):  # the portal shows the same words on a page of its own
+            return portal.error_page(request, status, message)
+        return JSONResponse({"detail": message}, status_code=status)
     return handle
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    if portal.is_portal(request):
+        return portal.validation_page(request, exc)
+    return await request_validation_exception_handler(request, exc)
 

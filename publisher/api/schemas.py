@@ -262,3 +262,27 @@ class ReplayJobOut(BaseModel):
 
 class EnabledOut(IntegrationOut):
     replay_job: ReplayJobOut | None = Field(default=None, description="the job catching it up, if any")
+
+
+class PortalLinkIn(_In):
+    capabilities: list[Literal["view", "manage_integrations", "secrets", "recover"]] = Field(
+        default=["view"], max_length=4, description="view is always included")
+    expiry_hours: float = Field(default=1.0, gt=0, le=24, description="how long the link can be opened")
+    session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                   description="revoke every link and session of it with one call")
+
+
+class PortalLinkOut(BaseModel):
+    url: str = Field(description="single-use; opening it signs the browser in and spends it")
+    expires_at: datetime
+    capabilities: list[str]
+    session_id: str | None
+
+
+class PortalRevokeIn(_In):
+    session_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class PortalRevoked(BaseModel):
+    links: int = Field(description="unused links revoked")
+    sessions: int = Field(description="open portal sessions ended")

@@ -164,11 +164,14 @@ async def list_deliveries(org: str = Depends(organization), store: Store = Depen
                               default=None, pattern="^(pending|succeeded|failed)$"),
                           entity_key: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
                           event_id: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
+                          operation: str | None = Query(default=None, pattern="^(created|updated|deleted)$"),
+                          entity_path: str | None = Query(default=None, max_length=2000, pattern=r"^[^\x00]*$"),
                           since: str | None = None, until: str | None = None,
                           cursor: int | None = Query(default=None, ge=1), limit: int = Query(default=50, ge=1, le=500)
                           ) -> DeliveryPage:
     rows = await store.deliveries(integration_id, status, limit, organization_id=org, entity_key=entity_key,
-                                  event_id=event_id, since=_time(since), until=_time(until), before_id=cursor)
+                                  event_id=event_id, since=_time(since), until=_time(until), before_id=cursor,
+                                  operation=operation, entity_path=entity_path)
     return DeliveryPage(items=[DeliveryOut(**asdict(row)) for row in rows],
                         next_cursor=rows[-1].id if len(rows) == limit else None)
 

@@ -19,10 +19,11 @@ class ReportStore(JobStore):
     async def deliveries(self, integration_id: int | None = None, status: str | None = None, limit: int = 100, *,
                          organization_id: str | None = None, entity_key: str | None = None,
                          event_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                         before_id: int | None = None) -> list[DeliveryRow]:
+                         before_id: int | None = None, operation: str | None = None,
+                         entity_path: str | None = None) -> list[DeliveryRow]:
         """Deliveries newest first, filtered; ``before_id`` is the cursor for the next page."""
         filters = {"integration_id": integration_id, "status": status, "organization_id": organization_id,
-                   "entity_key": entity_key, "event_id": event_id}
+                   "entity_key": entity_key, "event_id": event_id, "operation": operation, "entity_path": entity_path}
         where = [f"{name} = :{name}" for name, value in filters.items() if value is not None]
         where += [clause for clause, value in (("created_at >= :since", since), ("created_at < :until", until),
                                                ("id < :before_id", before_id)) if value is not None]

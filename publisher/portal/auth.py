@@ -1,0 +1,111 @@
+"""Who is looking at the portal, and what they may see: the session cookie, the scope, CSRF.
+
+Every organization page, fragment and form sits under ``/portal/o/{organization}`` and depends
+on :func:`scope`. An organization's session sees that organization only: any other one is a
+404, exactly like a foreign id through the API. An operator (signed in with the admin token)
+may open any organization that exists. Every POST must carry the session's CSRF token, as the
+``csrf`` form field or the ``x-csrf-token`` header that htmx sends.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+
+from publisher.api.admin import OrganizationId
+from publisher.errors import NotFound
+from publisher.portal.links import Capability
+from publisher.portal.records import PortalRecords, PortalSession
+from publisher.store import Store
+
+COOKIE = "walhook_portal"
+FORM_COOKIE = "walhook_portal_form"  # double-submit token of the forms used before a session exists
+
+
+class PortalDenied(Exception):
+    """A portal request that is refused; rendered as a page (or fragment) with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SignInNeeded(PortalDenied):
+    def __init__(self) -> None:
+        super().__init__(401, "sign in first: open your portal link again, or sign in as an operator")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The organization a request acts on, and the session acting."""
+
+    organization_id: str
+    session: PortalSession
+
+    @property
+    def csrf_token(self) -> str:
+        return self.session.csrf_token
+
+    def can(self, capability: Capability) -> bool:
+        return self.session.can(capability)
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+async def current_session(request: Request) -> PortalSession | None:
+    cookie = request.cookies.get(COOKIE)
+    return None if not cookie else await PortalRecords(store_of(request)).session(cookie)
+
+
+async def signed_in(request: Request) -> PortalSession:
+    session = await current_session(request)
+    if session is None:
+        raise SignInNeeded()
+    await check_csrf(request, session.csrf_token)
+    return session
+
+
+async def check_csrf(request: Request, expected: str) -> None:
+    """Refuse a state-changing request whose CSRF token is missing or wrong (compared in constant time)."""
+    if request.method in ("GET", "HEAD"):
+        return
+    presented = request.headers.get("x-csrf-token")
+    if presented is None:
+        presented = str((await request.form()).get("csrf", ""))
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise PortalDenied(403, "the form's CSRF token is missing or wrong; reload the page and try again")
+
+
+async def scope(request: Request, organization_id: str = OrganizationId,
+                session: PortalSession = Depends(signed_in)) -> Scope:
+    """The organization of the URL, if this session may see it; anything else is a 404."""
+    if session.operator:
+        if not await store_of(request).organization_exists(organization_id):
+            raise NotFound(f"organization {organization_id!r} does not exist")
+    elif session.organization_id != organization_id:
+        raise NotFound(f"organization {organization_id!r} does not exist")
+    return Scope(organization_id, session)
+
+
+def allowed(capability: Capability):  # type: ignore[no-untyped-def]
+    """A dependency refusing (403) a session whose link did not grant ``capability``."""
+    async def check(granted: Scope = Depends(scope)) -> Scope:
+        if not granted.can(capability):
+            raise PortalDenied(403, f"this portal session may not do that (it lacks {capability.value!r})")
+        return granted
+    return check
+
+
+async def operator(session: PortalSession = Depends(signed_in)) -> PortalSession:
+    if not session.operator:
+        raise NotFound("not found")
+    return session
+
+
+can_manage = allowed(Capability.MANAGE)
+can_use_secrets = allowed(Capability.SECRETS)
+can_recover = allowed(Capability.RECOVER)

@@ -1,0 +1,116 @@
+"""The integration form: HTML form fields in, the API's own request model out, errors by field.
+
+The form is validated by the same pydantic models as ``POST /v1/integrations`` and
+``PATCH /v1/integrations/{id}``, so a bad value gets the API's words, shown next to its field.
+Event checkboxes carry ``ENTITY_KEY:OPERATION``; ticking all three operations of an entity key
+subscribes to ``ENTITY_KEY:*``. Subscriptions the checkboxes cannot show (wildcards such as
+``flows/*:*``) live in the "other subscriptions" field, one per line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from models.samples import SAMPLE_OPERATIONS
+from publisher.api.schemas import IntegrationIn
+from publisher.errors import SecretError
+from publisher.matching import parse_subscription
+from publisher.signing import secret_key
+from publisher.store import Integration
+
+Errors = dict[str, str]
+
+
+@dataclass
+class IntegrationForm:
+    """What the form shows: the values as typed, the ticked events, and an error per field."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    ticked: set[str] = field(default_factory=set)
+    errors: Errors = field(default_factory=dict)
+
+
+def events_from_ticks(ticked: Iterable[str], other: str) -> list[str]:
+    """Ticked ``key:op`` boxes grouped per entity key (all three: ``key:*``), then the other subscriptions."""
+    grouped: dict[str, list[str]] = {}
+    for tick in ticked:
+        key, _, operation = tick.rpartition(":")
+        if key and operation in SAMPLE_OPERATIONS:
+            grouped.setdefault(key, []).append(operation)
+    events = [f"{key}:*" if set(ops) == set(SAMPLE_OPERATIONS) else
+              f"{key}:{','.join(op for op in SAMPLE_OPERATIONS if op in ops)}" for key, ops in grouped.items()]
+    return events + [line.strip() for line in other.splitlines() if line.strip()]
+
+
+def ticks_from_events(events: list[str], entity_keys: list[str]) -> tuple[set[str], list[str]]:
+    """The boxes an integration's subscriptions tick, and the subscriptions that are not boxes."""
+    ticked: set[str] = set()
+    other: list[str] = []
+    for text in events:
+        subscription = parse_subscription(text)
+        key = text.partition(":")[0].strip()
+        if key in entity_keys:
+            ticked.update(f"{key}:{op}" for op in subscription.operations)
+        else:
+            other.append(text)
+    return ticked, other
+
+
+def form_of(integration: Integration, entity_keys: list[str]) -> IntegrationForm:
+    """The form filled in from a saved integration (its secret is never put in the form)."""
+    ticked, other = ticks_from_events([s.text for s in integration.subscriptions], entity_keys)
+    values = {"name": integration.name, "url": integration.url, "environment": integration.environment or "",
+              "batch_size": str(integration.batch_size), "ordering": integration.ordering,
+              "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",
+              "headers": "\n".join(f"{k}: {v}" for k, v in integration.headers.items()), "other": "\n".join(other)}
+    return IntegrationForm(values, ticked)
+
+
+def _headers(text: str, errors: Errors) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, colon, value = line.partition(":")
+            if not colon:
+                errors["headers"] = f"write each header as 'Name: value', not {line.strip()!r}"
+            headers[name.strip()] = value.strip()
+    return headers
+
+
+def _body(values: dict[str, str], ticked: set[str], errors: Errors) -> dict[str, Any]:
+    body: dict[str, Any] = {"url": values.get("url", "").strip(),
+                            "events": events_from_ticks(sorted(ticked), values.get("other", "")),
+                            "name": values.get("name", "").strip() or None,
+                            "environment": values.get("environment", "").strip() or None,
+                            "ordering": values.get("ordering") or "entity",
+                            "batch_size": values.get("batch_size", "").strip() or "1",
+                            "rate_limit": values.get("rate_limit", "").strip() or None,
+                            "headers": _headers(values.get("headers", ""), errors) or None}
+    return body
+
+
+def read_form(data: FormData) -> tuple[IntegrationForm, IntegrationIn | None]:
+    """The typed form, and the API request it makes (None when a field is wrong; see ``form.errors``)."""
+    values = {name: str(data.get(name, "")) for name in
+              ("name", "url", "environment", "batch_size", "ordering", "rate_limit", "headers", "other", "secret")}
+    form = IntegrationForm(values, {str(v) for v in data.getlist("events")})
+    body = _body(values, form.ticked, form.errors)
+    secret = values["secret"].strip()
+    if secret:
+        try:
+            secret_key(secret)
+        except SecretError as exc:
+            form.errors["secret"] = str(exc)
+    try:
+        request = IntegrationIn.model_validate(body)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "url"
+            form.errors.setdefault(name, error["msg"].removeprefix("Value error, "))
+        return form, None
+    return form, None if form.errors else request

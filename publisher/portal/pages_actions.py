@@ -1,0 +1,71 @@
+"""An integration's actions, each answering with a fragment: send a sample, reveal and rotate secrets.
+
+Secrets are only ever rendered by these fragments: a reveal needs its confirmation box ticked,
+and a rotation shows the new secret once, with when the old one stops signing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
+
+from publisher.errors import NotFound
+from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
+from publisher.portal.render import page
+from publisher.sample import send_sample
+from publisher.store import Store
+
+router = APIRouter(prefix="/portal/o/{organization_id}/integrations/{integration_id}", include_in_schema=False,
+                   dependencies=[Depends(scope)])
+
+
+@router.post("/sample")
+async def sample(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
+                 entity_key: str = Form(max_length=200), operation: str = Form("created")) -> Response:
+    await store_of(request).integration_of(granted.organization_id, integration_id)
+    entity = next((e for e in request.app.state.settings.entities if e.entity_key == entity_key), None)
+    if entity is None:
+        raise NotFound(f"entity key {entity_key!r} is not in this deployment's catalogue")
+    if operation not in ("created", "updated", "deleted"):
+        raise PortalDenied(422, f"unknown operation {operation!r}; use created, updated or deleted")
+    result = await send_sample(store_of(request), request.app.state.sender, integration_id, entity, operation)
+    return page(request, "fragments/sample_result.html", result=result)
+
+
+async def secret_schedule(store: Store, organization_id: str, integration_id: int) -> list[dict[str, Any]]:
+    """When each active secret of the integration (or, without its own, the organization's) was made and ends."""
+    rows = await store._rows(
+        "SELECT integration_id, created_at, expires_at FROM {s}.signing_secrets WHERE organization_id = :org "
+        "AND (integration_id = :id OR integration_id IS NULL) AND (expires_at IS NULL OR expires_at > now()) "
+        "ORDER BY id DESC", {"org": organization_id, "id": integration_id})
+    own = [row for row in rows if row["integration_id"] is not None]
+    return own or rows
+
+
+def _secrets(request: Request, granted: Scope, integration_id: int, secrets: list[str],
+             schedule: list[dict[str, Any]], rotated: bool = False) -> Response:
+    return page(request, "fragments/secrets.html", scope=granted, integration_id=integration_id, secrets=secrets,
+                schedule=schedule, rotated=rotated)
+
+
+@router.post("/secret/reveal")
+async def reveal(request: Request, integration_id: int, granted: Scope = Depends(can_use_secrets),
+                 confirm: str = Form("")) -> Response:
+    if confirm != "yes":
+        raise PortalDenied(422, "tick the box to confirm that the secret may be shown on this screen")
+    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
+    schedule = await secret_schedule(store_of(request), granted.organization_id, integration_id)
+    return _secrets(request, granted, integration_id, integration.secrets, schedule)
+
+
+@router.post("/secret/rotate")
+async def rotate(request: Request, integration_id: int, granted: Scope = Depends(can_use_secrets),
+                 overlap_hours: float = Form(24.0, ge=0, le=24 * 7)) -> Response:
+    store, org = store_of(request), granted.organization_id
+    await store.integration_of(org, integration_id)
+    secret = await store.rotate_secret(org, integration_id, timedelta(hours=overlap_hours))
+    return _secrets(request, granted, integration_id, [secret], await secret_schedule(store, org, integration_id),
+                    rotated=True)

@@ -1,0 +1,144 @@
+"""Integrations: the list (with 24-hour numbers, the chart and the backlog), add, edit, enable, disable.
+
+Every route depends on :func:`publisher.portal.auth.scope`, so an integration id of another
+organization is a 404 here as it is in the API. Writes go through the same store calls and the
+same SSRF check as ``POST`` / ``PATCH /v1/integrations``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import orjson
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from publisher.api.schemas import IntegrationIn, IntegrationOut
+from publisher.portal import stats
+from publisher.portal.auth import Scope, can_manage, scope, store_of
+from publisher.portal.forms import IntegrationForm, form_of, read_form
+from publisher.portal.render import page
+from publisher.ssrf import DestinationRefused
+from publisher.store import Integration
+
+router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
+STATUS_COLOURS = {"succeeded": "ok", "failed": "bad", "pending": "wait"}
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: int
+    y: float
+    height: float
+    status: str
+    label: str
+
+
+def bars(hours: list[stats.Hour], height: float = 80.0, width: int = 12) -> list[Bar]:
+    """Stacked bars per hour (succeeded at the bottom), scaled to the busiest hour."""
+    top = max((sum(h.counts.values()) for h in hours), default=0) or 1
+    drawn: list[Bar] = []
+    for index, hour in enumerate(hours):
+        y = height
+        for status in ("succeeded", "failed", "pending"):
+            n = hour.counts.get(status, 0)
+            if n:
+                size = height * n / top
+                y -= size
+                drawn.append(Bar(index * width, y, size, STATUS_COLOURS[status],
+                                 f"{hour.start:%H}:00 UTC: {n} {status}"))
+    return drawn
+
+
+def entity_keys(request: Request) -> list[str]:
+    return [entity.entity_key for entity in request.app.state.settings.entities]
+
+
+def raw_json(integration: Integration) -> str:
+    """The integration exactly as ``GET /v1/integrations/{id}`` returns it."""
+    return orjson.dumps(IntegrationOut.of(integration.describe()).model_dump(mode="json"),
+                        option=orjson.OPT_INDENT_2).decode()
+
+
+@router.get("/integrations")
+async def list_integrations(request: Request, granted: Scope = Depends(scope)) -> Response:
+    store, org = store_of(request), granted.organization_id
+    hours = await stats.hourly(store, org)
+    return page(request, "integrations.html", scope=granted, integrations=await store.integrations_of(
+        org, include_disabled=True), stats=await stats.integration_stats(store, org), bars=bars(hours),
+        hours=hours, backlog=await stats.backlog(store, org))
+
+
+def _edit(request: Request, granted: Scope, form: IntegrationForm, integration: Integration | None,
+          status: int = 200) -> Response:
+    return page(request, "integration_edit.html", status, scope=granted, form=form, integration=integration,
+                entity_keys=entity_keys(request), operations=("created", "updated", "deleted"),
+                raw=raw_json(integration) if integration else None)
+
+
+@router.get("/integrations/new")
+async def new_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
+    return _edit(request, granted, IntegrationForm({"ordering": "entity", "batch_size": "1"}), None)
+
+
+async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn | None) -> bool:
+    """Run the API's SSRF check; True (with the reason on the URL field) when the form cannot be saved."""
+    if body is not None:
+        try:
+            await request.app.state.sender.policy.check_destination(body.url)
+        except DestinationRefused as exc:
+            form.errors["url"] = str(exc)
+    return body is None or bool(form.errors)
+
+
+@router.post("/integrations")
+async def create_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
+    form, body = read_form(await request.form())
+    if await _refused(request, form, body) or body is None:
+        return _edit(request, granted, form, None, 422)
+    store, org = store_of(request), granted.organization_id
+    integration_id = await store.add_integration(
+        org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
+        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
+    if form.values.get("secret", "").strip():
+        await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
+    return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}", status_code=303)
+
+
+@router.get("/integrations/{integration_id}")
+async def edit_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
+    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
+    return _edit(request, granted, form_of(integration, entity_keys(request)), integration)
+
+
+@router.post("/integrations/{integration_id}")
+async def save_integration(request: Request, integration_id: int,
+                           granted: Scope = Depends(can_manage)) -> Response:
+    store, org = store_of(request), granted.organization_id
+    integration = await store.integration_of(org, integration_id)
+    form, body = read_form(await request.form())
+    if await _refused(request, form, body) or body is None:
+        return _edit(request, granted, form, integration, 422)
+    changes = body.model_dump()
+    changes["name"] = body.name or body.url
+    await store.update_integration(org, integration_id, changes)
+    if form.values.get("secret", "").strip():  # a secret typed here replaces the current one at once
+        await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
+    return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
+
+
+@router.post("/integrations/{integration_id}/enable")
+async def enable(request: Request, integration_id: int,
+                 granted: Scope = Depends(can_manage)) -> Response:
+    await store_of(request).integration_of(granted.organization_id, integration_id)
+    await store_of(request).set_enabled(integration_id, True)
+    return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)
+
+
+@router.post("/integrations/{integration_id}/disable")
+async def disable(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
+                  reason: str = Form("", max_length=500)) -> Response:
+    await store_of(request).integration_of(granted.organization_id, integration_id)
+    await store_of(request).set_enabled(integration_id, False, reason.strip() or "disabled in the portal")
+    return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)

@@ -1,0 +1,98 @@
+"""Webhook jobs: the delivery log (filters, cursor paging), a job's page, redeliver, recover, replay.
+
+The log reads one page of deliveries at a time (``limit`` rows, older pages by the id cursor)
+through the same store call as ``GET /v1/deliveries``; an htmx request gets the table alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import Response
+
+from models.events import parse_time
+from publisher.portal.auth import PortalDenied, Scope, can_recover, scope, store_of
+from publisher.portal.render import is_fragment, page
+
+router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
+PAGE_SIZE = 50
+FILTERS = ("status", "entity_key", "operation", "entity_path", "integration_id", "since", "until")
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise PortalDenied(422, f"{name}: {exc}") from exc
+
+
+@router.get("/jobs")
+async def jobs(request: Request, granted: Scope = Depends(scope),
+               status: str = Query("", pattern="^(|pending|succeeded|failed)$"),
+               entity_key: str = Query("", max_length=200), operation: str = Query(
+                   "", pattern="^(|created|updated|deleted)$"), entity_path: str = Query("", max_length=2000),
+               integration_id: str = Query("", pattern=r"^\d{0,18}$"), since: str = Query("", max_length=40),
+               until: str = Query("", max_length=40), cursor: int | None = Query(None, ge=1)) -> Response:
+    store, org = store_of(request), granted.organization_id
+    rows = await store.deliveries(int(integration_id) if integration_id else None, status or None, PAGE_SIZE,
+                                  organization_id=org, entity_key=entity_key or None, operation=operation or None,
+                                  entity_path=entity_path or None, since=_time(since, "since"),
+                                  until=_time(until, "until"), before_id=cursor)
+    chosen = {"status": status, "entity_key": entity_key, "operation": operation, "entity_path": entity_path,
+              "integration_id": integration_id, "since": since, "until": until}
+    context: dict[str, Any] = {"scope": granted, "rows": rows, "filters": chosen,
+                               "next_cursor": rows[-1]["id"] if len(rows) == PAGE_SIZE else None,
+                               "query": "&".join(f"{k}={v}" for k, v in chosen.items() if v)}
+    if is_fragment(request):
+        return page(request, "fragments/jobs_table.html", **context)
+    context["integrations"] = await store.integrations_of(org, include_disabled=True)
+    context["entity_keys"] = [e.entity_key for e in request.app.state.settings.entities]
+    return page(request, "jobs.html", **context)
+
+
+@router.get("/jobs/{delivery_id}")
+async def job(request: Request, delivery_id: int, granted: Scope = Depends(scope)) -> Response:
+    store = store_of(request)
+    delivery = await store.delivery_of(granted.organization_id, delivery_id)
+    attempts = await store.attempts_of(delivery_id)
+    return page(request, "job.html", scope=granted, delivery=delivery, attempts=attempts,
+                body=(await store.delivery_body(delivery_id)).decode("utf-8", "replace"))
+
+
+@router.post("/jobs/{delivery_id}/redeliver")
+async def redeliver(request: Request, delivery_id: int,
+                    granted: Scope = Depends(can_recover)) -> Response:
+    scheduled = await store_of(request).redeliver(delivery_id, granted.organization_id)
+    return page(request, "fragments/scheduled.html", what="redelivery", scheduled=[scheduled])
+
+
+@router.post("/integrations/{integration_id}/recover")
+async def recover(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
+                  since: str = Form(max_length=40)) -> Response:
+    store = store_of(request)
+    await store.integration_of(granted.organization_id, integration_id)
+    moment = _time(since, "since")
+    assert moment is not None
+    return page(request, "fragments/scheduled.html", what=f"failed since {moment:%Y-%m-%d %H:%M} UTC",
+                scheduled=await store.recover(integration_id, moment))
+
+
+@router.post("/integrations/{integration_id}/replay")
+async def replay(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
+                 offset: str = Form("", pattern=r"^\d{0,18}$"), since: str = Form("", max_length=40)) -> Response:
+    from publisher.recovery import ReplayStart
+    from publisher.recovery import replay as replay_events
+
+    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
+    if bool(offset) == bool(since):
+        raise PortalDenied(422, "give either an offset or a time to replay from")
+    kafka = request.app.state.settings.kafka
+    if kafka is None:
+        raise PortalDenied(503, "replay needs a [kafka] section in the API's configuration")
+    start = ReplayStart(int(offset) if offset else None, _time(since, "since"))
+    scheduled = await replay_events(store_of(request), kafka, integration, start)
+    return page(request, "fragments/scheduled.html", what="replay", scheduled=scheduled)

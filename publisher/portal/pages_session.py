@@ -1,0 +1,126 @@
+"""Getting in and out: the operator's sign-in, opening a portal link, signing out, the operator's list.
+
+A portal link is opened in two steps: ``GET /portal/link/{token}`` shows a button and spends
+nothing (mail scanners and link previews fetch URLs), the button's POST spends the token and
+sets the session cookie, then redirects to a URL without the token. The two forms used before a
+session exists carry a double-submit token (a SameSite=Strict cookie and the same value in
+the form), so another site cannot post them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+from secrets import token_urlsafe
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from publisher.api.admin import OrganizationId
+from publisher.portal import access
+from publisher.portal.auth import COOKIE, FORM_COOKIE, PortalDenied, current_session, operator, store_of
+from publisher.portal.links import ALL_CAPABILITIES, LinkRefused, capabilities_of
+from publisher.portal.records import PortalRecords, PortalSession
+from publisher.portal.render import page
+
+router = APIRouter(prefix="/portal", include_in_schema=False)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _with_form_token(request: Request, template: str, status: int = 200, **context: object) -> Response:
+    """A pre-session form page, with its double-submit token in a cookie and in the form."""
+    token = request.cookies.get(FORM_COOKIE) or token_urlsafe(24)
+    response = page(request, template, status, form_token=token, **context)
+    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request),
+                        path="/portal")
+    return response
+
+
+def _check_form_token(request: Request, presented: str) -> None:
+    expected = request.cookies.get(FORM_COOKIE, "")
+    if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise PortalDenied(403, "the form's CSRF token is missing or wrong; reload the page and try again")
+
+
+def _signed_in(request: Request, cookie: str, session: PortalSession) -> Response:
+    target = "/portal/orgs" if session.operator else f"/portal/o/{session.organization_id}/integrations"
+    response = RedirectResponse(target, status_code=303)
+    lasting = timedelta(hours=request.app.state.settings.portal.session_hours)
+    response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", secure=_secure(request), path="/portal",
+                        max_age=int(lasting.total_seconds()))
+    return response
+
+
+@router.get("")
+async def home(request: Request) -> Response:
+    session = await current_session(request)
+    if session is None:
+        return RedirectResponse("/portal/login", status_code=303)
+    return RedirectResponse("/portal/orgs" if session.operator else
+                            f"/portal/o/{session.organization_id}/integrations", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    return _with_form_token(request, "login.html")
+
+
+@router.post("/login")
+async def login(request: Request, token: str = Form(max_length=500), form_token: str = Form("")) -> Response:
+    _check_form_token(request, form_token)
+    admin_token = request.app.state.settings.api.admin_token
+    if admin_token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+        return _with_form_token(request, "login.html", 401, error="that is not the admin token")
+    cookie, session = await access.operator_session(store_of(request), request.app.state.settings.portal)
+    return _signed_in(request, cookie, session)
+
+
+@router.get("/link/{token}")
+async def link_page(request: Request, token: str) -> Response:
+    return _with_form_token(request, "link.html", token=token)
+
+
+@router.post("/link/{token}")
+async def open_link(request: Request, token: str, form_token: str = Form("")) -> Response:
+    _check_form_token(request, form_token)
+    try:
+        cookie, session = await access.exchange(store_of(request), request.app.state.settings.portal, token)
+    except LinkRefused as exc:
+        return page(request, "error.html", 403, message=str(exc))
+    return _signed_in(request, cookie, session)
+
+
+@router.post("/logout")
+async def logout(request: Request, csrf: str = Form("")) -> Response:
+    session = await current_session(request)
+    if session is not None and hmac.compare_digest(csrf.encode(), session.csrf_token.encode()):
+        await PortalRecords(store_of(request)).end_session(request.cookies[COOKIE])
+    response = RedirectResponse("/portal/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/portal")
+    return response
+
+
+@router.get("/orgs")
+async def organizations(request: Request, session: PortalSession = Depends(operator)) -> Response:
+    return page(request, "orgs.html", session=session, organizations=await store_of(request).organizations(),
+                capabilities=ALL_CAPABILITIES)
+
+
+@router.post("/orgs/{organization_id}/links")
+async def create_link(request: Request, organization_id: str = OrganizationId,
+                      session: PortalSession = Depends(operator), expiry_hours: float = Form(1.0, gt=0, le=24),
+                      session_id: str = Form("", max_length=200, pattern=r"^[A-Za-z0-9_.:-]*$")) -> Response:
+    """The operator's "create portal link" button: a link for one organization, shown once."""
+    granted = capabilities_of([str(c) for c in (await request.form()).getlist("capabilities")])
+    issued = await access.create_link(store_of(request), request.app.state.settings.portal, str(request.base_url),
+                                      organization_id, granted, timedelta(hours=expiry_hours), session_id or None)
+    return page(request, "fragments/link_created.html", organization_id=organization_id, link=issued)
+
+
+@router.get("/theme.css")
+async def theme(request: Request) -> Response:
+    accent = request.app.state.settings.portal.accent_color
+    return Response(f":root {{ --accent: {accent}; }}\n", media_type="text/css")

@@ -1,0 +1,201 @@
+"""The portal's pages and fragments through the ASGI test client, on a real store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from publisher.api.app import create_app
+from publisher.portal.render import HTMX_VERSION
+from publisher.portal.routes import STATIC
+from tests.portal_support import (
+    ADMIN,
+    DOCS,
+    admin_headers,
+    csrf_of,
+    form_token,
+    open_link,
+    organization,
+    portal_link,
+    signed_in,
+)
+from walhook.config import Settings
+
+
+@pytest.fixture
+def client(database: str) -> Iterator[TestClient]:
+    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS],
+                        portal={"title": "Acme hooks", "accent_color": "#aa3300",
+                                "frame_ancestors": ["https://app.example.com"]})
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _integration_form(csrf: str, **fields: str | list[str]) -> dict[str, str | list[str]]:
+    return {"csrf": csrf, "url": "http://127.0.0.1:9/hook", "events": ["docs:created", "docs:updated"],
+            "batch_size": "1", "ordering": "entity", **fields}
+
+
+def test_a_link_signs_in_once_and_lands_on_the_organization(client: TestClient) -> None:
+    key = organization(client, "acme")
+    path = portal_link(client, key)
+    assert client.get("/portal/o/acme/integrations", follow_redirects=False).headers["location"] == "/portal/login"
+    opened = open_link(client, path)
+    assert opened.status_code == 303 and opened.headers["location"] == "/portal/o/acme/integrations"
+    cookie = opened.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Secure" not in cookie
+    assert "Acme hooks" in client.get("/portal/o/acme/integrations").text
+    again = open_link(client, path)
+    assert again.status_code == 403 and "already used" in again.text
+
+
+def test_a_link_posted_from_elsewhere_is_refused(client: TestClient) -> None:
+    path = portal_link(client, organization(client, "acme"))
+    assert client.post(path, data={"form_token": "forged"}).status_code == 403
+    assert open_link(client, path).status_code == 303  # the refused post did not spend it
+
+
+def test_expired_forged_and_revoked_links_are_refused(client: TestClient) -> None:
+    key = organization(client, "acme")
+    path = portal_link(client, key)
+    forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    assert "not valid" in open_link(client, forged).text
+    assert client.post("/v1/portal-links", json={"expiry_hours": 25}, headers=key).status_code == 422
+    kept = portal_link(client, key, session_id="user-7")
+    signed_in(client, key, "acme", session_id="user-7")
+    revoked = client.post("/v1/portal-links/revoke", json={"session_id": "user-7"}, headers=key).json()
+    assert revoked == {"links": 1, "sessions": 1}
+    assert client.get("/portal/o/acme/integrations", follow_redirects=False).status_code == 303  # signed out
+    assert "already used, revoked" in open_link(client, kept).text
+
+
+def test_pages_carry_a_csp_without_inline_script(client: TestClient) -> None:
+    signed_in(client, organization(client, "acme"), "acme")
+    for path in ("/portal/o/acme/integrations", "/portal/o/acme/integrations/new", "/portal/o/acme/jobs",
+                 "/portal/o/acme/catalogue", "/portal/login"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+        assert "frame-ancestors https://app.example.com" in csp
+        assert not re.search(r"<script(?![^>]*\bsrc=)", response.text), path  # every script is a file
+        assert " style=" not in response.text and "<style" not in response.text
+        assert "http://" not in response.text.replace("http://127.0.0.1:9", "").replace("http://testserver", "")
+
+
+def test_htmx_is_vendored_at_its_pinned_version(client: TestClient) -> None:
+    text = (STATIC / "htmx.min.js").read_text()
+    assert text.startswith(f"/*! htmx {HTMX_VERSION} ") and "Zero-Clause BSD" in text.split("*/", 1)[0]
+    served = client.get(f"/portal/static/htmx.min.js?v={HTMX_VERSION}")
+    assert served.status_code == 200 and "htmx" in served.text
+    assert client.get("/portal/theme.css").text.strip() == ":root { --accent: #aa3300; }"
+
+
+def test_add_an_integration_with_ticked_events_and_a_secret(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    secret = "whsec_" + "A" * 43 + "="
+    saved = client.post("/portal/o/acme/integrations", data=_integration_form(csrf, secret=secret, name="CRM"),
+                        follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    integration = client.get("/v1/integrations", headers=key).json()[0]
+    assert integration["events"] == ["docs:created,updated"] and integration["name"] == "CRM"
+    assert client.get(f"/v1/integrations/{integration['id']}/secret", headers=key).json()["secrets"] == [secret]
+    page = client.get(saved.headers["location"]).text
+    assert secret not in page  # secrets are shown on reveal only
+    assert '"events": [\n    "docs:created,updated"' in page.replace("&#34;", '"')  # the RAW JSON
+    assert 'value="docs:created" aria-label="docs created" checked' in page
+    assert 'value="docs:deleted" aria-label="docs deleted">' in page
+
+
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"url": "ftp://example.com/x"}, "url", "must start with http:// or https://"),
+    ({"url": "http://10.0.0.7/hook"}, "url", "private address"),
+    ({"events": []}, "events", "at least 1 item"),
+    ({"batch_size": "2000"}, "batch_size", "less than or equal to 1000"),
+    ({"headers": "webhook-id: x"}, "headers", "is not allowed"),
+    ({"secret": "whsec_%%%"}, "secret", "not valid base64"),
+])
+def test_validation_errors_appear_next_to_their_field(client: TestClient, fields: dict[str, str], field: str,
+                                                      words: str) -> None:
+    csrf = signed_in(client, organization(client, "acme"), "acme")
+    response = client.post("/portal/o/acme/integrations", data=_integration_form(csrf, **fields))
+    assert response.status_code == 422
+    found = re.search(rf'<p class="error" id="{field}-error" role="alert">([^<]*)</p>', response.text)
+    assert found and words in found.group(1).replace("&#39;", "'"), response.text[-3000:]
+
+
+def test_every_form_needs_the_csrf_token(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    form = _integration_form("wrong")
+    assert client.post("/portal/o/acme/integrations", data=form).status_code == 403
+    assert client.post("/portal/o/acme/integrations", data={**form, "csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    integration_id = client.get("/v1/integrations", headers=key).json()[0]["id"]
+    fragment = client.post(f"/portal/o/acme/integrations/{integration_id}/secret/reveal", data={"confirm": "yes"},
+                           headers={"hx-request": "true"})
+    assert fragment.status_code == 403 and "CSRF" in fragment.text and "whsec_" not in fragment.text
+
+
+def test_secrets_reveal_behind_a_confirmation_and_rotate_with_an_overlap(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    client.post("/portal/o/acme/integrations", data=_integration_form(csrf))
+    integration_id = client.get("/v1/integrations", headers=key).json()[0]["id"]
+    base = f"/portal/o/acme/integrations/{integration_id}"
+    headers = {"x-csrf-token": csrf, "hx-request": "true"}
+    assert client.post(f"{base}/secret/reveal", headers=headers).status_code == 422
+    revealed = client.post(f"{base}/secret/reveal", data={"confirm": "yes"}, headers=headers)
+    old = client.get(f"/v1/integrations/{integration_id}/secret", headers=key).json()["secrets"][0]
+    assert revealed.status_code == 200 and old in revealed.text and "<html" not in revealed.text
+    rotated = client.post(f"{base}/secret/rotate", data={"overlap_hours": "2"}, headers=headers)
+    new = client.get(f"/v1/integrations/{integration_id}/secret", headers=key).json()["secrets"]
+    assert new[0] != old and new[0] in rotated.text and old not in rotated.text
+    again = client.post(f"{base}/secret/rotate", data={"overlap_hours": "2"}, headers=headers)
+    active = client.get(f"/v1/integrations/{integration_id}/secret", headers=key).json()["secrets"]
+    assert active[1] == new[0] and active[0] in again.text and new[0] not in again.text  # both sign meanwhile
+    assert again.text.count("when rotated") == 1 and again.text.count(" UTC</td></tr>") == 1  # the old one's end
+
+
+def test_a_view_only_link_cannot_change_anything(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme", capabilities=["view"])
+    assert "Add integration" not in client.get("/portal/o/acme/integrations").text
+    response = client.post("/portal/o/acme/integrations", data=_integration_form(csrf))
+    assert response.status_code == 403 and "manage_integrations" in response.text
+    assert client.get("/v1/integrations", headers=key).json() == []
+
+
+def test_the_operator_signs_in_with_the_admin_token_and_makes_links(client: TestClient) -> None:
+    organization(client, "acme")
+    page = client.get("/portal/login")
+    refused = client.post("/portal/login", data={"token": "wrong" * 6, "form_token": form_token(page.text)})
+    assert refused.status_code == 401 and "not the admin token" in refused.text
+    signed = client.post("/portal/login", data={"token": ADMIN, "form_token": form_token(page.text)},
+                         follow_redirects=False)
+    assert signed.headers["location"] == "/portal/orgs"
+    orgs = client.get("/portal/orgs").text
+    assert "/portal/o/acme/integrations" in orgs
+    csrf = csrf_of(orgs)
+    made = client.post("/portal/orgs/acme/links", data={"capabilities": ["recover"], "expiry_hours": "2"},
+                       headers={"x-csrf-token": csrf, "hx-request": "true"})
+    link = re.search(r'value="http://testserver(/portal/link/[^"]+)"', made.text)
+    assert made.status_code == 200 and link, made.text
+    assert client.get("/portal/o/acme/integrations").status_code == 200  # the operator sees every organization
+    assert client.get("/portal/o/nobody/integrations").status_code == 404
+    client.cookies.clear()
+    assert open_link(client, link.group(1)).headers["location"] == "/portal/o/acme/integrations"
+    assert client.get("/portal/orgs").status_code == 404  # an organization's session is no operator
+
+
+def test_the_admin_api_makes_links_for_any_organization(client: TestClient) -> None:
+    organization(client, "acme")
+    made = client.post("/v1/organizations/acme/portal-links", json={"expiry_hours": 0.5}, headers=admin_headers())
+    assert made.status_code == 201 and made.json()["capabilities"] == ["view"]
+    assert client.post("/v1/organizations/nobody/portal-links", json={}, headers=admin_headers()).status_code == 404
+    assert client.post("/v1/organizations/acme/portal-links", json={}).status_code == 401
