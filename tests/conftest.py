@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,13 @@ def servers() -> Iterator[Servers]:
 @pytest.fixture
 def database(servers: Servers) -> Iterator[str]:
     """A new, empty database for one test; dropped afterwards (with its replication slots)."""
+    with module_database(servers) as dsn:
+        yield dsn
+
+
+@contextmanager
+def module_database(servers: Servers) -> Iterator[str]:
+    """A new, empty database (for a test, or a module that shares one stack); dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -108,3 +115,11 @@ def topic() -> str:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say in one line when the browser tests could not run, so a missing Chromium is never mistaken for a pass."""
+    from tests.browser import BROWSER_MISSING
+
+    if BROWSER_MISSING and terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line(BROWSER_MISSING)

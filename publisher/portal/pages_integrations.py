@@ -103,7 +103,7 @@ async def create_integration(request: Request, granted: Scope = Depends(can_mana
         batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
     if form.values.get("secret", "").strip():
         await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
-    return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}", status_code=303)
+    return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
 
 
 @router.get("/integrations/{integration_id}")

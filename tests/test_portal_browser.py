@@ -1,0 +1,223 @@
+"""The portal in headless Chromium, on the real stack: Postgres, the broker, ``walhook cdc``,
+``walhook publisher`` and ``walhook api`` as processes, and a receiver verifying with ``standardwebhooks``.
+
+One browser and one stack serve the whole module; the flows run in order (each builds on the
+last, as a user's session would). Screenshots at 1280 and 390 px wide are written to a
+temporary directory, printed at the end; nothing tracked is rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.browser import BROWSER_MISSING, launch
+from tests.conftest import Servers
+from tests.portal_support import ADMIN
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
+from walhook.demo import wait_for_publisher, wait_for_streaming
+from walhook.receiver import VerifyingReceiver
+from walhook.stack import free_port, stop_process
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]
+SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtYnJvd3Nlci10ZXN0cy0xMjM0"
+WIDTHS = (1280, 390)
+
+
+@dataclass
+class Portal:
+    url: str
+    dsn: str
+    receiver: VerifyingReceiver
+    browser: Any
+    shots: Path
+    state: dict[str, Any] = field(default_factory=dict)
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, headers={"authorization": f"Bearer {ADMIN}"}) as client:
+            return await client.request(method, path, **kwargs)
+
+
+async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _config(workdir: Path, dsn: str, servers: Servers, topic: str, port: int) -> Path:
+    path = write_config(workdir / "walhook.toml", dsn, servers.bootstrap_servers, topic, COMMENTS_ENTITY)
+    path.write_text(path.read_text() + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n')
+    return path
+
+
+async def _wait_for_api(url: str, api: Any) -> None:
+    for _ in range(200):
+        if api.poll() is not None:
+            raise AssertionError(f"walhook api exited with {api.returncode}")
+        try:
+            async with httpx.AsyncClient() as client:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("walhook api did not start")
+
+
+@pytest.fixture(scope="module")
+async def portal(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Portal]:
+    from tests.conftest import module_database
+
+    workdir = tmp_path_factory.mktemp("portal-stack")
+    shots = tmp_path_factory.mktemp("portal-screenshots")
+    with module_database(servers) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(COMMENTS_TABLE)
+        port = free_port()
+        config = _config(workdir, dsn, servers, f"walhook.portal.{port}", port)
+        processes = [start_walhook(command, config, workdir / f"{command}.log") for command in ("cdc", "publisher",
+                                                                                                 "api")]
+        try:
+            async with VerifyingReceiver() as receiver, launch() as browser:
+                await _wait_for_api(f"http://127.0.0.1:{port}", processes[2])
+                await wait_for_streaming(dsn, "walhook", processes[0])
+                await wait_for_publisher(servers.bootstrap_servers, f"walhook.portal.{port}.publisher", processes[1])
+                yield Portal(f"http://127.0.0.1:{port}", dsn, receiver, browser, shots)
+        finally:
+            for process in processes:
+                stop_process(process)
+    print(f"\nportal screenshots: {shots}")
+
+
+async def _shoot(portal: Portal, page: Any, name: str) -> None:
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900})
+        await page.screenshot(path=str(portal.shots / f"{name}-{width}.png"), full_page=width == 390)
+    await page.set_viewport_size({"width": 1280, "height": 900})
+
+
+async def test_1_an_operator_hands_out_a_link_that_works_once(portal: Portal) -> None:
+    assert (await portal.admin("POST", "/v1/organizations", json={"id": "acme"})).status_code == 201
+    operator = await portal.browser.new_context()
+    page = await operator.new_page()
+    await page.goto(portal.url + "/portal/login")
+    await page.fill("#token", ADMIN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/portal/orgs")
+    await page.locator("tr", has_text="acme").get_by_role("button", name="Create portal link").click()
+    link = await page.locator("[data-portal-link]").first.input_value()
+    assert "/portal/link/" in link
+    customer = await portal.browser.new_context()
+    portal.state["customer"] = customer
+    page = await customer.new_page()
+    await page.goto(link)
+    await page.click("#open-portal")
+    await page.wait_for_url("**/portal/o/acme/integrations")
+    assert await page.locator("h1").inner_text() == "Integrations"
+    stranger = await (await portal.browser.new_context()).new_page()
+    await stranger.goto(link)
+    await stranger.click("#open-portal")
+    assert "already used" in await stranger.locator(".error").inner_text()
+    await operator.close()
+
+
+async def test_2_add_an_integration_by_ticking_events_and_send_a_sample(portal: Portal) -> None:
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/integrations")
+    await page.click("text=Add integration")
+    await page.fill("#url", portal.receiver.url_for("acme"))
+    await page.check('input[value="flows/comments:created"]')
+    await page.check('input[value="flows/comments:updated"]')
+    await page.fill("#secret", SECRET)
+    await page.click("#save")
+    await page.wait_for_load_state()
+    assert page.url.endswith("?saved=1"), await page.content()
+    assert '"flows/comments:created,updated"' in await page.locator("#raw-json").inner_text()
+    portal.receiver.secrets["acme"] = SECRET
+    await page.select_option('select[name="operation"]', "created")
+    await page.click("#send-sample")
+    await page.locator("#sample-result .pill").wait_for()
+    assert await page.locator("#sample-result .pill").inner_text() == "204"
+    (sample,) = portal.receiver.received
+    assert sample.webhook_id.startswith("sample_created_") and sample.event["entityKey"] == "flows/comments"
+    portal.state["integration_url"] = page.url.split("?")[0]
+    await _shoot(portal, page, "edit")
+
+
+async def test_3_changes_become_jobs_and_a_job_is_redelivered(portal: Portal) -> None:
+    from playwright.async_api import expect
+
+    with psycopg.connect(portal.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) VALUES ('acme', 7, 'Hi')")
+        conn.execute("UPDATE packet_comments SET content = 'Hello' WHERE organization_id = 'acme'")
+    await wait_for(lambda: len(portal.receiver.received) >= 3, what="two verified webhooks")
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/jobs")
+    rows = page.locator("table.jobs tbody tr")
+    await expect(rows).to_have_count(2)
+    await page.select_option('select[name="operation"]', "created")  # htmx swaps the table on change
+    await expect(rows).to_have_count(1)
+    await page.locator("table.jobs a").first.click()
+    await page.wait_for_url("**/jobs/*")
+    created = portal.receiver.received[1]
+    assert await page.locator("#job-body").inner_text() == created.body.decode()
+    assert await page.locator("#webhook-id").inner_text() == created.webhook_id
+    assert "Run 1" in await page.locator(".attempt h3").first.inner_text()
+    await _shoot(portal, page, "job")
+    await page.click("#redeliver")
+    await page.locator("#redelivered .notice").wait_for()
+    await wait_for(lambda: len(portal.receiver.received) >= 4, what="the redelivery")
+    assert portal.receiver.received[3].webhook_id == created.webhook_id and portal.receiver.rejected == []
+    await page.goto(portal.url + "/portal/o/acme/integrations")
+    await _shoot(portal, page, "list")
+
+
+async def test_4_another_organization_cannot_see_or_act_and_bad_requests_are_refused(portal: Portal) -> None:
+    assert (await portal.admin("POST", "/v1/organizations", json={"id": "globex"})).status_code == 201
+    made = await portal.admin("POST", "/v1/organizations/globex/portal-links",
+                              json={"capabilities": ["manage_integrations", "secrets", "recover"]})
+    other = await portal.browser.new_context()
+    page = await other.new_page()
+    await page.goto(made.json()["url"])
+    await page.click("#open-portal")
+    await page.wait_for_url("**/portal/o/globex/integrations")
+    csrf = (await page.locator("body").get_attribute("hx-headers") or "").split('"')[3]
+    acme_integration = portal.state["integration_url"].replace(portal.url, "")
+    response = await page.goto(portal.url + acme_integration)
+    assert response is not None and response.status == 404
+    fragment = await other.request.post(portal.url + acme_integration + "/secret/reveal", form={"confirm": "yes"},
+                                        headers={"x-csrf-token": csrf, "hx-request": "true"})
+    assert fragment.status == 404 and "whsec_" not in await fragment.text()
+    integration_id = acme_integration.rsplit("/", 1)[1]
+    own_path = f"/portal/o/globex/integrations/{integration_id}"
+    posted = await other.request.post(portal.url + own_path, form={"csrf": csrf, "url": "http://127.0.0.1:9/x",
+                                                                   "events": "flows/comments:deleted"})
+    assert posted.status == 404
+    no_csrf = await other.request.post(portal.url + "/portal/o/globex/integrations",
+                                       form={"url": "http://127.0.0.1:9/x", "events": "flows/comments:deleted"})
+    assert no_csrf.status == 403
+    expiring = await portal.admin("POST", "/v1/organizations/globex/portal-links", json={"expiry_hours": 0.0003})
+    await asyncio.sleep(1.5)
+    late = await (await portal.browser.new_context()).new_page()
+    await late.goto(expiring.json()["url"])
+    await late.click("#open-portal")
+    assert "expired" in await late.locator(".error").inner_text()
+    await other.close()
+
+
+def test_5_screenshots_of_the_list_the_edit_page_and_the_job_page(portal: Portal) -> None:
+    names = {path.name for path in portal.shots.glob("*.png")}
+    assert names == {f"{page}-{width}.png" for page in ("edit", "job", "list") for width in WIDTHS}
+    for path in portal.shots.glob("*.png"):
+        width = int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's width
+        assert width == int(path.stem.rsplit("-", 1)[1]) and path.stat().st_size > 10_000, path.name
