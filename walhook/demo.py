@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,14 @@ from pathlib import Path
 import psycopg
 
 from models.errors import WalhookError
+from models.settings import PortalSettings
+from publisher.portal.access import create_link
+from publisher.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
 from publisher.service import consumer_group_state
 from publisher.store import Store
 from walhook.cli.common import stop_on_signals
 from walhook.receiver import ReceivedWebhook, VerifyingReceiver
-from walhook.stack import LocalStack, spawn, stop_process
+from walhook.stack import LocalStack, free_port, spawn, stop_process
 
 ORGANIZATIONS = ("acme", "globex")
 
@@ -49,9 +53,13 @@ CREATE TABLE IF NOT EXISTS packet_comments (
 """
 
 
-def demo_config(dsn: str, bootstrap_servers: str) -> str:
+def demo_config(dsn: str, bootstrap_servers: str, api_port: int = 8080, admin_token: str = "") -> str:
     """The TOML the demo's processes read: three entities in the spirit of the seed payloads."""
     return f'''# Written by `walhook demo`.
+[api]
+port = {api_port}
+admin_token = "{admin_token or secrets.token_urlsafe(24)}"
+
 [source]
 dsn = "{dsn}"
 slot = "walhook_demo"
@@ -212,6 +220,33 @@ async def register_integrations(dsn: str, receiver: VerifyingReceiver) -> None:
                   f"{', '.join(subscriptions[organization])}", flush=True)
 
 
+async def wait_for_api(port: int, api: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Block until ``walhook api`` accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise WalhookError(f"walhook api exited with code {api.returncode}; see its log")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise WalhookError(f"walhook api did not listen on port {port} within {timeout:.0f}s")
+
+
+async def print_portal_links(dsn: str, port: int, admin_token: str, receiver: VerifyingReceiver) -> None:
+    """The operator's sign-in and one single-use portal link per demo organization (every capability, 24 h)."""
+    base = f"http://127.0.0.1:{port}"
+    print(f"portal, operator: {base}/portal/login  (admin token {admin_token})", flush=True)
+    async with Store(dsn) as store:
+        for organization in ORGANIZATIONS:
+            link = await create_link(store, PortalSettings(), base, organization, frozenset(ALL_CAPABILITIES),
+                                     MAX_EXPIRY, session_id="demo")
+            print(f"portal, {organization}: {link.url}  (opens once)", flush=True)
+    print(f"integrations added in the portal may point at {receiver.url_for('<organization>')} with the Secret "
+          "left empty: the demo's receiver checks each organization's own secret", flush=True)
+
+
 async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
     """Run until ``seconds`` pass (0: until Ctrl-C / SIGTERM); returns the exit code."""
     workdir = directory or Path(tempfile.mkdtemp(prefix="walhook-demo-"))
@@ -225,16 +260,19 @@ async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
         stack.start()
         print(f"postgres {stack.dsn} | kafka {stack.bootstrap_servers} | files in {workdir}", flush=True)
         config = workdir / "walhook.toml"
-        config.write_text(demo_config(stack.dsn or "", stack.bootstrap_servers or ""))
+        api_port, admin_token = free_port(), secrets.token_urlsafe(24)
+        config.write_text(demo_config(stack.dsn or "", stack.bootstrap_servers or "", api_port, admin_token))
         writer = AppWriter(stack.dsn or "")
         await writer.setup()
         async with VerifyingReceiver(on_webhook=_print_webhook) as receiver:
             await register_integrations(stack.dsn or "", receiver)
-            for command in ("cdc", "publisher"):
+            for command in ("cdc", "publisher", "api"):
                 processes.append(spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command,
                                         "--config", str(config)], workdir / f"{command}.log"))
             await wait_for_streaming(stack.dsn or "", "walhook_demo", processes[0])
             await wait_for_publisher(stack.bootstrap_servers or "", "walhook-publisher", processes[1])
+            await wait_for_api(api_port, processes[2])
+            await print_portal_links(stack.dsn or "", api_port, admin_token, receiver)
             print("writing rows through plain SQL; verified webhooks appear below (Ctrl-C stops)", flush=True)
             await writer.run(stop)
             await asyncio.sleep(1.0)  # let the last changes arrive before shutting down
