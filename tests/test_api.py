@@ -259,11 +259,13 @@ ORGANIZATION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("post", "/v1/integrations/{integration_id}/replay", {"offset": -5}),
     ("get", "/v1/replay-jobs", None), ("get", "/v1/replay-jobs/{job_id}", None),
     ("post", "/v1/replay-jobs/{job_id}/cancel", None),
+    ("post", "/v1/portal-links", {"expiry_hours": 25}), ("post", "/v1/portal-links/revoke", {"session_id": ""}),
 ]
 ADMIN_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/organizations", None), ("post", "/v1/organizations", {"id": "has spaces"}),
     ("get", "/v1/organizations/{organization_id}", None), ("delete", "/v1/organizations/{organization_id}", None),
     ("post", "/v1/organizations/{organization_id}/keys", {"name": "k" * 201}),
+    ("post", "/v1/organizations/{organization_id}/portal-links", {"capabilities": ["everything"]}),
 ]
 
 
