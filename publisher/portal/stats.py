@@ -1,8 +1,7 @@
 """Delivery statistics of one organization: per integration over the last 24 hours, and per hour.
 
 Both read the deliveries table through indexed ranges of the last day (``created_at``) and the
-attempts of the organization's integrations; neither loads a whole table. ``GET /v1/stats``
-serves the same numbers the portal's integrations page and chart show.
+attempts of the organization's integrations; neither loads a whole table.
 """
 
 from __future__ import annotations
