@@ -15,8 +15,8 @@ from publisher.api.app import create_app
 from publisher.portal.pages_integrations import bars
 from publisher.portal.pages_jobs import PAGE_SIZE
 from publisher.portal.routes import ROUTERS
-from publisher.portal.stats import Hour
 from publisher.store import AttemptRecord, NewDelivery, Store
+from publisher.store.rows import HourCounts
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
 from walhook.config import Settings
 
@@ -87,7 +87,8 @@ async def test_the_list_shows_numbers_of_the_last_day_and_the_backlog(client: Te
 
 def test_bars_stack_per_hour_scaled_to_the_busiest() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    drawn = bars([Hour(start, {"succeeded": 3, "failed": 1}), Hour(start + timedelta(hours=1), {"pending": 2})])
+    drawn = bars([HourCounts(start, {"succeeded": 3, "failed": 1}),
+                  HourCounts(start + timedelta(hours=1), {"pending": 2})])
     assert [(b.x, b.status, b.height) for b in drawn] == [(0, "ok", 60.0), (0, "bad", 20.0), (12, "wait", 40.0)]
     assert drawn[1].y == 0.0 and drawn[2].label == "01:00 UTC: 2 pending"
 
@@ -111,16 +112,18 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
     acme = organization(client, "acme")
     integration_id = _integration(client, acme)
     (delivery_id,) = await _jobs(database, "acme", integration_id, 1)
+    job = client.post(f"/v1/integrations/{integration_id}/replay", json={"offset": 0}, headers=acme).json()
     globex = organization(client, "globex")
     csrf = signed_in(client, globex, "globex")
     _integration(client, globex)
     routes = _portal_routes()
-    assert len(routes) == 16, routes  # a new route must be added here knowingly
+    assert len(routes) == 18, routes  # a new route must be added here knowingly
     form = {"entity_key": "docs", "operation": "created", "confirm": "yes", "overlap_hours": "1", "since": "2020-01-01",
             "offset": "0", "url": "http://127.0.0.1:9/x", "events": "docs:created", "reason": "x"}
     for org in ("acme", "globex"):  # acme's ids through acme's URLs, and through globex's own
         for method, path in routes:
-            url = path.format(organization_id=org, integration_id=integration_id, delivery_id=delivery_id)
+            url = path.format(organization_id=org, integration_id=integration_id, delivery_id=delivery_id,
+                              job_id=job["id"])
             if path.endswith(("/integrations", "/integrations/new", "/jobs", "/catalogue")) and org == "globex":
                 continue  # globex's own lists, checked below
             response = client.request(method, url, data=form if method == "POST" else None,
@@ -130,3 +133,22 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
         text = client.get(f"/portal/o/globex/{page}").text
         assert "acme" not in text.replace("globex", ""), page
     assert client.get("/v1/deliveries", headers=acme).json()["items"][0]["status"] == "failed"  # untouched
+    assert client.get(f"/v1/replay-jobs/{job['id']}", headers=acme).json()["cancel_requested"] is False
+
+
+def test_a_replay_job_shows_its_progress_and_can_be_cancelled(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    integration_id = _integration(client, key)
+    headers = {"x-csrf-token": csrf, "hx-request": "true"}
+    base = f"/portal/o/acme/integrations/{integration_id}"
+    assert client.post(f"{base}/replay", data={"offset": "0", "since": "2026-01-01T00:00"},
+                       headers=headers).status_code == 422
+    started = client.post(f"{base}/replay", data={"offset": "0"}, headers=headers)
+    job_id = int(re.search(r'id="replay-job-(\d+)"', started.text).group(1))  # type: ignore[union-attr]
+    assert 'hx-trigger="every 1s"' in started.text and "from offset 0" in started.text  # it polls while running
+    assert client.get(f"/v1/replay-jobs/{job_id}", headers=key).json()["state"] == "running"
+    cancelled = client.post(f"/portal/o/acme/replay-jobs/{job_id}/cancel", headers=headers)
+    assert "Cancelling" in cancelled.text
+    assert client.get(f"/v1/replay-jobs/{job_id}", headers=key).json()["cancel_requested"] is True
+    assert f'id="replay-job-{job_id}"' in client.get(base).text  # the integration's page lists its jobs

@@ -15,7 +15,6 @@ from publisher.api.auth import organization, require_admin, store_of
 from publisher.api.schemas import PortalLinkIn, PortalLinkOut, PortalRevoked, PortalRevokeIn
 from publisher.portal.access import create_link
 from publisher.portal.links import capabilities_of
-from publisher.portal.records import PortalRecords
 from publisher.store import Store
 
 router = APIRouter(prefix="/v1", tags=["portal links"])
@@ -38,7 +37,8 @@ async def create_portal_link(request: Request, body: PortalLinkIn, org: str = De
 @router.post("/portal-links/revoke", response_model=PortalRevoked)
 async def revoke_portal_session(body: PortalRevokeIn, org: str = Depends(organization),
                                 store: Store = Depends(store_of)) -> PortalRevoked:
-    return PortalRevoked(**await PortalRecords(store).revoke(org, body.session_id))
+    links, sessions = await store.revoke_portal_session_id(org, body.session_id)
+    return PortalRevoked(links=links, sessions=sessions)
 
 
 @router.post("/organizations/{organization_id}/portal-links", status_code=201, response_model=PortalLinkOut,

@@ -16,8 +16,8 @@ from fastapi import Depends, Request
 
 from publisher.api.admin import OrganizationId
 from publisher.errors import NotFound
+from publisher.portal.access import PortalSession, current
 from publisher.portal.links import Capability
-from publisher.portal.records import PortalRecords, PortalSession
 from publisher.store import Store
 
 COOKIE = "walhook_portal"
@@ -57,8 +57,7 @@ def store_of(request: Request) -> Store:
 
 
 async def current_session(request: Request) -> PortalSession | None:
-    cookie = request.cookies.get(COOKIE)
-    return None if not cookie else await PortalRecords(store_of(request)).session(cookie)
+    return await current(store_of(request), request.cookies.get(COOKIE))
 
 
 async def signed_in(request: Request) -> PortalSession:

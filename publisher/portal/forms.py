@@ -67,7 +67,8 @@ def form_of(integration: Integration, entity_keys: list[str]) -> IntegrationForm
     values = {"name": integration.name, "url": integration.url, "environment": integration.environment or "",
               "batch_size": str(integration.batch_size), "ordering": integration.ordering,
               "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",
-              "headers": "\n".join(f"{k}: {v}" for k, v in integration.headers.items()), "other": "\n".join(other)}
+              "headers": "\n".join(f"{k}: {v}" for k, v in integration.headers.items()), "other": "\n".join(other),
+              "concurrency": "" if integration.concurrency is None else str(integration.concurrency)}
     return IntegrationForm(values, ticked)
 
 
@@ -90,14 +91,16 @@ def _body(values: dict[str, str], ticked: set[str], errors: Errors) -> dict[str,
                             "ordering": values.get("ordering") or "entity",
                             "batch_size": values.get("batch_size", "").strip() or "1",
                             "rate_limit": values.get("rate_limit", "").strip() or None,
-                            "headers": _headers(values.get("headers", ""), errors) or None}
+                            "headers": _headers(values.get("headers", ""), errors) or None,
+                            "concurrency": values.get("concurrency", "").strip() or None}
     return body
 
 
 def read_form(data: FormData) -> tuple[IntegrationForm, IntegrationIn | None]:
     """The typed form, and the API request it makes (None when a field is wrong; see ``form.errors``)."""
     values = {name: str(data.get(name, "")) for name in
-              ("name", "url", "environment", "batch_size", "ordering", "rate_limit", "headers", "other", "secret")}
+              ("name", "url", "environment", "batch_size", "ordering", "rate_limit", "headers", "other", "secret",
+               "concurrency")}
     form = IntegrationForm(values, {str(v) for v in data.getlist("events")})
     body = _body(values, form.ticked, form.errors)
     secret = values["secret"].strip()

@@ -7,7 +7,6 @@ and a rotation shows the new secret once, with when the old one stops signing.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
@@ -16,7 +15,7 @@ from publisher.errors import NotFound
 from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
 from publisher.portal.render import page
 from publisher.sample import send_sample
-from publisher.store import Store
+from publisher.store.rows import SecretPeriod
 
 router = APIRouter(prefix="/portal/o/{organization_id}/integrations/{integration_id}", include_in_schema=False,
                    dependencies=[Depends(scope)])
@@ -35,18 +34,8 @@ async def sample(request: Request, integration_id: int, granted: Scope = Depends
     return page(request, "fragments/sample_result.html", result=result)
 
 
-async def secret_schedule(store: Store, organization_id: str, integration_id: int) -> list[dict[str, Any]]:
-    """When each active secret of the integration (or, without its own, the organization's) was made and ends."""
-    rows = await store._rows(
-        "SELECT integration_id, created_at, expires_at FROM {s}.signing_secrets WHERE organization_id = :org "
-        "AND (integration_id = :id OR integration_id IS NULL) AND (expires_at IS NULL OR expires_at > now()) "
-        "ORDER BY id DESC", {"org": organization_id, "id": integration_id})
-    own = [row for row in rows if row["integration_id"] is not None]
-    return own or rows
-
-
 def _secrets(request: Request, granted: Scope, integration_id: int, secrets: list[str],
-             schedule: list[dict[str, Any]], rotated: bool = False) -> Response:
+             schedule: list[SecretPeriod], rotated: bool = False) -> Response:
     return page(request, "fragments/secrets.html", scope=granted, integration_id=integration_id, secrets=secrets,
                 schedule=schedule, rotated=rotated)
 
@@ -57,7 +46,7 @@ async def reveal(request: Request, integration_id: int, granted: Scope = Depends
     if confirm != "yes":
         raise PortalDenied(422, "tick the box to confirm that the secret may be shown on this screen")
     integration = await store_of(request).integration_of(granted.organization_id, integration_id)
-    schedule = await secret_schedule(store_of(request), granted.organization_id, integration_id)
+    schedule = await store_of(request).secret_periods(granted.organization_id, integration_id)
     return _secrets(request, granted, integration_id, integration.secrets, schedule)
 
 
@@ -67,5 +56,5 @@ async def rotate(request: Request, integration_id: int, granted: Scope = Depends
     store, org = store_of(request), granted.organization_id
     await store.integration_of(org, integration_id)
     secret = await store.rotate_secret(org, integration_id, timedelta(hours=overlap_hours))
-    return _secrets(request, granted, integration_id, [secret], await secret_schedule(store, org, integration_id),
+    return _secrets(request, granted, integration_id, [secret], await store.secret_periods(org, integration_id),
                     rotated=True)

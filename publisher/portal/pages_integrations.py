@@ -15,12 +15,14 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from publisher.api.schemas import IntegrationIn, IntegrationOut
-from publisher.portal import stats
+from publisher.errors import SubscriptionError
+from publisher.matching import check_known_keys
 from publisher.portal.auth import Scope, can_manage, scope, store_of
 from publisher.portal.forms import IntegrationForm, form_of, read_form
 from publisher.portal.render import page
 from publisher.ssrf import DestinationRefused
 from publisher.store import Integration
+from publisher.store.rows import HourCounts
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 STATUS_COLOURS = {"succeeded": "ok", "failed": "bad", "pending": "wait"}
@@ -35,7 +37,7 @@ class Bar:
     label: str
 
 
-def bars(hours: list[stats.Hour], height: float = 80.0, width: int = 12) -> list[Bar]:
+def bars(hours: list[HourCounts], height: float = 80.0, width: int = 12) -> list[Bar]:
     """Stacked bars per hour (succeeded at the bottom), scaled to the busiest hour."""
     top = max((sum(h.counts.values()) for h in hours), default=0) or 1
     drawn: list[Bar] = []
@@ -64,27 +66,32 @@ def raw_json(integration: Integration) -> str:
 @router.get("/integrations")
 async def list_integrations(request: Request, granted: Scope = Depends(scope)) -> Response:
     store, org = store_of(request), granted.organization_id
-    hours = await stats.hourly(store, org)
+    hours = await store.hourly_deliveries(org)
     return page(request, "integrations.html", scope=granted, integrations=await store.integrations_of(
-        org, include_disabled=True), stats=await stats.integration_stats(store, org), bars=bars(hours),
-        hours=hours, backlog=await stats.backlog(store, org))
+        org, include_disabled=True), stats=await store.integration_figures(org), bars=bars(hours),
+        hours=hours, backlog=await store.backlog_of(org))
 
 
-def _edit(request: Request, granted: Scope, form: IntegrationForm, integration: Integration | None,
-          status: int = 200) -> Response:
+async def _edit(request: Request, granted: Scope, form: IntegrationForm, integration: Integration | None,
+                status: int = 200) -> Response:
+    jobs = await store_of(request).replay_jobs(granted.organization_id, integration.id, limit=3) if integration else []
     return page(request, "integration_edit.html", status, scope=granted, form=form, integration=integration,
                 entity_keys=entity_keys(request), operations=("created", "updated", "deleted"),
-                raw=raw_json(integration) if integration else None)
+                raw=raw_json(integration) if integration else None, jobs=jobs)
 
 
 @router.get("/integrations/new")
 async def new_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
-    return _edit(request, granted, IntegrationForm({"ordering": "entity", "batch_size": "1"}), None)
+    return await _edit(request, granted, IntegrationForm({"ordering": "entity", "batch_size": "1"}), None)
 
 
 async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn | None) -> bool:
-    """Run the API's SSRF check; True (with the reason on the URL field) when the form cannot be saved."""
+    """Run the API's checks (known entity keys, SSRF); True, with the reason on its field, when it cannot be saved."""
     if body is not None:
+        try:
+            check_known_keys(body.events, request.app.state.settings.entities)
+        except SubscriptionError as exc:
+            form.errors["events"] = str(exc)
         try:
             await request.app.state.sender.policy.check_destination(body.url)
         except DestinationRefused as exc:
@@ -96,11 +103,12 @@ async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn 
 async def create_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
     form, body = read_form(await request.form())
     if await _refused(request, form, body) or body is None:
-        return _edit(request, granted, form, None, 422)
+        return await _edit(request, granted, form, None, 422)
     store, org = store_of(request), granted.organization_id
     integration_id = await store.add_integration(
         org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
-        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers)
+        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
+        concurrency=body.concurrency)
     if form.values.get("secret", "").strip():
         await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
     return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
@@ -109,7 +117,7 @@ async def create_integration(request: Request, granted: Scope = Depends(can_mana
 @router.get("/integrations/{integration_id}")
 async def edit_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
     integration = await store_of(request).integration_of(granted.organization_id, integration_id)
-    return _edit(request, granted, form_of(integration, entity_keys(request)), integration)
+    return await _edit(request, granted, form_of(integration, entity_keys(request)), integration)
 
 
 @router.post("/integrations/{integration_id}")
@@ -119,7 +127,7 @@ async def save_integration(request: Request, integration_id: int,
     integration = await store.integration_of(org, integration_id)
     form, body = read_form(await request.form())
     if await _refused(request, form, body) or body is None:
-        return _edit(request, granted, form, integration, 422)
+        return await _edit(request, granted, form, integration, 422)
     changes = body.model_dump()
     changes["name"] = body.name or body.url
     await store.update_integration(org, integration_id, changes)
@@ -131,8 +139,8 @@ async def save_integration(request: Request, integration_id: int,
 @router.post("/integrations/{integration_id}/enable")
 async def enable(request: Request, integration_id: int,
                  granted: Scope = Depends(can_manage)) -> Response:
-    await store_of(request).integration_of(granted.organization_id, integration_id)
-    await store_of(request).set_enabled(integration_id, True)
+    # As the API's enable: a replay job catches up what happened while it was disabled.
+    await store_of(request).enable(granted.organization_id, integration_id, replay=True)
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)
 
 

@@ -45,7 +45,7 @@ async def jobs(request: Request, granted: Scope = Depends(scope),
     chosen = {"status": status, "entity_key": entity_key, "operation": operation, "entity_path": entity_path,
               "integration_id": integration_id, "since": since, "until": until}
     context: dict[str, Any] = {"scope": granted, "rows": rows, "filters": chosen,
-                               "next_cursor": rows[-1]["id"] if len(rows) == PAGE_SIZE else None,
+                               "next_cursor": rows[-1].id if len(rows) == PAGE_SIZE else None,
                                "query": "&".join(f"{k}={v}" for k, v in chosen.items() if v)}
     if is_fragment(request):
         return page(request, "fragments/jobs_table.html", **context)
@@ -84,15 +84,23 @@ async def recover(request: Request, integration_id: int, granted: Scope = Depend
 @router.post("/integrations/{integration_id}/replay")
 async def replay(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
                  offset: str = Form("", pattern=r"^\d{0,18}$"), since: str = Form("", max_length=40)) -> Response:
-    from publisher.recovery import ReplayStart
-    from publisher.recovery import replay as replay_events
-
-    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
+    """Start a replay job (a running publisher carries it out); its fragment follows the progress."""
+    await store_of(request).integration_of(granted.organization_id, integration_id)  # another's: 404 first
     if bool(offset) == bool(since):
         raise PortalDenied(422, "give either an offset or a time to replay from")
-    kafka = request.app.state.settings.kafka
-    if kafka is None:
-        raise PortalDenied(503, "replay needs a [kafka] section in the API's configuration")
-    start = ReplayStart(int(offset) if offset else None, _time(since, "since"))
-    scheduled = await replay_events(store_of(request), kafka, integration, start)
-    return page(request, "fragments/scheduled.html", what="replay", scheduled=scheduled)
+    job = await store_of(request).create_replay_job(granted.organization_id, integration_id,
+                                                     start_offset=int(offset) if offset else None,
+                                                     since=_time(since, "since"))
+    return page(request, "fragments/replay_job.html", scope=granted, job=job)
+
+
+@router.get("/replay-jobs/{job_id}")
+async def replay_job(request: Request, job_id: int, granted: Scope = Depends(scope)) -> Response:
+    job = await store_of(request).replay_job(granted.organization_id, job_id)
+    return page(request, "fragments/replay_job.html", scope=granted, job=job)
+
+
+@router.post("/replay-jobs/{job_id}/cancel")
+async def cancel_replay_job(request: Request, job_id: int, granted: Scope = Depends(can_recover)) -> Response:
+    job = await store_of(request).cancel_replay_job(granted.organization_id, job_id)
+    return page(request, "fragments/replay_job.html", scope=granted, job=job)

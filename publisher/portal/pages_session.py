@@ -18,9 +18,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from publisher.api.admin import OrganizationId
 from publisher.portal import access
+from publisher.portal.access import PortalSession
 from publisher.portal.auth import COOKIE, FORM_COOKIE, PortalDenied, current_session, operator, store_of
 from publisher.portal.links import ALL_CAPABILITIES, LinkRefused, capabilities_of
-from publisher.portal.records import PortalRecords, PortalSession
 from publisher.portal.render import page
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -97,7 +97,7 @@ async def open_link(request: Request, token: str, form_token: str = Form("")) ->
 async def logout(request: Request, csrf: str = Form("")) -> Response:
     session = await current_session(request)
     if session is not None and hmac.compare_digest(csrf.encode(), session.csrf_token.encode()):
-        await PortalRecords(store_of(request)).end_session(request.cookies[COOKIE])
+        await store_of(request).end_portal_session(request.cookies[COOKIE])
     response = RedirectResponse("/portal/login", status_code=303)
     response.delete_cookie(COOKIE, path="/portal")
     return response

@@ -10,7 +10,8 @@ its methods to the one ``Store`` a process opens:
 * ``integrations``: integrations, their config and health;
 * ``deliveries``: the life of a delivery (recorded, claimed, attempted, scheduled again);
 * ``jobs``: replay jobs;
-* ``reports``: reading the delivery log, and the figures metrics report.
+* ``reports``: reading the delivery log, and the figures metrics and the portal report;
+* ``portal``: portal links and sessions.
 
 A *delivery* is one event for one integration - the "webhook job" - with its status, attempt
 count and next attempt time. An *attempt* is one HTTP request of a delivery, logged with
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from publisher.store.reports import ReportStore
+from publisher.store.portal import PortalStore
 from publisher.store.rows import (
     ApiKey,
     Attempt,
@@ -40,7 +41,7 @@ __all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "De
            "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "utcnow"]
 
 
-class Store(ReportStore):
+class Store(PortalStore):
     """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
 
     async def __aenter__(self) -> Store:

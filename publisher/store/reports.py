@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from publisher.errors import NotFound
 from publisher.store.jobs import JobStore
-from publisher.store.rows import Attempt, DeliveryRow
+from publisher.store.rows import Attempt, DeliveryRow, HourCounts, IntegrationFigures
 
 _ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, status, "
         "attempts, next_attempt_at, last_error, trigger, created_at, updated_at")
@@ -66,3 +66,39 @@ class ReportStore(JobStore):
         (row,) = await self._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
                                   "FROM {s}.attempts WHERE started_at > now() - :window", {"window": window})
         return [int(row[f"le_{int(b)}"]) for b in bounds_ms], int(row["total"]), float(row["sum"])
+
+    async def integration_figures(self, organization_id: str) -> dict[int, IntegrationFigures]:
+        """Per integration of the organization: deliveries of the last 24 h by status, the backlog, the last attempt."""
+        rows = await self._rows(
+            "SELECT i.id, d.succeeded, d.failed, d.pending, a.started_at, a.response_status "
+            "FROM {s}.integrations i LEFT JOIN LATERAL (SELECT "
+            " count(*) FILTER (WHERE status = 'succeeded' AND created_at > now() - interval '24 hours') AS succeeded,"
+            " count(*) FILTER (WHERE status = 'failed' AND created_at > now() - interval '24 hours') AS failed,"
+            " count(*) FILTER (WHERE status = 'pending') AS pending FROM {s}.deliveries"
+            " WHERE integration_id = i.id AND (status = 'pending' OR created_at > now() - interval '24 hours')"
+            ") d ON true "
+            "LEFT JOIN LATERAL (SELECT started_at, response_status FROM {s}.attempts WHERE integration_id = i.id "
+            " ORDER BY id DESC LIMIT 1) a ON true WHERE i.organization_id = :org", {"org": organization_id})
+        return {int(r["id"]): IntegrationFigures(int(r["succeeded"]), int(r["failed"]), int(r["pending"]),
+                                                 r["started_at"], r["response_status"]) for r in rows}
+
+    async def hourly_deliveries(self, organization_id: str, hours: int = 24) -> list[HourCounts]:
+        """Deliveries recorded in each of the last ``hours`` hours, by their status now (oldest hour first)."""
+        rows = await self._rows(
+            "SELECT h.start, d.status, count(d.id) AS n FROM generate_series(date_trunc('hour', now()) - "
+            "make_interval(hours => :hours - 1), date_trunc('hour', now()), interval '1 hour') AS h(start) "
+            "LEFT JOIN {s}.deliveries d ON d.organization_id = :org AND d.created_at >= h.start "
+            "AND d.created_at < h.start + interval '1 hour' GROUP BY h.start, d.status ORDER BY h.start",
+            {"org": organization_id, "hours": hours})
+        by_hour: dict[datetime, dict[str, int]] = {}
+        for row in rows:
+            counts = by_hour.setdefault(row["start"], {})
+            if row["status"] is not None:
+                counts[row["status"]] = int(row["n"])
+        return [HourCounts(start, counts) for start, counts in by_hour.items()]
+
+    async def backlog_of(self, organization_id: str) -> int:
+        """Deliveries of the organization waiting for an attempt (first or retry)."""
+        rows = await self._rows("SELECT count(*) AS n FROM {s}.deliveries WHERE organization_id = :org "
+                                "AND status = 'pending'", {"org": organization_id})
+        return int(rows[0]["n"])

@@ -183,3 +183,42 @@ class ReplayJob:
     @property
     def finished(self) -> bool:
         return self.state != "running"
+
+
+@dataclass(frozen=True)
+class PortalSessionRow:
+    """A portal session: one organization's, or an operator's (``organization_id`` None)."""
+
+    organization_id: str | None
+    capabilities: list[str]
+    csrf_token: str
+    session_id: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class IntegrationFigures:
+    """An integration's deliveries of the last 24 hours by status, its backlog, and its last attempt."""
+
+    succeeded: int = 0
+    failed: int = 0
+    pending: int = 0
+    last_attempt_at: datetime | None = None
+    last_status: int | None = None
+
+
+@dataclass(frozen=True)
+class HourCounts:
+    """Deliveries recorded in one hour, by their status now."""
+
+    start: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretPeriod:
+    """When an active signing secret was made and when it stops signing (None: when it is rotated)."""
+
+    integration_id: int | None
+    created_at: datetime
+    expires_at: datetime | None

@@ -12,7 +12,7 @@ from publisher.errors import NotFound
 from publisher.rotation import rotate
 from publisher.signing import check_secret, generate_secret
 from publisher.store.engine import StoreEngine
-from publisher.store.rows import ApiKey, Organization
+from publisher.store.rows import ApiKey, Organization, SecretPeriod
 
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
 
@@ -64,6 +64,15 @@ class TenantStore(StoreEngine):
                          "AND (CAST(:integration AS bigint) IS NULL OR id = :integration)",
                          {"org": organization_id, "integration": integration_id})
         return secret
+
+    async def secret_periods(self, organization_id: str, integration_id: int) -> list[SecretPeriod]:
+        """The active secrets signing the integration's webhooks (its own, else the organization's), newest first."""
+        rows = await self._rows(
+            "SELECT integration_id, created_at, expires_at FROM {s}.signing_secrets WHERE organization_id = :org "
+            "AND (integration_id = :id OR integration_id IS NULL) AND (expires_at IS NULL OR expires_at > now()) "
+            "ORDER BY id DESC", {"org": organization_id, "id": integration_id})
+        periods = [SecretPeriod(**row) for row in rows]
+        return [p for p in periods if p.integration_id is not None] or periods
 
     async def _active_secrets(self, organization_ids: Sequence[str]) -> dict[tuple[str, int | None], list[str]]:
         rows = await self._rows(
