@@ -234,8 +234,11 @@ async def wait_for_api(port: int, api: subprocess.Popen[bytes], timeout: float =
     raise WalhookError(f"walhook api did not listen on port {port} within {timeout:.0f}s")
 
 
-async def print_portal_links(dsn: str, port: int, admin_token: str, receiver: VerifyingReceiver) -> None:
-    """The operator's sign-in and one single-use portal link per demo organization (every capability, 24 h)."""
+async def print_portal_links(dsn: str, port: int, admin_token: str, receiver: VerifyingReceiver,
+                             api: subprocess.Popen[bytes]) -> None:
+    """Once ``walhook api`` listens: the operator's sign-in and one single-use portal link per demo
+    organization (every capability, 24 h). Runs beside the writer, so the API's start delays no webhook."""
+    await wait_for_api(port, api)
     base = f"http://127.0.0.1:{port}"
     print(f"portal, operator: {base}/portal/login  (admin token {admin_token})", flush=True)
     async with Store(dsn) as store:
@@ -245,6 +248,22 @@ async def print_portal_links(dsn: str, port: int, admin_token: str, receiver: Ve
             print(f"portal, {organization}: {link.url}  (opens once)", flush=True)
     print(f"integrations added in the portal may point at {receiver.url_for('<organization>')} with the Secret "
           "left empty: the demo's receiver checks each organization's own secret", flush=True)
+
+
+def _walhook(command: str, config: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    return spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command, "--config", str(config)],
+                 workdir / f"{command}.log")
+
+
+async def _settled(task: asyncio.Task[None]) -> None:
+    """Wait for a side task that may still run (or have failed) when the demo stops; its error is shown."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await task
+        except WalhookError as exc:
+            print(f"portal: {exc}", flush=True)
 
 
 async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
@@ -266,15 +285,16 @@ async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
         await writer.setup()
         async with VerifyingReceiver(on_webhook=_print_webhook) as receiver:
             await register_integrations(stack.dsn or "", receiver)
-            for command in ("cdc", "publisher", "api"):
-                processes.append(spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command,
-                                        "--config", str(config)], workdir / f"{command}.log"))
+            for command in ("cdc", "publisher"):
+                processes.append(_walhook(command, config, workdir))
             await wait_for_streaming(stack.dsn or "", "walhook_demo", processes[0])
             await wait_for_publisher(stack.bootstrap_servers or "", "walhook-publisher", processes[1])
-            await wait_for_api(api_port, processes[2])
-            await print_portal_links(stack.dsn or "", api_port, admin_token, receiver)
+            processes.append(_walhook("api", config, workdir))
+            portal = asyncio.create_task(print_portal_links(stack.dsn or "", api_port, admin_token, receiver,
+                                                            processes[2]))
             print("writing rows through plain SQL; verified webhooks appear below (Ctrl-C stops)", flush=True)
             await writer.run(stop)
+            await _settled(portal)
             await asyncio.sleep(1.0)  # let the last changes arrive before shutting down
             print(f"\n{writer.statements} SQL changes written, {len(receiver.received)} webhooks verified, "
                   f"{len(receiver.rejected)} rejected", flush=True)
