@@ -199,3 +199,10 @@ def test_the_admin_api_makes_links_for_any_organization(client: TestClient) -> N
     assert made.status_code == 201 and made.json()["capabilities"] == ["view"]
     assert client.post("/v1/organizations/nobody/portal-links", json={}, headers=admin_headers()).status_code == 404
     assert client.post("/v1/organizations/acme/portal-links", json={}).status_code == 401
+
+
+def test_the_session_cookie_is_secure_over_tls(client: TestClient) -> None:
+    path = portal_link(client, organization(client, "acme"))
+    client.base_url = "https://testserver"  # type: ignore[assignment]
+    opened = open_link(client, path)
+    assert opened.status_code == 303 and "Secure" in opened.headers["set-cookie"]

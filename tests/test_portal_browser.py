@@ -2,8 +2,9 @@
 ``walhook publisher`` and ``walhook api`` as processes, and a receiver verifying with ``standardwebhooks``.
 
 One browser and one stack serve the whole module; the flows run in order (each builds on the
-last, as a user's session would). Screenshots at 1280 and 390 px wide are written to a
-temporary directory, printed at the end; nothing tracked is rewritten.
+last, as a user's session would), so the file runs on one worker (``make test`` uses
+``--dist loadfile``). Screenshots at 1280 and 390 px wide are written to a temporary directory,
+printed at the end; nothing tracked is rewritten.
 """
 
 from __future__ import annotations
