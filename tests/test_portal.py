@@ -206,3 +206,23 @@ def test_the_session_cookie_is_secure_over_tls(client: TestClient) -> None:
     client.base_url = "https://testserver"  # type: ignore[assignment]
     opened = open_link(client, path)
     assert opened.status_code == 303 and "Secure" in opened.headers["set-cookie"]
+
+
+def test_the_raw_json_follows_the_form(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    headers = {"x-csrf-token": csrf, "hx-request": "true"}
+    new = client.post("/portal/o/acme/integrations/preview", data=_integration_form(csrf, name="CRM"), headers=headers)
+    assert new.json() == {"id": None, "name": "CRM", "url": "http://127.0.0.1:9/hook",
+                          "events": ["docs:created,updated"], "enabled": True, "disabled_reason": None,
+                          "environment": None, "ordering": "entity", "batch_size": 1, "rate_limit": None,
+                          "concurrency": None, "headers": {}, "catching_up": False}
+    wrong = client.post("/portal/o/acme/integrations/preview", data=_integration_form(csrf, batch_size="0"),
+                        headers=headers)
+    assert list(wrong.json()["errors"]) == ["batch_size"]
+    client.post("/portal/o/acme/integrations", data=_integration_form(csrf))
+    saved = client.get("/v1/integrations", headers=key).json()[0]
+    edited = client.post("/portal/o/acme/integrations/preview", headers=headers, data={
+        **_integration_form(csrf, events=["docs:deleted"]), "integration_id": str(saved["id"])}).json()
+    assert edited["id"] == saved["id"] and edited["events"] == ["docs:deleted"]
+    assert client.get(f"/v1/integrations/{saved['id']}", headers=key).json()["events"] == saved["events"]  # not saved

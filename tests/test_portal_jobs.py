@@ -117,9 +117,10 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
     csrf = signed_in(client, globex, "globex")
     _integration(client, globex)
     routes = _portal_routes()
-    assert len(routes) == 18, routes  # a new route must be added here knowingly
+    assert len(routes) == 19, routes  # a new route must be added here knowingly
     form = {"entity_key": "docs", "operation": "created", "confirm": "yes", "overlap_hours": "1", "since": "2020-01-01",
-            "offset": "0", "url": "http://127.0.0.1:9/x", "events": "docs:created", "reason": "x"}
+            "offset": "0", "url": "http://127.0.0.1:9/x", "events": "docs:created", "reason": "x",
+            "integration_id": str(integration_id)}
     for org in ("acme", "globex"):  # acme's ids through acme's URLs, and through globex's own
         for method, path in routes:
             url = path.format(organization_id=org, integration_id=integration_id, delivery_id=delivery_id,

@@ -114,6 +114,30 @@ async def create_integration(request: Request, granted: Scope = Depends(can_mana
     return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
 
 
+def preview_json(body: IntegrationIn, saved: Integration | None) -> str:
+    """The integration as the API would show it once this form is saved (``id`` null while it is new)."""
+    shown: dict[str, object] = {"id": None, "enabled": True, "disabled_reason": None, "catching_up": False}
+    if saved is not None:
+        shown = IntegrationOut.of(saved.describe()).model_dump(mode="json")
+    changes = body.model_dump(mode="json")
+    shown.update({**changes, "name": body.name or body.url, "headers": changes["headers"] or {}})
+    return orjson.dumps({name: shown.get(name) for name in IntegrationOut.model_fields},
+                        option=orjson.OPT_INDENT_2).decode()
+
+
+# Declared before /integrations/{integration_id}, which would otherwise take "preview" for an id.
+@router.post("/integrations/preview")
+async def preview(request: Request, granted: Scope = Depends(scope),
+                  integration_id: str = Form("", pattern=r"^\d{0,18}$")) -> Response:
+    """The RAW JSON box, refreshed as the form changes: the API's view of the typed values, or their errors."""
+    saved = await store_of(request).integration_of(granted.organization_id, int(integration_id)) \
+        if integration_id else None
+    form, body = read_form(await request.form())
+    if body is None or form.errors:
+        return Response(orjson.dumps({"errors": form.errors}, option=orjson.OPT_INDENT_2), media_type="text/plain")
+    return Response(preview_json(body, saved), media_type="text/plain")
+
+
 @router.get("/integrations/{integration_id}")
 async def edit_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
     integration = await store_of(request).integration_of(granted.organization_id, integration_id)

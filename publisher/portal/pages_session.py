@@ -13,7 +13,7 @@ import hmac
 from datetime import timedelta
 from secrets import token_urlsafe
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from publisher.api.admin import OrganizationId
@@ -24,6 +24,7 @@ from publisher.portal.links import ALL_CAPABILITIES, LinkRefused, capabilities_o
 from publisher.portal.render import page
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
+ORGANIZATIONS_PAGE = 50
 
 
 def _secure(request: Request) -> bool:
@@ -104,9 +105,12 @@ async def logout(request: Request, csrf: str = Form("")) -> Response:
 
 
 @router.get("/orgs")
-async def organizations(request: Request, session: PortalSession = Depends(operator)) -> Response:
-    return page(request, "orgs.html", session=session, organizations=await store_of(request).organizations(),
-                capabilities=ALL_CAPABILITIES)
+async def organizations(request: Request, session: PortalSession = Depends(operator),
+                        after: str | None = Query(None, max_length=200)) -> Response:
+    """The operator's list, a page at a time."""
+    found = await store_of(request).organizations(after, ORGANIZATIONS_PAGE)
+    return page(request, "orgs.html", session=session, organizations=found, capabilities=ALL_CAPABILITIES,
+                next_after=found[-1].id if len(found) == ORGANIZATIONS_PAGE else None)
 
 
 @router.post("/orgs/{organization_id}/links")

@@ -33,9 +33,11 @@ class TenantStore(StoreEngine):
     async def organization_exists(self, organization_id: str) -> bool:
         return bool(await self._rows("SELECT 1 FROM {s}.organizations WHERE id = :org", {"org": organization_id}))
 
-    async def organizations(self) -> list[Organization]:
-        return [Organization(**row) for row in await self._rows("SELECT id, created_at FROM {s}.organizations "
-                                                                "ORDER BY id")]
+    async def organizations(self, after: str | None = None, limit: int | None = None) -> list[Organization]:
+        """Organizations by id; ``after`` and ``limit`` read one page (the next one starts after its last id)."""
+        return [Organization(**row) for row in await self._rows(
+            "SELECT id, created_at FROM {s}.organizations WHERE CAST(:after AS text) IS NULL OR id > :after "
+            "ORDER BY id LIMIT :limit", {"after": after, "limit": limit})]
 
     async def organization(self, organization_id: str) -> Organization:
         rows = await self._rows("SELECT id, created_at FROM {s}.organizations WHERE id = :org",
