@@ -231,14 +231,15 @@ class HttpClient:
     async def _allowed_addresses(self, target: Target) -> list[tuple[int, tuple[str, int]]]:
         """Every address of the host, checked; ``DestinationRefused`` when the policy refuses them all."""
         infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        verdicts = [(family, address, self.policy.refusal(address[0].split("%")[0]))
+        # An IPv6 address may carry its zone ("fe80::1%eth0"); the policy judges the address itself.
+        verdicts = [(family, address, self.policy.refusal(str(address[0]).split("%")[0]))
                     for family, _, _, _, address in infos]
         allowed = [(family, address) for family, address, reason in verdicts if reason is None]
         if not verdicts:
             raise OSError(f"{target.host} resolves to no address")
         if not allowed:
             _, address, reason = verdicts[0]
-            raise DestinationRefused(target.host, reason or "", address[0])
+            raise DestinationRefused(target.host, reason or "", str(address[0]))
         return allowed  # type: ignore[return-value]
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -37,7 +37,8 @@ class Receiver:
 
 async def read_request(reader: asyncio.StreamReader, receiver: Receiver) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     request = head + await reader.readexactly(length)
     receiver.requests.append(request)
     return request
