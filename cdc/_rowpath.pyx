@@ -73,6 +73,15 @@ cdef int buf_grow(Buf *b, Py_ssize_t extra) except -1:
     return 0
 
 
+cdef inline void buf_trim(Buf *b):
+    """Give back a buffer a huge value grew, rather than keep it for the life of the relation."""
+    if b.cap > (4 << 20):
+        PyMem_Free(b.data)
+        b.data = NULL
+        b.cap = 0
+        b.size = 0
+
+
 cdef inline int buf_put(Buf *b, const char *src, Py_ssize_t n) except -1:
     if b.size + n > b.cap:
         buf_grow(b, n)
@@ -444,6 +453,8 @@ cdef class RowPlan:
         buf_uint(b, index, 0)
         buf_put(b, b"}}", 2)
         value = PyBytes_FromStringAndSize(b.data, b.size)
+        buf_trim(b)
+        buf_trim(&self.scratch)
         organization = organization or b""
         headers = [("walhook-event-id", event_id), ("walhook-organization-id", organization),
                    ("walhook-entity-key", self.entity_key), ("walhook-operation-type", operation),

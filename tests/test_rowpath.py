@@ -148,7 +148,7 @@ def _reference(builder: EventBuilder, payload: bytes, index: int) -> Any:
         return orjson.JSONEncodeError
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(changes(), st.integers(0, 2_000_000))
 def test_compiled_path_writes_the_reference_bytes(change: tuple[EventBuilder, bytes], index: int) -> None:
     builder, payload = change
