@@ -277,6 +277,7 @@ cdef class RowPlan:
     cdef list mask_names  # b'"name"'
     cdef Template entity_path, entity_id, collection_path
     cdef int organization, create_time, update_time
+    cdef bint organization_in_key
     cdef bytes entity_key, entity_key_json
     cdef tuple environment_header
     cdef Row new_row, old_row
@@ -284,7 +285,8 @@ cdef class RowPlan:
 
     def __cinit__(self, list kinds, list converters, list prop_columns, list prop_names, list mask_names,
                   Template entity_path, Template entity_id, Template collection_path,
-                  int organization, int create_time, int update_time, str entity_key, environment):
+                  int organization, bint organization_in_key, int create_time, int update_time, str entity_key,
+                  environment):
         self.ncols = len(kinds)
         self.kinds = <int *> PyMem_Malloc(max(1, self.ncols) * sizeof(int))
         for i in range(self.ncols):
@@ -305,6 +307,7 @@ cdef class RowPlan:
         self.entity_id = entity_id
         self.collection_path = collection_path
         self.organization = organization
+        self.organization_in_key = organization_in_key
         self.create_time = create_time
         self.update_time = update_time
         self.entity_key = entity_key.encode()
@@ -353,12 +356,26 @@ cdef class RowPlan:
             elif marker != 78:
                 raise Unsupported
             self._tuple(msg, size, offset, self.new_row)
+            if has_old and self._may_have_moved(msg, key_only):
+                raise Unsupported  # a row moved to another organization is two events: the reference path
             return self._event(payload, tx, index, b"updated", self.new_row, self.old_row if has_old else None,
                                key_only, has_old and not key_only)
         if tag == 68 and (marker == 75 or marker == 79):  # 'D'
             self._tuple(msg, size, 6, self.old_row)
             return self._event(payload, tx, index, b"deleted", None, self.old_row, marker == 75, False)
         raise Unsupported
+
+    cdef bint _may_have_moved(self, const unsigned char *msg, bint key_only):
+        """Whether the update may have changed the row's organization, as far as the old row tells."""
+        cdef int column = self.organization
+        cdef Py_ssize_t n
+        if column < 0 or (key_only and not self.organization_in_key):
+            return False
+        if self.kinds[column] != C_TEXT and self.kinds[column] != C_INT:
+            return True  # equal values in other types may differ in text (and NaN is not equal to itself)
+        n = self.new_row.lengths[column]
+        return n != self.old_row.lengths[column] or (
+            n > 0 and memcmp(msg + self.new_row.starts[column], msg + self.old_row.starts[column], n) != 0)
 
     cdef Py_ssize_t _tuple(self, const unsigned char *msg, Py_ssize_t size, Py_ssize_t offset, Row row) except -1:
         """Locate each value of the tuple at ``offset``; the offset after it."""

@@ -8,7 +8,8 @@ straight from the message. Which one runs is chosen once, when the pipeline star
 ``[source] row_path``: ``auto`` (compiled when built), ``compiled`` or ``python``.
 
 The compiled path handles the common forms of every built-in type and hands anything else
-(an unchanged TOAST value, a value it cannot read) back to the reference path, row by row,
+(an unchanged TOAST value, a value it cannot read, a row that moved to another organization)
+back to the reference path, row by row,
 so both always give the same bytes (tests/test_rowpath.py checks it).
 """
 
@@ -48,14 +49,14 @@ def use_compiled(row_path: RowPath) -> bool:
 
 
 def encode_reference(builder: EventBuilder, payload: bytes, tx: TransactionContext, index: int,
-                     environment: str | None = None) -> Encoded | None:
-    """The reference path for one Insert/Update/Delete payload; None when its table is not configured."""
+                     environment: str | None = None) -> list[Encoded]:
+    """The reference path for one Insert/Update/Delete payload: no event when its table is not
+    configured, two for a row that moved to another organization, else one."""
     change = decode(payload)
     assert isinstance(change, Insert | Update | Delete)
-    event = builder.build(change, tx, index)
-    if event is None:
-        return None
-    return message_key(event), orjson.dumps(event), message_headers(event, environment)
+    built = builder.build(change, tx, index)
+    events = [] if built is None else list(built) if isinstance(built, tuple) else [built]
+    return [(message_key(event), orjson.dumps(event), message_headers(event, environment)) for event in events]
 
 
 def _kind(converter: Callable[[bytes], Any]) -> int:
@@ -108,8 +109,15 @@ def plan_for(mapping: TableMapping, environment: str | None = None) -> Any:
         _template(settings.entity_path, columns),
         _template(mapping.entity_id_template, columns),
         _template(settings.collection_path, columns),
-        _position(columns, settings.organization_column), _position(columns, settings.create_time_column),
-        _position(columns, settings.update_time_column), settings.entity_key, environment)
+        _position(columns, settings.organization_column), _organization_in_key(mapping),
+        _position(columns, settings.create_time_column), _position(columns, settings.update_time_column),
+        settings.entity_key, environment)
+
+
+def _organization_in_key(mapping: TableMapping) -> bool:
+    """Whether a key-only old row holds the organization (then a move is visible without FULL identity)."""
+    column = mapping.settings.organization_column
+    return column is not None and mapping.relation.columns[mapping.column_names.index(column)].is_key
 
 
 def _position(names: list[str], column: str | None) -> int:

@@ -27,10 +27,13 @@ import httptools
 from yarl import URL
 
 from publisher.errors import HttpError
-from publisher.ssrf import DestinationPolicy, DestinationRefused
+from publisher.ssrf import DestinationPolicy, all_refused, unresolvable
 
 Answer = tuple[int, dict[str, str], bytes]
 """Status, response headers (lower-case names), body (at most the cap)."""
+
+MAX_HEAD_BYTES = 64 * 1024
+"""A status line and headers longer than this are refused: a hostile receiver must not make us buffer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,14 @@ class Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body = bytearray()
         self._headers_done = False
+        self._head_bytes = 0
         self.alive = True
         self.answered = False  # any byte of the current response arrived
 
     def request(self, data: bytes) -> asyncio.Future[Answer]:
         assert self._transport is not None and self.alive
         self._headers, self._body, self._headers_done, self.answered = {}, bytearray(), False, False
+        self._head_bytes = 0
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(data)
         return self._waiter
@@ -87,6 +92,11 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(HttpError(f"the receiver's answer is not HTTP/1.1: {exc}"))
+            return
+        if not self._headers_done and self.alive:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(HttpError(f"the receiver's status line and headers run past {MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
@@ -229,17 +239,21 @@ class HttpClient:
         raise last
 
     async def _allowed_addresses(self, target: Target) -> list[tuple[int, tuple[str, int]]]:
-        """Every address of the host, checked; ``DestinationRefused`` when the policy refuses them all."""
-        infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        """Every address of the host, checked; ``DestinationRefused`` when the policy refuses them all, or
+        when the name does not resolve (told apart, the two would say which internal names exist)."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise unresolvable(target.host, exc) from exc
         # An IPv6 address may carry its zone ("fe80::1%eth0"); the policy judges the address itself.
         verdicts = [(family, address, self.policy.refusal(str(address[0]).split("%")[0]))
                     for family, _, _, _, address in infos]
         allowed = [(family, address) for family, address, reason in verdicts if reason is None]
         if not verdicts:
-            raise OSError(f"{target.host} resolves to no address")
+            raise unresolvable(target.host, OSError("no address"))
         if not allowed:
             _, address, reason = verdicts[0]
-            raise DestinationRefused(target.host, reason or "", str(address[0]))
+            raise all_refused(target.host, str(address[0]), reason or "")
         return allowed  # type: ignore[return-value]
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -78,6 +78,16 @@ def _address_detail(destination: str, address: object, refusal: str) -> str:
     return f"{destination}: {address} is {refusal}; add it to [publisher] allowed_networks to permit it"
 
 
+def unresolvable(host: str, error: OSError) -> DestinationRefused:
+    """The refusal, at connect time, of a host name that does not resolve: it reads like any other."""
+    return _refused(host, NOT_PUBLIC, f"{host}: the host name does not resolve ({error})")
+
+
+def all_refused(host: str, address: str, reason: str) -> DestinationRefused:
+    """The refusal, at connect time, of a host every address of which is refused (``address``: the first)."""
+    return _refused(host, NOT_PUBLIC, _address_detail(host, address, reason))
+
+
 def _table(*rows: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
     return tuple((ipaddress.ip_network(cidr), what) for cidr, what in rows)
 

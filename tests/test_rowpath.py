@@ -155,7 +155,7 @@ def test_compiled_path_writes_the_reference_bytes(change: tuple[EventBuilder, by
     compiled = RowEncoder(builder, "production").encode(payload, TX, index)
     reference = _reference(builder, payload, index)
     if compiled is not None:
-        assert compiled == reference
+        assert [compiled] == reference
 
 
 COMMON = [("org_id", 25), ("id", 20), ("name", 25), ("price", 1700), ("ratio", 701), ("active", 16),
@@ -178,9 +178,25 @@ def test_common_forms_take_the_compiled_path(kind: str) -> None:
                "delete_full": delete_msg(RELATION_OID, COMMON_ROW, "O")}[kind]
     compiled = RowEncoder(builder).encode(payload, TX, 7)
     assert compiled is not None
-    assert compiled == encode_reference(builder, payload, TX, 7)
+    assert [compiled] == encode_reference(builder, payload, TX, 7)
     assert orjson.loads(compiled[1])["data"]["value" if kind != "delete_full" else "oldValue"]["properties"]["tags"] \
         == ["a", None, "b"]
+
+
+@pytest.mark.parametrize("identity", ["O", "K"])
+def test_a_row_moved_to_another_organization_takes_the_reference_path(identity: str) -> None:
+    """Two events (deleted there, created here) are the reference path's to write."""
+    entity = EntitySettings(table="public.things", entity_key="things", entity_path="orgs/{org_id}/things/{id}",
+                            collection_path="things", organization_column="org_id")
+    builder = _builder(COMMON, entity)  # org_id is a key column here, so a key-only old row shows the move
+    moved = [b"org-2", *COMMON_ROW[1:]]
+    old = COMMON_ROW if identity == "O" else [*COMMON_ROW[:2]] + [None] * 9
+    payload = update_msg(RELATION_OID, moved, old, identity)
+    assert RowEncoder(builder).encode(payload, TX, 7) is None
+    left, joined = (orjson.loads(value) for _, value, _ in encode_reference(builder, payload, TX, 7))
+    assert (left["operationType"], left["organizationId"], joined["organizationId"]) == ("deleted", "org-1", "org-2")
+    same_org = update_msg(RELATION_OID, [*COMMON_ROW[:2], b"renamed", *COMMON_ROW[3:]], old, identity)
+    assert [RowEncoder(builder).encode(same_org, TX, 7)] == encode_reference(builder, same_org, TX, 7)
 
 
 def test_row_path_setting() -> None:

@@ -91,10 +91,13 @@ async def test_requests_reuse_one_kept_alive_connection_and_are_signed() -> None
     assert "webhook-signature: v1," in head
 
 
-async def test_a_name_resolving_to_a_refused_address_is_refused_at_connect() -> None:
+async def test_a_name_resolving_to_a_refused_address_is_refused_at_connect(caplog: pytest.LogCaptureFixture) -> None:
     async with receiving(answering(OK)) as receiver, WebhookSender(timeout=5) as sender:
         result = await attempt(sender, receiver.url(host="localhost"))
-    assert result.status is None and "SSRF" in (result.error or "") and "loopback" in (result.error or "")
+    assert result.status is None and result.error == (
+        "refused by the SSRF policy: localhost: destination not allowed "
+        "(the host name does not resolve to a public address)")  # the tenant is not told what it resolved to
+    assert "127.0.0.1 is a loopback address" in caplog.text  # the operator is
     assert receiver.connections == 0
 
 
@@ -151,6 +154,29 @@ async def test_a_huge_body_is_capped_and_not_read_to_its_end() -> None:
         result = await attempt(sender, receiver.url())
     assert result.status == 500 and result.response_body == b"x" * RESPONSE_BODY_CAP
     assert time.monotonic() - started < 3
+
+
+async def test_endless_headers_are_refused_not_buffered() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, receiver: Receiver) -> None:
+        await read_request(reader, receiver)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-long: ")
+        for _ in range(10_000):
+            writer.write(b"y" * 65536)
+            await writer.drain()
+
+    async with receiving(endless) as receiver, WebhookSender(timeout=5, policy=LOOPBACK) as sender:
+        started = time.monotonic()
+        result = await attempt(sender, receiver.url())
+    assert result.status is None and "headers run past" in (result.error or "")
+    assert time.monotonic() - started < 3
+
+
+async def test_a_name_that_does_not_resolve_reads_like_a_refusal() -> None:
+    async with WebhookSender(timeout=5) as sender:
+        result = await attempt(sender, "http://no-such-host.invalid/hook")
+    assert result.status is None
+    assert result.error == ("refused by the SSRF policy: no-such-host.invalid: destination not allowed "
+                            "(the host name does not resolve to a public address)")
 
 
 async def test_redirects_are_returned_not_followed() -> None:
