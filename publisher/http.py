@@ -14,6 +14,7 @@ in one call and lets ``httptools`` (llhttp, the parser Node.js uses) read the an
 * TLS goes through ``ssl`` with the system's default verification.
 * A response is complete at its end (Content-Length, chunked, or the connection closing), or as
   soon as ``body_cap`` bytes of its body arrived: the rest is not read and the connection closed.
+  A status line and headers past ``MAX_HEAD_BYTES`` fail the attempt instead of being buffered.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from publisher.ssrf import DestinationPolicy, all_refused, unresolvable
 Answer = tuple[int, dict[str, str], bytes]
 """Status, response headers (lower-case names), body (at most the cap)."""
 
-MAX_HEAD_BYTES = 64 * 1024
-"""A status line and headers longer than this are refused: a hostile receiver must not make us buffer."""
+MAX_HEAD_BYTES = 1024 * 1024
+"""A status line and headers longer than this are refused: a hostile receiver must not make the
+publisher buffer without end. (What the attempt log keeps of them is capped far lower, by
+``publisher.headers``.)"""
 
 
 @dataclass(frozen=True, slots=True)
