@@ -41,7 +41,8 @@ Row = dict[str, Any]
 class TransactionContext:
     """The transaction a change belongs to; its text forms are computed once, not per event."""
 
-    __slots__ = ("commit_lsn", "commit_lsn_text", "commit_time_us", "event_id_prefix", "event_timestamp", "xid")
+    __slots__ = ("commit_lsn", "commit_lsn_text", "commit_time_us", "encoded", "event_id_prefix", "event_timestamp",
+                 "xid")
 
     def __init__(self, xid: int, commit_lsn: int, commit_time_us: int) -> None:
         self.xid = xid
@@ -50,6 +51,7 @@ class TransactionContext:
         self.commit_lsn_text = format_lsn(commit_lsn)
         self.event_timestamp = iso_utc(commit_time_us)
         self.event_id_prefix = event_id_prefix(commit_lsn)
+        self.encoded: object = None  # the compiled row path's JSON parts of the above (cdc.rowpath)
 
     def event_id(self, index: int) -> str:
         """``models.events.make_event_id``, with the transaction's part formatted once."""
@@ -104,7 +106,8 @@ class TableMapping:
         self._property_names = [name for _, name in self.properties]
         self.entity_path = compile_template(settings.entity_path, names)
         self.collection_path = compile_template(settings.collection_path, names)
-        self.entity_id = compile_template(settings.entity_id or _last_field(settings.entity_path), names)
+        self.entity_id_template = settings.entity_id or _last_field(settings.entity_path)
+        self.entity_id = compile_template(self.entity_id_template, names)
         self.entity_key = settings.entity_key
         self._organization = _position(names, settings.organization_column)
         # A key-only old row (no FULL identity) still tells the old organization if the key holds it.

@@ -71,7 +71,7 @@ def dead_letter_record(event: dict[str, Any], reason: str, size: int, table: str
 class _Batch:
     """One partition's open batch, and which tokens (transactions) its events belong to."""
 
-    __slots__ = ("builder", "bytes", "count", "first_event", "opened", "partition", "runs")
+    __slots__ = ("builder", "bytes", "count", "first_value", "opened", "partition", "runs")
 
     def __init__(self, builder: BatchBuilder, partition: int) -> None:
         self.builder = builder
@@ -80,10 +80,9 @@ class _Batch:
         self.count = 0
         self.bytes = 0  # serialised values, for the writer's byte bound
         self.opened = time.monotonic()
-        self.first_event: dict[str, Any] | None = None  # named when a one-event batch is refused
+        self.first_value: bytes | None = None  # the first event's JSON, named when a one-event batch is refused
 
-    def append(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object,
-               event: dict[str, Any]) -> bool:
+    def append(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object) -> bool:
         """False when the batch is full (the event then opens the next batch)."""
         if self.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             return False
@@ -93,7 +92,7 @@ class _Batch:
         else:
             runs.append([token, 1])
         if not self.count:
-            self.first_event = event
+            self.first_value = value
         self.count += 1
         return True
 
@@ -195,18 +194,22 @@ class KafkaWriter:
         except orjson.JSONEncodeError as exc:
             raise KafkaWriteError(f"cannot encode event {event['eventId']} ({event['entityPath']}) as JSON: "
                                   f"{exc}") from exc
-        key = message_key(event)
-        headers = message_headers(event, self._environment)
+        self.append_record(message_key(event), value, message_headers(event, self._environment), token)
+
+    def append_record(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object) -> None:
+        """``append`` for an event already serialised (the compiled row path, ``cdc.rowpath``)."""
+        if self._failure is not None:
+            self.raise_if_failed()
         # Cheap length test first; the exact size (with record overhead) only for large events.
         if len(value) + len(key) + 512 > self._settings.max_request_size and self._refuse_oversized(
-                event, key, value, headers, token):
+                key, value, headers, token):
             return
         partition = zlib.crc32(key) % self._partitions
         batch = self._open_batches.get(partition) or self._open(partition)
-        if not batch.append(key, value, headers, token, event):
+        if not batch.append(key, value, headers, token):
             self._ready.append(batch)
             batch = self._open(partition)
-            batch.append(key, value, headers, token, event)  # an empty batch takes any size
+            batch.append(key, value, headers, token)  # an empty batch takes any size
         batch.bytes += len(value)
         self._in_flight += 1
         self._in_flight_bytes += len(value)
@@ -275,19 +278,19 @@ class KafkaWriter:
             for token, count in batch.runs:
                 self._acknowledge(token, count)
         elif (isinstance(error, KafkaError) and not error.retriable and batch.count == 1
-              and self._dead_letter_topic and batch.first_event is not None):
-            self._start_dead_letter(batch.first_event, batch.builder.size(), error, batch.runs[0][0])
+              and self._dead_letter_topic and batch.first_value is not None):
+            self._start_dead_letter(orjson.loads(batch.first_value), batch.builder.size(), error, batch.runs[0][0])
         else:
             self._failure = self._failure or error
-            first = batch.first_event["eventId"] if batch.first_event else "?"
+            first = orjson.loads(batch.first_value)["eventId"] if batch.first_value else "?"
             log.error("Kafka did not acknowledge %d event(s) from %s on: %s", batch.count, first, error)
 
-    def _refuse_oversized(self, event: dict[str, Any], key: bytes, value: bytes,
-                          headers: list[tuple[str, bytes]], token: object) -> bool:
+    def _refuse_oversized(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object) -> bool:
         """True when the event is too large to send: it went to the dead-letter topic (or we raise)."""
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
         if size <= self._settings.max_request_size:
             return False
+        event = orjson.loads(value)  # rare: only to name the event
         error = MessageSizeTooLargeError(f"The message is {size} bytes when serialized, more than "
                                          f"max_request_size = {self._settings.max_request_size}")
         if not self._dead_letter_topic:

@@ -26,6 +26,7 @@ from cdc.kafka import KafkaWriter
 from cdc.lsn import format_lsn
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
+from cdc.rowpath import RowEncoder, use_compiled
 from cdc.source import connect_control, prepare_source, slot_lag_bytes
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
@@ -37,6 +38,7 @@ log = logging.getLogger("walhook.cdc")
 
 HEARTBEAT_PREFIX = "walhook.heartbeat"
 _ROW_CHANGES = frozenset((Insert, Update, Delete))
+_ROW_TAGS = frozenset(b"IUD")
 
 
 @dataclass
@@ -71,6 +73,8 @@ class CapturePipeline:
         self.stats = stats or CaptureStats()
         self.tracker = AckTracker()
         self._builder = EventBuilder(entities)
+        # The row path is chosen once per pipeline: the compiled one unless [source] row_path says otherwise.
+        self._encoder = RowEncoder(self._builder, source.environment) if use_compiled(source.row_path) else None
         self._transaction: TransactionContext | None = None
         self._acks: TransactionAcks | None = None
         self._index = 0
@@ -109,9 +113,13 @@ class CapturePipeline:
                 if not reading.done():
                     reading.cancel()
                     return
+                encoder = self._encoder
                 for raw in reading.result():
                     # Row changes, nearly every message, take the synchronous path: no coroutine each.
                     payload = xlog_payload(raw)
+                    if (encoder is not None and payload is not None and payload[0] in _ROW_TAGS
+                            and self._encoded(encoder, bytes(payload), writer)):
+                        continue
                     message = decode(payload) if payload is not None else None
                     if type(message) in _ROW_CHANGES:
                         self._change(message, writer)  # type: ignore[arg-type]
@@ -169,6 +177,19 @@ class CapturePipeline:
         else:
             self._send(event, writer)  # type: ignore[arg-type]
 
+    def _encoded(self, encoder: RowEncoder, payload: bytes, writer: KafkaWriter) -> bool:
+        """The compiled row path; False hands the change to the reference path (``_change``)."""
+        acks = self._acks
+        assert self._transaction is not None and acks is not None, "row change outside a transaction"
+        encoded = encoder.encode(payload, self._transaction, self._index)
+        if encoded is None:
+            return False
+        self._index += 1
+        self.tracker.sent(acks)
+        writer.append_record(*encoded, acks)
+        self.stats.events_captured += 1
+        return True
+
     def _send(self, event: dict[str, object], writer: KafkaWriter) -> None:
         acks = self._acks
         assert acks is not None
@@ -184,6 +205,8 @@ class CapturePipeline:
             assert self._control is not None
             self._builder.user_types.update(await lookup_types(self._control, unknown, self._builder.user_types))
         self._builder.on_relation(relation)
+        if self._encoder is not None:
+            self._encoder.forget(relation.oid)
 
     async def _truncate(self, truncate: Truncate, writer: KafkaWriter) -> None:
         assert self._transaction is not None

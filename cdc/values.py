@@ -69,6 +69,10 @@ def _timestamptz(raw: bytes) -> str:
     return text
 
 
+# The converters the compiled row path does itself (cdc.rowpath); every other one it calls.
+text_converter, bool_converter, float_converter = _text, _bool, _float
+timestamp_converter, timestamptz_converter = _timestamp, _timestamptz
+
 SCALAR_CONVERTERS: dict[int, Converter] = {
     16: _bool,
     17: _bytea,
@@ -127,6 +131,7 @@ def _array_converter(element: Converter) -> Converter:
         if element is _text:
             return [None if item == "NULL" else item for item in items]
         return [None if item == "NULL" else element(item.encode()) for item in items]
+    convert.element = element  # type: ignore[attr-defined]  # what the compiled row path reads
     return convert
 
 

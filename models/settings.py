@@ -36,6 +36,8 @@ class SourceSettings(_Section):
     slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
     metrics_address: str | None = Field(default=None, description="host:port for the capture process's "
                                         "Prometheus /metrics; off by default")
+    row_path: Literal["auto", "compiled", "python"] = Field(
+        default="auto", description="auto: the compiled row path when it was built at install, else python")
 
     @field_validator("slot", "publication")
     @classmethod

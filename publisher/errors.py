@@ -9,6 +9,7 @@
         │   ├── NotFound       an organization or integration does not exist
         │   └── Conflict       it exists already
         ├── SubscriptionError  an event subscription does not parse
+        ├── HttpError          an answer that is not HTTP/1.1, or a request that cannot be written
         └── NotAnEvent         a Kafka record is not a walhook event (it goes to the dead-letter topic)
 """
 
@@ -37,6 +38,10 @@ class Conflict(StoreError):
 
 class SubscriptionError(PublisherError):
     """An event subscription such as ``flows/comments:created,updated`` does not parse."""
+
+
+class HttpError(PublisherError):
+    """A receiver's answer does not parse as HTTP/1.1, or a request header cannot be written as is."""
 
 
 class NotAnEvent(PublisherError):

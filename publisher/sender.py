@@ -1,20 +1,19 @@
 """One webhook attempt over HTTP: sign, POST, read a capped response, report what happened.
 
 Redirects are not followed (a 3xx is a failed attempt), connections are kept alive and
-reused, and every attempt has a total timeout.
+reused, and every attempt has a total timeout (connecting, sending and reading the answer).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from publisher.errors import HttpError
 from publisher.headers import without_reserved
+from publisher.http import HttpClient
 from publisher.signing import webhook_headers
-from publisher.ssrf import DestinationPolicy, DestinationRefused, GuardedResolver
+from publisher.ssrf import DestinationPolicy, DestinationRefused
 
 RESPONSE_BODY_CAP = 16 * 1024
 
@@ -42,39 +41,34 @@ class AttemptResult:
 
 
 class WebhookSender:
-    """Sends signed POSTs over one pooled aiohttp session. ``open`` / ``close`` are idempotent.
+    """Sends signed POSTs over pooled, kept-alive connections (``publisher.http``). ``open`` / ``close``
+    are idempotent.
 
-    Every destination passes the SSRF policy twice: the URL before the request (IP literals
-    never reach a resolver) and each resolved address at connect time (``GuardedResolver``),
-    so a name that resolves to a private address is refused on the address actually used.
+    Every destination passes the SSRF policy twice: the URL before the request (IP literals,
+    schemes, credentials) and each resolved address when a connection is opened, so a name that
+    resolves to a private address is refused on the address actually used.
     """
 
     def __init__(self, timeout: float = 15.0, connections: int = 0,
                  policy: DestinationPolicy | None = None) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        # 0: no limit here. The lanes bound the requests in flight per integration; a shared limit
-        # would let one integration's hanging requests hold the connections others need.
+        self._timeout = timeout
+        # ``connections`` is kept for callers; there is no shared limit. The lanes bound the requests in
+        # flight per integration; a shared limit would let one integration's hanging requests hold the
+        # connections others need.
         self._connections = connections
         self.policy = policy or DestinationPolicy()
-        self._resolver: GuardedResolver | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         # (policy, URL) pairs that passed the URL check: it is a pure function of the two.
         self._allowed_urls: set[tuple[DestinationPolicy, str]] = set()
 
     async def open(self) -> None:
-        if self._session is None:
-            self._resolver = GuardedResolver(self.policy)
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, resolver=self._resolver)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                                  headers={"user-agent": user_agent()})
+        if self._client is None:
+            self._client = HttpClient(self.policy, self._timeout, RESPONSE_BODY_CAP, user_agent())
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-        if self._resolver is not None:
-            resolver, self._resolver = self._resolver, None
-            await resolver.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
     async def __aenter__(self) -> WebhookSender:
         await self.open()
@@ -86,7 +80,7 @@ class WebhookSender:
     async def attempt(self, url: str, secrets: list[str], msg_id: str, body: bytes,
                       extra_headers: dict[str, str] | None = None) -> AttemptResult:
         """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for HTTP trouble."""
-        assert self._session is not None, "WebhookSender.open() first"
+        assert self._client is not None, "WebhookSender.open() first"
         headers = {"content-type": "application/json", **without_reserved(extra_headers or {}),
                    **webhook_headers(secrets, msg_id, int(time.time()), body)}
         started = time.perf_counter()
@@ -94,17 +88,14 @@ class WebhookSender:
             if (self.policy, url) not in self._allowed_urls:
                 self.policy.check_url(url)
                 self._allowed_urls.add((self.policy, url))
-            async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                content = await response.content.read(RESPONSE_BODY_CAP)
-                received = {name.lower(): value for name, value in response.headers.items()}
-                return AttemptResult(response.status, time.perf_counter() - started, None, content, received,
-                                     headers)
+            status, received, content = await self._client.post(url, headers, body)
+            return AttemptResult(status, time.perf_counter() - started, None, content, received, headers)
         except TimeoutError:
-            return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout.total:g}s",
+            return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout:g}s",
                                  request_headers=headers)
         except DestinationRefused as exc:
             return AttemptResult(None, time.perf_counter() - started, f"refused by the SSRF policy: {exc}",
                                  request_headers=headers)
-        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+        except (HttpError, OSError) as exc:
             return AttemptResult(None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}",
                                  request_headers=headers)

@@ -9,9 +9,10 @@ Three layers, one policy (:class:`DestinationPolicy`):
 * :meth:`DestinationPolicy.refusal` is the pure decision for one IP address;
 * :meth:`DestinationPolicy.check_url` / :meth:`DestinationPolicy.check_destination` vet a URL up front,
   so creating an integration with a bad URL fails with a clear message;
-* :class:`GuardedResolver` enforces the policy on the addresses aiohttp actually connects to, which
-  also defeats DNS rebinding (a name that resolved to a public address at creation time and to a
-  private one later).
+* the webhook sender (``publisher.http``) checks every address a host resolves to when it opens a
+  connection and connects only to an allowed one, which also defeats DNS rebinding (a name that
+  resolved to a public address at creation time and to a private one later);
+  :class:`GuardedResolver` does the same for an aiohttp connector.
 
 Only addresses inside ``[publisher] allowed_networks`` escape the rules (a demo receiving webhooks on
 127.0.0.1, a deployment whose receivers live on a private network).
@@ -75,6 +76,16 @@ def _refused(destination: str, reason: str, detail: str | None = None) -> Destin
 
 def _address_detail(destination: str, address: object, refusal: str) -> str:
     return f"{destination}: {address} is {refusal}; add it to [publisher] allowed_networks to permit it"
+
+
+def unresolvable(host: str, error: OSError) -> DestinationRefused:
+    """The refusal, at connect time, of a host name that does not resolve: it reads like any other."""
+    return _refused(host, NOT_PUBLIC, f"{host}: the host name does not resolve ({error})")
+
+
+def all_refused(host: str, address: str, reason: str) -> DestinationRefused:
+    """The refusal, at connect time, of a host every address of which is refused (``address``: the first)."""
+    return _refused(host, NOT_PUBLIC, _address_detail(host, address, reason))
 
 
 def _table(*rows: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:

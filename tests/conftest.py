@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from cdc.rowpath import COMPILED_AVAILABLE
 from walhook.stack import LocalStack
 
 
@@ -105,6 +106,18 @@ def server_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="walhook-test-servers-"))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+# The capture tests that turn rows into events run on both row paths ([source] row_path).
+ROW_PATHS = [pytest.param("python", id="python-rows"),
+             pytest.param("compiled", id="compiled-rows", marks=pytest.mark.skipif(
+                 not COMPILED_AVAILABLE, reason="the compiled row path was not built (no C compiler)"))]
+
+
+@pytest.fixture(params=ROW_PATHS)
+def row_path(request: pytest.FixtureRequest) -> str:
+    """Which row path the capture under test runs: each test asking for it runs once per path."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -72,9 +72,10 @@ class Capture:
 
 @contextlib.asynccontextmanager
 async def capturing(database: str, servers: Servers, topic: str, entities: list[EntitySettings],
-                    source: dict[str, Any] | None = None, **kafka: Any) -> AsyncIterator[Capture]:
+                    source: dict[str, Any] | None = None, row_path: str = "auto",
+                    **kafka: Any) -> AsyncIterator[Capture]:
     """Capture until the block ends; yields once the slot is streaming."""
-    settings = SourceSettings(dsn=database, status_interval=0.1, **(source or {}))
+    settings = SourceSettings(dsn=database, status_interval=0.1, row_path=row_path, **(source or {}))
     kafka_settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1,
                                    linger_ms=1, **kafka)
     stop = asyncio.Event()
@@ -128,10 +129,11 @@ LIMITS = {  # column type, SQL literal, the documented JSON value
 
 
 async def test_values_at_type_limits_arrive_in_their_documented_form(
-        database: str, servers: Servers, topic: str) -> None:
+        database: str, servers: Servers, topic: str, row_path: str) -> None:
     columns = ", ".join(f"{name} {kind}" for name, (kind, _, _) in LIMITS.items())
     execute(database, f"CREATE TABLE limits (id int PRIMARY KEY, {columns})")
-    async with capturing(database, servers, topic, [entity("limits")], max_request_size=BIG) as capture:
+    async with capturing(database, servers, topic, [entity("limits")], row_path=row_path,
+                         max_request_size=BIG) as capture:
         execute(database, f"INSERT INTO limits VALUES (1, {', '.join(sql for _, sql, _ in LIMITS.values())})",
                 "UPDATE limits SET text_empty = 'x' WHERE id = 1")
         created, updated = await capture.events(2)
@@ -142,9 +144,10 @@ async def test_values_at_type_limits_arrive_in_their_documented_form(
     assert properties(updated)["numeric_131072_digits"] == "9" * 131072
 
 
-async def test_timestamps_before_christ_are_iso_8601(database: str, servers: Servers, topic: str) -> None:
+async def test_timestamps_before_christ_are_iso_8601(database: str, servers: Servers, topic: str,
+                                                     row_path: str) -> None:
     execute(database, "CREATE TABLE old (id int PRIMARY KEY, ts timestamp, tstz timestamptz, first_tstz timestamptz)")
-    async with capturing(database, servers, topic, [entity("old")]) as capture:
+    async with capturing(database, servers, topic, [entity("old")], row_path=row_path) as capture:
         execute(database, "INSERT INTO old VALUES (1, '4713-01-01 00:00:00 BC', '4713-01-01 00:00:00.5+00 BC', "
                           "'4714-11-24 00:00:00+00 BC')")
         (created,) = await capture.events(1)
@@ -237,19 +240,21 @@ NOT_UTF8 = "INSERT INTO notes VALUES (1, convert_from('\\xff'::bytea, 'SQL_ASCII
 
 
 async def test_a_row_that_cannot_be_converted_stops_the_stream_naming_table_and_column(
-        sql_ascii_database: str, servers: Servers, topic: str) -> None:
+        sql_ascii_database: str, servers: Servers, topic: str, row_path: str) -> None:
     execute(sql_ascii_database, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
-    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], on_refused_event="stop") as capture:
+    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], row_path=row_path,
+                         on_refused_event="stop") as capture:
         execute(sql_ascii_database, NOT_UTF8)
         with pytest.raises(MappingError, match=r"public\.notes\.body \(type oid 25\): cannot convert"):
             await capture.events(1, timeout=10)
 
 
 async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_goes_on(
-        sql_ascii_database: str, servers: Servers, topic: str) -> None:
+        sql_ascii_database: str, servers: Servers, topic: str, row_path: str) -> None:
     execute(sql_ascii_database, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
     dead = f"{topic}.dead"
-    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], dead_letter_topic=dead) as capture:
+    async with capturing(sql_ascii_database, servers, topic, [entity("notes")], row_path=row_path,
+                         dead_letter_topic=dead) as capture:
         execute(sql_ascii_database, NOT_UTF8, "INSERT INTO notes VALUES (2, 'fine')")
         (event,) = await capture.events(1)
         (refused,) = await capture.events(1, topic=dead)
@@ -261,14 +266,15 @@ async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_go
 
 # ---------------------------------------------------------------------------------------------- identifiers
 
-async def test_mixed_case_quoted_and_unicode_identifiers(database: str, servers: Servers, topic: str) -> None:
+async def test_mixed_case_quoted_and_unicode_identifiers(database: str, servers: Servers, topic: str,
+                                                         row_path: str) -> None:
     execute(database, 'CREATE SCHEMA "Sales"',
             'CREATE TABLE "Sales"."Order Items" (id int PRIMARY KEY, "ünïcode col" text, "CamelCase" int, '
             '"Org Id" text)')
     orders = EntitySettings(table="Sales.Order Items", entity_key="orders/items", organization_column="Org Id",
                             entity_path="orders/{CamelCase}/items/{id}", collection_path="orders/{CamelCase}/items",
                             entity_id="{ünïcode col}-{id}")
-    async with capturing(database, servers, topic, [orders]) as capture:
+    async with capturing(database, servers, topic, [orders], row_path=row_path) as capture:
         execute(database, """INSERT INTO "Sales"."Order Items" VALUES (1, 'ä', 7, 'acme')""",
                 """UPDATE "Sales"."Order Items" SET "ünïcode col" = 'ö' WHERE id = 1""",
                 """DELETE FROM "Sales"."Order Items" WHERE id = 1""")

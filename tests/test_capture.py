@@ -41,8 +41,9 @@ async def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout:
     return events
 
 
-def settings(database: str, servers: Servers, topic: str) -> tuple[SourceSettings, KafkaSettings]:
-    return (SourceSettings(dsn=database, status_interval=0.1),
+def settings(database: str, servers: Servers, topic: str,
+             row_path: str = "auto") -> tuple[SourceSettings, KafkaSettings]:
+    return (SourceSettings(dsn=database, status_interval=0.1, row_path=row_path),
             KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=3, linger_ms=1))
 
 
@@ -85,10 +86,11 @@ async def write_batch(database: str, start: int, count: int, rollback_every: int
     return committed
 
 
-async def test_restart_loses_nothing_and_keeps_per_entity_order(database: str, servers: Servers, topic: str) -> None:
+async def test_restart_loses_nothing_and_keeps_per_entity_order(database: str, servers: Servers, topic: str,
+                                                                row_path: str) -> None:
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, org text, name text)")
-    source, kafka = settings(database, servers, topic)
+    source, kafka = settings(database, servers, topic, row_path)
 
     async with capturing(source, kafka):
         await asyncio.sleep(1.0)

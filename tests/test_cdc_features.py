@@ -29,9 +29,9 @@ def setup(database: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def source_and_kafka(database: str, servers: Servers, topic: str, **kafka: object) -> tuple[SourceSettings,
-                                                                                           KafkaSettings]:
-    return (SourceSettings(dsn=database, status_interval=0.1, heartbeat_interval=0.3),
+def source_and_kafka(database: str, servers: Servers, topic: str, row_path: str = "auto",
+                     **kafka: object) -> tuple[SourceSettings, KafkaSettings]:
+    return (SourceSettings(dsn=database, status_interval=0.1, heartbeat_interval=0.3, row_path=row_path),
             KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1, linger_ms=1,
                           **kafka))
 
@@ -73,10 +73,10 @@ async def test_heartbeat_advances_an_idle_slot(database: str, servers: Servers, 
 
 
 async def test_a_one_megabyte_toasted_value_survives_an_update_of_another_column(
-        database: str, servers: Servers, topic: str) -> None:
+        database: str, servers: Servers, topic: str, row_path: str) -> None:
     setup(database, DOCS_TABLE)
     big = os.urandom(512 * 1024).hex()  # 1 MB of incompressible text: stored out of line (TOAST)
-    source, kafka = source_and_kafka(database, servers, topic, max_request_size=8 * 1024 * 1024)
+    source, kafka = source_and_kafka(database, servers, topic, row_path, max_request_size=8 * 1024 * 1024)
     async with capturing(source, kafka, [DOCS]):
         await asyncio.sleep(1.0)
         with psycopg.connect(database, autocommit=True) as conn:
@@ -91,9 +91,9 @@ async def test_a_one_megabyte_toasted_value_survives_an_update_of_another_column
 
 
 async def test_a_primary_key_change_is_an_update_that_names_both_paths(
-        database: str, servers: Servers, topic: str) -> None:
+        database: str, servers: Servers, topic: str, row_path: str) -> None:
     setup(database, DOCS_TABLE)
-    source, kafka = source_and_kafka(database, servers, topic)
+    source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [DOCS]):
         await asyncio.sleep(1.0)
         setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "UPDATE docs SET id = 2 WHERE id = 1")
@@ -105,9 +105,10 @@ async def test_a_primary_key_change_is_an_update_that_names_both_paths(
     assert update["data"]["updateMask"] == ["id"]
 
 
-async def test_schema_changes_while_streaming_are_picked_up(database: str, servers: Servers, topic: str) -> None:
+async def test_schema_changes_while_streaming_are_picked_up(database: str, servers: Servers, topic: str,
+                                                            row_path: str) -> None:
     setup(database, DOCS_TABLE)
-    source, kafka = source_and_kafka(database, servers, topic)
+    source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [DOCS]):
         await asyncio.sleep(1.0)
         setup(database,
@@ -211,9 +212,10 @@ async def test_a_partitioned_table_is_captured_through_its_root(database: str, s
     assert events[2]["data"]["updateMask"] == ["value"]
 
 
-async def test_without_full_identity_updates_carry_no_mask(database: str, servers: Servers, topic: str) -> None:
+async def test_without_full_identity_updates_carry_no_mask(database: str, servers: Servers, topic: str,
+                                                           row_path: str) -> None:
     setup(database, DOCS_TABLE)
-    source, kafka = source_and_kafka(database, servers, topic)
+    source, kafka = source_and_kafka(database, servers, topic, row_path)
     source = source.model_copy(update={"set_replica_identity_full": False})
     async with capturing(source, kafka, [DOCS]):
         await asyncio.sleep(1.0)

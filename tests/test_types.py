@@ -31,7 +31,7 @@ from psycopg.types.json import Json, Jsonb
 
 from cdc.pipeline import run_capture
 from models.settings import EntitySettings
-from tests.conftest import Servers, _drop_slots
+from tests.conftest import ROW_PATHS, Servers, _drop_slots
 from tests.test_capture import read_topic, settings
 
 TABLE = "type_cases"
@@ -368,8 +368,8 @@ async def _write(dsn: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return text_forms, readback
 
 
-@pytest.fixture(scope="module")
-async def captured(servers: Servers) -> AsyncIterator[Captured]:
+@pytest.fixture(scope="module", params=ROW_PATHS)
+async def captured(servers: Servers, request: pytest.FixtureRequest) -> AsyncIterator[Captured]:
     """Write the rows through psycopg, capture them in-process, and read the events from Kafka."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
@@ -386,7 +386,7 @@ async def captured(servers: Servers) -> AsyncIterator[Captured]:
                     sql.SQL(f"{{}} {case.sql_type}").format(sql.Identifier(case.column)) for case in CASES)))
             conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN big_text SET STORAGE EXTERNAL").format(
                 sql.Identifier(TABLE)))
-        source, kafka = settings(dsn, servers, topic)
+        source, kafka = settings(dsn, servers, topic, request.param)
         stop = asyncio.Event()
         task = asyncio.create_task(run_capture(source, kafka, [ENTITY], stop))
         try:
