@@ -36,6 +36,10 @@ class SourceSettings(_Section):
     slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
     metrics_address: str | None = Field(default=None, description="host:port for the capture process's "
                                         "Prometheus /metrics; off by default")
+    failover: bool = Field(default=True, description="create the slot as a failover slot (or switch it to one) on "
+                           "Postgres 17+, so standbys with sync_replication_slots keep a copy")
+    standby_dsns: list[str] = Field(default_factory=list, description="standbys whose copy of the slot the "
+                                    "readiness check reads, besides the other hosts of a multi-host dsn")
 
     @field_validator("slot", "publication")
     @classmethod

@@ -144,6 +144,17 @@ CREATE INDEX deliveries_integration_due ON {schema}.deliveries (integration_id, 
 CREATE INDEX deliveries_entity_position ON {schema}.deliveries (integration_id, entity_path, source_offset, id)
     WHERE status = 'pending';
 """),
+    (20, """
+CREATE TABLE {schema}.cdc_positions (
+    database text NOT NULL,
+    slot text NOT NULL,
+    system_identifier text NOT NULL,
+    timeline integer NOT NULL,
+    confirmed_lsn pg_lsn NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (database, slot)
+);
+"""),
 ]
 
 
