@@ -80,6 +80,7 @@ class Scenario:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     publishers: int = 1
     persistent_broker: bool = False
+    standby: bool = False  # a physical standby follows the primary (see ``tests.chaos.servers``)
     # Seconds after the writer and the fault finished, for the rest to arrive.
     settle: float = float(os.environ.get("WALHOOK_CHAOS_SETTLE", 120 + changes_per_scenario() / 100))
     seed: int = 20_261_122
@@ -90,7 +91,7 @@ async def run_scenario(scenario: Scenario) -> Summary:
     started = time.monotonic()
     slug = "".join(c if c.isalnum() else "-" for c in scenario.name)
     directory = Path(tempfile.mkdtemp(prefix=f"walhook-chaos-{slug}-"))
-    servers = ChaosServers(directory, persistent=scenario.persistent_broker)
+    servers = ChaosServers(directory, persistent=scenario.persistent_broker, with_standby=scenario.standby)
     await asyncio.to_thread(servers.start)
     try:
         async with LedgerReceiver(behaviours=dict(scenario.behaviours)) as receiver:
