@@ -155,6 +155,14 @@ CREATE TABLE {schema}.cdc_positions (
     PRIMARY KEY (database, slot)
 );
 """),
+    (21, """
+ALTER TABLE {schema}.signing_secrets ALTER COLUMN secret DROP NOT NULL;
+ALTER TABLE {schema}.signing_secrets ADD COLUMN key_id text, ADD COLUMN nonce bytea, ADD COLUMN ciphertext bytea;
+ALTER TABLE {schema}.signing_secrets ADD CONSTRAINT signing_secrets_plain_or_sealed CHECK (
+    (secret IS NULL) = (ciphertext IS NOT NULL) AND (key_id IS NULL) = (ciphertext IS NULL)
+    AND (nonce IS NULL) = (ciphertext IS NULL));
+CREATE INDEX signing_secrets_key ON {schema}.signing_secrets (key_id);
+"""),
 ]
 
 

@@ -19,7 +19,8 @@ DOCS = {"table": "public.docs", "entity_key": "docs", "entity_path": "docs/{id}"
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "max_body_bytes": 4096},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "max_body_bytes": 4096},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
     with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -22,7 +22,7 @@ from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
-from publisher.store import Store
+from publisher.store import store_for
 
 if TYPE_CHECKING:
     from walhook.config import Settings
@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.store is not None
         policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
-        async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+        async with store_for(settings.store) as store, \
                 WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
             app.state.store, app.state.sender = store, sender
             yield

@@ -2,6 +2,7 @@
 
 * ``run``: the processes (cdc, publisher, api);
 * ``status``: the slot and its failover readiness;
+* ``secrets``: the keys that encrypt signing secrets at rest;
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
 * ``dead_letters``: what the capture and the publisher set aside;
@@ -20,7 +21,7 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, dead_letters, deliveries, dev, run, status
+from walhook.cli import admin, dead_letters, deliveries, dev, run, secrets, status
 from walhook.cli.common import Handler
 
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.register(command, group)
     dead_letters.register(command, group)
     dev.register(command, group)
+    secrets.register(command, group)
     return parser
 
 

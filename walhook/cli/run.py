@@ -37,7 +37,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     from publisher.sender import WebhookSender
     from publisher.service import Publisher
     from publisher.ssrf import DestinationPolicy
-    from publisher.store import Store
+    from publisher.store import store_for
 
     settings = settings_of(args)
     settings.require("kafka", "store")
@@ -45,7 +45,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     assert settings.store is not None and settings.kafka is not None
     policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
-    async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+    async with store_for(settings.store) as store, \
             WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
         await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
     return 0
