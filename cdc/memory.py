@@ -126,15 +126,21 @@ class StorePositions:
         return self._conn
 
     async def _migrate(self) -> None:
-        """The table comes with the store's migrations (the capture may start before any publisher did)."""
-        from publisher.errors import StoreError
-        from publisher.store import Store
+        """The table comes with the store's migrations (the capture may start before any publisher did).
+        Only the schema: the capture never reads signing secrets, so it needs no key."""
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.ext.asyncio import create_async_engine
 
+        from publisher.migrations import migrate
+
+        engine = create_async_engine("postgresql+psycopg://", pool_size=1,
+                                     async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
         try:
-            async with Store(self._dsn, self._schema):
-                pass
-        except StoreError as exc:
-            raise psycopg.OperationalError(str(exc)) from exc
+            await migrate(engine, self._schema)
+        except SQLAlchemyError as exc:
+            raise psycopg.OperationalError(f"cannot prepare the store schema: {exc}") from exc
+        finally:
+            await engine.dispose()
         self._migrated = True
 
 

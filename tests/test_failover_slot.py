@@ -179,3 +179,15 @@ async def _system_identifier(database: str) -> str:
 def _docs_entity() -> str:
     return ('[[entities]]\ntable = "public.docs"\nentity_key = "docs"\nentity_path = "docs/{id}"\n'
             'collection_path = "docs"\norganization_column = "org"\n')
+
+
+def test_the_capture_metrics_say_whether_each_standby_could_take_over() -> None:
+    from cdc.metrics import render_metrics
+
+    stats = CaptureStats(failover_slot=True, standbys=[judge_standby("10.0.0.2:5432", (True, False, None, True)),
+                                                       judge_standby("10.0.0.3:5432", (True, True, None, True))])
+    text = render_metrics(stats, SourceSettings(dsn="host=a"), now=0.0)
+    assert "walhook_cdc_slot_failover 1" in text
+    assert 'walhook_cdc_standby_failover_ready{standby="10.0.0.2:5432"} 1' in text
+    assert 'walhook_cdc_standby_failover_ready{standby="10.0.0.3:5432"} 0' in text
+    assert "standby_failover_ready" not in render_metrics(CaptureStats(), SourceSettings(dsn="host=a"), now=0.0)

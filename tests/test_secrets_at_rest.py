@@ -17,7 +17,12 @@ from publisher.secretbox import Keyring, SecretKeyMissing, new_key, parse_key
 from publisher.signing import generate_secret
 from publisher.store import Store, store_for
 from publisher.store import tenants as tenant_store
-from walhook.stack import _postgres_bin_dir
+from tests.conftest import Servers
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
+from tests.test_end_to_end import wait_for
+from walhook.demo import wait_for_publisher, wait_for_streaming
+from walhook.receiver import VerifyingReceiver
+from walhook.stack import _postgres_bin_dir, stop_process
 
 K1, K2 = new_key("k1"), new_key("k2")
 
@@ -168,3 +173,31 @@ async def test_the_cli_rotates_and_names_a_missing_key_in_one_line(database: str
     assert missing.stderr.strip().splitlines() == [
         "walhook: error: the signing secret of organization 'acme' is encrypted with key id 'k2', which is not in "
         "[store] secret_keys (configured: k1)"]
+
+
+async def test_webhooks_are_signed_with_secrets_the_publisher_encrypted_at_its_first_start(
+        servers: Servers, database: str, topic: str, workdir: Path) -> None:
+    """Secrets written in plain text (as before keys existed); the publisher starts with a key, seals them
+    and signs with them: the receiver verifies every request, and the dump afterwards holds neither."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(COMMENTS_TABLE)
+    config = write_config(workdir / "walhook.toml", database, servers.bootstrap_servers, topic, COMMENTS_ENTITY)
+    config.write_text(config.read_text().replace("plaintext_secrets = true", f'secret_keys = ["{K1}"]'))
+    async with VerifyingReceiver() as receiver, Store(database) as plain:
+        receiver.secrets["acme"] = await plain.add_organization("acme")
+        await plain.add_integration("acme", receiver.url_for("acme"), ["flows/comments:*"])
+        cdc = start_walhook("cdc", config, workdir / "cdc.log")
+        publisher = start_walhook("publisher", config, workdir / "publisher.log")
+        try:
+            await wait_for_streaming(database, "walhook", cdc)
+            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
+                             "VALUES ('acme', 1, 'a')")
+            await wait_for(lambda: len(receiver.received) >= 1, what="a verified webhook")
+        finally:
+            stop_process(cdc)
+            stop_process(publisher)
+    assert receiver.rejected == [] and [hook.organization for hook in receiver.received] == ["acme"]
+    assert await key_ids(database) == {"k1": 1}
+    assert_not_in_dump(pg_dump(database), receiver.secrets["acme"])
