@@ -17,9 +17,13 @@ import contextlib
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
+from models.dsn import hosts_of, primary_dsn
 from models.settings import SourceSettings
+
+__all__ = ["StandbyReadiness", "check_standbys", "failover_summary", "hosts_of", "judge_standby", "primary_dsn",
+           "readiness_line", "standby_targets"]
 
 FAILOVER_SINCE = 170000  # server_version_num of Postgres 17
 
@@ -38,27 +42,6 @@ class StandbyReadiness:
 
 def failover_supported(version: int) -> bool:
     return version >= FAILOVER_SINCE
-
-
-def primary_dsn(dsn: str) -> str:
-    """``dsn`` with ``target_session_attrs=primary`` when it names several hosts and says nothing itself."""
-    params = conninfo_to_dict(dsn)
-    if "," not in str(params.get("host", "")) or "target_session_attrs" in params:
-        return dsn
-    return make_conninfo(dsn, target_session_attrs="primary")
-
-
-def hosts_of(dsn: str) -> list[str]:
-    """One single-host DSN per host of ``dsn`` (a port list pairs with the host list, one port serves all)."""
-    params = conninfo_to_dict(dsn)
-    hosts = str(params.get("host", "")).split(",")
-    ports = str(params.get("port", "")).split(",")
-    params.pop("target_session_attrs", None)
-    single = []
-    for index, host in enumerate(hosts):
-        port = ports[index] if len(ports) == len(hosts) else ports[0]
-        single.append(make_conninfo("", **{**params, "host": host, **({"port": port} if port else {})}))
-    return single
 
 
 def standby_targets(source: SourceSettings) -> list[str]:

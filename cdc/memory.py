@@ -22,6 +22,7 @@ import psycopg
 
 from cdc.errors import PositionUnknown, SlotLost
 from cdc.lsn import format_lsn, parse_lsn
+from models.dsn import primary_dsn
 
 log = logging.getLogger("walhook.cdc")
 
@@ -75,7 +76,7 @@ class StorePositions:
     """The ``cdc_positions`` table of the store, over one psycopg connection reopened on error."""
 
     def __init__(self, dsn: str, schema: str = "walhook") -> None:
-        self._dsn = dsn
+        self._dsn = primary_dsn(dsn)  # a store on a replicated cluster: always its primary
         self._table = f'"{schema}".cdc_positions'
         self._schema = schema
         self._conn: psycopg.AsyncConnection | None = None

@@ -19,9 +19,10 @@ import psycopg
 from psycopg import sql
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
-from cdc.failover import failover_supported, primary_dsn
+from cdc.failover import failover_supported
 from cdc.lsn import parse_lsn
 from cdc.memory import ServerIdentity, SlotKeeper
+from models.dsn import primary_dsn
 from models.settings import EntitySettings, SourceSettings
 
 log = logging.getLogger("walhook.cdc")

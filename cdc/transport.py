@@ -17,9 +17,9 @@ from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
-from cdc.failover import primary_dsn
 from cdc.lsn import format_lsn
 from cdc.memory import ServerIdentity
+from models.dsn import primary_dsn
 
 # Fixed session settings make the text form of every value predictable (see cdc.values).
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3"

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from models.dsn import primary_dsn
 from publisher.errors import Conflict, StoreError
 from publisher.migrations import migrate
 from publisher.secretbox import Keyring
@@ -35,9 +36,10 @@ class StoreEngine:
     async def open(self) -> None:
         if self._engine is not None:
             return
-        # psycopg parses the DSN itself, so both URL and key=value forms work.
+        # psycopg parses the DSN itself, so both URL and key=value forms work; of several hosts, the primary.
+        dsn = primary_dsn(self._dsn)
         self._engine = create_async_engine("postgresql+psycopg://", pool_size=10, pool_pre_ping=True,
-                                           async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
+                                           async_creator=lambda: psycopg.AsyncConnection.connect(dsn))
         try:
             await migrate(self._engine, self.schema)
         except SQLAlchemyError as exc:

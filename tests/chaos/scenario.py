@@ -108,9 +108,9 @@ async def _run(scenario: Scenario, servers: ChaosServers, receiver: LedgerReceiv
                started: float) -> Summary:
     subscribers = await _prepare(servers, receiver, scenario.subscribers)
     topic = f"walhook.chaos.{uuid.uuid4().hex[:10]}"  # an external broker keeps the topics of earlier runs
-    config = write_config(directory / "walhook.toml", servers.dsn("app"), servers.bootstrap_servers, topic,
-                          entities_config(), PUBLISHER).resolve()
-    _use_store(config, servers.dsn("store"))
+    config = write_config(directory / "walhook.toml", servers.dsn("app", find_primary=False),
+                          servers.bootstrap_servers, topic, entities_config(), PUBLISHER).resolve()
+    _use_store(config, servers.dsn("store", find_primary=False))
     rng = random.Random(scenario.seed)
     plan = Plan(scenario.changes, scenario.changes / scenario.write_rate,
                 entities_per_table=max(50, scenario.changes // 40), large_size=max(200, scenario.changes // 20))

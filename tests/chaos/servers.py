@@ -83,12 +83,15 @@ class ChaosServers:
             conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_SLOT}'")
             conn.execute("SELECT pg_reload_conf()")
 
-    def dsn(self, database: str) -> str:
+    def dsn(self, database: str, find_primary: bool = True) -> str:
+        """With a standby, both hosts; ``find_primary`` False leaves out ``target_session_attrs`` (walhook's
+        own configuration: walhook must add it by itself)."""
         assert self.postgres is not None
         params = {**conninfo_to_dict(self.postgres.dsn), "dbname": database}
         if self.standby is not None:
-            params.update(host="127.0.0.1,127.0.0.1", port=f"{self.postgres.port},{self.standby.port}",
-                          target_session_attrs="primary")
+            params.update(host="127.0.0.1,127.0.0.1", port=f"{self.postgres.port},{self.standby.port}")
+            if find_primary:
+                params["target_session_attrs"] = "primary"
         return make_conninfo(**params)
 
     def node_dsn(self, server: PostgresServer, database: str = "postgres") -> str:
