@@ -111,13 +111,17 @@ class StorePositions:
         await self.close()
 
     async def _execute(self, query: str, params: list[object], fetch: bool = False) -> list[tuple]:  # type: ignore[type-arg]
-        try:
-            conn = await self._connection()
-            cursor = await conn.execute(query, params)
-            return await cursor.fetchall() if fetch else []
-        except (psycopg.Error, OSError) as exc:
-            await self.close()
-            raise PositionUnknown(f"the store cannot be read or written: {str(exc).strip()}") from exc
+        # Twice: the kept connection may have died with a server that failed over since the last use.
+        for attempt in (1, 2):
+            try:
+                conn = await self._connection()
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchall() if fetch else []
+            except (psycopg.Error, OSError) as exc:
+                await self.close()
+                if attempt == 2:
+                    raise PositionUnknown(f"the store cannot be read or written: {str(exc).strip()}") from exc
+        raise AssertionError("unreachable")
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if not self._migrated:
