@@ -40,6 +40,7 @@ fetch_max_wait_ms = 5  # the publisher's fetch returns within 5 ms when nothing 
 
 [store]
 dsn = "{store_dsn}"
+plaintext_secrets = true
 
 [publisher]
 retry_delays = [0, 1, 5]

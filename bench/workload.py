@@ -129,7 +129,8 @@ async def produce(bootstrap_servers: str, topic: str, workload: Workload) -> flo
 
 def config(path: Path, dsn: str, bootstrap_servers: str, topic: str, schema: str) -> Path:
     path.write_text(f'[kafka]\nbootstrap_servers = "{bootstrap_servers}"\ntopic = "{topic}"\n'
-                    f'consumer_group = "{topic}.publisher"\n\n[store]\ndsn = "{dsn}"\nschema = "{schema}"\n\n'
+                    f'consumer_group = "{topic}.publisher"\n\n[store]\ndsn = "{dsn}"\nschema = "{schema}"\n'
+                    'plaintext_secrets = true\n\n'
                     '[publisher]\nallowed_networks = ["127.0.0.1/32"]\nrequest_timeout = 10\n')
     return path
 

@@ -7,7 +7,9 @@
         ├── ProtocolError        bytes from the server that do not parse
         ├── SourceError          the source database refused or is misconfigured
         │   ├── SlotBusyError    another process streams from the slot
-        │   └── SlotInvalidated  Postgres gave the slot up (max_slot_wal_keep_size)
+        │   ├── SlotInvalidated  Postgres gave the slot up (max_slot_wal_keep_size)
+        │   └── SlotLost         the slot walhook streamed from is gone, or the server is another cluster
+        ├── PositionUnknown      the store that remembers where capture streamed cannot be read
         ├── ReplicationLost      the replication connection dropped (retriable)
         ├── MappingError         a row cannot become an event (names the table and column)
         └── KafkaWriteError      Kafka did not acknowledge an event
@@ -39,8 +41,22 @@ class SlotInvalidated(SourceError):
         super().__init__(
             f"replication slot {slot!r} was invalidated by Postgres: it held back more WAL than "
             "max_slot_wal_keep_size allows, and the changes since its last confirmed position are gone. "
-            f"Drop it (SELECT pg_drop_replication_slot('{slot}')) and start walhook again to capture from now "
-            "on; re-sync receivers for the gap from the tables themselves" + (f" ({detail})" if detail else ""))
+            f"Drop it (SELECT pg_drop_replication_slot('{slot}')) and start walhook once with "
+            "`walhook cdc --accept-lost-changes` to capture from now on; re-sync receivers for the gap from the "
+            "tables themselves" + (f" ({detail})" if detail else ""))
+
+
+class SlotLost(SourceError):
+    """The slot walhook remembers streaming from is missing, or the server is not the cluster it streamed from.
+
+    Creating a new slot would silently skip every change committed since the remembered position.
+    """
+
+
+class PositionUnknown(CdcError):
+    """Where capture streamed before cannot be read from the store (retried while the slot is missing)."""
+
+    retriable = True
 
 
 class ReplicationLost(CdcError):

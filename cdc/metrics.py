@@ -3,8 +3,9 @@
 ``GET /metrics`` on ``[source] metrics_address`` (off by default). The management API's
 ``/metrics`` reports the slot lag too, read from the server; this endpoint adds the
 capture side: events captured, changes dead-lettered (too large for Kafka, or not
-convertible: alert when it grows), the confirmed LSN, reconnects, the heartbeat's age, and
-whether the slot lag is over ``max_slot_lag_bytes`` (the alarm the log also raises).
+convertible: alert when it grows), the confirmed LSN, reconnects, the heartbeat's age,
+whether the slot lag is over ``max_slot_lag_bytes`` (the alarm the log also raises), whether
+the slot is a failover slot and whether each standby's copy of it is ready to take over.
 """
 
 from __future__ import annotations
@@ -37,10 +38,23 @@ def render_metrics(stats: CaptureStats, source: SourceSettings, now: float | Non
         lines += ["# TYPE walhook_cdc_slot_lag_limit_bytes gauge",
                   f"walhook_cdc_slot_lag_limit_bytes {source.max_slot_lag_bytes}",
                   "# TYPE walhook_cdc_slot_lag_over_limit gauge", f"walhook_cdc_slot_lag_over_limit {over}"]
+    lines += _failover_lines(stats)
     age = stats.heartbeat_age(now)
     if age is not None:
         lines += ["# TYPE walhook_cdc_heartbeat_age_seconds gauge", f"walhook_cdc_heartbeat_age_seconds {age:.3f}"]
     return "\n".join(lines) + "\n"
+
+
+def _failover_lines(stats: CaptureStats) -> list[str]:
+    """Whether the slot is a failover slot, and per standby whether its copy could take over (1) or not (0)."""
+    lines = []
+    if stats.failover_slot is not None:
+        lines += ["# TYPE walhook_cdc_slot_failover gauge", f"walhook_cdc_slot_failover {int(stats.failover_slot)}"]
+    if stats.standbys is not None:
+        lines.append("# TYPE walhook_cdc_standby_failover_ready gauge")
+        lines += [f'walhook_cdc_standby_failover_ready{{standby="{standby.standby}"}} {int(standby.ready)}'
+                  for standby in stats.standbys]
+    return lines
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -4,6 +4,9 @@
 ordinary connection for control work: catalog lookups, heartbeats and slot lag.
 ``run_capture`` supervises sessions: a lost connection is retried with backoff and
 resumes from the slot; configuration and source errors stop the process with their message.
+Each session first identifies the server (system identifier, timeline) and lets the ``SlotKeeper``
+refuse a slot that vanished; while streaming, the confirmed position is remembered in the store
+and the heartbeat also reads each standby's copy of a failover slot.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from cdc.backoff import Backoff
 from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
 from cdc.entities import EventBuilder, TransactionContext
-from cdc.errors import MappingError, ReplicationLost, SlotBusyError
+from cdc.errors import MappingError, PositionUnknown, ReplicationLost, SlotBusyError
+from cdc.failover import StandbyReadiness, check_standbys, nudge_catalog_xmin, standby_targets
 from cdc.kafka import KafkaWriter
 from cdc.lsn import format_lsn
+from cdc.memory import ServerIdentity, SlotKeeper
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
 from cdc.rowpath import RowEncoder, use_compiled
-from cdc.source import connect_control, prepare_source, slot_lag_bytes
+from cdc.source import connect_control, prepare_slot, prepare_source, slot_lag_bytes
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
@@ -37,6 +42,7 @@ from models.supervision import alongside
 log = logging.getLogger("walhook.cdc")
 
 HEARTBEAT_PREFIX = "walhook.heartbeat"
+REMEMBER_EVERY = 5.0  # seconds between writes of the confirmed position to the store
 _ROW_CHANGES = frozenset((Insert, Update, Delete))
 _ROW_TAGS = frozenset(b"IUD")
 
@@ -51,6 +57,8 @@ class CaptureStats:
     slot_lag_bytes: int | None = None
     last_heartbeat_seen: float | None = None  # time.monotonic()
     reconnects: int = 0
+    failover_slot: bool | None = None  # None until known (and on servers before 17)
+    standbys: list[StandbyReadiness] | None = None  # None: no standby configured or seen
 
     def dead_lettered(self) -> None:
         """Count one change recorded on the dead-letter topic (called once the record is written)."""
@@ -66,8 +74,9 @@ class CapturePipeline:
     """One replication session, from START_REPLICATION until the stream ends or ``stop`` is set."""
 
     def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                 stats: CaptureStats | None = None) -> None:
+                 stats: CaptureStats | None = None, keeper: SlotKeeper | None = None) -> None:
         self.source = source
+        self.keeper = keeper or SlotKeeper(None)
         self.kafka = kafka
         self.entities = entities
         self.stats = stats or CaptureStats()
@@ -79,30 +88,44 @@ class CapturePipeline:
         self._acks: TransactionAcks | None = None
         self._index = 0
         self._control: psycopg.AsyncConnection | None = None
+        self._server: ServerIdentity | None = None
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
-        slot = await prepare_source(self.source, self.entities)
-        self.tracker = AckTracker(slot.confirmed_flush_lsn)
-        self.stats.confirmed_lsn = slot.confirmed_flush_lsn
+        await prepare_source(self.source, self.entities)
+        async with ReplicationConnection(self.source.dsn) as conn:
+            self._server = server = await conn.identify_system()
+            slot = await prepare_slot(self.source, server, self.keeper)
+            if slot.needs_failover:  # Postgres refuses this while another walsender holds the slot
+                await conn.command(f'ALTER_REPLICATION_SLOT "{slot.name}" (FAILOVER true)')
+                log.info("switched replication slot %s to a failover slot", slot.name)
+            self.stats.failover_slot = slot.failover
+            await self.keeper.remember(server, slot.name, slot.confirmed_flush_lsn)
+            await self._stream_session(conn, slot.confirmed_flush_lsn, stop, on_connected)
+
+    async def _stream_session(self, conn: ReplicationConnection, start_lsn: int, stop: asyncio.Event,
+                              on_connected: Callable[[], None] | None) -> None:
+        self.tracker = AckTracker(start_lsn)
+        self.stats.confirmed_lsn = start_lsn
         await ensure_topic(self.kafka)
         if self.kafka.capture_dead_letter_topic:
             await ensure_topic(self.kafka, self.kafka.capture_dead_letter_topic)
         writer = KafkaWriter(self.kafka, self.tracker.acknowledged, environment=self.source.environment,
                              on_dead_letter=self.stats.dead_lettered,
                              tables={entity.entity_key: entity.table for entity in self.entities})
-        async with await _connect(self.source.dsn) as control, writer, ReplicationConnection(self.source.dsn) as conn:
+        async with await _connect(self.source.dsn) as control, writer:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
-            log.info("streaming slot %s from %s", self.source.slot, format_lsn(slot.confirmed_flush_lsn))
+            log.info("streaming slot %s from %s", self.source.slot, format_lsn(start_lsn))
             if on_connected is not None:
                 on_connected()
-            helpers = {"status reports": self._report_status(conn)}
+            helpers = {"status reports": self._report_status(conn), "position memory": self._remember()}
             if self.source.heartbeat_interval:
                 helpers["heartbeats"] = self._heartbeat()
             await alongside(self._stream(conn, writer, stop), helpers)
             await writer.close()  # flush: every produced event acknowledged before the last report
             writer.raise_if_failed()
             await self._send_status(conn)
+            await self._remember_now()
 
     async def _stream(self, conn: ReplicationConnection, writer: KafkaWriter, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
@@ -236,6 +259,27 @@ class CapturePipeline:
         await conn.send(standby_status_update(lsn))
         self.stats.confirmed_lsn = lsn
 
+    async def _remember(self) -> None:
+        while True:
+            await asyncio.sleep(REMEMBER_EVERY)
+            await self._remember_now()
+
+    async def _remember_now(self) -> None:
+        assert self._server is not None
+        await self.keeper.remember(self._server, self.source.slot, self.stats.confirmed_lsn)
+
+    async def _check_failover(self) -> None:
+        """Each standby's copy of the slot; a temporary copy gets a standby snapshot logged to move it on."""
+        if not standby_targets(self.source):
+            return
+        self.stats.standbys = await check_standbys(self.source)
+        if any("temporary" in standby.reason for standby in self.stats.standbys):
+            assert self._control is not None
+            await nudge_catalog_xmin(self._control)
+        for standby in self.stats.standbys:
+            if not standby.ready:
+                log.warning("slot %s is not failover-ready on standby %s", self.source.slot, standby.describe())
+
     async def _heartbeat(self) -> None:
         """Emit a WAL message so an idle slot still advances, then log lag and the heartbeat's age."""
         assert self._control is not None
@@ -244,6 +288,7 @@ class CapturePipeline:
                 await self._control.execute("SELECT pg_logical_emit_message(false, %s, now()::text)",
                                             [HEARTBEAT_PREFIX])
                 self.stats.slot_lag_bytes = await slot_lag_bytes(self._control, self.source.slot)
+                await self._check_failover()
             except psycopg.Error as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._log_health()
@@ -268,13 +313,21 @@ async def _connect(dsn: str) -> psycopg.AsyncConnection:
 
 
 async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                      stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None) -> None:
+                      stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None,
+                      keeper: SlotKeeper | None = None) -> None:
     """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops."""
-    backoff = backoff or Backoff()
-    stats = stats or CaptureStats()
+    keeper = keeper or SlotKeeper(None)
+    try:
+        await _supervise(source, kafka, entities, stop, backoff or Backoff(), stats or CaptureStats(), keeper)
+    finally:
+        await keeper.close()
+
+
+async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
+                     stop: asyncio.Event, backoff: Backoff, stats: CaptureStats, keeper: SlotKeeper) -> None:
     busy_since: float | None = None
     while not stop.is_set():
-        pipeline = CapturePipeline(source, kafka, entities, stats)
+        pipeline = CapturePipeline(source, kafka, entities, stats, keeper)
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
         except SlotBusyError as exc:
@@ -285,7 +338,7 @@ async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: li
                 raise
             log.warning("%s; waiting for it to be released", exc)
             await _pause(stop, 1.0)
-        except (ReplicationLost, psycopg.OperationalError) as exc:
+        except (ReplicationLost, PositionUnknown, psycopg.OperationalError) as exc:
             stats.reconnects += 1
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)

@@ -4,7 +4,9 @@ At start the CDC process checks ``wal_level``, that every configured table exist
 publication (created for exactly the configured tables, extended when the configuration
 adds one, ``publish_via_partition_root``), REPLICA IDENTITY FULL (set before the table is
 published; without it, a table with no primary key is refused by name), and the slot
-(created when missing, must use pgoutput, must not be active elsewhere).
+(created when missing, must use pgoutput, must not be active elsewhere). On Postgres 17+ the slot
+is a failover slot (``[source] failover``); a slot that vanished is not recreated silently
+(``cdc.memory``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import psycopg
 from psycopg import sql
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
+from cdc.failover import failover_supported
 from cdc.lsn import parse_lsn
+from cdc.memory import ServerIdentity, SlotKeeper
+from models.dsn import primary_dsn
 from models.settings import EntitySettings, SourceSettings
 
 log = logging.getLogger("walhook.cdc")
@@ -28,6 +33,8 @@ class SlotState:
     name: str
     confirmed_flush_lsn: int
     created: bool
+    needs_failover: bool = False  # an existing slot to switch to FAILOVER (ALTER_REPLICATION_SLOT)
+    failover: bool = False  # a failover slot once started (after the switch, if one is needed)
 
 
 async def connect_control(dsn: str) -> psycopg.AsyncConnection:
@@ -36,11 +43,11 @@ async def connect_control(dsn: str) -> psycopg.AsyncConnection:
     ``client_encoding=utf8``: in a SQL_ASCII database psycopg would otherwise return bytes,
     not text, for every catalog value.
     """
-    return await psycopg.AsyncConnection.connect(dsn, autocommit=True, client_encoding="utf8")
+    return await psycopg.AsyncConnection.connect(primary_dsn(dsn), autocommit=True, client_encoding="utf8")
 
 
-async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> SlotState:
-    """Check and set up everything capture needs; returns the slot's position.
+async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> None:
+    """Check and set up everything capture needs but the slot (``prepare_slot``).
 
     A database that cannot be reached raises ``ReplicationLost`` (retried); anything that
     needs a person to change something raises ``SourceError`` naming it.
@@ -54,11 +61,21 @@ async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySett
             # Identity before publication: Postgres refuses UPDATE and DELETE on a published table without one.
             await _check_replica_identity(conn, tables, settings.set_replica_identity_full)
             await ensure_publication(conn, settings.publication, tables)
-            return await ensure_slot(conn, settings.slot)
     except psycopg.OperationalError as exc:
         raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
     except psycopg.Error as exc:
         raise SourceError(f"preparing the source database failed: {exc}") from exc
+
+
+async def prepare_slot(settings: SourceSettings, server: ServerIdentity, keeper: SlotKeeper) -> SlotState:
+    """The slot's position on ``server`` (created when missing and the keeper allows it)."""
+    try:
+        async with await connect_control(settings.dsn) as conn:
+            return await ensure_slot(conn, settings, server, keeper)
+    except psycopg.OperationalError as exc:
+        raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
+    except psycopg.Error as exc:
+        raise SourceError(f"preparing the replication slot failed: {exc}") from exc
 
 
 async def slot_lag_bytes(conn: psycopg.AsyncConnection, slot: str) -> int | None:
@@ -143,19 +160,23 @@ async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequenc
                             "and a null updateMask", relation)
 
 
-async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
-    """Create the pgoutput slot if missing; refuse a foreign plugin or a slot in use."""
+async def ensure_slot(conn: psycopg.AsyncConnection, settings: SourceSettings, server: ServerIdentity,
+                      keeper: SlotKeeper) -> SlotState:
+    """Create the pgoutput slot if missing and allowed; refuse a foreign plugin or a slot in use."""
+    slot = settings.slot
+    failover = settings.failover and failover_supported(server.version)
+    if settings.failover and not failover:
+        keeper.say_once("no-failover", f"Postgres {server.version // 10000} has no failover slots (17 and later "
+                        f"do): slot {slot} will not survive a promotion of a standby")
     cursor = await conn.execute(
-        "SELECT plugin, active_pid, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots "
+        "SELECT plugin, active_pid, confirmed_flush_lsn::text, wal_status, "
+        f"{'failover' if failover_supported(server.version) else 'false'} FROM pg_replication_slots "
         "WHERE slot_name = %s", [slot])
     row = await cursor.fetchone()
+    await keeper.check(server, slot, row is not None)
     if row is None:
-        cursor = await conn.execute(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", [slot])
-        created = await cursor.fetchone()
-        log.info("created replication slot %s at %s", slot, created[0])  # type: ignore[index]
-        return SlotState(slot, parse_lsn(created[0]), True)  # type: ignore[index]
-    plugin, active_pid, confirmed, wal_status = row
+        return await _create_slot(conn, slot, failover)
+    plugin, active_pid, confirmed, wal_status, is_failover = row
     if wal_status == "lost":
         raise SlotInvalidated(slot)
     if plugin != "pgoutput":
@@ -165,7 +186,18 @@ async def ensure_slot(conn: psycopg.AsyncConnection, slot: str) -> SlotState:
         raise SlotBusyError(f"replication slot {slot!r} is in use by process {active_pid}"
                             f"{await _holder(conn, active_pid)}; "
                             "stop the other consumer or give this one its own [source] slot")
-    return SlotState(slot, parse_lsn(confirmed) if confirmed else 0, False)
+    return SlotState(slot, parse_lsn(confirmed) if confirmed else 0, False, failover and not is_failover,
+                     bool(is_failover) or failover)
+
+
+async def _create_slot(conn: psycopg.AsyncConnection, slot: str, failover: bool) -> SlotState:
+    # (name, plugin, temporary, two_phase, failover): the fifth argument exists from Postgres 17 on.
+    arguments = "%s, 'pgoutput', false, false, true" if failover else "%s, 'pgoutput'"
+    cursor = await conn.execute(f"SELECT lsn::text FROM pg_create_logical_replication_slot({arguments})", [slot])
+    created = await cursor.fetchone()
+    assert created is not None
+    log.info("created %sreplication slot %s at %s", "failover " if failover else "", slot, created[0])
+    return SlotState(slot, parse_lsn(created[0]), True, failover=failover)
 
 
 async def _holder(conn: psycopg.AsyncConnection, pid: int) -> str:

@@ -18,6 +18,8 @@ from psycopg.conninfo import make_conninfo
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
 from cdc.lsn import format_lsn
+from cdc.memory import ServerIdentity
+from models.dsn import primary_dsn
 
 # Fixed session settings make the text form of every value predictable (see cdc.values).
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3"
@@ -28,7 +30,7 @@ class ReplicationConnection:
 
     def __init__(self, dsn: str, application_name: str = "walhook-cdc") -> None:
         # TCP keepalives let a silently dead peer surface as an error within about 30 s.
-        self._conninfo = make_conninfo(dsn, replication="database", options=SESSION_OPTIONS,
+        self._conninfo = make_conninfo(primary_dsn(dsn), replication="database", options=SESSION_OPTIONS,
                                        application_name=application_name, keepalives=1, keepalives_idle=10,
                                        keepalives_interval=5, keepalives_count=3)
         self._pgconn: pq.abc.PGconn | None = None
@@ -43,6 +45,35 @@ class ReplicationConnection:
             raise ReplicationLost(f"cannot open a replication connection: {message}")
         pgconn.nonblocking = 1
         self._pgconn = pgconn
+
+    async def command(self, command: str) -> list[list[str | None]]:
+        """Run one replication command (IDENTIFY_SYSTEM, ALTER_REPLICATION_SLOT) before streaming; its rows."""
+        pgconn = self._conn()
+        pgconn.send_query(command.encode())
+        await self._flush()
+        rows: list[list[str | None]] = []
+        error = ""
+        while True:
+            while pgconn.is_busy():
+                await self._wait_readable()
+                self._consume()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            if result.status == pq.ExecStatus.TUPLES_OK:
+                rows = [[None if (value := result.get_value(row, column)) is None else value.decode()
+                         for column in range(result.nfields)] for row in range(result.ntuples)]
+            elif result.status != pq.ExecStatus.COMMAND_OK:
+                error = result.get_error_message().strip()
+        if error:
+            raise SourceError(f"{command.split()[0]} failed: {error}")
+        return rows
+
+    async def identify_system(self) -> ServerIdentity:
+        """IDENTIFY_SYSTEM: the cluster's system identifier, the current timeline and the database."""
+        ((system_identifier, timeline, _, database),) = await self.command("IDENTIFY_SYSTEM")
+        assert system_identifier is not None and timeline is not None
+        return ServerIdentity(system_identifier, int(timeline), database or "", self._conn().server_version)
 
     async def start(self, slot: str, publication: str, start_lsn: int = 0, messages: bool = True) -> None:
         """Send ``START_REPLICATION`` for ``slot`` with pgoutput protocol version 1."""

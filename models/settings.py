@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 # A column name as the catalog has it: mixed case, non-ASCII letters and inner spaces are fine.
 _IDENTIFIER = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
@@ -38,6 +39,10 @@ class SourceSettings(_Section):
                                         "Prometheus /metrics; off by default")
     row_path: Literal["auto", "compiled", "python"] = Field(
         default="auto", description="auto: the compiled row path when it was built at install, else python")
+    failover: bool = Field(default=True, description="create the slot as a failover slot (or switch it to one) on "
+                           "Postgres 17+, so standbys with sync_replication_slots keep a copy")
+    standby_dsns: list[str] = Field(default_factory=list, description="standbys whose copy of the slot the "
+                                    "readiness check reads, besides the other hosts of a multi-host dsn")
 
     @field_validator("slot", "publication")
     @classmethod
@@ -97,6 +102,31 @@ class StoreSettings(_Section):
 
     dsn: str
     schema_name: str = Field(default="walhook", alias="schema")
+    # NoDecode: the environment's value reaches the validator as written, a JSON list or comma-separated.
+    secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="keys that encrypt signing secrets, each ID:BASE64 of 32 bytes; the first "
+        "encrypts, all decrypt")
+    plaintext_secrets: bool = Field(default=False, description="store signing secrets in plain text when no "
+                                    "secret_keys are set (demo and tests); otherwise walhook refuses to start")
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _key_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            import json
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        from publisher.secretbox import Keyring
+
+        if value:
+            Keyring(value)  # the message names the key id, never the key
+        return value
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -182,6 +182,25 @@ CREATE TABLE {schema}.portal_signing_keys (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 """),
+    (20, """
+CREATE TABLE {schema}.cdc_positions (
+    database text NOT NULL,
+    slot text NOT NULL,
+    system_identifier text NOT NULL,
+    timeline integer NOT NULL,
+    confirmed_lsn pg_lsn NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (database, slot)
+);
+"""),
+    (21, """
+ALTER TABLE {schema}.signing_secrets ALTER COLUMN secret DROP NOT NULL;
+ALTER TABLE {schema}.signing_secrets ADD COLUMN key_id text, ADD COLUMN nonce bytea, ADD COLUMN ciphertext bytea;
+ALTER TABLE {schema}.signing_secrets ADD CONSTRAINT signing_secrets_plain_or_sealed CHECK (
+    (secret IS NULL) = (ciphertext IS NOT NULL) AND (key_id IS NULL) = (ciphertext IS NULL)
+    AND (nonce IS NULL) = (ciphertext IS NULL));
+CREATE INDEX signing_secrets_key ON {schema}.signing_secrets (key_id);
+"""),
 ]
 
 

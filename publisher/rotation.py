@@ -8,11 +8,13 @@ a rotation that would pass that is refused, and one without overlap is always po
 An integration's first own secret would otherwise end its organization's secrets for it at once,
 and receivers that verify with them would fail. So that rotation copies the organization's
 newest active secrets as the integration's, ending with the overlap (or sooner, when the
-organization's ended sooner).
+organization's ended sooner). Those copies are sealed anew for the integration: a sealed secret is
+bound to its owner (``publisher.secretbox``), so its ciphertext cannot simply be copied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,12 +32,14 @@ _COUNT = ("SELECT count(*) AS n, min(expires_at) AS oldest FROM {s}.signing_secr
 _EXPIRE = ("UPDATE {s}.signing_secrets SET expires_at = now() + :overlap WHERE organization_id = :org "
            "AND {owner} AND (expires_at IS NULL OR expires_at > now() + :overlap)")
 # LEAST ignores NULL: a secret without expiry ends with the overlap, an earlier expiry stays.
-_INHERIT = ("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret, expires_at) "
-            "SELECT organization_id, :integration, secret, LEAST(expires_at, now() + :overlap) FROM ("
-            " SELECT * FROM {s}.signing_secrets WHERE organization_id = :org AND integration_id IS NULL"
-            f" AND {_ACTIVE} ORDER BY id DESC LIMIT :keep) newest ORDER BY id")
-_INSERT = ("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret) "
-           "VALUES (:org, :integration, :secret)")
+_INHERITED = ("SELECT * FROM (SELECT id, organization_id, integration_id, secret, key_id, nonce, ciphertext, "
+              "LEAST(expires_at, now() + :overlap) AS expires_at FROM {s}.signing_secrets WHERE organization_id = :org "
+              f"AND integration_id IS NULL AND {_ACTIVE} ORDER BY id DESC LIMIT :keep) newest ORDER BY id")
+_INSERT = ("INSERT INTO {s}.signing_secrets (organization_id, integration_id, secret, key_id, nonce, ciphertext, "
+           "expires_at) VALUES (:org, :integration, :secret, :key_id, :nonce, :ciphertext, :expires_at)")
+
+Stored = Callable[[str, str, "int | None"], dict[str, Any]]  # (secret, organization, integration) -> its columns
+Revealed = Callable[[dict[str, Any]], str]  # a signing_secrets row -> the secret
 
 
 def rotation_refusal(owner: str, active: int, overlap: timedelta, oldest_expiry: datetime | None) -> str | None:
@@ -48,9 +52,12 @@ def rotation_refusal(owner: str, active: int, overlap: timedelta, oldest_expiry:
 
 
 async def rotate(engine: AsyncEngine, schema: str, organization_id: str, integration_id: int | None,
-                 overlap: timedelta, secret: str) -> None:
-    """Add ``secret`` for the owner; its other secrets keep signing for ``overlap``. ``Conflict`` past the cap."""
-    params = {"org": organization_id, "integration": integration_id, "overlap": overlap, "secret": secret}
+                 overlap: timedelta, secret: str, stored: Stored, revealed: Revealed) -> None:
+    """Add ``secret`` for the owner; its other secrets keep signing for ``overlap``. ``Conflict`` past the cap.
+
+    ``stored`` gives a secret's columns as the store keeps them (sealed, or plain), ``revealed`` reads one back."""
+    params = {"org": organization_id, "integration": integration_id, "overlap": overlap, "expires_at": None,
+              **stored(secret, organization_id, integration_id)}
     owner_sql = "integration_id = :integration" if integration_id is not None else "integration_id IS NULL"
     owner = f"integration {integration_id}" if integration_id is not None else f"organization {organization_id}"
     try:
@@ -62,7 +69,9 @@ async def rotate(engine: AsyncEngine, schema: str, organization_id: str, integra
                 raise Conflict(refusal)
             await run(_EXPIRE, params)
             if integration_id is not None and count["n"] == 0 and overlap > timedelta(0):
-                await run(_INHERIT, {**params, "keep": MAX_ACTIVE_SECRETS - 1})
+                for row in await run(_INHERITED, {**params, "keep": MAX_ACTIVE_SECRETS - 1}):
+                    await run(_INSERT, {**params, "expires_at": row["expires_at"],
+                                        **stored(revealed(row), organization_id, integration_id)})
             await run(_INSERT, params)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot rotate the secret of {owner}: {getattr(exc, 'orig', None) or exc}") from exc

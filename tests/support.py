@@ -27,6 +27,7 @@ linger_ms = 1
 
 [store]
 dsn = "{dsn}"
+plaintext_secrets = true
 
 [publisher]
 {publisher}

@@ -19,7 +19,8 @@ DOCS = {"table": "public.docs", "entity_key": "docs", "entity_path": "docs/{id}"
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "max_body_bytes": 4096},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "max_body_bytes": 4096},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -113,7 +114,8 @@ def test_private_destinations_are_refused_at_creation(client: TestClient) -> Non
 
 
 def test_refusals_never_tell_what_the_deployment_resolves(database: str, caplog: pytest.LogCaptureFixture) -> None:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN})  # nothing private allowed
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN})  # nothing private allowed
     with TestClient(create_app(settings)) as client:
         _refusals_never_tell_what_the_deployment_resolves(client, caplog)
 
@@ -339,7 +341,8 @@ def test_rate_limits_have_a_floor_and_concurrency_a_range(client: TestClient) ->
 
 
 def test_an_organization_has_at_most_the_configured_number_of_integrations(database: str) -> None:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "max_integrations_per_organization": 2},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "max_integrations_per_organization": 2},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
     with TestClient(create_app(settings)) as capped:
         acme, globex = tenant(capped, "acme"), tenant(capped, "globex")

@@ -23,7 +23,7 @@ def walhook(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def config_file(tmp_path: Path, dsn: str, allowed: str = '["127.0.0.1/32"]') -> Path:
     path = tmp_path / "walhook.toml"
-    path.write_text(f'[kafka]\nbootstrap_servers = "127.0.0.1:9"\n[store]\ndsn = "{dsn}"\n'
+    path.write_text(f'[kafka]\nbootstrap_servers = "127.0.0.1:9"\n[store]\ndsn = "{dsn}"\nplaintext_secrets = true\n'
                     f"[publisher]\nallowed_networks = {allowed}\n")
     return path
 

@@ -44,7 +44,7 @@ def default_config(path: Path, database: str, servers: Servers, topic: str, metr
                     f'metrics_address = "127.0.0.1:{metrics_port}"\n'
                     f'[kafka]\nbootstrap_servers = "{servers.bootstrap_servers}"\ntopic = "{topic}"\n'
                     f'consumer_group = "{topic}.publisher"\nlinger_ms = 1\n'
-                    f'[store]\ndsn = "{database}"\n'
+                    f'[store]\ndsn = "{database}"\nplaintext_secrets = true\n'
                     f'[publisher]\nretry_delays = [0, 0.2, 0.5]\nallowed_networks = ["127.0.0.1/32"]\n{DOCS_ENTITY}')
     return path
 

@@ -113,7 +113,7 @@ async def test_retry_after_is_read_before_the_headers_are_capped(servers: Server
 
 
 def _api_client(database: str, **api: object) -> TestClient:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, **api})
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN, **api})
     return TestClient(create_app(settings))
 
 
@@ -163,7 +163,7 @@ async def test_an_operator_address_serves_them_apart_from_the_api(database: str)
     from publisher.api.serve import serve
 
     api_port, operator_port = _free_port(), _free_port()
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN, "port": api_port,
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN, "port": api_port,
                                                       "operator_address": f"127.0.0.1:{operator_port}"})
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop))

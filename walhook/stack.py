@@ -157,6 +157,20 @@ class PostgresServer:
         wait_for_port("127.0.0.1", self.port, timeout, self.process)
         self._wait_ready(timeout)
 
+    def clone_from(self, primary: PostgresServer, slot: str, application_name: str = "standby") -> None:
+        """Make this (not yet started) server a physical standby of ``primary`` with ``pg_basebackup``.
+
+        ``-R`` writes standby.signal and primary_conninfo; the conninfo is given a dbname, which slot
+        synchronization needs and ``-R`` leaves out otherwise. ``-C -S`` creates the physical ``slot``
+        on the primary. Settings passed on the primary's command line (as ``settings`` are) are not copied.
+        """
+        bin_dir = _postgres_bin_dir()
+        user = self._prepare_user(bin_dir)
+        conninfo = (f"host=127.0.0.1 port={primary.port} user=postgres dbname=postgres "
+                    f"application_name={application_name}")
+        self._run_as(user, [str(bin_dir / "pg_basebackup"), "-D", str(self.data_dir), "-d", conninfo, "-R", "-C",
+                            "-S", slot, "-X", "stream", "--checkpoint=fast", "--no-sync"])
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (SIGINT) or ``immediate`` (SIGQUIT). Idempotent."""
         if self.process is not None:

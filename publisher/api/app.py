@@ -26,7 +26,7 @@ from publisher.portal import routes as portal
 from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
-from publisher.store import Store
+from publisher.store import store_for
 
 if TYPE_CHECKING:
     from walhook.config import Settings
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.store is not None
         policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
-        async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+        async with store_for(settings.store) as store, \
                 WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
             app.state.store, app.state.sender = store, sender
             yield

@@ -1,4 +1,7 @@
-"""Health and metrics: /healthz (alive), /readyz (store, Kafka, slot), /metrics (Prometheus).
+"""Health and metrics: /healthz (alive), /readyz (store, Kafka, slot, failover), /metrics (Prometheus).
+
+``failover`` in /readyz says whether each standby's copy of the slot could take over; it is
+reported, not counted in ``ready``: a standby being rebuilt must not take the API out of service.
 
 Metrics are read from the store and the source at scrape time, so any API process reports
 the whole deployment: deliveries by outcome, the retry backlog, failure streaks, attempt
@@ -29,8 +32,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", dependencies=[operator])
 async def readyz(request: Request) -> JSONResponse:
     checks = {"store": await _check_store(request), "kafka": await _check_kafka(request),
-              "slot": await _check_slot(request)}
-    ready = all(result in ("ok", "not configured") for result in checks.values())
+              "slot": await _check_slot(request), "failover": await _check_failover(request)}
+    ready = all(result in ("ok", "not configured") for name, result in checks.items() if name != "failover")
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
@@ -67,6 +70,15 @@ async def _check_slot(request: Request) -> str:
     if not rows:
         return f"failing: replication slot {source.slot} does not exist"
     return "ok" if rows[0]["active"] else f"failing: no walhook cdc streams from slot {source.slot}"
+
+
+async def _check_failover(request: Request) -> str:
+    from cdc.failover import failover_summary, readiness_line
+
+    source = request.app.state.settings.source
+    if source is None:
+        return "not configured"
+    return readiness_line(*await failover_summary(source))
 
 
 async def _slot(request: Request) -> list[dict[str, Any]]:

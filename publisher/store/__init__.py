@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from models.settings import StoreSettings
+from publisher.errors import StoreError
+from publisher.secretbox import Keyring
 from publisher.store.portal import PortalStore
 from publisher.store.rows import (
     ApiKey,
@@ -38,7 +41,7 @@ from publisher.store.rows import (
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
 
 __all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Delivery", "DeliveryRow", "Integration",
-           "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "utcnow"]
+           "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "store_for", "utcnow"]
 
 
 class Store(PortalStore):
@@ -47,6 +50,15 @@ class Store(PortalStore):
     async def __aenter__(self) -> Store:
         await self.open()
         return self
+
+
+def store_for(settings: StoreSettings) -> Store:
+    """The store a process opens, with its keyring; refuses plain-text secrets nobody asked for."""
+    if not settings.secret_keys and not settings.plaintext_secrets:
+        raise StoreError("no [store] secret_keys configured: signing secrets would be stored in plain text; add a key "
+                         "(`walhook secrets new-key` makes one) or set [store] plaintext_secrets = true")
+    keyring = Keyring(settings.secret_keys) if settings.secret_keys else None
+    return Store(settings.dsn, settings.schema_name, keyring)
 
 
 def utcnow() -> datetime:

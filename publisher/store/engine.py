@@ -16,15 +16,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from models.dsn import primary_dsn
 from publisher.errors import Conflict, StoreError
 from publisher.migrations import migrate
+from publisher.secretbox import Keyring
 
 
 class StoreEngine:
     """Open, close and query walhook's schema. ``open`` migrates it; ``close`` is idempotent."""
 
-    def __init__(self, dsn: str, schema: str = "walhook") -> None:
+    def __init__(self, dsn: str, schema: str = "walhook", keyring: Keyring | None = None) -> None:
+        """``keyring``: signing secrets are encrypted with it; None keeps them in plain text."""
         self._dsn = dsn
+        self.keyring = keyring
         self.schema = schema
         self._s = f'"{schema}"'
         self._engine: AsyncEngine | None = None
@@ -32,14 +36,23 @@ class StoreEngine:
     async def open(self) -> None:
         if self._engine is not None:
             return
-        # psycopg parses the DSN itself, so both URL and key=value forms work.
+        # psycopg parses the DSN itself, so both URL and key=value forms work; of several hosts, the primary.
+        dsn = primary_dsn(self._dsn)
         self._engine = create_async_engine("postgresql+psycopg://", pool_size=10, pool_pre_ping=True,
-                                           async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))
+                                           async_creator=lambda: psycopg.AsyncConnection.connect(dsn))
         try:
             await migrate(self._engine, self.schema)
         except SQLAlchemyError as exc:
             await self.close()
             raise StoreError(f"cannot prepare the store schema {self.schema!r}: {exc}") from exc
+        try:
+            await self._after_migrations()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _after_migrations(self) -> None:
+        """What an area must do once the schema is current (the secrets: check the keys, seal plain ones)."""
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -76,6 +89,14 @@ class StoreEngine:
         except SQLAlchemyError as exc:
             # The driver's message only: SQLAlchemy's would repeat the statement and its parameters.
             raise StoreError(f"store query failed: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
+
+    async def _many(self, sql: str, params: list[dict[str, Any]]) -> None:
+        """One statement run for each parameter set, all in one transaction."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(sql.replace("{s}", self._s)), params)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store update failed: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
 
     async def _binary(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
         """One statement of the hot path, in its own transaction, on the driver's connection: ``%b``

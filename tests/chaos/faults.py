@@ -50,3 +50,35 @@ async def store_unavailable(admin_dsn: str, seconds: float, database: str = "sto
                 await asyncio.sleep(0.5)
         finally:
             await conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+
+
+async def wait_failover_ready(servers: ChaosServers, slot: str = "walhook", timeout: float = 90.0) -> str:
+    """Until the standby's copy of ``slot`` could take over (synced, persistent, valid); raises if it never does.
+
+    Each round logs a standby snapshot on the primary: the copy stays temporary until the primary's
+    slot moves past the catalog_xmin the standby can keep, and a snapshot lets it move.
+    """
+    from cdc.failover import standby_readiness
+
+    assert servers.postgres is not None and servers.standby is not None
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await psycopg.AsyncConnection.connect(servers.node_dsn(servers.postgres), autocommit=True) as conn:
+        while True:
+            readiness = await standby_readiness(servers.node_dsn(servers.standby), slot)
+            if readiness is not None and readiness.ready:
+                return readiness.describe()
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"slot {slot} never became failover-ready: "
+                                     f"{readiness.describe() if readiness else 'the standby is not in recovery'}")
+            await conn.execute("SELECT pg_log_standby_snapshot()")
+            await asyncio.sleep(0.5)
+
+
+async def crash_primary_and_promote(servers: ChaosServers) -> None:
+    """``-m immediate`` on the primary (no shutdown checkpoint, walsenders cut), then promote the standby."""
+    assert servers.postgres is not None and servers.standby is not None
+    await asyncio.to_thread(servers.postgres.stop, "immediate")
+    async with await psycopg.AsyncConnection.connect(servers.node_dsn(servers.standby), autocommit=True) as conn:
+        row = await (await conn.execute("SELECT pg_promote(true, 60)")).fetchone()
+    if not row or not row[0]:
+        raise AssertionError("the standby did not finish its promotion within 60 s")

@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from publisher.store import Store
-from tests.chaos.faults import cut_walsender, restart_broker, restart_postgres, store_unavailable
+from tests.chaos.faults import (
+    crash_primary_and_promote,
+    cut_walsender,
+    restart_broker,
+    restart_postgres,
+    store_unavailable,
+    wait_failover_ready,
+)
 from tests.chaos.ledger import Ledger
 from tests.chaos.processes import Supervised, kill_loop
 from tests.chaos.scenario import Fault, Run
@@ -88,6 +95,17 @@ async def walsender_cut(run: Run) -> str:
     return "walsender terminated" if await cut_walsender(run.servers.dsn("app")) else "no walsender to cut"
 
 
+async def promotion(run: Run) -> str:
+    """Once the slot is failover-ready on the standby (``walhook status`` must say so too): crash the primary
+    with ``-m immediate`` and promote the standby; walhook finds the new primary through its DSN."""
+    ready = await wait_failover_ready(run.servers)
+    status = await _cli(run, ["status", "--json"], whole=True)
+    if '"failover":"ok"' not in status:
+        raise AssertionError(f"walhook status does not report the slot failover-ready: {status}")
+    await crash_primary_and_promote(run.servers)
+    return f"standby {ready}; primary crashed (-m immediate), standby promoted"
+
+
 def store_outage(seconds: float) -> Callable[[Run], Awaitable[object]]:
     async def step(run: Run) -> str:
         await store_unavailable(run.servers.dsn("postgres"), seconds)
@@ -115,11 +133,13 @@ async def operator_for_gone(run: Run, name: str = "gone", timeout: float = 120.0
     run.note(f"walhook {' '.join(args)}: {await _cli(run, args)}")
 
 
-async def _cli(run: Run, args: list[str]) -> str:
+async def _cli(run: Run, args: list[str], whole: bool = False) -> str:
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "walhook", *args, "--config",
                                                    str(run.config), stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.STDOUT)
     output, _ = await process.communicate()
+    if whole:
+        return output.decode(errors="replace")
     return f"exit {process.returncode}: {output.decode(errors='replace').strip().splitlines()[-1:]}"
 
 

@@ -80,6 +80,7 @@ class Scenario:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     publishers: int = 1
     persistent_broker: bool = False
+    standby: bool = False  # a physical standby follows the primary (see ``tests.chaos.servers``)
     # Seconds after the writer and the fault finished, for the rest to arrive.
     settle: float = float(os.environ.get("WALHOOK_CHAOS_SETTLE", 120 + changes_per_scenario() / 100))
     seed: int = 20_261_122
@@ -90,7 +91,7 @@ async def run_scenario(scenario: Scenario) -> Summary:
     started = time.monotonic()
     slug = "".join(c if c.isalnum() else "-" for c in scenario.name)
     directory = Path(tempfile.mkdtemp(prefix=f"walhook-chaos-{slug}-"))
-    servers = ChaosServers(directory, persistent=scenario.persistent_broker)
+    servers = ChaosServers(directory, persistent=scenario.persistent_broker, with_standby=scenario.standby)
     await asyncio.to_thread(servers.start)
     try:
         async with LedgerReceiver(behaviours=dict(scenario.behaviours)) as receiver:
@@ -107,9 +108,9 @@ async def _run(scenario: Scenario, servers: ChaosServers, receiver: LedgerReceiv
                started: float) -> Summary:
     subscribers = await _prepare(servers, receiver, scenario.subscribers)
     topic = f"walhook.chaos.{uuid.uuid4().hex[:10]}"  # an external broker keeps the topics of earlier runs
-    config = write_config(directory / "walhook.toml", servers.dsn("app"), servers.bootstrap_servers, topic,
-                          entities_config(), PUBLISHER).resolve()
-    _use_store(config, servers.dsn("store"))
+    config = write_config(directory / "walhook.toml", servers.dsn("app", find_primary=False),
+                          servers.bootstrap_servers, topic, entities_config(), PUBLISHER).resolve()
+    _use_store(config, servers.dsn("store", find_primary=False))
     rng = random.Random(scenario.seed)
     plan = Plan(scenario.changes, scenario.changes / scenario.write_rate,
                 entities_per_table=max(50, scenario.changes // 40), large_size=max(200, scenario.changes // 20))

@@ -20,6 +20,7 @@ from tests.chaos.programs import (
     kill_repeatedly,
     operator_for_gone,
     postgres_restart,
+    promotion,
     reconfigure,
     replay,
     schedule,
@@ -82,6 +83,13 @@ async def test_operators_under_load() -> None:
     steps += [(2.1, replay("acme-notes", offset=0)), (4.5, replay("globex-orders", back_seconds=2))]
     await check(Scenario("operators under load", schedule(*sorted(steps, key=lambda step: step[0])),
                          write_rate=250))
+
+
+async def test_primary_crash_and_standby_promotion() -> None:
+    """The primary stopped with -m immediate while the workload runs, its physical standby promoted: the
+    failover slot carries on there (checked failover-ready before the plug is pulled)."""
+    await check(Scenario("primary crash, standby promoted", schedule((2.0, promotion)), write_rate=150,
+                         standby=True))
 
 
 @persistent

@@ -1,6 +1,8 @@
 """The ``walhook`` command line: one subcommand per process or operator task, registered by area.
 
 * ``run``: the processes (cdc, publisher, api);
+* ``status``: the slot and its failover readiness;
+* ``secrets``: the keys that encrypt signing secrets at rest;
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
 * ``dead_letters``: what the capture and the publisher set aside;
@@ -19,7 +21,7 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, dead_letters, deliveries, dev, run
+from walhook.cli import admin, dead_letters, deliveries, dev, run, secrets, status
 from walhook.cli.common import Handler
 
 
@@ -44,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
 
     run.register(command)
+    status.register(command)
     admin.register(command, group)
     deliveries.register(command, group)
     dead_letters.register(command, group)
     dev.register(command, group)
+    secrets.register(command, group)
     return parser
 
 

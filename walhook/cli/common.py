@@ -38,12 +38,12 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def store_of(args: argparse.Namespace) -> Store:
     """The store named by the configuration; open it with ``async with``."""
-    from publisher.store import Store
+    from publisher.store import store_for
 
     settings = settings_of(args)
     settings.require("store")
     assert settings.store is not None
-    return Store(settings.store.dsn, settings.store.schema_name)
+    return store_for(settings.store)
 
 
 def moment(text: str) -> datetime:

@@ -10,6 +10,7 @@ from walhook.cli.common import Command, settings_of, stop_on_signals
 
 
 async def cmd_cdc(args: argparse.Namespace) -> int:
+    from cdc.memory import SlotKeeper, StorePositions
     from cdc.metrics import MetricsServer
     from cdc.pipeline import CaptureStats, run_capture
 
@@ -21,11 +22,14 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     assert settings.source is not None and settings.kafka is not None
     stats = CaptureStats()
+    # Where capture streamed is remembered in the store, which outlives a failed-over source cluster.
+    memory = StorePositions(settings.store.dsn, settings.store.schema_name) if settings.store else None
+    keeper = SlotKeeper(memory, accept_lost_changes=args.accept_lost_changes)
     if settings.source.metrics_address is None:
-        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
         return 0
     async with MetricsServer(stats, settings.source, settings.source.metrics_address):
-        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats)
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
     return 0
 
 
@@ -33,7 +37,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     from publisher.sender import WebhookSender
     from publisher.service import Publisher
     from publisher.ssrf import DestinationPolicy
-    from publisher.store import Store
+    from publisher.store import store_for
 
     settings = settings_of(args)
     settings.require("kafka", "store")
@@ -41,7 +45,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     assert settings.store is not None and settings.kafka is not None
     policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
-    async with Store(settings.store.dsn, settings.store.schema_name) as store, \
+    async with store_for(settings.store) as store, \
             WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
         await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
     return 0
@@ -55,6 +59,9 @@ async def cmd_api(args: argparse.Namespace) -> int:
 
 
 def register(command: Command) -> None:
-    command("cdc", cmd_cdc, "capture row changes from the replication slot into Kafka")
+    command("cdc", cmd_cdc, "capture row changes from the replication slot into Kafka").add_argument(
+        "--accept-lost-changes", action="store_true",
+        help="for this start only: create the slot anew although it vanished (or the server is another cluster), "
+             "skipping the changes since the last confirmed position")
     command("publisher", cmd_publisher, "deliver events from Kafka as signed webhooks")
     command("api", cmd_api, "serve the management API ([api] host and port)")
