@@ -90,10 +90,14 @@ class IntegrationDirectory:
         if stamps:
             self._seen = max([*stamps, *([self._seen] if self._seen else [])])
 
-    async def disable(self, integration: Integration, reason: str | None) -> None:
-        """Disable here at once; in the store too when ``reason`` is given (it is already, otherwise)."""
+    async def disable(self, integration: Integration, reason: str | None,
+                      positions: dict[int, int] | None = None) -> None:
+        """Disable here at once; in the store too when ``reason`` is given (it is already, otherwise).
+
+        ``positions`` (taken before this call) is where the consumers stood: the catch-up starts there.
+        """
         if reason is not None:
-            await self._store.set_enabled(integration.id, False, reason)
+            await self._store.set_enabled(integration.id, False, reason, positions)
         current = self._by_id.get(integration.id, integration)
         self._put(current, replace(current, enabled=False, disabled_reason=reason or current.disabled_reason))
 

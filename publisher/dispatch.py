@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import orjson
@@ -30,7 +31,7 @@ DELIVERED_MEMORY_SECONDS = 30.0
 _SEVERITY = [Verdict.DELIVERED, Verdict.RETRY, Verdict.FAILED, Verdict.GONE]
 
 _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAILED: "failed",
-           Verdict.GONE: "failed"}
+           Verdict.GONE: "pending"}  # the integration is disabled: the delivery waits for it to be enabled again
 
 
 class Recorder:
@@ -82,7 +83,8 @@ class Dispatcher:
 
     def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, directory: IntegrationDirectory,
                  *, spawn: Spawn = _spawn_task, concurrency: int = 8, lane_capacity: int = 1000,
-                 disable_after: timedelta = timedelta(days=5)) -> None:
+                 disable_after: timedelta = timedelta(days=5),
+                 positions: Callable[[], Awaitable[dict[int, int] | None]] | None = None) -> None:
         self.store = store
         self.sender = sender
         self.policy = policy
@@ -90,6 +92,7 @@ class Dispatcher:
         self.recorder = Recorder(store)
         self.delivered = 0
         self._spawn = spawn
+        self._positions = positions  # where the consumers stand, taken before this process stops recording
         self._concurrency = concurrency
         self.capacity = lane_capacity
         self._disable_after = disable_after
@@ -222,13 +225,16 @@ class Dispatcher:
             self._delivered_here.add(delivery.id, time.monotonic())
         return decision.verdict
 
+    async def _where_consumers_stand(self) -> dict[int, int] | None:
+        return await self._positions() if self._positions is not None else None
+
     async def _note_health(self, integration: Integration, verdict: Verdict) -> None:
         """Tell the store about failure streaks (at most once per 5 s per integration) and their end."""
         try:
             if verdict is Verdict.GONE:
                 reason = f"the receiver answered 410 Gone at {utcnow():%Y-%m-%d %H:%M:%S} UTC"
                 log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
-                await self.directory.disable(integration, reason)
+                await self.directory.disable(integration, reason, await self._where_consumers_stand())
             elif verdict is Verdict.DELIVERED:
                 # The end of a streak brings the integration's waiting retries forward (see the store).
                 if self._failure_noted.pop(integration.id, None) is not None or integration.failing_since:
@@ -238,6 +244,7 @@ class Dispatcher:
                 if await self.store.note_health(integration.id, False, self._disable_after):
                     log.error("integration %d disabled: failing continuously for %s", integration.id,
                               self._disable_after)
+                    await self.store.note_disabled_positions(integration.id, await self._where_consumers_stand())
                     await self.directory.disable(integration, None)
         except StoreError as exc:  # health is bookkeeping: never let it stop the lane
             log.warning("cannot note the health of integration %d: %s", integration.id, exc)
@@ -264,4 +271,4 @@ def _record(delivery: Delivery, integration: Integration, number: int, started: 
         started_at=started, url=integration.url, request_headers=result.request_headers,
         response_status=result.status, response_headers=capped_response_headers(result.headers),
         response_body=result.response_body or None, duration_ms=result.duration * 1000, error=result.error,
-        status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict is Verdict.RETRY else None)
+        status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict in (Verdict.RETRY, Verdict.GONE) else None)

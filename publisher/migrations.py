@@ -144,6 +144,9 @@ CREATE INDEX deliveries_integration_due ON {schema}.deliveries (integration_id, 
 CREATE INDEX deliveries_entity_position ON {schema}.deliveries (integration_id, entity_path, source_offset, id)
     WHERE status = 'pending';
 """),
+    (5, """
+ALTER TABLE {schema}.integrations ADD COLUMN disabled_positions jsonb;
+"""),
     # The portal: single-use links (their id is the signed token's jti) and the sessions they open.
     (30, """
 CREATE TABLE {schema}.portal_links (

@@ -138,8 +138,9 @@ class ReplayRunner:
         bounds = {p: Boundary(end, int(stop_at.timestamp() * 1000)) for p, end in ends.items()}
         partitions = [TopicPartition(self._kafka.topic, p) for p in sorted(ends)]
         consumer.assign(partitions)
-        if not progress.positions:
-            progress.positions = await self._first_positions(consumer, job, partitions)
+        if job.end_positions is None:  # its first run: where it starts (a catch-up may know some partitions)
+            missing = [tp for tp in partitions if tp.partition not in progress.positions]
+            progress.positions.update(await self._first_positions(consumer, job, missing) if missing else {})
         for tp in partitions:
             if progress.positions.get(tp.partition) is None:
                 bounds[tp.partition].done = True

@@ -28,6 +28,7 @@ from publisher.directory import IntegrationDirectory
 from publisher.dispatch import Dispatcher
 from publisher.errors import NotAnEvent, PublisherError, StoreError
 from publisher.offsets import OffsetCommitter
+from publisher.positions import committed_positions
 from publisher.recovery import ReplayRunner
 from publisher.retry import RetryPolicy
 from publisher.routing import delivery_of, parse_event, recipients
@@ -106,7 +107,8 @@ class Publisher:
         s = self.settings
         return Dispatcher(self.store, self.sender, RetryPolicy(tuple(s.retry_delays), s.retry_jitter, random.Random()),
                           self.directory, spawn=group.spawn, concurrency=s.concurrency_per_integration,
-                          lane_capacity=s.lane_capacity, disable_after=timedelta(days=s.disable_after_days))
+                          lane_capacity=s.lane_capacity, disable_after=timedelta(days=s.disable_after_days),
+                          positions=lambda: committed_positions(self.kafka))
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
         if self.dispatcher is not None:

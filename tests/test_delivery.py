@@ -295,3 +295,21 @@ async def test_integrations_only_receive_their_environment(servers: Servers, dat
             await asyncio.sleep(0.5)
     got = sorted((hit.path, hit.event["transaction"]["id"]) for hit in receiver.verified() if hit.event)
     assert got == [("any", 1), ("any", 2), ("any", 3), ("prod", 1), ("test", 2)]
+
+
+async def test_the_delivery_answered_410_waits_for_the_integration_to_come_back(
+        servers: Servers, database: str, topic: str) -> None:
+    """Gone is not delivered: once the receiver is back and the integration enabled, that change goes out."""
+    back = {"yes": False}
+    script = {"gone": lambda path, n: Answer(204 if back["yes"] else 410)}
+    async with ScriptedReceiver(scripts=script) as receiver, org_with(database, receiver, "gone") as (store, ids), \
+            publishing(servers, topic, store, integrations_cache_seconds=0.2):
+        await produce(servers, topic, [event(1)])
+        await until(lambda: len(receiver.hits) == 1)
+        await asyncio.sleep(0.5)
+        (delivery,) = await store.deliveries(ids["gone"])
+        assert delivery.status == "pending"  # not failed: it waits for the integration
+        back["yes"] = True
+        await store.enable("acme", ids["gone"], replay=False)
+        await until(lambda: len(receiver.verified()) == 2)
+    assert receiver.hits[1].webhook_id == receiver.hits[0].webhook_id

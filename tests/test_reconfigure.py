@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from publisher.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, Hit, ScriptedReceiver, always
@@ -152,3 +153,23 @@ async def test_enable_without_replay_skips_the_gap(servers: Servers, database: s
         await until(lambda: len(receiver.verified()) == 1)
         await asyncio.sleep(1.0)
     assert [h.event["eventId"] for h in receiver.hits] == [event(2)["eventId"]]
+
+
+async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_lagged(
+        servers: Servers, database: str, topic: str) -> None:
+    """Changes written before the disable but consumed after it (the consumers lagged) are not skipped."""
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, ids):
+        async with publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
+            await produce(servers, topic, [event(1, entity="docs/1")])
+            await until(lambda: len(receiver.verified()) == 1)
+            kafka = publisher.kafka
+        for n in range(2, 12):  # nobody consumes these; one record batch each
+            await produce(servers, topic, [event(n, entity=f"docs/{n}")])
+        await asyncio.sleep(1.0)
+        await store.set_enabled(ids["hook"], False, "paused", await committed_positions(kafka))
+        async with publishing(servers, topic, store, integrations_cache_seconds=0.2):
+            await asyncio.sleep(2.0)  # consumed now, while disabled: nothing recorded
+            assert len(receiver.hits) == 1
+            await store.enable("acme", ids["hook"])
+            await until(lambda: len(receiver.verified()) == 11, timeout=30)
+    assert sorted(h.event["eventId"] for h in receiver.verified()) == sorted(event(n)["eventId"] for n in range(1, 12))

@@ -35,6 +35,7 @@ from publisher.api.schemas import (
 )
 from publisher.errors import NotFound
 from publisher.matching import check_known_keys
+from publisher.positions import committed_positions
 from publisher.store import ReplayJob, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
@@ -109,10 +110,11 @@ async def enable_integration(integration_id: int, org: str = Depends(organizatio
 
 
 @router.post("/integrations/{integration_id}/disable", response_model=IntegrationOut)
-async def disable_integration(integration_id: int, org: str = Depends(organization),
+async def disable_integration(request: Request, integration_id: int, org: str = Depends(organization),
                               store: Store = Depends(store_of)) -> IntegrationOut:
     await store.integration_of(org, integration_id)
-    await store.set_enabled(integration_id, False, "disabled through the API")
+    positions = await committed_positions(request.app.state.settings.kafka)  # before any publisher stops recording
+    await store.set_enabled(integration_id, False, "disabled through the API", positions)
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
 

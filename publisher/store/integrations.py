@@ -122,13 +122,25 @@ class IntegrationStore(TenantStore):
                                 {"id": integration_id, "org": organization_id}):
             raise NotFound(f"integration {integration_id} does not exist")
 
-    async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None) -> None:
-        """Enable or disable; a disable remembers since when (a later enable replays from there)."""
+    async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None,
+                          positions: dict[int, int] | None = None) -> None:
+        """Enable or disable. A disable remembers since when, and where the consumers stood
+        (``positions``, see ``publisher.positions``): a later enable replays from there."""
         await self._rows(
             "UPDATE {s}.integrations SET enabled = :enabled, disabled_reason = :reason, "
             "disabled_at = CASE WHEN :enabled THEN NULL ELSE coalesce(disabled_at, now()) END, "
+            "disabled_positions = CASE WHEN :enabled THEN NULL "
+            "ELSE coalesce(disabled_positions, CAST(:positions AS jsonb)) END, "
             "failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END, updated_at = now() "
-            "WHERE id = :id", {"id": integration_id, "enabled": enabled, "reason": None if enabled else reason})
+            "WHERE id = :id", {"id": integration_id, "enabled": enabled, "reason": None if enabled else reason,
+                               "positions": _positions(positions)})
+
+    async def note_disabled_positions(self, integration_id: int, positions: dict[int, int] | None) -> None:
+        """Where the consumers stood when the integration was disabled, if not known yet."""
+        if positions is not None:
+            await self._rows("UPDATE {s}.integrations SET disabled_positions = CAST(:positions AS jsonb) "
+                             "WHERE id = :id AND NOT enabled AND disabled_positions IS NULL",
+                             {"id": integration_id, "positions": _positions(positions)})
 
     async def note_health(self, integration_id: int, succeeded: bool, disable_after: timedelta) -> bool:
         """Track continuous failure; disables the integration past ``disable_after``. True if it did.
@@ -155,3 +167,7 @@ class IntegrationStore(TenantStore):
             "updated_at = CASE WHEN failing_since IS NULL THEN now() ELSE updated_at END "
             "WHERE id = :id RETURNING enabled", {"id": integration_id, "limit": disable_after})
         return bool(rows) and not rows[0]["enabled"]
+
+
+def _positions(positions: dict[int, int] | None) -> str | None:
+    return None if positions is None else as_json({str(p): o for p, o in positions.items()})

@@ -48,12 +48,13 @@ class JobStore(DeliveryStore):
         live change can overtake the replayed ones (see ``publisher.ordering``).
         """
         rows = await self._rows(
-            "WITH before AS (SELECT id, organization_id, enabled, disabled_at FROM {s}.integrations "
-            "WHERE id = :id AND (CAST(:org AS text) IS NULL OR organization_id = :org) FOR UPDATE), "
-            "job AS (INSERT INTO {s}.replay_jobs (organization_id, integration_id, since, reason) "
-            "SELECT organization_id, id, disabled_at, 'enabled' FROM before "
+            "WITH before AS (SELECT id, organization_id, enabled, disabled_at, disabled_positions "
+            "FROM {s}.integrations WHERE id = :id AND (CAST(:org AS text) IS NULL OR organization_id = :org) FOR UPDATE), "
+            "job AS (INSERT INTO {s}.replay_jobs (organization_id, integration_id, since, reason, progress) "
+            "SELECT organization_id, id, disabled_at, 'enabled', coalesce(disabled_positions, '{}') FROM before "
             "WHERE :replay AND NOT enabled AND disabled_at IS NOT NULL RETURNING id), "
             "enabled AS (UPDATE {s}.integrations i SET enabled = true, disabled_reason = NULL, disabled_at = NULL, "
+            "disabled_positions = NULL, "
             "failing_since = NULL, catching_up_job = coalesce((SELECT id FROM job), i.catching_up_job), "
             "updated_at = now() FROM before WHERE i.id = before.id RETURNING i.id) "
             "SELECT (SELECT id FROM job) AS job_id, (SELECT count(*) FROM enabled) AS found",

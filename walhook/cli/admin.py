@@ -134,7 +134,10 @@ async def cmd_integrations_state(args: argparse.Namespace) -> int:
         elif args.action == "enable":
             job = await store.enable(None, integration.id, replay=not args.no_replay)
         else:
-            await store.set_enabled(integration.id, False, "disabled by an operator")
+            from publisher.positions import committed_positions
+
+            positions = await committed_positions(settings_of(args).kafka)  # before publishers stop recording
+            await store.set_enabled(integration.id, False, "disabled by an operator", positions)
     caught_up = f"; replay job {job.id} catches it up from {job.since:%Y-%m-%d %H:%M:%S} UTC" if job else ""
     show(args, {"integration": args.integration, "action": args.action, "replay_job": job and job.id},
          f"integration {args.integration}: {args.action}d{caught_up}")
