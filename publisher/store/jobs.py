@@ -49,7 +49,8 @@ class JobStore(DeliveryStore):
         """
         rows = await self._rows(
             "WITH before AS (SELECT id, organization_id, enabled, disabled_at, disabled_positions "
-            "FROM {s}.integrations WHERE id = :id AND (CAST(:org AS text) IS NULL OR organization_id = :org) FOR UPDATE), "
+            "FROM {s}.integrations WHERE id = :id AND (CAST(:org AS text) IS NULL OR organization_id = :org) "
+            "FOR UPDATE), "
             "job AS (INSERT INTO {s}.replay_jobs (organization_id, integration_id, since, reason, progress) "
             "SELECT organization_id, id, disabled_at, 'enabled', coalesce(disabled_positions, '{}') FROM before "
             "WHERE :replay AND NOT enabled AND disabled_at IS NOT NULL RETURNING id), "
