@@ -268,12 +268,10 @@ async def _settled(task: asyncio.Task[None]) -> None:
 
 
 async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
-    """Run until ``seconds`` pass (0: until Ctrl-C / SIGTERM); returns the exit code."""
+    """Write rows for ``seconds`` once the pipeline is up (0: until Ctrl-C / SIGTERM); returns the exit code."""
     workdir = directory or Path(tempfile.mkdtemp(prefix="walhook-demo-"))
     stop = asyncio.Event()
     stop_on_signals(stop)
-    if seconds:
-        asyncio.get_running_loop().call_later(seconds, stop.set)
     stack = LocalStack(workdir / "stack")
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -294,6 +292,8 @@ async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
             portal = asyncio.create_task(print_portal_links(stack.dsn or "", api_port, admin_token, receiver,
                                                             processes[2]))
             print("writing rows through plain SQL; verified webhooks appear below (Ctrl-C stops)", flush=True)
+            if seconds:  # counted from here: on a busy machine, starting the servers may take a while
+                asyncio.get_running_loop().call_later(seconds, stop.set)
             await writer.run(stop)
             await _settled(portal)
             await asyncio.sleep(1.0)  # let the last changes arrive before shutting down
