@@ -215,7 +215,7 @@ async def migrate(engine: AsyncEngine, schema: str) -> int:
         await conn.execute(text(f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
                                 "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"))
         applied = set((await conn.execute(text(f'SELECT version FROM "{schema}".schema_migrations'))).scalars())
-        for version, statements in MIGRATIONS:
+        for version, statements in sorted(MIGRATIONS):
             if version in applied:
                 continue
             await conn.exec_driver_sql(statements.format(schema=f'"{schema}"'))

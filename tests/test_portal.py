@@ -27,7 +27,7 @@ from walhook.config import Settings
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    settings = Settings(store={"dsn": database}, api={"admin_token": ADMIN},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS],
                         portal={"title": "Acme hooks", "accent_color": "#aa3300",
                                 "frame_ancestors": ["https://app.example.com"]})

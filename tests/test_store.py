@@ -13,9 +13,9 @@ from publisher.store import NewDelivery, Store
 
 async def test_migrations_are_versioned_and_idempotent(database: str) -> None:
     async with Store(database) as store:
-        assert await migrate(store.engine, store.schema) == MIGRATIONS[-1][0]  # second run: nothing to do
+        assert await migrate(store.engine, store.schema) == max(v for v, _ in MIGRATIONS)  # second run: nothing to do
         rows = await store._rows("SELECT version FROM {s}.schema_migrations ORDER BY version")
-    assert [row["version"] for row in rows] == [version for version, _ in MIGRATIONS]
+    assert [row["version"] for row in rows] == sorted(version for version, _ in MIGRATIONS)
 
 
 async def test_an_integrations_own_secret_overrides_the_organizations(database: str) -> None:
