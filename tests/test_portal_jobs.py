@@ -26,7 +26,8 @@ def client(database: str) -> Iterator[TestClient]:
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id serial PRIMARY KEY, org text, title text, tags text[], "
                      "price numeric, secret_note text)")
-    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, source={"dsn": database}, api={"admin_token": ADMIN},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, source={"dsn": database},
+                        api={"admin_token": ADMIN},
                         publisher={"allowed_networks": ["127.0.0.1/32"]},
                         entities=[{**DOCS, "exclude_columns": ["secret_note"]}])
     with TestClient(create_app(settings)) as test_client:
