@@ -10,29 +10,50 @@ the disable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings
+from publisher.errors import PublisherError
 
 log = logging.getLogger("walhook.publisher")
 
 
 async def committed_positions(kafka: KafkaSettings | None) -> dict[int, int] | None:
-    """The consumer group's committed offset per partition of the events topic; None when unknown."""
+    """The consumer group's committed offset per partition of the events topic; None when unknown.
+
+    Asked through a consumer of the group that joins nothing (no rebalance): the bundled broker
+    drops the connection on the admin client's offset fetch, and a consumer's works on both.
+    """
     if kafka is None:
         return None
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.consumer_group,
+                                enable_auto_commit=False)
     try:
-        await admin.start()
-        offsets = await admin.list_consumer_group_offsets(kafka.consumer_group)
-        return {tp.partition: meta.offset for tp, meta in offsets.items()
-                if tp.topic == kafka.topic and meta.offset >= 0}
-    except (KafkaError, OSError) as exc:
+        await consumer.start()
+        positions = {}
+        for partition in await partitions_of(consumer, kafka.topic):
+            offset = await consumer.committed(partition)
+            if offset is not None and offset >= 0:
+                positions[partition.partition] = offset
+        return positions
+    except (KafkaError, OSError, PublisherError) as exc:
         log.warning("cannot read the consumer group's offsets (the catch-up will start from the time instead): "
                     "%s", exc)
         return None
     finally:
-        await admin.close()
+        await consumer.stop()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions; metadata for a topic arrives shortly after the first request."""
+    for _ in range(50):
+        numbers = consumer.partitions_for_topic(topic)
+        if numbers:
+            return [TopicPartition(topic, number) for number in sorted(numbers)]
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise PublisherError(f"topic {topic!r} has no partitions (does it exist?)")

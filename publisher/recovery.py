@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings
 from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.positions import partitions_of
 from publisher.routing import delivery_of, parse_event, receives
 from publisher.store import Integration, NewDelivery, ReplayJob, Store
 
@@ -128,7 +129,7 @@ class ReplayRunner:
             await consumer.stop()
 
     async def _end_offsets(self, consumer: AIOKafkaConsumer) -> dict[int, int]:
-        partitions = await _partitions(consumer, self._kafka.topic)
+        partitions = await partitions_of(consumer, self._kafka.topic)
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
 
     async def _seek(self, consumer: AIOKafkaConsumer, job: ReplayJob, ends: dict[int, int],
@@ -205,16 +206,6 @@ class ReplayRunner:
             except StoreError as exc:
                 log.warning("cannot note replay progress yet: %s", exc)
                 await asyncio.sleep(1.0)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):  # metadata for a topic arrives shortly after the first request
-        numbers = consumer.partitions_for_topic(topic)
-        if numbers:
-            return [TopicPartition(topic, number) for number in sorted(numbers)]
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise PublisherError(f"topic {topic!r} has no partitions (does it exist?)")
 
 
 def job_summary(job: ReplayJob) -> str:
