@@ -267,8 +267,10 @@ def _names(raw: Any, where: str) -> list[str]:
 
 
 def _list(raw: Any, where: str) -> list[Any]:
-    if not isinstance(raw, list) or not raw:
+    if not isinstance(raw, list):
         raise ConditionError(f"{where}: a non-empty list, not {_kind(raw)}")
+    if not raw:
+        raise ConditionError(f"{where}: an empty list; give at least one item")
     if len(raw) > MAX_LIST:
         raise ConditionError(f"{where}: more than {MAX_LIST} items")
     return raw
