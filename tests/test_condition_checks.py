@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -258,3 +259,27 @@ async def test_filtered_events_are_counted_per_integration_with_the_deliveries(d
         assert await store.filtered_counts() == {first: 5, second: 1}
         assert await store.filtered_counts("other") == {}
         assert [d.integration_id for d in await store.deliveries()] == [second]
+
+
+def test_the_cli_takes_conditions_checks_them_and_lists_the_filtered(database: str, tmp_path: Path) -> None:
+    from tests.test_cli import walhook
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE packets (id serial PRIMARY KEY, organization_id text NOT NULL, status text)")
+    config = tmp_path / "walhook.toml"
+    config.write_text(f'[source]\ndsn = "{database}"\n[kafka]\nbootstrap_servers = "127.0.0.1:9"\n'
+                      f'[store]\ndsn = "{database}"\n[publisher]\nallowed_networks = ["127.0.0.1/32"]\n'
+                      '[[entities]]\ntable = "packets"\nentity_key = "flows/packets"\nentity_path = "packets/{id}"\n'
+                      'collection_path = "packets"\norganization_column = "organization_id"\n')
+    typo = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook", "--events",
+                   orjson.dumps({**APPROVED, "when": {"property": "stat", "to": "approved"}}).decode())
+    assert typo.returncode == 1
+    assert "walhook: error: events[0].when: unknown property 'stat' of flows/packets" in typo.stderr
+    created = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook",
+                      "--events", orjson.dumps(APPROVED).decode(), "--json")
+    assert created.returncode == 0, created.stderr
+    changed = walhook(config, "integrations", "set-events", "1", "--events", "flows/packets:deleted", "--events",
+                      orjson.dumps(APPROVED).decode())
+    assert changed.returncode == 0, changed.stderr
+    (listed,) = orjson.loads(walhook(config, "integrations", "list", "--json").stdout)
+    assert listed["events"] == ["flows/packets:deleted", APPROVED] and listed["filtered"] == 0
