@@ -6,6 +6,7 @@ publishers' directories reload what moved since they last looked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +24,11 @@ _JSON = ("events", "headers")
 class IntegrationStore(TenantStore):
     """Integrations and their health."""
 
-    async def add_integration(self, organization_id: str, url: str, events: list[SubscriptionItem], name: str = "", *,
-                              environment: str | None = None, ordering: str = "entity", batch_size: int = 1,
-                              rate_limit: float | None = None, headers: dict[str, str] | None = None,
-                              concurrency: int | None = None, limit: int | None = None) -> int:
+    async def add_integration(self, organization_id: str, url: str, events: Sequence[SubscriptionItem],
+                              name: str = "", *, environment: str | None = None, ordering: str = "entity",
+                              batch_size: int = 1, rate_limit: float | None = None,
+                              headers: dict[str, str] | None = None, concurrency: int | None = None,
+                              limit: int | None = None) -> int:
         """A new integration; ``limit`` caps how many an organization may have (a ``Conflict`` past it)."""
         parse_items(events)  # refuse a bad subscription before storing it
         if not await self.organization_exists(organization_id):
@@ -37,7 +39,7 @@ class IntegrationStore(TenantStore):
             ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
             "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
             "WHERE organization_id = :org) < :limit RETURNING id",
-            {"org": organization_id, "name": name or url, "url": url, "events": as_json(events),
+            {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
              "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
              "headers": as_json(headers or {}), "concurrency": concurrency, "limit": limit})
         if not rows:
