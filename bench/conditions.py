@@ -17,6 +17,11 @@ machine hits both alike; each run is timed as in bench/delivery.py (first attemp
 ``succeeded``). Prints each run, the medians and their ratio (target: with / without >= 0.9);
 writes bench/results/conditions.json.
 
+Because a shared machine's noise can hide (or invent) a few percent end to end, the script also
+times the routing step alone, in process and in CPU time: ``parse_event`` + ``route`` of every
+event over the same 100 integrations, without and with conditions (best of 3). That difference is
+what conditions add per event, whatever else the publisher does.
+
     python bench/conditions.py [--events 20000] [--integrations 100] [--repeats 2] [--receiver nginx|python]
 """
 
@@ -36,8 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.delivery import receiver
 from bench.tools import ensure_tools
-from bench.workload import Run, Workload, own_key, run_walhook
-from publisher.matching import SubscriptionItem
+from bench.workload import ORGANIZATION, Run, Workload, event, own_key, run_walhook
+from publisher.matching import SubscriptionItem, parse_items
+from publisher.routing import parse_event, route
+from publisher.store import Integration
 from walhook.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +84,28 @@ async def compare(dsn: str, bootstrap_servers: str, workdir: Path, url: str, wor
     return runs
 
 
+def routing_us(workload: Workload, events: int = 5000) -> dict[str, float]:
+    """CPU microseconds per event of parse_event + route over the workload's integrations, without and with."""
+    import orjson
+
+    bodies = [orjson.dumps(event(n, workload)) for n in range(min(events, workload.events))]
+    found = {}
+    for name, subscriptions in (("without", own_key), ("with", with_condition)):
+        candidates = [Integration(n, ORGANIZATION, f"i{n}", f"http://127.0.0.1:9/i{n}", parse_items(subscriptions(n)),
+                                  []) for n in range(workload.integrations)]
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            delivered = sum(len(route(candidates, parse_event(body)).recipients) for body in bodies)
+            best = min(best, time.process_time() - started)
+        assert delivered == len(bodies)  # one recipient per event in both
+        found[name] = round(best / len(bodies) * 1e6, 1)
+    return found
+
+
 def summary(runs: dict[str, list[Run]], workload: Workload, receiver_kind: str) -> dict[str, Any]:
     medians = {name: statistics.median(run.per_second for run in found) for name, found in runs.items()}
-    return {"workload": workload.describe(), "receiver": receiver_kind,
+    return {"workload": workload.describe(), "receiver": receiver_kind, "routing_us_per_event": routing_us(workload),
             "runs": {name: [run.describe() for run in found] for name, found in runs.items()},
             "median_per_s": {name: round(value) for name, value in medians.items()},
             "with_vs_without": round(medians["with"] / medians["without"], 3)}
@@ -100,7 +126,9 @@ def main() -> None:
     results = asyncio.run(measure(args, workdir))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
-    ratio = results["with_vs_without"]
+    ratio, routing = results["with_vs_without"], results["routing_us_per_event"]
+    print(f"routing alone (parse once + {args.integrations} integrations), CPU per event: without conditions "
+          f"{routing['without']} us, with conditions {routing['with']} us")
     print(f"\nmedian deliveries/s: without conditions {results['median_per_s']['without']}, "
           f"with conditions {results['median_per_s']['with']}")
     print(f"ratio with / without: {ratio:.3f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'not met'})")

@@ -27,10 +27,11 @@ never equals ``true`` nor ``"1"``). The rules for what is not there:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from publisher import evaluation
 from publisher.errors import SubscriptionError
 
 Scalar = str | int | float | bool
@@ -79,27 +80,41 @@ class Compared:
     null_test: bool = False  # is_null: true
 
 
+Test = Callable[[Change], bool]
+
+
 class Condition:
-    """A compiled condition: ``holds`` is a pure function of the event's :class:`Change`."""
+    """A compiled condition: ``test`` (and ``holds``) is a pure function of the event's :class:`Change`.
+
+    Each node builds its ``test`` once, as closures over what it compares (``publisher.evaluation``),
+    so evaluating it on an event is a few attribute reads and comparisons, not a walk of the JSON.
+    """
 
     __slots__ = ()
+    test: Test
 
     def holds(self, change: Change) -> bool:
-        raise NotImplementedError
+        return self.test(change)
 
     def compared(self) -> Iterator[Compared]:
         """Every property this condition reads, with the values it compares it to."""
         raise NotImplementedError
+
+    def _build(self) -> Test:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", self._build())
 
 
 @dataclass(frozen=True, slots=True)
 class Changed(Condition):
     where: str
     properties: tuple[str, ...]
+    test: Test = field(init=False, repr=False, compare=False)
 
-    def holds(self, change: Change) -> bool:
-        mask = change.mask
-        return mask is not None and any(name in mask for name in self.properties)
+    def _build(self) -> Test:
+        return evaluation.changed(self.properties)
 
     def compared(self) -> Iterator[Compared]:
         return (Compared(self.where, name) for name in self.properties)
@@ -115,16 +130,12 @@ class Value(Condition):
     operator: str
     values: tuple[Scalar, ...]
     null: bool = False
+    test: Test = field(init=False, repr=False, compare=False)
 
-    def holds(self, change: Change) -> bool:
-        row = change.old if self.old_row else change.new
-        if row is None or self.property not in row:
-            return False
-        value = row[self.property]
+    def _build(self) -> Test:
         if self.operator == "is_null":
-            return (value is None) is self.null
-        found = any(same(value, wanted) for wanted in self.values)
-        return not found if self.operator == "not_equals" else found
+            return evaluation.is_null(self.property, self.old_row, self.null)
+        return evaluation.one_of(self.property, self.old_row, self.values, negate=self.operator == "not_equals")
 
     def compared(self) -> Iterator[Compared]:
         yield Compared(self.where, self.property, self.values, self.operator == "is_null" and self.null)
@@ -138,30 +149,22 @@ class Transition(Condition):
     property: str
     start: tuple[Scalar, ...]  # () or (value,)
     end: tuple[Scalar, ...]
+    test: Test = field(init=False, repr=False, compare=False)
 
-    def holds(self, change: Change) -> bool:
-        if self.start and not _row_has(change.old, self.property, self.start[0]):
-            return False
-        if self.end and not _row_has(change.new, self.property, self.end[0]):
-            return False
-        if self.start and self.end:
-            return True  # two different values: it changed
-        return change.mask is not None and self.property in change.mask
+    def _build(self) -> Test:
+        return evaluation.transition(self.property, self.start, self.end)
 
     def compared(self) -> Iterator[Compared]:
         yield Compared(self.where, self.property, (*self.start, *self.end))
 
 
-def _row_has(row: Row | None, name: str, wanted: Scalar) -> bool:
-    return row is not None and name in row and same(row[name], wanted)
-
-
 @dataclass(frozen=True, slots=True)
 class AllOf(Condition):
     parts: tuple[Condition, ...]
+    test: Test = field(init=False, repr=False, compare=False)
 
-    def holds(self, change: Change) -> bool:
-        return all(part.holds(change) for part in self.parts)
+    def _build(self) -> Test:
+        return evaluation.all_of(tuple(part.test for part in self.parts))
 
     def compared(self) -> Iterator[Compared]:
         return (found for part in self.parts for found in part.compared())
@@ -170,9 +173,10 @@ class AllOf(Condition):
 @dataclass(frozen=True, slots=True)
 class AnyOf(Condition):
     parts: tuple[Condition, ...]
+    test: Test = field(init=False, repr=False, compare=False)
 
-    def holds(self, change: Change) -> bool:
-        return any(part.holds(change) for part in self.parts)
+    def _build(self) -> Test:
+        return evaluation.any_of(tuple(part.test for part in self.parts))
 
     def compared(self) -> Iterator[Compared]:
         return (found for part in self.parts for found in part.compared())

@@ -14,7 +14,7 @@ import fnmatch
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ SubscriptionItem = str | dict[str, Any]
 """A subscription as the API, the CLI and the store hold it: its text, or an object with conditions."""
 
 OPERATIONS = frozenset({"created", "updated", "deleted"})
+_KEYS_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +38,22 @@ class Subscription:
     text: str
     condition: Condition | None = None
     when: bytes | None = None  # the condition's JSON as given (canonical), to show it back
+    # Entity key -> whether the pattern matches it: a dict lookup per event instead of a regex match.
+    keys: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def covers(self, entity_key: str, operation: str) -> bool:
         """The entity key and operation match (conditions aside)."""
-        return operation in self.operations and self.entity_key.fullmatch(entity_key) is not None
+        if operation not in self.operations:
+            return False
+        known = self.keys.get(entity_key)
+        return self.learn(entity_key) if known is None else known
+
+    def learn(self, entity_key: str) -> bool:
+        """Match ``entity_key`` against the pattern and remember it (a bounded memory: keys come from records)."""
+        if len(self.keys) >= _KEYS_KEPT:
+            self.keys.clear()
+        found = self.keys[entity_key] = self.entity_key.fullmatch(entity_key) is not None
+        return found
 
     def matches(self, entity_key: str, operation: str, change: Change = NO_CHANGE) -> bool:
         return self.covers(entity_key, operation) and (self.condition is None or self.condition.holds(change))
@@ -104,9 +117,9 @@ def subscribed(subscriptions: list[Subscription], entity_key: str, operation: st
     """True: a subscription matches and its conditions hold. False: some match the entity key and
     operation, but none of their conditions holds (the event is filtered out). None: none matches."""
     covered = False
-    for subscription in subscriptions:
+    for subscription in subscriptions:  # the hot path: one pass, each condition's prebuilt test
         if subscription.covers(entity_key, operation):
-            if subscription.condition is None or subscription.condition.holds(change):
+            if subscription.condition is None or subscription.condition.test(change):
                 return True
             covered = True
     return False if covered else None

@@ -143,8 +143,11 @@ class Routed:
 def route(candidates: Iterable[Integration], event: EventFields) -> Routed:
     """The candidates that receive ``event``, and those whose conditions filtered it out (no delivery)."""
     found: Routed = Routed([], [])
-    for integration in candidates:
-        verdict = _verdict(integration, event)
+    organization, environment = event.organization_id, event.environment
+    for integration in candidates:  # the hot path: _verdict inlined, once per candidate and event
+        if integration.organization_id != organization or integration.environment not in (None, environment):
+            continue
+        verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
         if verdict is not None:
             (found.recipients if verdict else found.filtered).append(integration)
     return found
