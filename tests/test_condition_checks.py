@@ -71,6 +71,22 @@ def test_routing_keeps_the_recipients_and_the_filtered_apart() -> None:
     assert [i.id for i in edited.filtered] == [1]  # subscribed to the key and operation, the condition did not hold
 
 
+def test_routing_keeps_the_environment_rule() -> None:
+    event = parse_event(packet_event("approved", "review", ["status"]), [("walhook-environment", b"production")])
+    production = Integration(1, "acme", "p", "http://127.0.0.1:9/p", parse_items([APPROVED]), [],
+                             environment="production")
+    staging = Integration(2, "acme", "s", "http://127.0.0.1:9/s", parse_items([APPROVED]), [], environment="staging")
+    routed = route([production, staging, integration(3, APPROVED)], event)
+    assert [i.id for i in routed.recipients] == [1, 3] and routed.filtered == []
+
+
+def test_a_subscription_remembers_a_bounded_number_of_entity_keys() -> None:
+    subscription = parse_item("flows/*:*")
+    assert all(subscription.covers(f"flows/k{n}", "created") for n in range(1500))
+    assert not subscription.covers("other/k", "created") and not subscription.covers("other/k", "created")
+    assert 0 < len(subscription.keys) <= 1024
+
+
 def test_without_replica_identity_full_a_to_condition_matches_nothing() -> None:
     """No old row and no updateMask: "changed to approved" is not known, never guessed."""
     hook = integration(1, APPROVED)
