@@ -299,3 +299,21 @@ def test_the_cli_takes_conditions_checks_them_and_lists_the_filtered(database: s
     assert changed.returncode == 0, changed.stderr
     (listed,) = orjson.loads(walhook(config, "integrations", "list", "--json").stdout)
     assert listed["events"] == ["flows/packets:deleted", APPROVED] and listed["filtered"] == 0
+
+
+@pytest.mark.parametrize("per_integration", [False, True])
+def test_metrics_count_filtered_events(database: str, per_integration: bool) -> None:
+    settings = Settings(store={"dsn": database}, api={"admin_token": "a" * 30,
+                                                      "metrics_per_integration": per_integration})
+    with TestClient(create_app(settings)) as test_client:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("INSERT INTO walhook.organizations (id) VALUES ('acme')")
+            ids = [conn.execute("INSERT INTO walhook.integrations (organization_id, name, url, events) VALUES "
+                                "('acme', 'x', 'http://127.0.0.1:9/x', '[]') RETURNING id").fetchone()[0]
+                   for _ in range(2)]
+            conn.execute("INSERT INTO walhook.filtered_events (integration_id, events) VALUES (%s, 5), (%s, 2)", ids)
+        metrics = test_client.get("/metrics", headers={"authorization": "Bearer " + "a" * 30}).text
+    assert "walhook_events_filtered_total 7\n" in metrics
+    labelled = [f'walhook_integration_events_filtered_total{{integration="{ids[0]}"}} 5',
+                f'walhook_integration_events_filtered_total{{integration="{ids[1]}"}} 2']
+    assert all((line in metrics) is per_integration for line in labelled)
