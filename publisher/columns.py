@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import psycopg
 
 from models.settings import EntitySettings
+from publisher.matching import Subscription, SubscriptionItem, check_conditions, check_known_keys, parse_items
 from publisher.shapes import Column, EntityShape, shape_of
 
 log = logging.getLogger("walhook.publisher")
@@ -27,6 +28,18 @@ LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype
 WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+
+
+async def checked_subscriptions(items: Sequence[SubscriptionItem], entities: Sequence[EntitySettings],
+                                source_dsn: str | None) -> list[Subscription]:
+    """Subscriptions as the API, the CLI and the portal take them, checked: of the form, naming known
+    entity keys, with conditions that can hold on those entities' columns. ``SubscriptionError``
+    (``ConditionError``) names what is wrong and where; the tables are read only when a condition is given."""
+    subscriptions = parse_items(items)
+    check_known_keys(items, entities)
+    if any(subscription.condition is not None for subscription in subscriptions):
+        check_conditions(subscriptions, await entity_shapes(entities, source_dsn))
+    return subscriptions
 
 
 async def entity_shapes(entities: Sequence[EntitySettings], source_dsn: str | None) -> list[EntityShape]:

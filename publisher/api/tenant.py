@@ -36,7 +36,6 @@ from publisher.api.schemas import (
     items_of,
 )
 from publisher.errors import NotFound
-from publisher.matching import check_conditions, check_known_keys, parse_items
 from publisher.positions import committed_positions
 from publisher.store import ReplayJob, Store
 
@@ -81,15 +80,11 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
 
 async def check_events(request: Request, events: list[str | SubscriptionIn]) -> None:
     """Known entity keys, and conditions that can hold on their entities' columns (422 naming what cannot)."""
-    from publisher.columns import entity_shapes
+    from publisher.columns import checked_subscriptions
 
     settings = request.app.state.settings
-    items = items_of(events)
-    check_known_keys(items, settings.entities)
-    subscriptions = parse_items(items)
-    if any(subscription.condition is not None for subscription in subscriptions):
-        source = settings.source.dsn if settings.source is not None else None
-        check_conditions(subscriptions, await entity_shapes(settings.entities, source))
+    await checked_subscriptions(items_of(events), settings.entities,
+                                settings.source.dsn if settings.source is not None else None)
 
 
 @router.get("/integrations/{integration_id}", response_model=IntegrationOut)

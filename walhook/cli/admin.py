@@ -83,16 +83,11 @@ def subscription_items(texts: Sequence[str]) -> list[SubscriptionItem]:
 
 async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[SubscriptionItem]:
     """Parse and check subscriptions as the API does: known entity keys, conditions that can hold."""
-    from publisher.columns import entity_shapes
-    from publisher.matching import check_conditions, check_known_keys, parse_items
+    from publisher.columns import checked_subscriptions
 
     settings = settings_of(args)
     items = subscription_items(texts)
-    subscriptions = parse_items(items)
-    check_known_keys(items, settings.entities)
-    if any(subscription.condition is not None for subscription in subscriptions):
-        source = settings.source.dsn if settings.source is not None else None
-        check_conditions(subscriptions, await entity_shapes(settings.entities, source))
+    await checked_subscriptions(items, settings.entities, settings.source.dsn if settings.source is not None else None)
     return items
 
 
