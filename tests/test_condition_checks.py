@@ -317,3 +317,17 @@ def test_metrics_count_filtered_events(database: str, per_integration: bool) -> 
     labelled = [f'walhook_integration_events_filtered_total{{integration="{ids[0]}"}} 5',
                 f'walhook_integration_events_filtered_total{{integration="{ids[1]}"}} 2']
     assert all((line in metrics) is per_integration for line in labelled)
+
+
+def test_the_portal_form_keeps_a_subscription_with_conditions_when_saved_again() -> None:
+    from starlette.datastructures import FormData
+
+    from publisher.api.schemas import items_of
+    from publisher.portal.forms import form_of, read_form
+
+    saved = integration(1, APPROVED, "flows/packets:created")
+    form = form_of(saved, ["flows/packets"])
+    assert form.ticked == {"flows/packets:created"} and orjson.loads(form.values["other"]) == APPROVED
+    data = FormData([*((k, v) for k, v in form.values.items()), *(("events", t) for t in sorted(form.ticked))])
+    _, body = read_form(data)
+    assert body is not None and items_of(body.events) == ["flows/packets:created", APPROVED]
