@@ -223,7 +223,8 @@ def client(database: str) -> Iterator[TestClient]:
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE packets (id serial PRIMARY KEY, organization_id text NOT NULL, status text, "
                      "points int, internal_note text)")
-    settings = Settings(store={"dsn": database}, source={"dsn": database}, api={"admin_token": "a" * 30},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, source={"dsn": database},
+                        api={"admin_token": "a" * 30},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[PACKETS.model_dump()])
     with TestClient(create_app(settings)) as test_client:
         assert test_client.post("/v1/organizations", json={"id": "acme"},
@@ -284,7 +285,8 @@ def test_the_cli_takes_conditions_checks_them_and_lists_the_filtered(database: s
         conn.execute("CREATE TABLE packets (id serial PRIMARY KEY, organization_id text NOT NULL, status text)")
     config = tmp_path / "walhook.toml"
     config.write_text(f'[source]\ndsn = "{database}"\n[kafka]\nbootstrap_servers = "127.0.0.1:9"\n'
-                      f'[store]\ndsn = "{database}"\n[publisher]\nallowed_networks = ["127.0.0.1/32"]\n'
+                      f'[store]\ndsn = "{database}"\nplaintext_secrets = true\n'
+                      '[publisher]\nallowed_networks = ["127.0.0.1/32"]\n'
                       '[[entities]]\ntable = "packets"\nentity_key = "flows/packets"\nentity_path = "packets/{id}"\n'
                       'collection_path = "packets"\norganization_column = "organization_id"\n')
     typo = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook", "--events",
@@ -303,7 +305,7 @@ def test_the_cli_takes_conditions_checks_them_and_lists_the_filtered(database: s
 
 @pytest.mark.parametrize("per_integration", [False, True])
 def test_metrics_count_filtered_events(database: str, per_integration: bool) -> None:
-    settings = Settings(store={"dsn": database}, api={"admin_token": "a" * 30,
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": "a" * 30,
                                                       "metrics_per_integration": per_integration})
     with TestClient(create_app(settings)) as test_client:
         with psycopg.connect(database, autocommit=True) as conn:
