@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/http_floor.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/store_rate.py
+	$(BIN)/python bench/conditions.py
 	$(BIN)/python bench/latency.py --seconds 15
 	$(BIN)/python bench/memory.py
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.receivers import HangingEndpoint
 from cdc.kafka import ensure_topic
 from models.settings import KafkaSettings, PublisherSettings
+from publisher.matching import SubscriptionItem
 from publisher.store import Store
 from walhook.stack import spawn, stop_process
 
@@ -59,6 +61,7 @@ class Run:
     attempts: int
     peak_rss_mb: list[float] = field(default_factory=list)
     hanging_connections: int = 0  # opened to the endpoint that never answers
+    filtered: int = 0  # events the integrations' conditions filtered out (counted by the publishers)
 
     @property
     def per_second(self) -> float:
@@ -68,7 +71,7 @@ class Run:
         return {"publishers": self.publishers, "deliveries": self.deliveries, "seconds": round(self.seconds, 2),
                 "deliveries_per_s": round(self.per_second), "produce_seconds": round(self.produce_seconds, 2),
                 "attempts": self.attempts, "peak_rss_mb": self.peak_rss_mb,
-                "hanging_connections": self.hanging_connections}
+                "hanging_connections": self.hanging_connections, "filtered": self.filtered}
 
 
 def event(number: int, workload: Workload) -> dict[str, Any]:
@@ -135,12 +138,21 @@ def config(path: Path, dsn: str, bootstrap_servers: str, topic: str, schema: str
     return path
 
 
-async def register(dsn: str, schema: str, receiver_url: str, workload: Workload, hanging_url: str | None
-                   ) -> tuple[list[int], int | None]:
+Subscriptions = Callable[[int], list[SubscriptionItem]]
+"""What integration ``n`` subscribes to."""
+
+
+def own_key(n: int) -> list[SubscriptionItem]:
+    """The default: integration ``n`` subscribes to its own entity key, so each event is one delivery."""
+    return [f"bench/records{n}:*"]
+
+
+async def register(dsn: str, schema: str, receiver_url: str, workload: Workload, hanging_url: str | None,
+                   subscriptions: Subscriptions = own_key) -> tuple[list[int], int | None]:
     """The organization and its integrations: healthy ids, and the hanging one's (None without)."""
     async with Store(dsn, schema) as store:
         await store.add_organization(ORGANIZATION)
-        healthy = [await store.add_integration(ORGANIZATION, f"{receiver_url}/i{n}", [f"bench/records{n}:*"],
+        healthy = [await store.add_integration(ORGANIZATION, f"{receiver_url}/i{n}", subscriptions(n),
                                                f"receiver {n}") for n in range(workload.integrations)]
         hanging = None if hanging_url is None else await store.add_integration(
             ORGANIZATION, hanging_url, ["bench/records0:*"], "never answers")
@@ -205,12 +217,19 @@ async def wait_delivered(dsn: str, schema: str, ids: list[int], expected: int, p
             await asyncio.sleep(0.5)
 
 
+async def filtered(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    cursor = await conn.execute(f'SELECT coalesce(sum(events), 0) FROM "{schema}".filtered_events')
+    return int((await cursor.fetchone() or [0])[0])
+
+
 async def run_walhook(dsn: str, bootstrap_servers: str, workdir: Path, name: str, receiver_url: str,
-                      workload: Workload, publishers: int = 1, hanging: bool = False, timeout: float = 600) -> Run:
+                      workload: Workload, publishers: int = 1, hanging: bool = False, timeout: float = 600,
+                      subscriptions: Subscriptions = own_key) -> Run:
     """One timed run: register, start the publishers, wait for their group, produce, wait until delivered."""
     topic, schema = f"bench.delivery.{name}.{time.time_ns()}", f"bench_{name}"
     async with HangingEndpoint() as endpoint:
-        healthy, _ = await register(dsn, schema, receiver_url, workload, endpoint.url if hanging else None)
+        healthy, _ = await register(dsn, schema, receiver_url, workload, endpoint.url if hanging else None,
+                                    subscriptions)
         await ensure_topic(KafkaSettings(bootstrap_servers=bootstrap_servers, topic=topic,
                                          partitions=workload.partitions))
         path = config(workdir / f"{name}.toml", dsn, bootstrap_servers, topic, schema)
@@ -226,5 +245,7 @@ async def run_walhook(dsn: str, bootstrap_servers: str, workdir: Path, name: str
                 await asyncio.to_thread(stop_process, process)
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             seconds, attempts = await timing(conn, schema, healthy)
+            dropped = await filtered(conn, schema)
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    return Run(name, publishers, workload.events, seconds, produce_seconds, attempts, rss, endpoint.connections)
+    return Run(name, publishers, workload.events, seconds, produce_seconds, attempts, rss, endpoint.connections,
+               dropped)

@@ -72,6 +72,39 @@ def example_event(entity: EntitySettings, operation: str, organization_id: str =
                   mask)
 
 
+def as_if(event: dict[str, Any], new: Row | None = None, old: Row | None = None) -> dict[str, Any]:
+    """``event`` (an example) with properties of its new row (``value``) and old row (``oldValue``) set.
+
+    "As if status changed to approved": ``as_if(update, new={"status": "approved"}, old={"status": "review"})``.
+    Properties go only onto the rows the operation has (a created event has no old row). On an
+    update, ``updateMask`` lists a given property exactly when its value now differs between
+    the rows (a property one row lacks counts as changed), as the capture would list it.
+    Raises ``ValueError`` for a property name that is not a string.
+    """
+    data = event["data"]
+    for name in [*(new or {}), *(old or {})]:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a property name must be a non-empty string, not {name!r}")
+    value = _with(data["value"], new)
+    old_value = _with(data["oldValue"], old)
+    mask = data["updateMask"]
+    if event["operationType"] == "updated" and value is not None and old_value is not None:
+        given = {*(new or {}), *(old or {})}
+        before, after = old_value["properties"], value["properties"]
+        differs = {name for name in given if before.get(name, _ABSENT) != after.get(name, _ABSENT)}
+        mask = sorted((set(mask or []) - given) | differs)
+    return {**event, "data": {"value": value, "oldValue": old_value, "updateMask": mask}}
+
+
+_ABSENT = object()
+
+
+def _with(state: Row | None, properties: Row | None) -> Row | None:
+    if state is None or not properties:
+        return state
+    return {**state, "properties": {**state["properties"], **properties}}
+
+
 def catalogue(entities: list[EntitySettings], organization_id: str = "org_example",
               now_us: int | None = None) -> list[dict[str, Any]]:
     """Every subscribable event, for a "subscribed events" dropdown: one entry per configured entity.

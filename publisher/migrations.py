@@ -204,6 +204,16 @@ ALTER TABLE {schema}.signing_secrets ADD CONSTRAINT signing_secrets_plain_or_sea
     AND (nonce IS NULL) = (ciphertext IS NULL));
 CREATE INDEX signing_secrets_key ON {schema}.signing_secrets (key_id);
 """),
+    # Events an integration subscribed to by entity key and operation that its conditions filtered out
+    # (no delivery row). No foreign key: counting must never fail a batch because an integration was
+    # just deleted; ids are never reused, and readers join the integrations that exist.
+    (50, """
+CREATE TABLE {schema}.filtered_events (
+    integration_id bigint PRIMARY KEY,
+    events bigint NOT NULL DEFAULT 0,
+    last_at timestamptz NOT NULL DEFAULT now()
+);
+"""),
 ]
 
 

@@ -2,9 +2,12 @@
 
 An event reaches an integration of its organization when one of the integration's subscriptions
 matches its entity key and operation, and the integration's environment (if it has one) is the
-environment the capture stamped on the record. Which integrations are candidates is the
-caller's business: live delivery offers the enabled ones (``publisher.directory``), replay the
-one it replays for, a sample the one it is sent to.
+environment the capture stamped on the record, and the subscription's conditions (if any)
+hold on the event (``publisher.conditions``). The record's body is parsed once, here; what
+conditions read of it (the rows' properties and ``updateMask``) is kept in ``EventFields.change``,
+and every integration's compiled conditions are evaluated on that. Which integrations are
+candidates is the caller's business: live delivery offers the enabled ones
+(``publisher.directory``), replay the one it replays for, a sample the one it is sent to.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 import orjson
 
+from publisher.conditions import NO_CHANGE, Change
 from publisher.errors import NotAnEvent
-from publisher.matching import matches_any
+from publisher.matching import subscribed
 from publisher.store.rows import Integration, NewDelivery
 
 ENVIRONMENT_HEADER = "walhook-environment"
@@ -32,6 +36,7 @@ class EventFields:
     operation: str
     entity_path: str
     environment: str | None = None  # the [source] environment stamped on the record, if any
+    change: Change = NO_CHANGE  # what conditions read: rows' properties and updateMask (none: unreadable body)
 
 
 def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> EventFields:
@@ -60,7 +65,21 @@ def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> E
     return EventFields(
         event_id=_text(event, "eventId", empty=False), organization_id=_text(event, "organizationId", null=True),
         entity_key=_text(event, "entityKey"), operation=_text(event, "operationType", empty=False),
-        entity_path=_text(event, "entityPath"))
+        entity_path=_text(event, "entityPath"), change=_change(event.get("data")))
+
+
+def _change(data: Any) -> Change:
+    """The rows and updateMask of ``data``; a part that is not of the event's shape counts as missing."""
+    if not isinstance(data, dict):
+        return NO_CHANGE
+    mask = data.get("updateMask")
+    return Change(_properties(data.get("value")), _properties(data.get("oldValue")),
+                  mask if isinstance(mask, list) else None)
+
+
+def _properties(state: Any) -> dict[str, Any] | None:
+    properties = state.get("properties") if isinstance(state, dict) else None
+    return properties if isinstance(properties, dict) else None
 
 
 _ROUTING_HEADERS = {"walhook-event-id": "event_id", "walhook-organization-id": "organization_id",
@@ -101,15 +120,42 @@ def _json_type(value: object) -> str:
 
 
 def receives(integration: Integration, event: EventFields) -> bool:
-    """Whether ``integration`` subscribed to ``event`` (its state, enabled or not, is the caller's concern)."""
-    return (integration.organization_id == event.organization_id
-            and integration.environment in (None, event.environment)
-            and matches_any(integration.subscriptions, event.entity_key, event.operation))
+    """Whether ``integration`` subscribed to ``event`` and its conditions hold (enabled or not is the caller's)."""
+    return _verdict(integration, event) is True
+
+
+def _verdict(integration: Integration, event: EventFields) -> bool | None:
+    """True: receives; False: subscribed to its key and operation, but no condition held; None: neither."""
+    if integration.organization_id != event.organization_id or integration.environment not in (
+            None, event.environment):
+        return None
+    return subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Who receives an event, and who subscribed to its entity key and operation but filtered it out."""
+
+    recipients: list[Integration]
+    filtered: list[Integration]
+
+
+def route(candidates: Iterable[Integration], event: EventFields) -> Routed:
+    """The candidates that receive ``event``, and those whose conditions filtered it out (no delivery)."""
+    found: Routed = Routed([], [])
+    organization, environment = event.organization_id, event.environment
+    for integration in candidates:  # the hot path: _verdict inlined, once per candidate and event
+        if integration.organization_id != organization or integration.environment not in (None, environment):
+            continue
+        verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
+        if verdict is not None:
+            (found.recipients if verdict else found.filtered).append(integration)
+    return found
 
 
 def recipients(candidates: Iterable[Integration], event: EventFields) -> list[Integration]:
     """The candidates that receive ``event``."""
-    return [integration for integration in candidates if receives(integration, event)]
+    return route(candidates, event).recipients
 
 
 def webhook_id(event_id: str, integration_id: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from models.samples import check_operation, example_event
+from models.samples import Row, as_if, check_operation, example_event
 from models.settings import EntitySettings
 from publisher.routing import parse_event, receives
 from publisher.sender import AttemptResult, WebhookSender
@@ -53,8 +53,12 @@ class SampleResult:
 
 
 async def send_sample(store: Store, sender: WebhookSender, integration_id: int, entity: EntitySettings,
-                      operation: str) -> SampleResult:
+                      operation: str, new: Row | None = None, old: Row | None = None) -> SampleResult:
     """POST an example ``operation`` event of ``entity`` to integration ``integration_id``; never retried.
+
+    ``new`` and ``old`` set properties of the example's rows (``models.samples.as_if``): "as if
+    status changed from review to approved". ``subscribed`` in the result then says whether the
+    integration's subscriptions, conditions included, would have let such an event through.
 
     ``sender`` must be open. Raises ``ValueError`` for an unknown operation (before any I/O) and
     ``NotFound`` for an unknown integration; HTTP trouble is reported in the result, never raised.
@@ -63,7 +67,7 @@ async def send_sample(store: Store, sender: WebhookSender, integration_id: int, 
     """
     check_operation(operation)
     integration = await store.integration(integration_id)
-    payload = example_event(entity, operation, integration.organization_id)
+    payload = as_if(example_event(entity, operation, integration.organization_id), new, old)
     webhook_id = sample_webhook_id(operation, integration.id)
     body = orjson.dumps(payload)
     # As if captured in the integration's own environment: would it receive such an event?

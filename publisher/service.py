@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from publisher.offsets import OffsetCommitter
 from publisher.positions import committed_positions
 from publisher.recovery import ReplayRunner
 from publisher.retry import RetryPolicy
-from publisher.routing import delivery_of, parse_event, recipients
+from publisher.routing import delivery_of, parse_event, route
 from publisher.sender import WebhookSender
 from publisher.store import NewDelivery, Store
 
@@ -161,12 +162,14 @@ class Publisher:
         return True
 
     async def _consume(self, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Durably record the batch's deliveries, then dispatch them; the caller commits the offsets after."""
+        """Durably record the batch's deliveries (and count what conditions filtered out), then dispatch them;
+        the caller commits the offsets after."""
         assert self.dispatcher is not None
-        new = [d for records in batch.values() for record in records for d in self._deliveries_for(record)]
+        filtered: Counter[int] = Counter()
+        new = [d for records in batch.values() for record in records for d in self._deliveries_for(record, filtered)]
         while True:
             try:
-                created = await self.store.create_deliveries(new, self._claim)
+                created = await self.store.create_deliveries(new, self._claim, filtered)
                 break
             except StoreError as exc:  # never commit offsets past events whose deliveries are not recorded
                 log.error("cannot record deliveries, retrying: %s", exc)
@@ -175,7 +178,7 @@ class Publisher:
         for delivery in created:
             self.dispatcher.submit(delivery)
 
-    def _deliveries_for(self, record: ConsumerRecord[bytes, bytes]) -> list[NewDelivery]:
+    def _deliveries_for(self, record: ConsumerRecord[bytes, bytes], filtered: Counter[int]) -> list[NewDelivery]:
         try:
             event = parse_event(record.value, record.headers or ())
         except NotAnEvent as exc:
@@ -184,8 +187,10 @@ class Publisher:
         if event.organization_id is None:
             self._unrouted.note(event)
             return []
+        routed = route(self.directory.enabled_of(event.organization_id), event)
+        filtered.update(integration.id for integration in routed.filtered)
         return [delivery_of(integration, event, record.value or b"", record.partition, record.offset)
-                for integration in recipients(self.directory.enabled_of(event.organization_id), event)]
+                for integration in routed.recipients]
 
     async def _poll_due(self, stop: asyncio.Event) -> None:
         """Hand due retries (and deliveries others released) to the lanes, fairly (see ``Store.claim_due``)."""

@@ -4,9 +4,9 @@
 reported, not counted in ``ready``: a standby being rebuilt must not take the API out of service.
 
 Metrics are read from the store and the source at scrape time, so any API process reports
-the whole deployment: deliveries by outcome, the retry backlog, failure streaks, attempt
-latency, events captured and slot lag. /readyz and /metrics are for operators only
-(``publisher.api.operator``); /healthz says nothing and is open to all.
+the whole deployment: deliveries by outcome, the retry backlog, failure streaks, events the
+integrations' conditions filtered out, attempt latency, events captured and slot lag. /readyz and
+/metrics are for operators only (``publisher.api.operator``); /healthz says nothing and is open to all.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ async def metrics(request: Request) -> str:
     lines += [f'walhook_deliveries{{status="{status}"}} {n}' for status, n in counts.items()]
     lines += ["# TYPE walhook_retry_backlog gauge", f"walhook_retry_backlog {counts.get('pending', 0)}"]
     lines += _failure_streaks(await store.failure_streaks(), request.app.state.settings.api.metrics_per_integration)
+    lines += _filtered(await store.filtered_counts(), request.app.state.settings.api.metrics_per_integration)
     lines += await _attempt_latency(store)
     lines += await _capture_metrics(request)
     return "\n".join(lines) + "\n"
@@ -114,6 +115,16 @@ def _failure_streaks(streaks: dict[int, float], per_integration: bool) -> list[s
         lines.append("# TYPE walhook_integration_failing_seconds gauge")
         lines += [f'walhook_integration_failing_seconds{{integration="{integration}"}} {seconds:.0f}'
                   for integration, seconds in streaks.items()]
+    return lines
+
+
+def _filtered(counts: dict[int, int], per_integration: bool) -> list[str]:
+    """Events conditions filtered out (no delivery): the total; per integration only when asked."""
+    lines = ["# TYPE walhook_events_filtered_total counter", f"walhook_events_filtered_total {sum(counts.values())}"]
+    if per_integration:
+        lines.append("# TYPE walhook_integration_events_filtered_total counter")
+        lines += [f'walhook_integration_events_filtered_total{{integration="{integration}"}} {n}'
+                  for integration, n in counts.items()]
     return lines
 
 

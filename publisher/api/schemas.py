@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from publisher.errors import SubscriptionError
 from publisher.headers import custom_header_problem
-from publisher.matching import parse_subscription
+from publisher.matching import SubscriptionItem, parse_items
 
 
 def _has_nul(value: Any) -> bool:
@@ -74,6 +74,19 @@ class KeyCreated(KeyOut):
     key: str = Field(description="the API key; shown once, stored only as a hash")
 
 
+class SubscriptionIn(_In):
+    """A subscription with conditions: delivered only when ``when`` holds on the event."""
+
+    subscription: str = Field(min_length=1, max_length=MAX_SUBSCRIPTION_LENGTH, description="ENTITY_KEY:OPS")
+    when: dict[str, Any] = Field(description='a condition, e.g. {"property": "status", "from": "review", '
+                                 '"to": "approved"}; the form is in the README (Conditions)')
+
+
+def items_of(events: list[str | SubscriptionIn]) -> list[SubscriptionItem]:
+    """The subscriptions as the store keeps them: texts, and objects for those with conditions."""
+    return [event if isinstance(event, str) else event.model_dump() for event in events]
+
+
 class IntegrationFields(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     environment: str | None = Field(default=None, min_length=1, max_length=64)
@@ -96,14 +109,14 @@ class IntegrationFields(_In):
     # Declared here, applied to the url and events of the create and patch bodies below.
     @field_validator("events", check_fields=False)
     @classmethod
-    def _events(cls, value: list[str] | None) -> list[str] | None:
+    def _events(cls, value: list[str | SubscriptionIn] | None) -> list[str | SubscriptionIn] | None:
         for text in value or []:
-            if len(text) > MAX_SUBSCRIPTION_LENGTH:
+            if isinstance(text, str) and len(text) > MAX_SUBSCRIPTION_LENGTH:
                 raise ValueError(f"subscription {text[:40]!r}...: longer than {MAX_SUBSCRIPTION_LENGTH} characters")
-            try:
-                parse_subscription(text)
-            except SubscriptionError as exc:
-                raise ValueError(str(exc)) from exc
+        try:
+            parse_items(items_of(value or []))
+        except SubscriptionError as exc:
+            raise ValueError(str(exc)) from exc
         return value
 
     @field_validator("url", check_fields=False)
@@ -116,14 +129,16 @@ class IntegrationFields(_In):
 
 class IntegrationIn(IntegrationFields):
     url: str = Field(min_length=8, max_length=2000)
-    events: list[str] = Field(min_length=1, max_length=100, description="ENTITY_KEY:OPS, e.g. flows/comments:*")
+    events: list[str | SubscriptionIn] = Field(
+        min_length=1, max_length=100, description='ENTITY_KEY:OPS, e.g. flows/comments:*, or {"subscription": '
+        '"ENTITY_KEY:OPS", "when": {condition}} to receive only the events the condition holds for')
 
 
 class IntegrationPatch(IntegrationFields):
     """Only the fields sent change; ``null`` resets environment, rate_limit and headers."""
 
     url: str | None = Field(default=None, min_length=8, max_length=2000)
-    events: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    events: list[str | SubscriptionIn] | None = Field(default=None, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _required_stay_set(self) -> IntegrationPatch:
@@ -137,7 +152,7 @@ class IntegrationOut(BaseModel):
     id: int
     name: str
     url: str
-    events: list[str]
+    events: list[str | dict[str, Any]]
     enabled: bool
     disabled_reason: str | None
     environment: str | None
@@ -167,9 +182,24 @@ class RotateIn(_In):
     overlap_hours: float = Field(default=24.0, ge=0, le=24 * 7)
 
 
+SampleValue = str | int | float | bool | None
+
+
 class SampleIn(_In):
     entity_key: str = Field(min_length=1, max_length=200)
     operation: Literal["created", "updated", "deleted"] = "created"
+    new: dict[str, SampleValue] | None = Field(default=None, max_length=50, description="properties of the "
+                                               "example's new row, e.g. {\"status\": \"approved\"}")
+    old: dict[str, SampleValue] | None = Field(default=None, max_length=50, description="properties of the "
+                                               "example's old row, e.g. {\"status\": \"review\"}")
+
+    @field_validator("new", "old")
+    @classmethod
+    def _names(cls, value: dict[str, SampleValue] | None) -> dict[str, SampleValue] | None:
+        for name, item in (value or {}).items():
+            if not name or len(name) > 200 or (isinstance(item, str) and len(item) > 10_000):
+                raise ValueError(f"property {name[:40]!r}: the name is 1-200 characters, a text value at most 10,000")
+        return value
 
 
 class SampleOut(BaseModel):
@@ -180,6 +210,8 @@ class SampleOut(BaseModel):
     duration_ms: float
     error: str | None
     payload: dict[str, Any]
+    subscribed: bool = Field(default=False, description="whether the integration would have received such an "
+                             "event (its subscriptions and their conditions)")
 
 
 class DeliveryOut(BaseModel):

@@ -32,9 +32,10 @@ from publisher.api.schemas import (
     Scheduled,
     ScheduledOut,
     SecretOut,
+    SubscriptionIn,
+    items_of,
 )
 from publisher.errors import NotFound
-from publisher.matching import check_known_keys
 from publisher.positions import committed_positions
 from publisher.store import ReplayJob, Store
 
@@ -66,14 +67,24 @@ async def list_integrations(org: str = Depends(organization), store: Store = Dep
 @router.post("/integrations", status_code=201, response_model=IntegrationCreated)
 async def create_integration(request: Request, body: IntegrationIn, org: str = Depends(organization),
                              store: Store = Depends(store_of)) -> IntegrationCreated:
-    check_known_keys(body.events, request.app.state.settings.entities)
+    await check_events(request, body.events)
     await request.app.state.sender.policy.check_destination(body.url)
     integration_id = await store.add_integration(
-        org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
-        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
-        concurrency=body.concurrency, limit=request.app.state.settings.api.max_integrations_per_organization)
+        org, body.url, items_of(body.events), body.name or "", environment=body.environment,
+        ordering=body.ordering or "entity", batch_size=body.batch_size or 1, rate_limit=body.rate_limit,
+        headers=body.headers, concurrency=body.concurrency,
+        limit=request.app.state.settings.api.max_integrations_per_organization)
     integration = await store.integration_of(org, integration_id)
     return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
+
+
+async def check_events(request: Request, events: list[str | SubscriptionIn]) -> None:
+    """Known entity keys, and conditions that can hold on their entities' columns (422 naming what cannot)."""
+    from publisher.columns import checked_subscriptions
+
+    settings = request.app.state.settings
+    await checked_subscriptions(items_of(events), settings.entities,
+                                settings.source.dsn if settings.source is not None else None)
 
 
 @router.get("/integrations/{integration_id}", response_model=IntegrationOut)
@@ -87,7 +98,7 @@ async def update_integration(request: Request, integration_id: int, body: Integr
                              org: str = Depends(organization), store: Store = Depends(store_of)) -> IntegrationOut:
     await store.integration_of(org, integration_id)
     if body.events is not None:
-        check_known_keys(body.events, request.app.state.settings.entities)
+        await check_events(request, body.events)
     if body.url is not None:
         await request.app.state.sender.policy.check_destination(body.url)
     await store.update_integration(org, integration_id, body.model_dump(exclude_unset=True))
@@ -148,9 +159,11 @@ async def send_sample_payload(request: Request, integration_id: int, body: Sampl
     entity = next((e for e in request.app.state.settings.entities if e.entity_key == body.entity_key), None)
     if entity is None:
         raise NotFound(f"entity key {body.entity_key!r} is not in this deployment's catalogue")
-    result = await send_sample(store, request.app.state.sender, integration_id, entity, body.operation)
+    result = await send_sample(store, request.app.state.sender, integration_id, entity, body.operation, body.new,
+                               body.old)
     return SampleOut(webhook_id=result.webhook_id, status=result.status, headers=result.headers, body=result.body,
-                     duration_ms=result.duration_ms, error=result.error, payload=result.payload)
+                     duration_ms=result.duration_ms, error=result.error, payload=result.payload,
+                     subscribed=result.subscribed)
 
 
 @router.get("/catalogue")

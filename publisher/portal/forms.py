@@ -4,7 +4,8 @@ The form is validated by the same pydantic models as ``POST /v1/integrations`` a
 ``PATCH /v1/integrations/{id}``, so a bad value gets the API's words, shown next to its field.
 Event checkboxes carry ``ENTITY_KEY:OPERATION``; ticking all three operations of an entity key
 subscribes to ``ENTITY_KEY:*``. Subscriptions the checkboxes cannot show (wildcards such as
-``flows/*:*``) live in the "other subscriptions" field, one per line.
+``flows/*:*``, and subscriptions with conditions as their JSON object) live in the "other
+subscriptions" field, one per line, so saving the form keeps them as they were.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from models.samples import SAMPLE_OPERATIONS
 from publisher.api.schemas import IntegrationIn
 from publisher.errors import SecretError
-from publisher.matching import parse_subscription
+from publisher.matching import SubscriptionItem, parse_subscription
 from publisher.signing import secret_key
 from publisher.store import Integration
 
@@ -35,7 +37,7 @@ class IntegrationForm:
     errors: Errors = field(default_factory=dict)
 
 
-def events_from_ticks(ticked: Iterable[str], other: str) -> list[str]:
+def events_from_ticks(ticked: Iterable[str], other: str) -> list[SubscriptionItem]:
     """Ticked ``key:op`` boxes grouped per entity key (all three: ``key:*``), then the other subscriptions."""
     grouped: dict[str, list[str]] = {}
     for tick in ticked:
@@ -44,14 +46,27 @@ def events_from_ticks(ticked: Iterable[str], other: str) -> list[str]:
             grouped.setdefault(key, []).append(operation)
     events = [f"{key}:*" if set(ops) == set(SAMPLE_OPERATIONS) else
               f"{key}:{','.join(op for op in SAMPLE_OPERATIONS if op in ops)}" for key, ops in grouped.items()]
-    return events + [line.strip() for line in other.splitlines() if line.strip()]
+    return [*events, *(_other(line.strip()) for line in other.splitlines() if line.strip())]
 
 
-def ticks_from_events(events: list[str], entity_keys: list[str]) -> tuple[set[str], list[str]]:
+def _other(line: str) -> SubscriptionItem:
+    """A line of the other subscriptions: ``KEY:OPS``, or a subscription with conditions as its JSON object."""
+    if line.startswith("{"):
+        try:
+            return orjson.loads(line)  # type: ignore[no-any-return]
+        except orjson.JSONDecodeError:
+            pass  # kept as text: validation names it
+    return line
+
+
+def ticks_from_events(events: list[SubscriptionItem], entity_keys: list[str]) -> tuple[set[str], list[str]]:
     """The boxes an integration's subscriptions tick, and the subscriptions that are not boxes."""
     ticked: set[str] = set()
     other: list[str] = []
     for text in events:
+        if not isinstance(text, str):  # with conditions: shown and saved back as its JSON
+            other.append(orjson.dumps(text).decode())
+            continue
         subscription = parse_subscription(text)
         key = text.partition(":")[0].strip()
         if key in entity_keys:
@@ -63,7 +78,7 @@ def ticks_from_events(events: list[str], entity_keys: list[str]) -> tuple[set[st
 
 def form_of(integration: Integration, entity_keys: list[str]) -> IntegrationForm:
     """The form filled in from a saved integration (its secret is never put in the form)."""
-    ticked, other = ticks_from_events([s.text for s in integration.subscriptions], entity_keys)
+    ticked, other = ticks_from_events([s.describe() for s in integration.subscriptions], entity_keys)
     values = {"name": integration.name, "url": integration.url, "environment": integration.environment or "",
               "batch_size": str(integration.batch_size), "ordering": integration.ordering,
               "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",

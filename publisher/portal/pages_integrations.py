@@ -14,9 +14,9 @@ import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from publisher.api.schemas import IntegrationIn, IntegrationOut
+from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
+from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
-from publisher.matching import check_known_keys
 from publisher.portal.auth import Scope, can_manage, scope, store_of
 from publisher.portal.forms import IntegrationForm, form_of, read_form
 from publisher.portal.render import page
@@ -86,10 +86,13 @@ async def new_integration(request: Request, granted: Scope = Depends(can_manage)
 
 
 async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn | None) -> bool:
-    """Run the API's checks (known entity keys, SSRF); True, with the reason on its field, when it cannot be saved."""
+    """Run the API's checks (known entity keys, conditions, SSRF); True, with the reason on its field, when it
+    cannot be saved."""
     if body is not None:
+        settings = request.app.state.settings
         try:
-            check_known_keys(body.events, request.app.state.settings.entities)
+            await checked_subscriptions(items_of(body.events), settings.entities,
+                                        settings.source.dsn if settings.source is not None else None)
         except SubscriptionError as exc:
             form.errors["events"] = str(exc)
         try:
@@ -106,7 +109,8 @@ async def create_integration(request: Request, granted: Scope = Depends(can_mana
         return await _edit(request, granted, form, None, 422)
     store, org = store_of(request), granted.organization_id
     integration_id = await store.add_integration(
-        org, body.url, body.events, body.name or "", environment=body.environment, ordering=body.ordering or "entity",
+        org, body.url, items_of(body.events), body.name or "", environment=body.environment,
+        ordering=body.ordering or "entity",
         batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
         concurrency=body.concurrency)
     if form.values.get("secret", "").strip():

@@ -6,7 +6,7 @@ batch with binary array parameters; the ordering rule it applies lives in ``publ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from publisher.errors import NotFound
@@ -19,6 +19,10 @@ _NEW_COLUMNS = ("integration_id, organization_id, event_id, webhook_id, entity_k
                 "source_partition, source_offset")
 _NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], "
                "%b::int[], %b::bigint[]")
+# Adds each integration's filtered events to its counter (publisher.routing: conditions held for none).
+_COUNT_FILTERED = ("INSERT INTO {s}.filtered_events (integration_id, events) SELECT * FROM unnest(%b::bigint[], "
+                   "%b::bigint[]) ON CONFLICT (integration_id) DO UPDATE SET "
+                   "events = {s}.filtered_events.events + EXCLUDED.events, last_at = now()")
 _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
 
 
@@ -29,22 +33,29 @@ def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
 class DeliveryStore(IntegrationStore):
     """The life of a delivery."""
 
-    async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta) -> list[Delivery]:
+    async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta,
+                                filtered: Mapping[int, int] | None = None) -> list[Delivery]:
         """Record deliveries durably, claimed by the caller for ``claim_for``; already known ones are skipped.
 
         Each returned delivery names the earlier deliveries of the same entity to the same
         integration that were already pending (``pending_before``): it must wait for them.
+        ``filtered`` (integration id -> events its conditions filtered out) is counted in the same
+        statement.
         """
+        counts = [list(filtered or {}), list((filtered or {}).values())]
         if not deliveries:
+            if counts[0]:
+                await self._binary(_COUNT_FILTERED, counts, "cannot count filtered events")
             return []
         # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
-        sql = (f"WITH new AS (INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
+        sql = (f"WITH counted AS ({_COUNT_FILTERED}), "
+               f"new AS (INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
                f"SELECT *, now() + %b FROM unnest({_NEW_ARRAYS}) "
                "ON CONFLICT (integration_id, event_id) DO NOTHING "
                "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger, source_offset) "
                "SELECT new.id, new.integration_id, new.event_id, new.entity_path, new.attempts, new.created_at, "
                f"new.trigger, {EARLIER_PENDING_IDS} FROM new ORDER BY new.id")
-        rows = await self._binary(sql, [claim_for, *_columns(deliveries)], "cannot record deliveries")
+        rows = await self._binary(sql, [*counts, claim_for, *_columns(deliveries)], "cannot record deliveries")
         by_key = {(d.integration_id, d.event_id): d for d in deliveries}
         return [Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
                          by_key[(integration_id, event_id)].body, attempts, created_at, tuple(pending_before or ()),

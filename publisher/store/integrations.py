@@ -6,11 +6,12 @@ publishers' directories reload what moved since they last looked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from publisher.errors import Conflict, NotFound
-from publisher.matching import parse_subscription
+from publisher.matching import SubscriptionItem, parse_items
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
 from publisher.store.tenants import TenantStore
@@ -23,13 +24,13 @@ _JSON = ("events", "headers")
 class IntegrationStore(TenantStore):
     """Integrations and their health."""
 
-    async def add_integration(self, organization_id: str, url: str, events: list[str], name: str = "", *,
-                              environment: str | None = None, ordering: str = "entity", batch_size: int = 1,
-                              rate_limit: float | None = None, headers: dict[str, str] | None = None,
-                              concurrency: int | None = None, limit: int | None = None) -> int:
+    async def add_integration(self, organization_id: str, url: str, events: Sequence[SubscriptionItem],
+                              name: str = "", *, environment: str | None = None, ordering: str = "entity",
+                              batch_size: int = 1, rate_limit: float | None = None,
+                              headers: dict[str, str] | None = None, concurrency: int | None = None,
+                              limit: int | None = None) -> int:
         """A new integration; ``limit`` caps how many an organization may have (a ``Conflict`` past it)."""
-        for event_text in events:
-            parse_subscription(event_text)  # refuse a bad subscription before storing it
+        parse_items(events)  # refuse a bad subscription before storing it
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
         rows = await self._rows(
@@ -38,7 +39,7 @@ class IntegrationStore(TenantStore):
             ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
             "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
             "WHERE organization_id = :org) < :limit RETURNING id",
-            {"org": organization_id, "name": name or url, "url": url, "events": as_json(events),
+            {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
              "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
              "headers": as_json(headers or {}), "concurrency": concurrency, "limit": limit})
         if not rows:
@@ -89,7 +90,7 @@ class IntegrationStore(TenantStore):
         secrets = await self._active_secrets(sorted({row["organization_id"] for row in rows}))
         return [Integration(
             id=row["id"], organization_id=row["organization_id"], name=row["name"], url=row["url"],
-            subscriptions=[parse_subscription(t) for t in row["events"]],
+            subscriptions=parse_items(row["events"]),  # compiled once per distinct subscription (lru cache)
             # An integration's own secrets override the organization's.
             secrets=secrets.get((row["organization_id"], row["id"])) or secrets.get((row["organization_id"], None), []),
             enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
@@ -107,8 +108,7 @@ class IntegrationStore(TenantStore):
         if changes.get("batch_size", 0) is None:
             changes["batch_size"] = 1
         fields = {k: (as_json(v) if k in _JSON else v) for k, v in changes.items() if k in _CHANGEABLE}
-        for event_text in changes.get("events") or ():
-            parse_subscription(event_text)
+        parse_items(changes.get("events") or ())
         if not fields:
             return
         assignments = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k in _JSON else f"{k} = :{k}" for k in fields)

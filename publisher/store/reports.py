@@ -60,6 +60,14 @@ class ReportStore(JobStore):
                                 "WHERE failing_since IS NOT NULL")
         return {int(row["id"]): float(row["s"]) for row in rows}
 
+    async def filtered_counts(self, organization_id: str | None = None) -> dict[int, int]:
+        """Events each integration's conditions filtered out (no delivery), by integration id."""
+        rows = await self._rows(
+            "SELECT f.integration_id, f.events FROM {s}.filtered_events f JOIN {s}.integrations i "
+            "ON i.id = f.integration_id WHERE CAST(:org AS text) IS NULL OR i.organization_id = :org "
+            "ORDER BY f.integration_id", {"org": organization_id})
+        return {int(row["integration_id"]): int(row["events"]) for row in rows}
+
     async def attempt_durations(self, bounds_ms: Sequence[int], window: timedelta) -> tuple[list[int], int, float]:
         """Attempts of the last ``window``: how many took at most each bound (ms), the count, the sum (ms)."""
         columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {int(b)}) AS le_{int(b)}" for b in bounds_ms)

@@ -53,7 +53,7 @@ class Integration:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "organization": self.organization_id, "name": self.name, "url": self.url,
-                "events": [subscription.text for subscription in self.subscriptions], "enabled": self.enabled,
+                "events": [subscription.describe() for subscription in self.subscriptions], "enabled": self.enabled,
                 "disabled_reason": self.disabled_reason, "environment": self.environment,
                 "ordering": self.ordering, "batch_size": self.batch_size, "rate_limit": self.rate_limit,
                 "concurrency": self.concurrency, "headers": self.headers, "catching_up": self.catching_up}

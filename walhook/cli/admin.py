@@ -11,6 +11,7 @@ from datetime import timedelta
 import orjson
 
 from models.errors import WalhookError
+from publisher.matching import SubscriptionItem
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
 from walhook.secret_input import add_secret_file_argument, read_secret
 
@@ -66,12 +67,34 @@ async def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def subscription_items(texts: Sequence[str]) -> list[SubscriptionItem]:
+    """``--events`` values: ``KEY:OPS``, or a JSON object ``{"subscription": "KEY:OPS", "when": {...}}``."""
+    items: list[SubscriptionItem] = []
+    for text in texts:
+        if not text.lstrip().startswith("{"):
+            items.append(text)
+            continue
+        try:
+            items.append(orjson.loads(text))
+        except orjson.JSONDecodeError as exc:
+            raise WalhookError(f"--events {text[:60]!r}: not JSON: {exc}") from exc
+    return items
+
+
+async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[SubscriptionItem]:
+    """Parse and check subscriptions as the API does: known entity keys, conditions that can hold."""
+    from publisher.columns import checked_subscriptions
+
+    settings = settings_of(args)
+    items = subscription_items(texts)
+    await checked_subscriptions(items, settings.entities, settings.source.dsn if settings.source is not None else None)
+    return items
+
+
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
-    from publisher.matching import parse_subscription
     from publisher.ssrf import DestinationPolicy
 
-    for text in args.events:  # refused before anything is created, the organization included
-        parse_subscription(text)
+    events = await check_events(args, args.events)  # refused before anything is created, the organization included
     headers = _headers(args.header)
     given = _given_secret(args)
     policy = DestinationPolicy.from_strings(settings_of(args).publisher.allowed_networks)
@@ -85,10 +108,10 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
             print(f"integration {existing[0]} for {args.org} already sends to {args.url}; left as it is")
             return 0
         integration_id = await store.add_integration(
-            args.org, args.url, args.events, args.name or "", environment=args.environment, ordering=args.ordering,
+            args.org, args.url, events, args.name or "", environment=args.environment, ordering=args.ordering,
             batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers, concurrency=args.concurrency,
             limit=settings_of(args).api.max_integrations_per_organization)
-    show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": args.events},
+    show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": events},
          f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
 
@@ -113,15 +136,32 @@ def _given_secret(args: argparse.Namespace) -> str | None:
     return read_secret(args.secret_file) if args.secret_file else None
 
 
+async def cmd_integrations_events(args: argparse.Namespace) -> int:
+    events = await check_events(args, args.events)
+    async with store_of(args) as store:
+        integration = await store.integration(args.integration)
+        await store.update_integration(integration.organization_id, integration.id, {"events": events})
+    show(args, {"integration": integration.id, "events": events},
+         f"integration {integration.id} <- {', '.join(_event_text(item) for item in events)}")
+    return 0
+
+
+def _event_text(item: SubscriptionItem) -> str:
+    return item if isinstance(item, str) else orjson.dumps(item).decode()
+
+
 async def cmd_integrations_list(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
-        integrations = [integration.describe() for integration in await store.integrations_of(args.org)]
+        filtered = await store.filtered_counts(args.org)
+        integrations = [{**integration.describe(), "filtered": filtered.get(integration.id, 0)}
+                        for integration in await store.integrations_of(args.org)]
     if args.json:
         print(orjson.dumps(integrations).decode())
         return 0
-    print(f"{'ID':>4}  {'ORGANIZATION':<16} {'URL':<40} EVENTS")
+    print(f"{'ID':>4}  {'ORGANIZATION':<16} {'URL':<40} {'FILTERED':>9}  EVENTS")
     for item in integrations:
-        print(f"{item['id']:>4}  {item['organization']:<16} {item['url']:<40} {', '.join(item['events'])}")
+        print(f"{item['id']:>4}  {item['organization']:<16} {item['url']:<40} {item['filtered']:>9}  "
+              f"{', '.join(_event_text(event) for event in item['events'])}")
     return 0
 
 
@@ -170,12 +210,15 @@ def register(command: Command, group: Group) -> None:
     _register_integrations(command, group("integrations", "manage webhook integrations"))
 
 
+EVENTS_HELP = ('ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards), or with conditions '
+               '\'{"subscription": "flows/packets:updated", "when": {"property": "status", "to": "approved"}}\'')
+
+
 def _register_integrations(command: Command, integrations: argparse._SubParsersAction) -> None:
     add = command("add", cmd_integrations_add, "subscribe a URL to events of an organization", integrations)
     add.add_argument("--org", required=True)
     add.add_argument("--url", required=True)
-    add.add_argument("--events", required=True, action="append",
-                     help="ENTITY_KEY:OPS, e.g. flows/comments:created,updated (repeatable; * wildcards)")
+    add.add_argument("--events", required=True, action="append", help=EVENTS_HELP)
     add.add_argument("--name")
     add_secret_file_argument(add, "signing secret for the organization if this creates it, read from FILE "
                                   "(- for standard input; default: generated)")
@@ -194,5 +237,9 @@ def _register_integrations(command: Command, integrations: argparse._SubParsersA
         if action == "enable":
             sub.add_argument("--no-replay", action="store_true", help="do not replay what happened while it was "
                              "disabled (by default a replay job catches it up, in entity order)")
-    listing = command("list", cmd_integrations_list, "list enabled integrations", integrations)
+    events = command("set-events", cmd_integrations_events, "replace an integration's subscriptions", integrations)
+    events.add_argument("integration", type=int)
+    events.add_argument("--events", required=True, action="append", help=EVENTS_HELP)
+    listing = command("list", cmd_integrations_list, "list enabled integrations (FILTERED: events their conditions "
+                      "filtered out)", integrations)
     listing.add_argument("--org")

@@ -112,12 +112,28 @@ async def cmd_send_sample(args: argparse.Namespace) -> int:
         raise WalhookError(f"no [[entities]] entry with entity_key {args.entity_key!r} (known: {keys})")
     policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
     async with store_of(args) as store, WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
-        result = await send_sample(store, sender, args.integration, entity, args.operation)
+        result = await send_sample(store, sender, args.integration, entity, args.operation,
+                                   _properties(args.new, "--new"), _properties(args.old, "--old"))
     data = {"status": result.status, "headers": result.headers, "body": result.body, "error": result.error,
             "webhook_id": result.webhook_id, "duration_ms": result.duration_ms, "subscribed": result.subscribed}
-    show(args, data, f"{result.webhook_id}: " + (f"HTTP {result.status} in {result.duration_ms:.0f} ms\n"
-                                                      f"{result.body}" if result.status else f"{result.error}"))
+    verdict = "subscribed" if result.subscribed else "not subscribed (the integration would not receive it)"
+    show(args, data, f"{result.webhook_id} ({verdict}): " + (
+        f"HTTP {result.status} in {result.duration_ms:.0f} ms\n{result.body}" if result.status else f"{result.error}"))
     return 0 if result.succeeded else 1
+
+
+def _properties(items: list[str], option: str) -> dict[str, object] | None:
+    """``NAME=VALUE`` options; VALUE is JSON when it parses as JSON (``5``, ``true``, ``null``), text otherwise."""
+    found: dict[str, object] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise WalhookError(f"{option} {item!r}: use NAME=VALUE")
+        try:
+            found[name.strip()] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            found[name.strip()] = value
+    return found or None
 
 
 def register(command: Command, group: Group) -> None:
@@ -148,3 +164,6 @@ def register(command: Command, group: Group) -> None:
     sample.add_argument("--integration", type=int, required=True)
     sample.add_argument("--entity-key", required=True)
     sample.add_argument("--operation", choices=["created", "updated", "deleted"], default="created")
+    for option, row in (("--new", "new row"), ("--old", "old row")):
+        sample.add_argument(option, action="append", default=[], metavar="NAME=VALUE",
+                            help=f"set a property of the example's {row}, e.g. status=approved (repeatable)")
