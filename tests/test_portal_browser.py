@@ -57,7 +57,10 @@ async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") ->
 
 def _config(workdir: Path, dsn: str, servers: Servers, topic: str, port: int) -> Path:
     path = write_config(workdir / "walhook.toml", dsn, servers.bootstrap_servers, topic, COMMENTS_ENTITY)
-    path.write_text(path.read_text() + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n')
+    # A slot of its own: slot names are per cluster, and other tests of this worker share the cluster.
+    slot = f'slot = "portal_{port}"\npublication = "portal_{port}"\n'
+    text = path.read_text().replace("[source]\n", "[source]\n" + slot, 1)
+    path.write_text(text + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n')
     return path
 
 
@@ -91,7 +94,7 @@ async def portal(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> 
         try:
             async with VerifyingReceiver() as receiver, launch() as browser:
                 await _wait_for_api(f"http://127.0.0.1:{port}", processes[2])
-                await wait_for_streaming(dsn, "walhook", processes[0])
+                await wait_for_streaming(dsn, f"portal_{port}", processes[0])
                 await wait_for_publisher(servers.bootstrap_servers, f"walhook.portal.{port}.publisher", processes[1])
                 yield Portal(f"http://127.0.0.1:{port}", dsn, receiver, browser, shots)
         finally:
@@ -158,10 +161,11 @@ async def test_2_add_an_integration_by_ticking_events_and_send_a_sample(portal: 
 async def test_3_changes_become_jobs_and_a_job_is_redelivered(portal: Portal) -> None:
     from playwright.async_api import expect
 
+    await asyncio.sleep(3.0)  # publishers take a new integration in within integrations_cache_seconds (2 s)
     with psycopg.connect(portal.dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) VALUES ('acme', 7, 'Hi')")
         conn.execute("UPDATE packet_comments SET content = 'Hello' WHERE organization_id = 'acme'")
-    await wait_for(lambda: len(portal.receiver.received) >= 3, what="two verified webhooks")
+    await wait_for(lambda: len(portal.receiver.received) >= 3, timeout=60, what="two verified webhooks")
     page = await portal.state["customer"].new_page()
     await page.goto(portal.url + "/portal/o/acme/jobs")
     rows = page.locator("table.jobs tbody tr")

@@ -188,7 +188,8 @@ async def wait_for_streaming(dsn: str, slot: str, cdc: subprocess.Popen[bytes], 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = await (await conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", [slot])).fetchone()
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()",
+                [slot])).fetchone()
             if row and row[0]:
                 return
             if cdc.poll() is not None:
