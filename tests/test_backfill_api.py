@@ -23,7 +23,8 @@ def client(database: str) -> Iterator[TestClient]:
         conn.execute("CREATE TABLE docs (id int PRIMARY KEY, org text, title text)")
         conn.execute("CREATE TABLE keyless (id int, org text)")
     keyless = {**DOCS, "table": "public.keyless", "entity_key": "keyless"}
-    settings = Settings(store={"dsn": database}, source={"dsn": database}, api={"admin_token": ADMIN},
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, source={"dsn": database},
+                        api={"admin_token": ADMIN},
                         publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS, keyless])
     with TestClient(create_app(settings)) as test_client:
         yield test_client
