@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/conditions.py
 	$(BIN)/python bench/latency.py --seconds 15
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/backfill.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py

@@ -215,6 +215,10 @@ class EventBuilder:
     def mapping(self, relation_oid: int) -> TableMapping | None:
         return self._mappings.get(relation_oid)
 
+    def relations(self) -> list[Relation]:
+        """The relations of configured tables seen so far in this session."""
+        return [mapping.relation for mapping in self._mappings.values() if mapping is not None]
+
     def build(self, change: Insert | Update | Delete, tx: TransactionContext,
               index: int) -> Row | tuple[Row, Row] | None:
         """The event for one row change, or ``None`` when its table is not configured.
@@ -303,3 +307,24 @@ class EventBuilder:
             "eventId": tx.event_id(index),
             "transaction": {"id": tx.xid, "commitLsn": tx.commit_lsn_text, "index": index},
         }
+
+
+_NO_TRANSACTION = TransactionContext(0, 0, 0)
+
+
+def read_event(mapping: TableMapping, row: list[Any]) -> Row:
+    """A backfill's ``read`` event for one decoded row: the row as ``value``, no old row, no mask.
+
+    Its id, timestamp and ``transaction`` are placeholders until the chunk's high mark stamps them
+    (``stamp_read``): they name the position the event is emitted at.
+    """
+    path = mapping.entity_path(row)
+    return EventBuilder._event("read", mapping, row, path, mapping.state(row, path=path), None, None,
+                               _NO_TRANSACTION, 0)
+
+
+def stamp_read(event: Row, mark: TransactionContext, event_id: str, index: int) -> None:
+    """Give a read event its place: the high mark's commit (time and LSN) and its index there."""
+    event["eventTimestamp"] = mark.event_timestamp
+    event["eventId"] = event_id
+    event["transaction"] = {"id": mark.xid, "commitLsn": mark.commit_lsn_text, "index": index}

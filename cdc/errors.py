@@ -12,6 +12,7 @@
         ├── PositionUnknown      the store that remembers where capture streamed cannot be read
         ├── ReplicationLost      the replication connection dropped (retriable)
         ├── MappingError         a row cannot become an event (names the table and column)
+        ├── BackfillRefused      a backfill that cannot run (no key, a bad filter); names why
         └── KafkaWriteError      Kafka did not acknowledge an event
 """
 
@@ -71,3 +72,7 @@ class MappingError(CdcError):
 
 class KafkaWriteError(CdcError):
     """Kafka refused or failed to acknowledge an event."""
+
+
+class BackfillRefused(CdcError):
+    """A backfill that cannot run as asked: the table has no key to read it by, or the filter is wrong."""

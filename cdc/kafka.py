@@ -142,6 +142,7 @@ class KafkaWriter:
         self._failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pending_dead_letters: set[asyncio.Future[None]] = set()
+        self._sending = asyncio.Lock()
 
     @property
     def in_flight(self) -> int:
@@ -185,8 +186,11 @@ class KafkaWriter:
             producer, self._producer = self._producer, None
             await producer.stop()
 
-    def append(self, event: dict[str, Any], token: object) -> None:
-        """Add one event to its partition's batch; ``acknowledge(token, n)`` follows once Kafka has it."""
+    def append(self, event: dict[str, Any], token: object, extra_headers: list[tuple[str, bytes]] | None = None
+               ) -> None:
+        """Add one event to its partition's batch; ``acknowledge(token, n)`` follows once Kafka has it.
+
+        ``extra_headers`` go after the usual ones (a backfill's rows name the backfill and its target)."""
         if self._failure is not None:
             self.raise_if_failed()
         try:
@@ -194,7 +198,10 @@ class KafkaWriter:
         except orjson.JSONEncodeError as exc:
             raise KafkaWriteError(f"cannot encode event {event['eventId']} ({event['entityPath']}) as JSON: "
                                   f"{exc}") from exc
-        self.append_record(message_key(event), value, message_headers(event, self._environment), token)
+        headers = message_headers(event, self._environment)
+        if extra_headers:
+            headers += extra_headers
+        self.append_record(message_key(event), value, headers, token)
 
     def append_record(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], token: object) -> None:
         """``append`` for an event already serialised (the compiled row path, ``cdc.rowpath``)."""
@@ -256,6 +263,10 @@ class KafkaWriter:
         return batch
 
     async def _send_ready(self) -> None:
+        async with self._sending:  # the stream and a backfill both send: one at a time keeps partition order
+            await self._send_batches()
+
+    async def _send_batches(self) -> None:
         assert self._producer is not None
         ready, self._ready = self._ready, []
         for batch in ready:

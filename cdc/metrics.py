@@ -5,7 +5,8 @@
 capture side: events captured, changes dead-lettered (too large for Kafka, or not
 convertible: alert when it grows), the confirmed LSN, reconnects, the heartbeat's age,
 whether the slot lag is over ``max_slot_lag_bytes`` (the alarm the log also raises), whether
-the slot is a failover slot and whether each standby's copy of it is ready to take over.
+the slot is a failover slot and whether each standby's copy of it is ready to take over, and the
+backfill's rows read, published and superseded by the stream (``walhook_cdc_backfill_*``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def render_metrics(stats: CaptureStats, source: SourceSettings, now: float | Non
                   f"walhook_cdc_slot_lag_limit_bytes {source.max_slot_lag_bytes}",
                   "# TYPE walhook_cdc_slot_lag_over_limit gauge", f"walhook_cdc_slot_lag_over_limit {over}"]
     lines += _failover_lines(stats)
+    lines += [
+        "# TYPE walhook_cdc_backfill_running gauge",
+        f"walhook_cdc_backfill_running {int(stats.backfill_id is not None)}",
+        "# TYPE walhook_cdc_backfill_rows_read_total counter",
+        f"walhook_cdc_backfill_rows_read_total {stats.backfill_rows_read}",
+        "# TYPE walhook_cdc_backfill_rows_published_total counter",
+        f"walhook_cdc_backfill_rows_published_total {stats.backfill_rows_published}",
+        "# TYPE walhook_cdc_backfill_rows_superseded_total counter",
+        f"walhook_cdc_backfill_rows_superseded_total {stats.backfill_rows_superseded}",
+        "# TYPE walhook_cdc_backfill_longest_hold_seconds gauge",
+        f"walhook_cdc_backfill_longest_hold_seconds {stats.backfill_longest_hold:.6f}",
+    ]
     age = stats.heartbeat_age(now)
     if age is not None:
         lines += ["# TYPE walhook_cdc_heartbeat_age_seconds gauge", f"walhook_cdc_heartbeat_age_seconds {age:.3f}"]

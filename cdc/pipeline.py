@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from cdc.backfill import MARK_PREFIX, BackfillStream
+from cdc.backfill_runner import BackfillRunner
 from cdc.backoff import Backoff
 from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
@@ -36,8 +38,9 @@ from cdc.source import connect_control, prepare_slot, prepare_source, slot_lag_b
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
-from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from models.settings import BackfillSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.supervision import alongside
+from publisher.store import Store
 
 log = logging.getLogger("walhook.cdc")
 
@@ -59,6 +62,21 @@ class CaptureStats:
     reconnects: int = 0
     failover_slot: bool | None = None  # None until known (and on servers before 17)
     standbys: list[StandbyReadiness] | None = None  # None: no standby configured or seen
+    backfill_id: int | None = None  # the backfill running now, if any
+    backfill_rows_read: int = 0
+    backfill_rows_published: int = 0
+    backfill_rows_superseded: int = 0
+    backfill_longest_hold: float = 0.0  # seconds: the longest a backfill held the stream (a decision, a slice)
+
+    def held(self, seconds: float) -> None:
+        self.backfill_longest_hold = max(self.backfill_longest_hold, seconds)
+
+    def backfilled(self, backfill_id: int, read: int, published: int, superseded: int) -> None:
+        """Count one chunk Kafka acknowledged."""
+        self.backfill_id = backfill_id
+        self.backfill_rows_read += read
+        self.backfill_rows_published += published
+        self.backfill_rows_superseded += superseded
 
     def dead_lettered(self) -> None:
         """Count one change recorded on the dead-letter topic (called once the record is written)."""
@@ -74,7 +92,8 @@ class CapturePipeline:
     """One replication session, from START_REPLICATION until the stream ends or ``stop`` is set."""
 
     def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                 stats: CaptureStats | None = None, keeper: SlotKeeper | None = None) -> None:
+                 stats: CaptureStats | None = None, keeper: SlotKeeper | None = None, store: Store | None = None,
+                 backfill: BackfillSettings | None = None) -> None:
         self.source = source
         self.keeper = keeper or SlotKeeper(None)
         self.kafka = kafka
@@ -89,6 +108,9 @@ class CapturePipeline:
         self._index = 0
         self._control: psycopg.AsyncConnection | None = None
         self._server: ServerIdentity | None = None
+        self.store = store  # backfills run only with a store
+        self.backfill_settings = backfill or BackfillSettings()
+        self.backfills = BackfillStream()
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         await prepare_source(self.source, self.entities)
@@ -109,7 +131,7 @@ class CapturePipeline:
         await ensure_topic(self.kafka)
         if self.kafka.capture_dead_letter_topic:
             await ensure_topic(self.kafka, self.kafka.capture_dead_letter_topic)
-        writer = KafkaWriter(self.kafka, self.tracker.acknowledged, environment=self.source.environment,
+        writer = KafkaWriter(self.kafka, self._acknowledged, environment=self.source.environment,
                              on_dead_letter=self.stats.dead_lettered,
                              tables={entity.entity_key: entity.table for entity in self.entities})
         async with await _connect(self.source.dsn) as control, writer:
@@ -121,6 +143,10 @@ class CapturePipeline:
             helpers = {"status reports": self._report_status(conn), "position memory": self._remember()}
             if self.source.heartbeat_interval:
                 helpers["heartbeats"] = self._heartbeat()
+            if self.store is not None:
+                helpers["backfills"] = BackfillRunner(
+                    self.store, self.backfill_settings, self.source, self.entities, self.backfills,
+                    self._builder.relations, writer, self.stats).run()
             await alongside(self._stream(conn, writer, stop), helpers)
             await writer.close()  # flush: every produced event acknowledged before the last report
             writer.raise_if_failed()
@@ -141,6 +167,7 @@ class CapturePipeline:
                     # Row changes, nearly every message, take the synchronous path: no coroutine each.
                     payload = xlog_payload(raw)
                     if (encoder is not None and payload is not None and payload[0] in _ROW_TAGS
+                            and not (self.backfills.watches and _relation_oid(payload) in self.backfills.watches)
                             and self._encoded(encoder, bytes(payload), writer)):
                         continue
                     message = decode(payload) if payload is not None else None
@@ -166,6 +193,7 @@ class CapturePipeline:
         if isinstance(message, Insert | Update | Delete):
             self._change(message, writer)
         elif isinstance(message, Begin):
+            self.backfills.recent.saw(message.xid)
             self._transaction = TransactionContext(message.xid, message.final_lsn, message.commit_time_us)
             self._acks = self.tracker.begin()
             self._index = 0
@@ -178,10 +206,14 @@ class CapturePipeline:
         elif isinstance(message, Truncate):
             await self._truncate(message, writer)
         elif isinstance(message, LogicalMessage):
-            self._logical_message(message)
+            self._logical_message(message, writer)
 
     def _change(self, change: Insert | Update | Delete, writer: KafkaWriter) -> None:
         assert self._transaction is not None and self._acks is not None, "row change outside a transaction"
+        watch = self.backfills.watches.get(change.relation_oid) if self.backfills.watches else None
+        if watch is not None:  # a backfill reads this table: note which row the stream changed, and when
+            watch.note(self._transaction.xid, change.new if type(change) is not Delete else None,  # type: ignore[union-attr]
+                       change.old if type(change) is not Insert else None)  # type: ignore[union-attr]
         try:
             event = self._builder.build(change, self._transaction, self._index)
         except MappingError as exc:
@@ -230,6 +262,7 @@ class CapturePipeline:
         self._builder.on_relation(relation)
         if self._encoder is not None:
             self._encoder.forget(relation.oid)
+        self.backfills.on_relation(relation)
 
     async def _truncate(self, truncate: Truncate, writer: KafkaWriter) -> None:
         assert self._transaction is not None
@@ -243,7 +276,18 @@ class CapturePipeline:
             self._send(self._builder.truncate_event(mapping, self._transaction, self._index), writer)
             self._index += 1
 
-    def _logical_message(self, message: LogicalMessage) -> None:
+    def _acknowledged(self, token: object, events: int) -> None:
+        """The writer's acknowledgement: a transaction's events, or a backfill chunk's."""
+        if type(token) is TransactionAcks:
+            self.tracker.acknowledged(token, events)
+        else:
+            token.acknowledged(events)  # type: ignore[attr-defined]
+
+    def _logical_message(self, message: LogicalMessage, writer: KafkaWriter) -> None:
+        if message.prefix == MARK_PREFIX:
+            started = time.perf_counter()  # a chunk's decision holds the stream: part of the stated bound
+            self.backfills.at_mark(message, self._transaction)
+            self.stats.backfill_longest_hold = max(self.stats.backfill_longest_hold, time.perf_counter() - started)
         if message.prefix == HEARTBEAT_PREFIX:
             self.stats.last_heartbeat_seen = time.monotonic()
         if not message.transactional:
@@ -305,6 +349,12 @@ class CapturePipeline:
                  "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured)
 
 
+def _relation_oid(payload: bytes | memoryview) -> int:
+    """The relation of an Insert, Update or Delete message (bytes 1-4): a table a backfill watches takes the
+    reference path, which hands the stream's keys to the backfill."""
+    return int.from_bytes(payload[1:5], "big")
+
+
 async def _connect(dsn: str) -> psycopg.AsyncConnection:
     try:
         return await connect_control(dsn)
@@ -314,20 +364,25 @@ async def _connect(dsn: str) -> psycopg.AsyncConnection:
 
 async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                       stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None,
-                      keeper: SlotKeeper | None = None) -> None:
-    """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops."""
+                      keeper: SlotKeeper | None = None, store: Store | None = None,
+                      backfill: BackfillSettings | None = None) -> None:
+    """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops.
+
+    With a ``store``, the capture also runs the backfills of its tables (``cdc.backfill_runner``)."""
     keeper = keeper or SlotKeeper(None)
     try:
-        await _supervise(source, kafka, entities, stop, backoff or Backoff(), stats or CaptureStats(), keeper)
+        await _supervise(source, kafka, entities, stop, backoff or Backoff(), stats or CaptureStats(), keeper,
+                         store, backfill)
     finally:
         await keeper.close()
 
 
 async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                     stop: asyncio.Event, backoff: Backoff, stats: CaptureStats, keeper: SlotKeeper) -> None:
+                     stop: asyncio.Event, backoff: Backoff, stats: CaptureStats, keeper: SlotKeeper,
+                     store: Store | None, backfill: BackfillSettings | None) -> None:
     busy_since: float | None = None
     while not stop.is_set():
-        pipeline = CapturePipeline(source, kafka, entities, stats, keeper)
+        pipeline = CapturePipeline(source, kafka, entities, stats, keeper, store, backfill)
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
         except SlotBusyError as exc:

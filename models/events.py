@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-OperationType = Literal["created", "updated", "deleted", "truncated"]
+OperationType = Literal["created", "updated", "deleted", "truncated", "read"]
 
 
 def camel_case(name: str) -> str:
@@ -46,6 +46,12 @@ def parse_time(text: str) -> datetime:
 def event_id_prefix(commit_lsn: int) -> str:
     """What every event id of the transaction committed at ``commit_lsn`` starts with."""
     return f"evt_{commit_lsn:016X}_"
+
+
+def read_event_id(mark_lsn: int, backfill_id: int, index: int) -> str:
+    """The id of a backfill's ``index``-th row emitted at the high mark committed at ``mark_lsn``:
+    stable per (backfill, row, position); a chunk read again after a restart has a new mark, so new ids."""
+    return f"{event_id_prefix(mark_lsn)}r{backfill_id}_{index:06d}"
 
 
 def make_event_id(commit_lsn: int, index: int) -> str:

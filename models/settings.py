@@ -173,6 +173,23 @@ class PublisherSettings(_Section):
         return value
 
 
+class BackfillSettings(_Section):
+    """``[backfill]``: how the capture process reads existing rows (see the README's *Backfill*)."""
+
+    chunk_rows: int = Field(default=1000, ge=1, description="rows of the first chunk; later ones adapt")
+    max_chunk_rows: int = Field(default=5000, ge=1, le=50_000, description="largest chunk: bounds memory and how "
+                                "long emitting one chunk holds the stream")
+    max_chunk_bytes: int = Field(default=16 << 20, ge=1 << 16, description="a chunk larger than this halves the "
+                                 "next one")
+    statement_timeout: float = Field(default=10.0, gt=0, description="seconds a chunk's query may take; past it "
+                                     "the chunk is read again at half the size")
+    target_chunk_seconds: float = Field(default=0.5, gt=0, description="chunks grow while their query takes less "
+                                        "than a quarter of this and shrink when it takes more")
+    poll_interval: float = Field(default=1.0, gt=0, description="seconds between looks for a backfill to run")
+    max_rows_per_second: float = Field(default=0, ge=0, description="pace a backfill to at most this many rows "
+                                       "per second, to leave the stream more of the machine; 0: no limit")
+
+
 # Tokens that were published as examples (a compose default once): never accepted as the real one.
 EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
 

@@ -1,7 +1,10 @@
 """Which integrations want an event: subscriptions of the form ``ENTITY_KEY:OPERATIONS``, with conditions.
 
 ``flows/comments:created,updated`` subscribes to two operations of one entity key;
-``flows/*:*`` or ``*`` to everything. Entity keys may use ``*`` and ``?`` wildcards.
+``flows/*:*`` or ``*`` to every change. Entity keys may use ``*`` and ``?`` wildcards.
+``read`` (the rows of a backfill) is named explicitly, ``flows/comments:read`` or
+``flows/*:*,read``: ``*`` means the three change operations only, so that a backfill does not
+flood integrations that never asked for existing rows.
 A subscription with conditions is an object,
 ``{"subscription": "flows/packets:updated", "when": {"property": "status", "to": "approved"}}``
 (the condition form: ``publisher.conditions``); a plain string has none. Each distinct
@@ -27,7 +30,8 @@ from publisher.shapes import EntityShape, check_condition
 SubscriptionItem = str | dict[str, Any]
 """A subscription as the API, the CLI and the store hold it: its text, or an object with conditions."""
 
-OPERATIONS = frozenset({"created", "updated", "deleted"})
+CHANGES = frozenset({"created", "updated", "deleted"})  # what ``*`` stands for
+OPERATIONS = CHANGES | {"read"}
 _KEYS_KEPT = 1024
 
 
@@ -67,17 +71,18 @@ class Subscription:
 
 @functools.lru_cache(maxsize=4096)  # compiled once per distinct text, in a bounded cache
 def parse_subscription(text: str) -> Subscription:
-    """Parse ``KEY[:OPS]``; ``OPS`` is a comma list of created/updated/deleted or ``*`` (default)."""
+    """Parse ``KEY[:OPS]``; ``OPS`` is a comma list of created, updated, deleted, read and ``*`` (the three
+    changes, the default)."""
     key, _, ops = text.strip().partition(":")
     if not key:
         raise SubscriptionError(f"subscription {text!r}: the entity key is empty")
     names = {op.strip() for op in (ops or "*").split(",") if op.strip()}
-    if names == {"*"}:
-        names = set(OPERATIONS)
+    if "*" in names:
+        names = (names - {"*"}) | CHANGES
     unknown = names - OPERATIONS
     if unknown or not names:
         raise SubscriptionError(f"subscription {text!r}: unknown operation(s) {', '.join(sorted(unknown)) or '(none)'}"
-                                f"; use created, updated, deleted or *")
+                                f"; use created, updated, deleted, read or *")
     return Subscription(re.compile(fnmatch.translate(key)), frozenset(names), text.strip())
 
 
@@ -123,6 +128,15 @@ def subscribed(subscriptions: list[Subscription], entity_key: str, operation: st
                 return True
             covered = True
     return False if covered else None
+
+
+def covers_key(subscriptions: list[Subscription], entity_key: str) -> bool:
+    """Whether any subscription names ``entity_key``, whatever its operations and conditions."""
+    for subscription in subscriptions:
+        known = subscription.keys.get(entity_key)
+        if subscription.learn(entity_key) if known is None else known:
+            return True
+    return False
 
 
 def check_conditions(subscriptions: Sequence[Subscription], shapes: Sequence[EntityShape]) -> None:

@@ -214,6 +214,34 @@ CREATE TABLE {schema}.filtered_events (
     last_at timestamptz NOT NULL DEFAULT now()
 );
 """),
+    (70, """
+CREATE TABLE {schema}.backfills (
+    id bigserial PRIMARY KEY,
+    table_name text NOT NULL,
+    organization_id text REFERENCES {schema}.organizations ON DELETE CASCADE,
+    integration_id bigint REFERENCES {schema}.integrations ON DELETE CASCADE,
+    filter text,
+    state text NOT NULL DEFAULT 'running'
+        CHECK (state IN ('running', 'paused', 'cancelled', 'failed', 'done')),
+    key_columns jsonb,
+    cursor jsonb,
+    rows_estimated bigint,
+    rows_read bigint NOT NULL DEFAULT 0,
+    rows_published bigint NOT NULL DEFAULT 0,
+    rows_superseded bigint NOT NULL DEFAULT 0,
+    chunks bigint NOT NULL DEFAULT 0,
+    chunk_rows integer,
+    error text,
+    claimed_by text,
+    claimed_until timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE UNIQUE INDEX backfills_one_active ON {schema}.backfills
+    (table_name, coalesce(organization_id, ''), coalesce(integration_id, 0)) WHERE state IN ('running', 'paused');
+CREATE INDEX backfills_running ON {schema}.backfills (id) WHERE state = 'running';
+"""),
 ]
 
 

@@ -5,7 +5,11 @@ matches its entity key and operation, and the integration's environment (if it h
 environment the capture stamped on the record, and the subscription's conditions (if any)
 hold on the event (``publisher.conditions``). The record's body is parsed once, here; what
 conditions read of it (the rows' properties and ``updateMask``) is kept in ``EventFields.change``,
-and every integration's compiled conditions are evaluated on that. Which integrations are
+and every integration's compiled conditions are evaluated on that. The rows of a backfill for one
+integration carry the ``walhook-backfill-integration`` header: they reach that integration only,
+when it subscribes to their entity key with any operation (asking for the backfill was the opt-in
+to ``read``; its filter, not the subscription's conditions, chooses the rows); the rows of a
+backfill for all reach the integrations that subscribe to ``KEY:read``. Which integrations are
 candidates is the caller's business: live delivery offers the enabled ones
 (``publisher.directory``), replay the one it replays for, a sample the one it is sent to.
 """
@@ -20,10 +24,11 @@ import orjson
 
 from publisher.conditions import NO_CHANGE, Change
 from publisher.errors import NotAnEvent
-from publisher.matching import subscribed
+from publisher.matching import covers_key, subscribed
 from publisher.store.rows import Integration, NewDelivery
 
 ENVIRONMENT_HEADER = "walhook-environment"
+TARGET_HEADER = "walhook-backfill-integration"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class EventFields:
     entity_path: str
     environment: str | None = None  # the [source] environment stamped on the record, if any
     change: Change = NO_CHANGE  # what conditions read: rows' properties and updateMask (none: unreadable body)
+    target_integration: int | None = None  # a backfill's rows for one integration only
 
 
 def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> EventFields:
@@ -46,8 +52,22 @@ def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) 
     the environment comes from the ``walhook-environment`` header the capture stamps.
     """
     fields = _body_fields(value, headers)
-    environment = next((v for name, v in headers if name == ENVIRONMENT_HEADER), None)
-    return replace(fields, environment=environment.decode("utf-8", "replace")) if environment else fields
+    environment = target = None
+    for name, raw in headers:
+        if name == ENVIRONMENT_HEADER:
+            environment = raw.decode("utf-8", "replace")
+        elif name == TARGET_HEADER:
+            target = _integration_id(raw)
+    if environment is None and target is None:
+        return fields
+    return replace(fields, environment=environment, target_integration=target)
+
+
+def _integration_id(raw: bytes) -> int:
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise NotAnEvent(f"header {TARGET_HEADER} is not an integration id: {raw[:40]!r}") from exc
 
 
 def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> EventFields:
@@ -129,7 +149,14 @@ def _verdict(integration: Integration, event: EventFields) -> bool | None:
     if integration.organization_id != event.organization_id or integration.environment not in (
             None, event.environment):
         return None
+    if event.target_integration is not None:
+        return _targeted(integration, event) or None
     return subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
+
+
+def _targeted(integration: Integration, event: EventFields) -> bool:
+    """A backfill's row for one integration: that one, if it subscribes to the entity key at all."""
+    return event.target_integration == integration.id and covers_key(integration.subscriptions, event.entity_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +173,10 @@ def route(candidates: Iterable[Integration], event: EventFields) -> Routed:
     organization, environment = event.organization_id, event.environment
     for integration in candidates:  # the hot path: _verdict inlined, once per candidate and event
         if integration.organization_id != organization or integration.environment not in (None, environment):
+            continue
+        if event.target_integration is not None:
+            if _targeted(integration, event):
+                found.recipients.append(integration)
             continue
         verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
         if verdict is not None:

@@ -176,7 +176,9 @@ def test_every_route_hides_another_organizations_resources(client: TestClient, d
     key_id = client.get("/v1/keys", headers=acme).json()[0]["id"]
     delivery_id = _a_delivery(database, integration["id"])
     job_id = client.post(f"/v1/integrations/{integration['id']}/replay", json={"offset": 0}, headers=acme).json()["id"]
-    ids = {"integration_id": integration["id"], "delivery_id": delivery_id, "key_id": key_id, "job_id": job_id}
+    backfill_id = client.post("/v1/backfills", json={"entity_key": "docs"}, headers=acme).json()["id"]
+    ids = {"integration_id": integration["id"], "delivery_id": delivery_id, "key_id": key_id, "job_id": job_id,
+           "backfill_id": backfill_id, "action": "pause"}
     walked = []
     for path, operations in client.get("/openapi.json").json()["paths"].items():  # every published route
         if not path.startswith("/v1/") or path.startswith("/v1/organizations") or "{" not in path:
@@ -185,7 +187,7 @@ def test_every_route_hides_another_organizations_resources(client: TestClient, d
             response = client.request(method.upper(), _concrete(path, ids), json=BODIES.get(path, {}), headers=globex)
             assert response.status_code == 404, f"{method} {path}: {response.status_code} {response.text}"
             walked.append(f"{method} {path}")
-    assert len(walked) == 15, walked  # every organization route that names a resource; update when adding one
+    assert len(walked) == 17, walked  # every organization route that names a resource; update when adding one
     # ...and acme still sees its own things, untouched by globex's attempts.
     assert client.get(f"/v1/integrations/{integration['id']}", headers=acme).json()["name"] == integration["name"]
     assert client.get(f"/v1/deliveries/{delivery_id}", headers=acme).status_code == 200
@@ -262,6 +264,8 @@ ORGANIZATION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/replay-jobs", None), ("get", "/v1/replay-jobs/{job_id}", None),
     ("post", "/v1/replay-jobs/{job_id}/cancel", None),
     ("post", "/v1/portal-links", {"expiry_hours": 25}), ("post", "/v1/portal-links/revoke", {"session_id": ""}),
+    ("get", "/v1/backfills", None), ("post", "/v1/backfills", {"entity_key": "docs", "filter": ""}),
+    ("get", "/v1/backfills/{backfill_id}", None), ("post", "/v1/backfills/{backfill_id}/{action}", None),
 ]
 ADMIN_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/organizations", None), ("post", "/v1/organizations", {"id": "has spaces"}),
@@ -280,7 +284,7 @@ def test_the_route_tables_cover_the_published_api(client: TestClient) -> None:
 @pytest.mark.parametrize(("method", "path", "bad"), ORGANIZATION_ROUTES + ADMIN_ROUTES)
 def test_every_route_refuses_a_wrong_key(client: TestClient, method: str, path: str, bad: Any) -> None:
     concrete = _concrete(path, {"integration_id": 1, "delivery_id": 1, "key_id": 1, "organization_id": 1,
-                                "job_id": 1})
+                                "job_id": 1, "backfill_id": 1, "action": "pause"})
     for headers in ({}, bearer("whk_0000_wrong"), {"authorization": "Basic abc"}):
         assert client.request(method.upper(), concrete, json={}, headers=headers).status_code == 401
 
@@ -293,6 +297,7 @@ def test_every_route_names_what_is_invalid(client: TestClient, method: str, path
         target = path.replace("{organization_id}", "has spaces").replace("{integration_id}", "abc")
         target = target.replace("{delivery_id}", "abc")
         target = target.replace("{key_id}", "abc").replace("{job_id}", "abc")
+        target = target.replace("{backfill_id}", "abc").replace("{action}", "pause")
         if "{" not in path:
             target += "?limit=0" if path == "/v1/deliveries" else ""
         response = client.request(method.upper(), target, headers=headers)

@@ -74,7 +74,7 @@ async def test_rows_whose_organization_is_null_still_flow(database: str, servers
 async def test_the_cli_refuses_a_bad_subscription_before_creating_anything(database: str, tmp_path: Path) -> None:
     config = config_file(tmp_path, database)
     for events, message in [("docs:exploded", "subscription 'docs:exploded': unknown operation(s) exploded; use "
-                                              "created, updated, deleted or *"),
+                                              "created, updated, deleted, read or *"),
                             (":created", "subscription ':created': the entity key is empty")]:
         refused = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook",
                           "--events", events)

@@ -10,7 +10,7 @@ import orjson
 
 from publisher.store import Store
 
-GROUPS = {"orgs", "integrations", "deliveries", "keys"}  # commands with an action word after them
+GROUPS = {"orgs", "integrations", "deliveries", "keys", "backfill"}  # commands with an action word after them
 
 
 def walhook(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

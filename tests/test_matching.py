@@ -29,3 +29,32 @@ def test_any_of_several() -> None:
 def test_bad_subscriptions_name_the_problem(text: str) -> None:
     with pytest.raises(SubscriptionError, match="subscription"):
         parse_subscription(text)
+
+
+@pytest.mark.parametrize(("text", "op", "expected"), [
+    ("flows/comments:*", "read", False), ("*", "read", False), ("flows/comments", "read", False),
+    ("flows/comments:read", "read", True), ("flows/comments:read", "created", False),
+    ("flows/*:*,read", "read", True), ("flows/*:*,read", "deleted", True),
+])
+def test_read_is_asked_for_by_name_and_star_keeps_meaning_the_changes(text: str, op: str, expected: bool) -> None:
+    assert parse_subscription(text).matches("flows/comments", op) is expected
+
+
+def test_a_backfill_for_one_integration_reaches_only_that_one() -> None:
+    from publisher.routing import TARGET_HEADER, parse_event, receives
+    from publisher.store.rows import Integration
+
+    body = (b'{"eventId":"evt_1_r3_000000","organizationId":"acme","entityKey":"flows/comments",'
+            b'"operationType":"read","entityPath":"c/1"}')
+    def integration(number: int, events: str, org: str = "acme") -> Integration:
+        return Integration(number, org, f"i{number}", "http://x", [parse_subscription(events)], [])
+    targeted = parse_event(body, [(TARGET_HEADER, b"7")])
+    assert receives(integration(7, "flows/comments:*"), targeted)  # asking for the backfill was the opt-in
+    assert not receives(integration(7, "flows/packets:*"), targeted)
+    assert not receives(integration(8, "flows/comments:read"), targeted)
+    assert not receives(integration(7, "flows/comments:*", org="globex"), targeted)
+    for_all = parse_event(body)
+    assert receives(integration(8, "flows/comments:read"), for_all)
+    assert not receives(integration(7, "flows/comments:*"), for_all)
+    with pytest.raises(Exception, match="not an integration id"):
+        parse_event(body, [(TARGET_HEADER, b"seven")])

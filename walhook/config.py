@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from models.settings import (
     ApiSettings,
+    BackfillSettings,
     EntitySettings,
     KafkaSettings,
     PortalSettings,
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     entities: list[EntitySettings] = Field(default_factory=list)
 
     @classmethod

@@ -18,7 +18,8 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from publisher.api import admin, health, portal_links, tenant
+from cdc.errors import BackfillRefused
+from publisher.api import admin, backfills, health, portal_links, tenant
 from publisher.api.limits import BodyLimit
 from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("walhook.api")
 
 _STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
-           (SubscriptionError, 422), (LinkRefused, 422), (StoreError, 503)]
+           (SubscriptionError, 422), (LinkRefused, 422), (BackfillRefused, 422), (StoreError, 503)]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="walhook", version=user_agent().split("/", 1)[1], lifespan=lifespan,
                   description="Manage organizations, API keys, webhook integrations and deliveries.")
     app.state.settings = settings
-    for router in (admin.router, tenant.router, portal_links.router, health.router):
+    for router in (admin.router, tenant.router, portal_links.router, backfills.router, health.router):
         app.include_router(router)
     portal.install(app)
     for error, status in _STATUS:

@@ -318,3 +318,36 @@ class PortalRevokeIn(_In):
 class PortalRevoked(BaseModel):
     links: int = Field(description="unused links revoked")
     sessions: int = Field(description="open portal sessions ended")
+
+
+class BackfillIn(_In):
+    """Start a backfill of one captured table, named by its entity key, for one integration or for all."""
+
+    entity_key: str = Field(min_length=1, max_length=200, description="the table's [[entities]] entity_key")
+    integration_id: int | None = Field(default=None, ge=1, le=2**63 - 1, description="only this integration "
+                                       "receives the rows; none: every integration subscribed to KEY:read")
+    filter: str | None = Field(default=None, min_length=1, max_length=2000,
+                               description="conditions over the table's columns joined by AND, e.g. "
+                                           "\"status = 'open' AND id > 100\"")
+
+
+class BackfillOut(BaseModel):
+    """A backfill: ``state`` running, paused, cancelled, failed or done; rows estimated, read, published."""
+
+    id: int
+    table_name: str
+    integration_id: int | None
+    filter: str | None
+    state: str
+    rows_estimated: int | None
+    rows_read: int
+    rows_published: int
+    rows_superseded: int = Field(description="read, then left out because the stream changed the row meanwhile "
+                                             "(the stream's event carries its state)")
+    percent: float | None = Field(description="rows read of the estimate")
+    cursor: list[str] | None = Field(description="the key of the last row Kafka acknowledged")
+    chunks: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None

@@ -10,6 +10,7 @@ its methods to the one ``Store`` a process opens:
 * ``integrations``: integrations, their config and health;
 * ``deliveries``: the life of a delivery (recorded, claimed, attempted, scheduled again);
 * ``jobs``: replay jobs;
+* ``backfills``: backfill jobs (run by the capture process);
 * ``reports``: reading the delivery log, and the figures metrics and the portal report;
 * ``portal``: portal links and sessions.
 
@@ -30,6 +31,7 @@ from publisher.store.rows import (
     ApiKey,
     Attempt,
     AttemptRecord,
+    Backfill,
     Delivery,
     DeliveryRow,
     Integration,
@@ -40,8 +42,9 @@ from publisher.store.rows import (
 )
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
 
-__all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Delivery", "DeliveryRow", "Integration",
-           "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "store_for", "utcnow"]
+__all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Backfill", "Delivery", "DeliveryRow",
+           "Integration", "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "store_for",
+           "utcnow"]
 
 
 class Store(PortalStore):

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from publisher.errors import NotFound
-from publisher.store.jobs import JobStore
+from publisher.store.backfills import BackfillStore
 from publisher.store.rows import Attempt, DeliveryRow, HourCounts, IntegrationFigures
 
 _ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, status, "
         "attempts, next_attempt_at, last_error, trigger, created_at, updated_at")
 
 
-class ReportStore(JobStore):
+class ReportStore(BackfillStore):
     """The delivery log and its figures."""
 
     async def deliveries(self, integration_id: int | None = None, status: str | None = None, limit: int = 100, *,

@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from tests.chaos.backfill import run_backfill_scenario
 from tests.chaos.ledger import Subscriber
 from tests.chaos.programs import (
     broker_restart,
@@ -92,6 +93,18 @@ async def test_primary_crash_and_standby_promotion() -> None:
                          standby=True))
 
 
+async def test_backfill_while_rows_change_and_the_cdc_is_killed() -> None:
+    """3,000 existing rows backfilled to a fresh integration while a tenth of them change; kill -9 mid-backfill."""
+    await check_backfill(3_000)
+
+
+async def check_backfill(rows: int) -> None:
+    summary = await run_backfill_scenario(rows, kill_cdc=True)
+    print(f"\n{summary.line()}", flush=True)
+    assert summary.clean and summary.killed_at is not None and summary.killed_at < rows, (
+        summary.line() + "\n" + "\n".join(summary.examples))
+
+
 @persistent
 async def test_broker_restart() -> None:
     """The external broker (it keeps its data) restarted mid-stream; see ``tests.chaos.servers``."""
@@ -144,3 +157,8 @@ async def test_replay_jobs_under_load() -> None:
 async def test_broker_restarts() -> None:
     await check(Scenario("broker restarts", schedule((5.0, broker_restart(5)), (25.0, broker_restart(2))),
                          persistent_broker=True))
+
+
+@full
+async def test_backfill_of_100000_rows() -> None:
+    await check_backfill(100_000)

@@ -5,6 +5,7 @@
 * ``secrets``: the keys that encrypt signing secrets at rest;
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
+* ``backfill``: backfills of existing rows;
 * ``dead_letters``: what the capture and the publisher set aside;
 * ``dev``: the local stack, a verifying receiver, the demo.
 """
@@ -21,7 +22,7 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, dead_letters, deliveries, dev, run, secrets, status
+from walhook.cli import admin, backfill, dead_letters, deliveries, dev, run, secrets, status
 from walhook.cli.common import Handler
 
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.register(command)
     admin.register(command, group)
     deliveries.register(command, group)
+    backfill.register(command, group)
     dead_letters.register(command, group)
     dev.register(command, group)
     secrets.register(command, group)

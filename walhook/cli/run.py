@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from models.errors import WalhookError
 from walhook.cli.common import Command, settings_of, stop_on_signals
+
+if TYPE_CHECKING:
+    from cdc.memory import SlotKeeper
+    from cdc.pipeline import CaptureStats
+    from walhook.config import Settings
 
 
 async def cmd_cdc(args: argparse.Namespace) -> int:
     from cdc.memory import SlotKeeper, StorePositions
     from cdc.metrics import MetricsServer
-    from cdc.pipeline import CaptureStats, run_capture
+    from cdc.pipeline import CaptureStats
 
     settings = settings_of(args)
     settings.require("source", "kafka")
@@ -20,17 +26,35 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
         raise WalhookError("no [[entities]] configured: nothing to capture")
     stop = asyncio.Event()
     stop_on_signals(stop)
-    assert settings.source is not None and settings.kafka is not None
+    assert settings.source is not None
     stats = CaptureStats()
     # Where capture streamed is remembered in the store, which outlives a failed-over source cluster.
     memory = StorePositions(settings.store.dsn, settings.store.schema_name) if settings.store else None
     keeper = SlotKeeper(memory, accept_lost_changes=args.accept_lost_changes)
     if settings.source.metrics_address is None:
-        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
+        await _capture(settings, stop, stats, keeper)
         return 0
     async with MetricsServer(stats, settings.source, settings.source.metrics_address):
-        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
+        await _capture(settings, stop, stats, keeper)
     return 0
+
+
+async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats, keeper: SlotKeeper) -> None:
+    """Capture; with a ``[store]`` section the process also runs the backfills of its tables."""
+    from cdc.pipeline import run_capture
+    from publisher.store import Store
+
+    assert settings.source is not None and settings.kafka is not None
+    if settings.store is None:
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
+        return
+    # No keyring: the capture reads and writes backfill jobs only, never a signing secret.
+    store = Store(settings.store.dsn, settings.store.schema_name)  # opened by the backfill runner, when it can
+    try:
+        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper,
+                          store=store, backfill=settings.backfill)
+    finally:
+        await store.close()
 
 
 async def cmd_publisher(args: argparse.Namespace) -> int:
