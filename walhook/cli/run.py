@@ -42,14 +42,17 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
 async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats, keeper: SlotKeeper) -> None:
     """Capture; with a ``[store]`` section the process also runs the backfills of its tables."""
     from cdc.pipeline import run_capture
+    from publisher.secretbox import Keyring
     from publisher.store import Store
 
     assert settings.source is not None and settings.kafka is not None
     if settings.store is None:
         await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
         return
-    # No keyring: the capture reads and writes backfill jobs only, never a signing secret.
-    store = Store(settings.store.dsn, settings.store.schema_name)  # opened by the backfill runner, when it can
+    # The capture reads and writes backfill jobs only, never a signing secret; but the store checks at open
+    # that every stored secret can be read, so it gets the keyring the configuration names.
+    keys = settings.store.secret_keys
+    store = Store(settings.store.dsn, settings.store.schema_name, Keyring(keys) if keys else None)
     try:
         await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper,
                           store=store, backfill=settings.backfill)
