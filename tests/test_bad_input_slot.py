@@ -84,7 +84,10 @@ async def test_a_second_cdc_on_the_same_slot_exits_or_waits_and_takes_over(
 
         waiting = start_walhook("cdc", config(workdir, "waiting", database, servers, topic, 60),
                                 workdir / "waiting.log")
-        await asyncio.sleep(3.0)  # long enough to find the slot busy at least once
+        for _ in range(300):  # until it has found the slot busy at least once (starting takes a while under load)
+            if "waiting for it to be released" in (workdir / "waiting.log").read_text() or waiting.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
         assert waiting.poll() is None and "waiting for it to be released" in (workdir / "waiting.log").read_text()
         first.send_signal(signal.SIGKILL)
         await wait_for_new_holder(database, holder)
