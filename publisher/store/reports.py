@@ -12,6 +12,9 @@ from publisher.store.rows import Attempt, DeliveryRow, HourCounts, IntegrationFi
 _ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, status, "
         "attempts, next_attempt_at, last_error, trigger, created_at, updated_at")
 
+_ATTEMPT = ("id, delivery_id, integration_id, number, trigger, started_at, url, request_headers, response_status, "
+            "response_headers, response_body, duration_ms, error")
+
 
 class ReportStore(BackfillStore):
     """The delivery log and its figures."""
@@ -45,7 +48,8 @@ class ReportStore(BackfillStore):
         return bytes(rows[0]["body"])
 
     async def attempts_of(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+        rows = await self._rows(f"SELECT {_ATTEMPT} FROM {{s}}.attempts WHERE delivery_id = :id ORDER BY id",
+                                {"id": delivery_id})
         return [Attempt(**{**row, "response_body": None if row["response_body"] is None
                            else bytes(row["response_body"])}) for row in rows]
 
