@@ -156,6 +156,8 @@ class PublisherSettings(_Section):
     disable_after_days: float = Field(default=5.0, gt=0, description="continuous failure that disables an integration")
     integrations_cache_seconds: float = Field(default=2.0, ge=0)
     allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach")
+    metrics_address: str | None = Field(default=None, description="host:port for the publisher process's "
+                                        "Prometheus /metrics; off by default")
     dead_letter_topic: str | None = Field(
         default=None, min_length=1, max_length=249,
         description="where records of the events topic that are not walhook events go (original key, value and "

@@ -121,3 +121,13 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {key}: {message}")
     return "; ".join(lines)
+
+
+def check_config_text(text: str, where: str) -> Settings:
+    """Validate TOML text as a configuration (``ConfigError`` naming the key), without the environment."""
+    try:
+        return Settings.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(where, exc)) from exc

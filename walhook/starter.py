@@ -143,14 +143,17 @@ def choose(tables: list[TableInfo], names: list[str]) -> list[TableInfo]:
     return chosen
 
 
-def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], store_dsn: str | None = None) -> str:
+def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], store_dsn: str | None = None, *,
+                   admin_token: str | None = None, allowed_networks: list[str] | None = None,
+                   api_port: int | None = None) -> str:
     """The whole ``walhook.toml``: required keys set, every other key of every section as a commented default."""
+    api = {key: value for key, value in (("admin_token", admin_token), ("port", api_port)) if value is not None}
     sections = [
         _section("source", SourceSettings, {"dsn": dsn}),
         _section("kafka", KafkaSettings, {"bootstrap_servers": bootstrap_servers}),
         _section("store", StoreSettings, {"dsn": store_dsn or dsn}),
-        _section("publisher", PublisherSettings, {}),
-        _section("api", ApiSettings, {}),
+        _section("publisher", PublisherSettings, {"allowed_networks": allowed_networks} if allowed_networks else {}),
+        _section("api", ApiSettings, api),
         _section("retention", RetentionSettings, {}),
     ]
     header = ("# Written by `walhook init`. Commented keys show their defaults; uncomment one to change it.\n"

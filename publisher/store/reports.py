@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from publisher.errors import NotFound
 from publisher.store.backfills import BackfillStore
@@ -57,6 +58,15 @@ class ReportStore(BackfillStore):
         """Deliveries by status."""
         rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")
         return {row["status"]: int(row["n"]) for row in rows}
+
+    async def integration_health(self) -> list[dict[str, Any]]:
+        """Per integration: enabled, pending deliveries, failing since, the next retry's time."""
+        return await self._rows(
+            "SELECT i.id, i.organization_id, i.enabled, i.disabled_reason, i.failing_since, "
+            "coalesce(p.pending, 0) AS pending, p.next_retry FROM {s}.integrations i LEFT JOIN ("
+            "SELECT integration_id, count(*) AS pending, min(next_attempt_at) FILTER (WHERE attempts > 0) "
+            "AS next_retry FROM {s}.deliveries WHERE status = 'pending' GROUP BY integration_id) p "
+            "ON p.integration_id = i.id ORDER BY i.id")
 
     async def failure_streaks(self) -> dict[int, float]:
         """Seconds each failing integration has been failing without a success."""

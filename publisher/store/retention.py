@@ -45,7 +45,8 @@ class Pruned:
 
 @dataclass(frozen=True)
 class LogSize:
-    """The delivery log's size on disk (tables, their TOAST and indexes) and its row estimates."""
+    """The delivery log's size on disk (tables, their TOAST and indexes) and its rows (the statistics'
+    live-row counts: current within seconds, without counting a large table)."""
 
     deliveries_bytes: int
     attempts_bytes: int
@@ -101,15 +102,24 @@ class RetentionStore(ReportStore):
         for outcome in OUTCOMES:
             for day in wanted:
                 name = partition_name(outcome, day)
-                if name not in existing:
-                    await self._create_partition(outcome, day, name)
+                if name not in existing and await self._create_partition(outcome, day, name):
                     created.append(name)
         return created
 
-    async def _create_partition(self, outcome: str, day: date, name: str) -> None:
+    async def _create_partition(self, outcome: str, day: date, name: str) -> bool:
+        """True if created here; False if another publisher created it meanwhile."""
         start, end = _day_start(day), _day_start(day + timedelta(days=1))
-        parent, default = f"{{s}}.attempts_{outcome}", f"{{s}}.attempts_{outcome}_default"
         # One transaction: build the table, move the day's rows out of the default, attach it.
+        try:
+            await self._create(outcome, name, start, end)
+        except StoreError:
+            if name in await self.attempt_partitions():
+                return False
+            raise
+        return True
+
+    async def _create(self, outcome: str, name: str, start: str, end: str) -> None:
+        parent, default = f"{{s}}.attempts_{outcome}", f"{{s}}.attempts_{outcome}_default"
         await self._script([
             "SET LOCAL lock_timeout = '5s'",
             f"CREATE TABLE {{s}}.{name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
@@ -167,10 +177,11 @@ class RetentionStore(ReportStore):
             "AS deliveries_bytes, "
             "(SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree("
             "format('%I.attempts', CAST(:schema AS text))::regclass) WHERE isleaf) AS attempts_bytes, "
-            "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = format('%I.deliveries', "
+            "(SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE relid = format('%I.deliveries', "
             "CAST(:schema AS text))::regclass) AS deliveries_rows, "
-            "(SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_partition_tree(format('%I.attempts', "
-            "CAST(:schema AS text))::regclass) t JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf) AS attempts_rows, "
+            "(SELECT coalesce(sum(s.n_live_tup), 0) FROM pg_partition_tree(format('%I.attempts', "
+            "CAST(:schema AS text))::regclass) t JOIN pg_stat_user_tables s ON s.relid = t.relid WHERE t.isleaf) "
+            "AS attempts_rows, "
             "(SELECT count(*) FROM pg_partition_tree(format('%I.attempts', CAST(:schema AS text))::regclass) "
             "WHERE isleaf) AS partitions", {"schema": self.schema})
         return LogSize(int(row["deliveries_bytes"]), int(row["attempts_bytes"]), int(row["deliveries_rows"]),

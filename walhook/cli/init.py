@@ -8,6 +8,7 @@ from pathlib import Path
 
 from models.errors import WalhookError
 from walhook.cli.common import Command
+from walhook.config import check_config_text
 from walhook.starter import TableInfo, choose, entity_for, read_tables, refusal, starter_config
 
 
@@ -26,7 +27,10 @@ async def cmd_init(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not args.force:
         raise WalhookError(f"{output} exists; pass --force to overwrite it or --output to write elsewhere")
-    output.write_text(starter_config(args.dsn, args.kafka, entities, args.store_dsn))
+    text = starter_config(args.dsn, args.kafka, entities, args.store_dsn, admin_token=args.admin_token,
+                          allowed_networks=args.allow_network, api_port=args.api_port)
+    check_config_text(text, "the starter configuration")  # a bad flag is named now, not at the first start
+    output.write_text(text)
     print(f"wrote {output} with {len(entities)} [[entities]]: {', '.join(e.table for e in entities)}")
     return 0
 
@@ -67,4 +71,8 @@ def register(command: Command) -> None:
     init.add_argument("--store-dsn", help="database for walhook's own tables (default: the same as --dsn)")
     init.add_argument("--store-schema", default="walhook", help="walhook's schema, left out of the list")
     init.add_argument("--output", default="walhook.toml", help="file to write (default ./walhook.toml)")
+    init.add_argument("--admin-token", help="[api] admin_token: the bearer token of the API's admin routes")
+    init.add_argument("--allow-network", action="append", default=[],
+                      help="[publisher] allowed_networks entry, e.g. 127.0.0.1/32 for a receiver on this machine")
+    init.add_argument("--api-port", type=int, help="[api] port (default 8080)")
     init.add_argument("--force", action="store_true", help="overwrite the file if it exists")
