@@ -58,7 +58,7 @@ class CaptureCollector(Collector):
             return
         lag = self._stats.slot_lag_bytes
         yield GaugeMetricFamily("walhook_cdc_slot_lag_limit_bytes", "[source] max_slot_lag_bytes", value=limit)
-        yield GaugeMetricFamily("walhook_cdc_slot_lag_over_limit", "1 while the slot lag is over the limit",
+        yield GaugeMetricFamily("walhook_cdc_slot_lag_over_limit", "Whether the slot lag is over the limit: 1, or 0",
                                 value=int(lag is not None and lag > limit))
 
 
