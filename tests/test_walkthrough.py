@@ -31,9 +31,10 @@ def test_the_readme_shows_exactly_the_walkthrough_commands() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None,
                     reason="the walkthrough uses curl and jq, as a reader would")
-def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
+def test_the_walkthrough_runs_as_written(server_dir: Path) -> None:
+    # Its files under server_dir (the script's mktemp -d): pytest's own temp root would lock Postgres out.
     env = {key: value for key, value in os.environ.items() if not key.startswith("WALHOOK_")}
-    env.update(API_PORT=str(free_port()), RECEIVER_PORT=str(free_port()), TMPDIR=str(tmp_path))
+    env.update(API_PORT=str(free_port()), RECEIVER_PORT=str(free_port()), TMPDIR=str(server_dir))
     script = subprocess.Popen(["bash", str(SCRIPT)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -41,7 +42,8 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(script.pid, signal.SIGKILL)
         output, _ = script.communicate()
-        pytest.fail(f"the walkthrough did not finish in 150 s:\n{output}")
+        logs = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in sorted(server_dir.rglob("*.log")))
+        pytest.fail(f"the walkthrough did not finish in 150 s:\n{output}\n{logs}")
     assert script.returncode == 0, output
     for ready in (r"walhook\.cdc: ready: streaming slot walhook of .* into topic walhook\.events",
                   r"walhook\.publisher: ready: consuming topic walhook\.events as group walhook-publisher",
