@@ -9,6 +9,7 @@ drift from what walhook really does).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -161,7 +162,7 @@ def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], sto
     return header + "\n".join(sections) + "\n" + "\n".join(_entity(e) for e in entities)
 
 
-def _section(name: str, model: type[BaseModel], values: dict[str, object]) -> str:
+def _section(name: str, model: type[BaseModel], values: Mapping[str, object]) -> str:
     lines = [f"[{name}]"]
     for field_name, field in model.model_fields.items():
         key = field.alias or field_name

@@ -51,7 +51,7 @@ async def _deliveries(store: Store, per_integration: bool) -> list[Metric]:
         by_status.add_metric([status], n)
     backlog = GaugeMetricFamily("walhook_retry_backlog", "Pending deliveries", value=counts.get("pending", 0))
     streaks = await store.failure_streaks()
-    families = [by_status, backlog,
+    families: list[Metric] = [by_status, backlog,
                 GaugeMetricFamily("walhook_integrations_failing", "Integrations failing without a success",
                                   value=len(streaks)),
                 GaugeMetricFamily("walhook_integration_failing_seconds_max", "The longest failure streak, seconds",

@@ -74,6 +74,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     from publisher.recovery import job_summary
 
     since = moment(args.since) if args.since else None
+    job: Any
     if remote := api_of(args):
         job = _job(await remote.call("POST", f"/v1/integrations/{args.integration}/replay",
                                      {"offset": args.offset, "since": since and since.isoformat()}))
