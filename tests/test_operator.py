@@ -159,3 +159,40 @@ async def _scrape_until(port: int, line: str, timeout: float = 30.0) -> str:
                 return text
             await asyncio.sleep(0.2)
     raise AssertionError(f"{line!r} not in the publisher's metrics:\n{text}")
+
+
+async def test_recover_waits_until_the_failed_deliveries_have_settled(servers: Servers, database: str, topic: str,
+                                                                      workdir: Path) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(COMMENTS_TABLE)
+    port = free_port()  # nothing listens there yet: every first attempt fails, and one attempt is all there is
+    config = write_config(workdir / "walhook.toml", database, servers.bootstrap_servers, topic, COMMENTS_ENTITY,
+                          publisher="retry_delays = [0]")
+    async with Store(database) as store:
+        secret = await store.add_organization("acme")
+        integration = await store.add_integration("acme", f"http://127.0.0.1:{port}/hooks/acme", ["flows/comments:*"])
+    cdc = start_walhook("cdc", config, workdir / "cdc.log")
+    publisher = start_walhook("publisher", config, workdir / "publisher.log")
+    try:
+        await wait_for_streaming(database, "walhook", cdc)
+        await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+        with psycopg.connect(database, autocommit=True) as conn:
+            for n in range(3):
+                conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
+                             "VALUES ('acme', %s, 'hi')", [n])
+        async with Store(database) as store:
+            deadline = time.monotonic() + 30
+            while len(await store.deliveries(integration, "failed")) < 3:
+                assert time.monotonic() < deadline, "the deliveries did not fail"
+                await asyncio.sleep(0.2)
+        async with VerifyingReceiver({"acme": secret}, port=port) as receiver:
+            recovered = await asyncio.to_thread(walhook, "recover", "--config", str(config), "--integration",
+                                                str(integration), "--since", since, "--wait")
+            assert recovered.returncode == 0, recovered.stderr
+            assert len(receiver.received) == 3  # settled means delivered here
+    finally:
+        stop_process(cdc)
+        stop_process(publisher)
+    assert "3 failed deliveries scheduled again" in recovered.stdout
+    assert recovered.stderr.strip().splitlines()[-1] == "recover: 3 of 3 deliveries settled"  # plain lines: no tty

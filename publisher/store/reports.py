@@ -54,6 +54,12 @@ class ReportStore(BackfillStore):
         return [Attempt(**{**row, "response_body": None if row["response_body"] is None
                            else bytes(row["response_body"])}) for row in rows]
 
+    async def pending_among(self, delivery_ids: Sequence[int]) -> int:
+        """How many of these deliveries are still pending."""
+        (row,) = await self._rows("SELECT count(*) AS n FROM {s}.deliveries WHERE id = ANY(:ids) "
+                                  "AND status = 'pending'", {"ids": list(delivery_ids)})
+        return int(row["n"])
+
     async def delivery_counts(self) -> dict[str, int]:
         """Deliveries by status."""
         rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")

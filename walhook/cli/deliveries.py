@@ -12,7 +12,7 @@ import orjson
 from models.errors import WalhookError
 from models.events import parse_time
 from walhook.cli.common import Command, Group, moment, settings_of, show, store_of, table
-from walhook.cli.remote import ApiClient, api_of, follow
+from walhook.cli.remote import ApiClient, api_of, follow, follow_settling
 
 
 async def cmd_deliveries_list(args: argparse.Namespace) -> int:
@@ -66,7 +66,20 @@ async def cmd_recover(args: argparse.Namespace) -> int:
         async with store_of(args) as store:
             rows = [asdict(row) for row in await store.recover(args.integration, moment(args.since))]
     show(args, {"scheduled": rows}, f"{len(rows)} failed deliveries scheduled again")
+    if args.wait and rows:
+        ids = {row["id"] for row in rows}
+        await follow_settling(lambda: _still_pending(args, remote, args.integration, ids), len(ids))
     return 0
+
+
+async def _still_pending(args: argparse.Namespace, remote: ApiClient | None, integration: int, ids: set[int]) -> int:
+    """How many of ``ids`` are still pending (through the API: among the integration's newest 500 pending)."""
+    if remote is not None:
+        page = await remote.call("GET", "/v1/deliveries", params={"integration_id": integration,
+                                                                  "status": "pending", "limit": 500})
+        return len(ids & {row["id"] for row in page["items"]})
+    async with store_of(args) as store:
+        return await store.pending_among(sorted(ids))
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
@@ -184,6 +197,7 @@ def register(command: Command, group: Group) -> None:
     recover = command("recover", cmd_recover, "attempt an integration's failed deliveries once more")
     recover.add_argument("--integration", type=int, required=True)
     recover.add_argument("--since", required=True, help="ISO 8601 time; failed since then")
+    recover.add_argument("--wait", action="store_true", help="follow the deliveries until each has settled")
     replay = command("replay", cmd_replay, "start a replay job: deliver an integration's events again from Kafka")
     replay.add_argument("--integration", type=int, required=True)
     start = replay.add_mutually_exclusive_group(required=True)

@@ -57,9 +57,9 @@ def api_of(args: argparse.Namespace) -> ApiClient | None:
 class Progress:
     """A progress bar on a terminal, plain lines otherwise (logs, pipes, CI)."""
 
-    def __init__(self, what: str, unit: str) -> None:
+    def __init__(self, what: str, unit: str, total: int | None = None) -> None:
         self._terminal = sys.stderr.isatty()
-        self._bar = tqdm(desc=what, unit=unit, file=sys.stderr) if self._terminal else None
+        self._bar = tqdm(desc=what, unit=unit, total=total, file=sys.stderr) if self._terminal else None
         self._last = ""
 
     def update(self, done: int, line: str) -> None:
@@ -94,3 +94,20 @@ async def follow(read: Callable[[], Any], summary: Callable[[Any], str], interva
 
 def _field(job: Any, name: str) -> Any:
     return job[name] if isinstance(job, dict) else getattr(job, name)
+
+
+async def follow_settling(pending: Callable[[], Any], total: int, interval: float = 1.0) -> int:
+    """Wait until none of ``total`` scheduled deliveries is pending, showing how many settled; returns
+    how many were still pending when it stopped (0 unless interrupted)."""
+    import asyncio
+
+    progress = Progress("recover", "deliveries", total)
+    try:
+        while True:
+            left = await pending()
+            progress.update(total - left, f"recover: {total - left} of {total} deliveries settled")
+            if left == 0:
+                return 0
+            await asyncio.sleep(interval)
+    finally:
+        progress.close()
