@@ -67,6 +67,7 @@ def test_init_writes_a_starter_config_from_the_catalog(database: str, tmp_path: 
     assert (items.entity_path, items.organization_column) == ("order_items/{order_id}/{line}", "org_id")
     assert by_table["public.tagged"].entity_path == "tagged/{code}"  # the replica identity index names rows
     assert settings.api.admin_token == "t" * 24 and settings.publisher.allowed_networks == ["127.0.0.1/32"]
+    assert settings.store is not None and [key.split(":")[0] for key in settings.store.secret_keys] == ["k1"]
     text = out.read_text()
     assert "# retry_delays = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]" in text
     assert "# days = 7  # days a succeeded delivery and its attempts are kept" in text
@@ -94,7 +95,7 @@ def test_commands_find_the_config_and_take_global_options_anywhere(database: str
     assert nowhere.stderr.strip() == ("walhook: error: no configuration file (looked for --config, $WALHOOK_CONFIG "
                                       "and ./walhook.toml; write one with `walhook init`): missing section(s): "
                                       "[store]")
-    (tmp_path / "walhook.toml").write_text(f'[store]\ndsn = "{database}"\n')
+    (tmp_path / "walhook.toml").write_text(f'[store]\ndsn = "{database}"\nplaintext_secrets = true\n')
     for args in (["deliveries", "list", "--json", "--log-level", "WARNING"],
                  ["--log-level", "WARNING", "deliveries", "list", "--json"],
                  ["deliveries", "--log-level", "WARNING", "list", "--json"]):

@@ -148,17 +148,23 @@ def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], sto
                    admin_token: str | None = None, allowed_networks: list[str] | None = None,
                    api_port: int | None = None) -> str:
     """The whole ``walhook.toml``: required keys set, every other key of every section as a commented default."""
+    from publisher.secretbox import new_key
+
     api = {key: value for key, value in (("admin_token", admin_token), ("port", api_port)) if value is not None}
+    # A fresh key, so that signing secrets are encrypted at rest from the first start. Keep it: without
+    # it the stored secrets cannot be read. (In production, pass it as WALHOOK_STORE__SECRET_KEYS.)
     sections = [
         _section("source", SourceSettings, {"dsn": dsn}),
         _section("kafka", KafkaSettings, {"bootstrap_servers": bootstrap_servers}),
-        _section("store", StoreSettings, {"dsn": store_dsn or dsn}),
+        _section("store", StoreSettings, {"dsn": store_dsn or dsn, "secret_keys": [new_key("k1")]}),
         _section("publisher", PublisherSettings, {"allowed_networks": allowed_networks} if allowed_networks else {}),
         _section("api", ApiSettings, api),
         _section("retention", RetentionSettings, {}),
     ]
     header = ("# Written by `walhook init`. Commented keys show their defaults; uncomment one to change it.\n"
-              "# Any key can be overridden by WALHOOK_<SECTION>__<KEY> environment variables.\n")
+              "# Any key can be overridden by WALHOOK_<SECTION>__<KEY> environment variables.\n"
+              "# [store] secret_keys encrypts the signing secrets: keep the key (losing it loses them), and keep\n"
+              "# this file private, or move the key to WALHOOK_STORE__SECRET_KEYS.\n")
     return header + "\n".join(sections) + "\n" + "\n".join(_entity(e) for e in entities)
 
 
