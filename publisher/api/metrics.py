@@ -3,8 +3,9 @@ scrape time, exposed through prometheus-client (HELP and TYPE lines, histogram b
 
 Any API process reports the whole deployment: deliveries by status, the retry backlog,
 failure streaks, events the integrations' conditions filtered out, attempt latency over the
-last hour (a gauge histogram: it is a window, so its counts may fall), the delivery log's size, and slot lag. What only a running
-publisher or capture process knows is on their own endpoints (``publisher.metrics``, ``cdc.metrics``).
+last hour (a gauge histogram: it is a window, so its counts may fall), the delivery log's size,
+and slot lag. What only a running publisher or capture process knows is on their own endpoints
+(``publisher.metrics``, ``cdc.metrics``).
 """
 
 from __future__ import annotations
