@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py --seconds 15
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/log_size.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_clients.py

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from cdc.backfill import MARK_PREFIX, BackfillStream
 from cdc.backfill_runner import BackfillRunner
@@ -48,6 +49,15 @@ HEARTBEAT_PREFIX = "walhook.heartbeat"
 REMEMBER_EVERY = 5.0  # seconds between writes of the confirmed position to the store
 _ROW_CHANGES = frozenset((Insert, Update, Delete))
 _ROW_TAGS = frozenset(b"IUD")
+
+
+def database_of(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, without its user or password (for log lines)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the source database"
+    return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
 @dataclass
@@ -137,7 +147,11 @@ class CapturePipeline:
         async with await _connect(self.source.dsn) as control, writer:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
-            log.info("streaming slot %s from %s", self.source.slot, format_lsn(start_lsn))
+            log.info("ready: streaming slot %s of %s from %s into topic %s on Kafka %s (%d tables)%s",
+                     self.source.slot, database_of(self.source.dsn), format_lsn(start_lsn),
+                     self.kafka.topic, self.kafka.bootstrap_servers, len(self.entities),
+                     f"; metrics on http://{self.source.metrics_address}/metrics" if self.source.metrics_address
+                     else "")
             if on_connected is not None:
                 on_connected()
             helpers = {"status reports": self._report_status(conn), "position memory": self._remember()}

@@ -6,6 +6,7 @@ these classes only say what each section holds and what its defaults are.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from typing import Annotated, Literal
@@ -155,6 +156,8 @@ class PublisherSettings(_Section):
     disable_after_days: float = Field(default=5.0, gt=0, description="continuous failure that disables an integration")
     integrations_cache_seconds: float = Field(default=2.0, ge=0)
     allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach")
+    metrics_address: str | None = Field(default=None, description="host:port for the publisher process's "
+                                        "Prometheus /metrics; off by default")
     dead_letter_topic: str | None = Field(
         default=None, min_length=1, max_length=249,
         description="where records of the events topic that are not walhook events go (original key, value and "
@@ -164,6 +167,17 @@ class PublisherSettings(_Section):
     def dead_letter_topic_for(self, kafka: KafkaSettings) -> str:
         """The publisher's dead-letter topic: the configured one, or the events topic + '.dead-letter'."""
         return self.dead_letter_topic or f"{kafka.topic}.dead-letter"
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Checked here, at load, so that a typo is one line naming the key, not a crash at the first request.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip())
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.20.0.0/16): {exc}") from None
+        return value
 
     @field_validator("retry_delays")
     @classmethod
@@ -188,6 +202,25 @@ class BackfillSettings(_Section):
     poll_interval: float = Field(default=1.0, gt=0, description="seconds between looks for a backfill to run")
     max_rows_per_second: float = Field(default=0, ge=0, description="pace a backfill to at most this many rows "
                                        "per second, to leave the stream more of the machine; 0: no limit")
+
+
+class RetentionSettings(_Section):
+    """``[retention]``: how long the delivery log keeps settled deliveries and attempts.
+
+    The publisher prunes it: attempt partitions (one per day and outcome) are dropped whole,
+    settled deliveries older than their retention are deleted in small batches.
+    """
+
+    days: float = Field(default=7.0, gt=0, description="days a succeeded delivery and its attempts are kept")
+    failed_days: float = Field(default=30.0, gt=0, description="days a failed delivery and failed attempts are kept")
+    interval: float = Field(default=600.0, gt=0, description="seconds between pruning rounds (each publisher)")
+    batch: int = Field(default=5000, ge=1, description="deliveries deleted per statement while pruning")
+
+    @model_validator(mode="after")
+    def _failures_at_least_as_long(self) -> RetentionSettings:
+        if self.failed_days < self.days:  # a failed delivery is what an operator still needs to look at
+            raise ValueError(f"failed_days ({self.failed_days:g}) must be at least days ({self.days:g})")
+        return self
 
 
 # Tokens that were published as examples (a compose default once): never accepted as the real one.

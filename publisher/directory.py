@@ -52,6 +52,9 @@ class IntegrationDirectory:
         """The organization's enabled integrations: the candidates for its live events."""
         return self._enabled_of.get(organization_id, [])
 
+    def enabled_count(self) -> int:
+        return sum(len(integrations) for integrations in self._enabled_of.values())
+
     async def load(self, stop: asyncio.Event) -> None:
         """The first full load; waits out a store outage (or returns when asked to stop)."""
         while not stop.is_set():

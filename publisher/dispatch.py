@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import orjson
@@ -42,6 +42,7 @@ class Recorder:
         self._interval = interval
         self._records: list[AttemptRecord] = []
         self._releases: list[int] = []
+        self.on_recorded: Callable[[Sequence[AttemptRecord]], None] | None = None  # metrics
 
     def add(self, record: AttemptRecord) -> None:
         self._records.append(record)
@@ -55,6 +56,8 @@ class Recorder:
         try:
             await self._store.record_attempts(records)
             await self._store.release(releases)
+            if self.on_recorded is not None and records:
+                self.on_recorded(records)
         except Exception:
             # Keep them for the next flush; a crash meanwhile only means the deliveries are retried.
             self._records[:0], self._releases[:0] = records, releases
@@ -123,6 +126,10 @@ class Dispatcher:
                 await self.store.extend_claims(self.held_ids(), claim)
             except StoreError as exc:
                 log.warning("cannot renew claims: %s", exc)
+
+    def lane_depths(self) -> dict[int, int]:
+        """Deliveries waiting in each integration's lane in this process."""
+        return {integration_id: lane.size for integration_id, lane in self._lanes.items()}
 
     def full_lanes(self) -> list[int]:
         """Integrations whose lane has no room: the poller claims nothing for them."""

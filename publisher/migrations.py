@@ -242,6 +242,52 @@ CREATE UNIQUE INDEX backfills_one_active ON {schema}.backfills
     (table_name, coalesce(organization_id, ''), coalesce(integration_id, 0)) WHERE state IN ('running', 'paused');
 CREATE INDEX backfills_running ON {schema}.backfills (id) WHERE state = 'running';
 """),
+    (60, """
+-- The attempts log, whose rows are the largest of the delivery log (headers, response bodies), partitioned by
+-- outcome and then by day, so that pruning drops whole partitions (publisher.store.retention).
+ALTER SEQUENCE {schema}.attempts_id_seq OWNED BY NONE;
+ALTER TABLE {schema}.attempts RENAME TO attempts_before_partitioning;
+ALTER INDEX {schema}.attempts_pkey RENAME TO attempts_before_partitioning_pkey;
+ALTER INDEX {schema}.attempts_integration RENAME TO attempts_before_partitioning_integration;
+ALTER INDEX {schema}.attempts_delivery RENAME TO attempts_before_partitioning_delivery;
+CREATE TABLE {schema}.attempts (
+    id bigint NOT NULL DEFAULT nextval('{schema}.attempts_id_seq'),
+    delivery_id bigint NOT NULL REFERENCES {schema}.deliveries ON DELETE CASCADE,
+    integration_id bigint NOT NULL,
+    number integer NOT NULL,
+    trigger text NOT NULL CHECK (trigger IN ('scheduled', 'manual', 'replay')),
+    started_at timestamptz NOT NULL,
+    url text NOT NULL,
+    request_headers jsonb NOT NULL,
+    response_status integer,
+    response_headers jsonb,
+    response_body bytea,
+    duration_ms double precision NOT NULL,
+    error text,
+    outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed')),
+    PRIMARY KEY (id, outcome, started_at)
+) PARTITION BY LIST (outcome);
+ALTER SEQUENCE {schema}.attempts_id_seq OWNED BY {schema}.attempts.id;
+CREATE TABLE {schema}.attempts_succeeded PARTITION OF {schema}.attempts FOR VALUES IN ('succeeded')
+    PARTITION BY RANGE (started_at);
+CREATE TABLE {schema}.attempts_failed PARTITION OF {schema}.attempts FOR VALUES IN ('failed')
+    PARTITION BY RANGE (started_at);
+-- Rows of a day without its own partition (the publisher creates them days ahead) land here.
+CREATE TABLE {schema}.attempts_succeeded_default PARTITION OF {schema}.attempts_succeeded DEFAULT;
+CREATE TABLE {schema}.attempts_failed_default PARTITION OF {schema}.attempts_failed DEFAULT;
+CREATE INDEX attempts_integration ON {schema}.attempts (integration_id, id DESC);
+CREATE INDEX attempts_delivery ON {schema}.attempts (delivery_id, id);
+CREATE INDEX attempts_started ON {schema}.attempts (started_at);
+INSERT INTO {schema}.attempts (id, delivery_id, integration_id, number, trigger, started_at, url, request_headers,
+    response_status, response_headers, response_body, duration_ms, error, outcome)
+SELECT a.id, a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, a.request_headers,
+    a.response_status, a.response_headers, a.response_body, a.duration_ms, a.error,
+    CASE WHEN a.response_status BETWEEN 200 AND 299 THEN 'succeeded' ELSE 'failed' END
+FROM {schema}.attempts_before_partitioning a;
+DROP TABLE {schema}.attempts_before_partitioning;
+-- Settled deliveries by age: what pruning deletes.
+CREATE INDEX deliveries_settled ON {schema}.deliveries (status, updated_at) WHERE status <> 'pending';
+"""),
 ]
 
 

@@ -22,14 +22,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from models.settings import KafkaSettings, PublisherSettings
+from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.directory import IntegrationDirectory
 from publisher.dispatch import Dispatcher
 from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.metrics import PublisherMetrics
 from publisher.offsets import OffsetCommitter
 from publisher.positions import committed_positions
+from publisher.pruning import prune_loop
 from publisher.recovery import ReplayRunner
 from publisher.retry import RetryPolicy
 from publisher.routing import delivery_of, parse_event, route
@@ -59,9 +61,14 @@ class Publisher:
     """One publisher process: consumer, retry poller, replay jobs, directory and lanes, supervised together."""
 
     def __init__(self, kafka: KafkaSettings, settings: PublisherSettings, store: Store,
-                 sender: WebhookSender) -> None:
+                 sender: WebhookSender, retention: RetentionSettings | None = None,
+                 metrics: PublisherMetrics | None = None) -> None:
         self.kafka = kafka
         self.settings = settings
+        self.retention = retention or RetentionSettings()
+        self.metrics = metrics or PublisherMetrics()
+        self.metrics_url: str | None = None  # where the process serves them, for the ready line
+        self._consumed: dict[int, tuple[int, int]] = {}  # partition -> (next offset, high watermark)
         self.store = store
         self.sender = sender
         self.directory = IntegrationDirectory(store, settings.integrations_cache_seconds)
@@ -93,6 +100,8 @@ class Publisher:
         try:
             async with Supervisor(stop) as group:
                 self.dispatcher = dispatcher = self._dispatcher(group)
+                dispatcher.recorder.on_recorded = self.metrics.attempts_recorded
+                self.metrics.watch(self.consumer_lag, dispatcher.lane_depths)
                 group.start("integration directory", lambda: self.directory.run(stop))
                 group.start("attempt recorder", dispatcher.recorder.run)
                 group.start("claim renewal", lambda: dispatcher.renew_claims(self._claim))
@@ -101,6 +110,7 @@ class Publisher:
                 group.start("retry poller", lambda: self._poll_due(stop))
                 group.start("replay jobs", lambda: self.replays.run_jobs(stop))
                 group.start("event consumer", lambda: self._consume_loop(consumer, stop))
+                group.start("delivery log pruning", lambda: prune_loop(self.store, self.retention, self.metrics, stop))
         finally:
             await self._shut_down(consumer)
 
@@ -124,6 +134,9 @@ class Publisher:
         """Take batches in; offsets are committed by a committer alongside, so the next batch need not wait."""
         if not await self._start_consumer(consumer, stop):
             return
+        log.info("ready: consuming topic %s as group %s from Kafka %s; delivering to %d enabled integrations%s",
+                 self.kafka.topic, self.kafka.consumer_group, self.kafka.bootstrap_servers,
+                 self.directory.enabled_count(), f"; metrics on {self.metrics_url}" if self.metrics_url else "")
         assert self.dispatcher is not None
         committer = OffsetCommitter(consumer)
         try:
@@ -141,6 +154,17 @@ class Publisher:
             if batch:
                 await self._consume(batch)
                 committer.recorded({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                self._note_positions(consumer, batch)
+
+    def _note_positions(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]
+                        ) -> None:
+        for tp, records in batch.items():
+            self._consumed[tp.partition] = (records[-1].offset + 1, consumer.highwater(tp) or 0)
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Per partition consumed here: records between the high watermark of the last fetch and what was
+        consumed. (The bundled broker's watermark counts batches, so there it can read low.)"""
+        return {partition: max(0, high - position) for partition, (position, high) in self._consumed.items()}
 
     async def _start_consumer(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
         """Join the consumer group; False if asked to stop first (joining can take a while)."""
@@ -170,6 +194,7 @@ class Publisher:
         while True:
             try:
                 created = await self.store.create_deliveries(new, self._claim, filtered)
+                self.metrics.recorded.inc(len(created))
                 break
             except StoreError as exc:  # never commit offsets past events whose deliveries are not recorded
                 log.error("cannot record deliveries, retrying: %s", exc)

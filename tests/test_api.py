@@ -239,7 +239,10 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     ready = client.get("/readyz", headers=admin()).json()
     assert ready["ready"] is True and ready["checks"]["store"] == "ok"
     metrics = client.get("/metrics", headers=admin()).text
-    assert "walhook_retry_backlog 0" in metrics and "walhook_attempt_duration_ms_count 0" in metrics
+    assert "# TYPE walhook_retry_backlog gauge\nwalhook_retry_backlog 0.0\n" in metrics
+    assert "# TYPE walhook_attempt_duration_seconds histogram\n" in metrics
+    assert 'walhook_attempt_duration_seconds_bucket{le="+Inf"} 0.0\n' in metrics
+    assert 'walhook_delivery_log_bytes{table="attempts"} ' in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "walhook"
 
 
@@ -272,6 +275,7 @@ ADMIN_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("get", "/v1/organizations/{organization_id}", None), ("delete", "/v1/organizations/{organization_id}", None),
     ("post", "/v1/organizations/{organization_id}/keys", {"name": "k" * 201}),
     ("post", "/v1/organizations/{organization_id}/portal-links", {"capabilities": ["everything"]}),
+    ("get", "/v1/status", None),
 ]
 
 
@@ -292,7 +296,7 @@ def test_every_route_refuses_a_wrong_key(client: TestClient, method: str, path: 
 @pytest.mark.parametrize(("method", "path", "bad"), ORGANIZATION_ROUTES + ADMIN_ROUTES)
 def test_every_route_names_what_is_invalid(client: TestClient, method: str, path: str, bad: Any) -> None:
     acme = tenant(client, "acme")
-    headers = admin() if path.startswith("/v1/organizations") else acme
+    headers = admin() if path.startswith(("/v1/organizations", "/v1/status")) else acme
     if bad is None:  # no body: a path parameter of the wrong type, or a bad query value
         target = path.replace("{organization_id}", "has spaces").replace("{integration_id}", "abc")
         target = target.replace("{delivery_id}", "abc")
@@ -314,7 +318,11 @@ def test_every_route_names_what_is_invalid(client: TestClient, method: str, path
 
 
 def test_admin_routes_succeed(client: TestClient) -> None:
-    tenant(client, "acme")
+    make_integration(client, tenant(client, "acme"))
+    status = client.get("/v1/status", headers=admin()).json()
+    assert status["slot"] is None and status["consumer_group"] is None  # no [source], no [kafka] here
+    assert [row["organization_id"] for row in status["integrations"]] == ["acme"]
+    assert status["delivery_log"]["attempt_partitions"] == 2  # the two default partitions
     assert client.get("/v1/organizations/acme", headers=admin()).json()["id"] == "acme"
     assert [org["id"] for org in client.get("/v1/organizations", headers=admin()).json()] == ["acme"]
     assert client.delete("/v1/organizations/acme", headers=admin()).status_code == 204

@@ -24,13 +24,14 @@ def test_metrics_name_the_lag_alarm_and_the_heartbeat_age() -> None:
     stats = CaptureStats(events_captured=12, confirmed_lsn=0x16B3748, slot_lag_bytes=5000,
                          last_heartbeat_seen=100.0, reconnects=2)
     text = render_metrics(stats, SourceSettings(dsn="postgresql://x", max_slot_lag_bytes=4096), now=102.5)
-    assert "walhook_cdc_events_captured_total 12\n" in text
-    assert f"walhook_cdc_confirmed_lsn {0x16B3748}\n" in text
-    assert "walhook_cdc_reconnects_total 2\n" in text
-    assert "walhook_cdc_slot_lag_bytes 5000\n" in text
-    assert "walhook_cdc_slot_lag_limit_bytes 4096\n" in text
-    assert "walhook_cdc_slot_lag_over_limit 1\n" in text
-    assert "walhook_cdc_heartbeat_age_seconds 2.500\n" in text
+    assert "# TYPE walhook_cdc_events_captured_total counter\nwalhook_cdc_events_captured_total 12.0\n" in text
+    assert "# HELP walhook_cdc_slot_lag_bytes " in text
+    assert "walhook_cdc_confirmed_lsn 2.380372e+07\n" in text  # 0x16B3748, as Prometheus writes floats
+    assert "walhook_cdc_reconnects_total 2.0\n" in text
+    assert "walhook_cdc_slot_lag_bytes 5000.0\n" in text
+    assert "walhook_cdc_slot_lag_limit_bytes 4096.0\n" in text
+    assert "walhook_cdc_slot_lag_over_limit 1.0\n" in text
+    assert "walhook_cdc_heartbeat_age_seconds 2.5\n" in text
 
 
 def test_no_limit_means_no_alarm_gauge_and_unknowns_are_left_out() -> None:

@@ -315,7 +315,7 @@ def test_metrics_count_filtered_events(database: str, per_integration: bool) -> 
                    for _ in range(2)]
             conn.execute("INSERT INTO walhook.filtered_events (integration_id, events) VALUES (%s, 5), (%s, 2)", ids)
         metrics = test_client.get("/metrics", headers={"authorization": "Bearer " + "a" * 30}).text
-    assert "walhook_events_filtered_total 7\n" in metrics
+    assert "walhook_events_filtered_total 7.0\n" in metrics
     labelled = [f'walhook_integration_events_filtered_total{{integration="{ids[0]}"}} 5',
                 f'walhook_integration_events_filtered_total{{integration="{ids[1]}"}} 2']
     assert all((line in metrics) is per_integration for line in labelled)

@@ -21,8 +21,12 @@ def test_demo_shows_verified_webhooks_and_cleans_up(server_dir: Path) -> None:
     operations = {line.split()[3] for line in verified}
     assert organizations == {"acme", "globex"}, done.stdout
     assert {"created", "updated"} <= operations, done.stdout
-    summary = re.search(r"(\d+) SQL changes written, (\d+) webhooks verified, 0 rejected", done.stdout)
+    summary = re.search(r"(\d+) SQL changes written, (\d+) webhooks verified, 0 rejected; (\d+) changes? no "
+                        r"integration subscribed to \(globex projects created x\d+\)(?:; (\d+) changes? still in "
+                        r"flight when the demo stopped)?$", done.stdout, re.MULTILINE)
     assert summary and int(summary.group(2)) == len(verified) >= 10, done.stdout
+    written, unsubscribed, in_flight = int(summary.group(1)), int(summary.group(3)), int(summary.group(4) or 0)
+    assert written == len(verified) + unsubscribed + in_flight, done.stdout  # every change accounted for
     assert wait_until_gone(str(directory)) == []
 
 

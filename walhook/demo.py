@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import psycopg
 
 from models.errors import WalhookError
 from models.settings import PortalSettings
+from publisher.matching import matches_any, parse_subscription
 from publisher.portal.access import create_link
 from publisher.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
 from publisher.service import consumer_group_state
@@ -34,6 +36,7 @@ from walhook.receiver import ReceivedWebhook, VerifyingReceiver
 from walhook.stack import LocalStack, free_port, spawn, stop_process
 
 ORGANIZATIONS = ("acme", "globex")
+SUBSCRIPTIONS = {"acme": ["flows/*:*"], "globex": ["flows/comments:*", "flows/packets:created,updated"]}
 
 APP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS organizations (id text PRIMARY KEY, name text NOT NULL);
@@ -119,6 +122,7 @@ class AppWriter:
         self._dsn = dsn
         self._rng = random.Random(seed)
         self.statements = 0
+        self.changes: list[tuple[str, str, str]] = []  # (organization, entity key, operation), one per row changed
 
     async def setup(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
@@ -140,38 +144,64 @@ class AppWriter:
         """One small change, chosen so that every operation type shows up within seconds."""
         project = await self._one(conn, "SELECT id FROM projects WHERE organization_id = %s ORDER BY random()", org)
         if project is None:
-            await self._exec(conn, "INSERT INTO projects (organization_id, name) VALUES (%s, %s)",
-                             org, f"{org.title()} onboarding")
+            await self._exec(conn, (org, "flows/projects", "created"),
+                             "INSERT INTO projects (organization_id, name) VALUES (%s, %s)", org,
+                             f"{org.title()} onboarding")
             return
         packet = await self._one(conn, "SELECT id FROM packets WHERE organization_id = %s ORDER BY random()", org)
         comment = await self._one(conn, "SELECT id FROM packet_comments WHERE organization_id = %s "
                                   "ORDER BY random()", org)
         choice = self._rng.random()
         if packet is None or choice < 0.25:
-            await self._exec(conn, "INSERT INTO packets (organization_id, project_id, title, labels) "
+            await self._exec(conn, (org, "flows/packets", "created"),
+                             "INSERT INTO packets (organization_id, project_id, title, labels) "
                              "VALUES (%s, %s, %s, %s)", org, project, f"Packet {self._rng.randint(100, 999)}",
                              ["intake"])
         elif comment is None or choice < 0.55:
-            await self._exec(conn, "INSERT INTO packet_comments (organization_id, packet_id, content, created_by, "
+            await self._exec(conn, (org, "flows/comments", "created"),
+                             "INSERT INTO packet_comments (organization_id, packet_id, content, created_by, "
                              "internal_note) VALUES (%s, %s, %s, %s, 'never leaves the database')",
                              org, packet, self._rng.choice(["Looks good", "Needs a signature", "Approved"]),
                              f"user-{self._rng.randint(1, 5)}")
         elif choice < 0.75:
-            await self._exec(conn, "UPDATE packet_comments SET content = content || ' (edited)', updated_at = now() "
+            await self._exec(conn, (org, "flows/comments", "updated"),
+                             "UPDATE packet_comments SET content = content || ' (edited)', updated_at = now() "
                              "WHERE id = %s", comment)
         elif choice < 0.9:
-            await self._exec(conn, "UPDATE packets SET status = %s, updated_at = now() WHERE id = %s",
+            await self._exec(conn, (org, "flows/packets", "updated"),
+                             "UPDATE packets SET status = %s, updated_at = now() WHERE id = %s",
                              self._rng.choice(["review", "approved", "done"]), packet)
         else:
-            await self._exec(conn, "DELETE FROM packet_comments WHERE id = %s", comment)
+            await self._exec(conn, (org, "flows/comments", "deleted"), "DELETE FROM packet_comments WHERE id = %s",
+                             comment)
 
     async def _one(self, conn: psycopg.AsyncConnection, query: str, *params: object) -> object:
         row = await (await conn.execute(query + " LIMIT 1", params)).fetchone()  # type: ignore[arg-type]
         return row[0] if row else None
 
-    async def _exec(self, conn: psycopg.AsyncConnection, query: str, *params: object) -> None:
+    async def _exec(self, conn: psycopg.AsyncConnection, change: tuple[str, str, str], query: str,
+                    *params: object) -> None:
+        """One statement that changes exactly one row; ``change`` says which organization, entity and operation."""
         await conn.execute(query, params)  # type: ignore[arg-type]
         self.statements += 1
+        self.changes.append(change)
+
+
+def closing_line(changes: list[tuple[str, str, str]], verified: int, rejected: int) -> str:
+    """The demo's last line: every change accounted for - verified, not subscribed to, or still in flight."""
+    subscriptions = {org: [parse_subscription(text) for text in texts] for org, texts in SUBSCRIPTIONS.items()}
+    unsubscribed = Counter(c for c in changes if not matches_any(subscriptions[c[0]], c[1], c[2]))
+    expected = len(changes) - sum(unsubscribed.values())
+    kinds = ", ".join(f"{org} {key.split('/')[-1]} {op} x{n}" for (org, key, op), n in sorted(unsubscribed.items()))
+    line = (f"{len(changes)} SQL changes written, {verified} webhooks verified, {rejected} rejected; "
+            f"{_changes(sum(unsubscribed.values()))} no integration subscribed to" + (f" ({kinds})" if kinds else ""))
+    if verified < expected:
+        line += f"; {_changes(expected - verified)} still in flight when the demo stopped"
+    return line
+
+
+def _changes(n: int) -> str:
+    return f"{n} change" + ("" if n == 1 else "s")
 
 
 def _print_webhook(hook: ReceivedWebhook) -> None:
@@ -213,7 +243,7 @@ async def wait_for_publisher(bootstrap_servers: str, group: str, publisher: subp
 
 async def register_integrations(dsn: str, receiver: VerifyingReceiver) -> None:
     """One organization per tenant, each with its own secret and its own subscriptions."""
-    subscriptions = {"acme": ["flows/*:*"], "globex": ["flows/comments:*", "flows/packets:created,updated"]}
+    subscriptions = SUBSCRIPTIONS
     async with Store(dsn) as store:
         for organization in ORGANIZATIONS:
             receiver.secrets[organization] = await store.add_organization(organization)
@@ -298,8 +328,7 @@ async def run_demo(seconds: float = 0, directory: Path | None = None) -> int:
             await writer.run(stop)
             await _settled(portal)
             await asyncio.sleep(1.0)  # let the last changes arrive before shutting down
-            print(f"\n{writer.statements} SQL changes written, {len(receiver.received)} webhooks verified, "
-                  f"{len(receiver.rejected)} rejected", flush=True)
+            print("\n" + closing_line(writer.changes, len(receiver.received), len(receiver.rejected)), flush=True)
             return 0 if not receiver.rejected else 1
     finally:
         for process in processes:

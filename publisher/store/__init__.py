@@ -13,6 +13,7 @@ its methods to the one ``Store`` a process opens:
 * ``backfills``: backfill jobs (run by the capture process);
 * ``reports``: reading the delivery log, and the figures metrics and the portal report;
 * ``portal``: portal links and sessions.
+* ``retention``: the attempts log's day partitions, pruning, and the log's size.
 
 A *delivery* is one event for one integration - the "webhook job" - with its status, attempt
 count and next attempt time. An *attempt* is one HTTP request of a delivery, logged with
@@ -27,6 +28,7 @@ from models.settings import StoreSettings
 from publisher.errors import StoreError
 from publisher.secretbox import Keyring
 from publisher.store.portal import PortalStore
+from publisher.store.retention import LogSize, Pruned, RetentionStore
 from publisher.store.rows import (
     ApiKey,
     Attempt,
@@ -43,11 +45,11 @@ from publisher.store.rows import (
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
 
 __all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Backfill", "Delivery", "DeliveryRow",
-           "Integration", "NewDelivery", "Organization", "ReplayJob", "Scheduled", "Store", "key_hash", "store_for",
-           "utcnow"]
+           "Integration", "LogSize", "NewDelivery", "Organization", "Pruned", "ReplayJob", "Scheduled", "Store",
+           "key_hash", "store_for", "utcnow"]
 
 
-class Store(PortalStore):
+class Store(PortalStore, RetentionStore):
     """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
 
     async def __aenter__(self) -> Store:

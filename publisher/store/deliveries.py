@@ -30,6 +30,12 @@ def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
     return [[getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__]
 
 
+def outcome_of(record: AttemptRecord) -> str:
+    """The attempt log's partition: ``succeeded`` when the attempt settled its delivery so, else ``failed``
+    (kept for ``[retention] failed_days``)."""
+    return "succeeded" if record.status == "succeeded" else "failed"
+
+
 class DeliveryStore(IntegrationStore):
     """The life of a delivery."""
 
@@ -104,17 +110,18 @@ class DeliveryStore(IntegrationStore):
                     [r.url for r in records], [as_json(r.request_headers) for r in records],
                     [r.response_status for r in records],
                     [None if r.response_headers is None else as_json(r.response_headers) for r in records],
-                    [r.response_body for r in records], [r.duration_ms for r in records], [r.error for r in records]]
+                    [r.response_body for r in records], [r.duration_ms for r in records], [r.error for r in records],
+                    [outcome_of(r) for r in records]]
         moves = [[r.delivery_id for r in latest], [r.status for r in latest], [r.number for r in latest],
                  [r.next_attempt_at for r in latest], [r.error for r in latest]]
         sql = ("WITH logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
-               "url, request_headers, response_status, response_headers, response_body, duration_ms, error) "
+               "url, request_headers, response_status, response_headers, response_body, duration_ms, error, outcome) "
                "SELECT a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, "
                "a.request_headers::jsonb, a.response_status, a.response_headers::jsonb, a.response_body, "
-               "a.duration_ms, a.error FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+               "a.duration_ms, a.error, a.outcome FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
                "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::float8[], "
-               "%b::text[]) AS a(delivery_id, integration_id, number, trigger, started_at, url, request_headers, "
-               "response_status, response_headers, response_body, duration_ms, error)) "
+               "%b::text[], %b::text[]) AS a(delivery_id, integration_id, number, trigger, started_at, url, "
+               "request_headers, response_status, response_headers, response_body, duration_ms, error, outcome)) "
                "UPDATE {s}.deliveries d SET status = m.status, attempts = greatest(d.attempts, m.number), "
                "next_attempt_at = coalesce(m.next_attempt_at, d.next_attempt_at), claimed_until = NULL, "
                "last_error = m.error, updated_at = now() FROM unnest(%b::bigint[], %b::text[], %b::int[], "

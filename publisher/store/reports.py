@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from publisher.errors import NotFound
 from publisher.store.backfills import BackfillStore
@@ -11,6 +12,9 @@ from publisher.store.rows import Attempt, DeliveryRow, HourCounts, IntegrationFi
 
 _ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, status, "
         "attempts, next_attempt_at, last_error, trigger, created_at, updated_at")
+
+_ATTEMPT = ("id, delivery_id, integration_id, number, trigger, started_at, url, request_headers, response_status, "
+            "response_headers, response_body, duration_ms, error")
 
 
 class ReportStore(BackfillStore):
@@ -45,14 +49,30 @@ class ReportStore(BackfillStore):
         return bytes(rows[0]["body"])
 
     async def attempts_of(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._rows("SELECT * FROM {s}.attempts WHERE delivery_id = :id ORDER BY id", {"id": delivery_id})
+        rows = await self._rows(f"SELECT {_ATTEMPT} FROM {{s}}.attempts WHERE delivery_id = :id ORDER BY id",
+                                {"id": delivery_id})
         return [Attempt(**{**row, "response_body": None if row["response_body"] is None
                            else bytes(row["response_body"])}) for row in rows]
+
+    async def pending_among(self, delivery_ids: Sequence[int]) -> int:
+        """How many of these deliveries are still pending."""
+        (row,) = await self._rows("SELECT count(*) AS n FROM {s}.deliveries WHERE id = ANY(:ids) "
+                                  "AND status = 'pending'", {"ids": list(delivery_ids)})
+        return int(row["n"])
 
     async def delivery_counts(self) -> dict[str, int]:
         """Deliveries by status."""
         rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")
         return {row["status"]: int(row["n"]) for row in rows}
+
+    async def integration_health(self) -> list[dict[str, Any]]:
+        """Per integration: enabled, pending deliveries, failing since, the next retry's time."""
+        return await self._rows(
+            "SELECT i.id, i.organization_id, i.enabled, i.disabled_reason, i.failing_since, "
+            "coalesce(p.pending, 0) AS pending, p.next_retry FROM {s}.integrations i LEFT JOIN ("
+            "SELECT integration_id, count(*) AS pending, min(next_attempt_at) FILTER (WHERE attempts > 0) "
+            "AS next_retry FROM {s}.deliveries WHERE status = 'pending' GROUP BY integration_id) p "
+            "ON p.integration_id = i.id ORDER BY i.id")
 
     async def failure_streaks(self) -> dict[int, float]:
         """Seconds each failing integration has been failing without a success."""

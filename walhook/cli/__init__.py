@@ -22,29 +22,46 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, backfill, dead_letters, deliveries, dev, run, secrets, status
+from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, run, secrets, status
 from walhook.cli.common import Handler
+
+
+def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name. On a subcommand they default to
+    nothing (``SUPPRESS``), so that a value given before the subcommand is not overwritten."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--log-level", default=default("INFO"), help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default=default("uvloop"),
+                        help="uvloop (default: less overhead per socket operation) or asyncio's own loop")
+    parser.add_argument("--config", default=default(None), help="TOML file (default: $WALHOOK_CONFIG, then "
+                        "./walhook.toml); WALHOOK_* environment variables override it")
+    parser.add_argument("--api", default=default(None), metavar="URL", help="work through a running management "
+                        "API instead of the store (default: $WALHOOK_API)")
+    parser.add_argument("--token", default=default(None), help="the API's admin token or an organization's key "
+                        "(default: $WALHOOK_TOKEN)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walhook", description="Postgres changes to signed webhooks.")
     parser.add_argument("--version", action="version", version=f"walhook {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="uvloop (default: less overhead per socket operation) or asyncio's own loop")
+    global_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str, parent: argparse._SubParsersAction = commands,
                 config: bool = True) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
+        global_options(sub, defaults=False)
         if config:
-            sub.add_argument("--config", help="TOML file; WALHOOK_* environment variables override it")
             sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
     def group(name: str, help_text: str) -> argparse._SubParsersAction:
-        return commands.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
+        parent = commands.add_parser(name, help=help_text)
+        global_options(parent, defaults=False)
+        return parent.add_subparsers(dest="action", required=True)
 
     run.register(command)
     status.register(command)
@@ -54,11 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     dead_letters.register(command, group)
     dev.register(command, group)
     secrets.register(command, group)
+    init.register(command)
     return parser
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_level.upper() not in _LEVELS:
+        print(f"walhook: error: --log-level {args.log_level!r}: use one of {', '.join(_LEVELS)}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:

@@ -7,14 +7,13 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from models.errors import WalhookError
 from models.events import parse_time
-from walhook.config import Settings, load_settings
+from walhook.config import Settings, discover_settings
 
 if TYPE_CHECKING:
     from publisher.store import Store
@@ -33,7 +32,8 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    return load_settings(Path(args.config) if args.config else None)
+    """The settings of ``--config``, ``$WALHOOK_CONFIG`` or ``./walhook.toml`` (see ``walhook.config``)."""
+    return discover_settings(getattr(args, "config", None))
 
 
 def store_of(args: argparse.Namespace) -> Store:

@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from dataclasses import asdict
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 
 from models.errors import WalhookError
+from models.events import parse_time
 from walhook.cli.common import Command, Group, moment, settings_of, show, store_of, table
+from walhook.cli.remote import ApiClient, api_of, follow, follow_settling
 
 
 async def cmd_deliveries_list(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        rows = await store.deliveries(args.integration, args.status, args.limit)
+    if remote := api_of(args):
+        page = await remote.call("GET", "/v1/deliveries", params={"integration_id": args.integration,
+                                                                  "status": args.status, "limit": args.limit})
+        rows = page["items"]
+    else:
+        async with store_of(args) as store:
+            rows = await store.deliveries(args.integration, args.status, args.limit)
     table(args, rows, [("id", 6), ("integration_id", 15), ("status", 10), ("attempts", 9), ("trigger", 10),
                        ("webhook_id", 40)])
     return 0
 
 
 async def cmd_deliveries_show(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        attempts = await store.attempts_of(args.delivery)
+    if remote := api_of(args):
+        detail = await remote.call("GET", f"/v1/deliveries/{args.delivery}")
+        attempts: list[Any] = [SimpleNamespace(**{**a, "started_at": parse_time(a["started_at"])})
+                               for a in detail["attempts_log"]]
+    else:
+        async with store_of(args) as store:
+            attempts = await store.attempts_of(args.delivery)
     if args.json:
-        print(orjson.dumps([asdict(a) for a in attempts], default=lambda v: v.decode("utf-8", "replace")
-                           if isinstance(v, bytes) else str(v)).decode())
+        print(orjson.dumps([vars(a) if isinstance(a, SimpleNamespace) else asdict(a) for a in attempts],
+                           default=lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                           ).decode())
         return 0
     for attempt in attempts:
         outcome = attempt.response_status or attempt.error
@@ -36,49 +49,84 @@ async def cmd_deliveries_show(args: argparse.Namespace) -> int:
 
 
 async def cmd_redeliver(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        row = await store.redeliver(args.delivery)
-    show(args, asdict(row), f"delivery {row.id} ({row.webhook_id}) scheduled for one more attempt")
+    if remote := api_of(args):
+        (row,) = (await remote.call("POST", f"/v1/deliveries/{args.delivery}/redeliver"))["scheduled"]
+    else:
+        async with store_of(args) as store:
+            row = asdict(await store.redeliver(args.delivery))
+    show(args, row, f"delivery {row['id']} ({row['webhook_id']}) scheduled for one more attempt")
     return 0
 
 
 async def cmd_recover(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        rows = await store.recover(args.integration, moment(args.since))
-    show(args, {"scheduled": [asdict(row) for row in rows]}, f"{len(rows)} failed deliveries scheduled again")
+    if remote := api_of(args):
+        rows = (await remote.call("POST", f"/v1/integrations/{args.integration}/recover",
+                                  {"since": moment(args.since).isoformat()}))["scheduled"]
+    else:
+        async with store_of(args) as store:
+            rows = [asdict(row) for row in await store.recover(args.integration, moment(args.since))]
+    show(args, {"scheduled": rows}, f"{len(rows)} failed deliveries scheduled again")
+    if args.wait and rows:
+        ids = {row["id"] for row in rows}
+        await follow_settling(lambda: _still_pending(args, remote, args.integration, ids), len(ids))
     return 0
+
+
+async def _still_pending(args: argparse.Namespace, remote: ApiClient | None, integration: int, ids: set[int]) -> int:
+    """How many of ``ids`` are still pending (through the API: among the integration's newest 500 pending)."""
+    if remote is not None:
+        page = await remote.call("GET", "/v1/deliveries", params={"integration_id": integration,
+                                                                  "status": "pending", "limit": 500})
+        return len(ids & {row["id"] for row in page["items"]})
+    async with store_of(args) as store:
+        return await store.pending_among(sorted(ids))
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
     """Start a replay job (a running publisher carries it out); ``--wait`` follows it to its end."""
     from publisher.recovery import job_summary
 
-    async with store_of(args) as store:
-        integration = await store.integration(args.integration)
-        job = await store.create_replay_job(integration.organization_id, integration.id, start_offset=args.offset,
-                                            since=moment(args.since) if args.since else None)
-        show(args, asdict(job), f"{job_summary(job)}\n(a running publisher carries it out; "
-                                f"follow it with: walhook replay-jobs show {job.id})")
-        if args.wait:
-            job = await _follow(store, job.id, args.json)
+    since = moment(args.since) if args.since else None
+    job: Any
+    if remote := api_of(args):
+        job = _job(await remote.call("POST", f"/v1/integrations/{args.integration}/replay",
+                                     {"offset": args.offset, "since": since and since.isoformat()}))
+    else:
+        async with store_of(args) as store:
+            integration = await store.integration(args.integration)
+            job = await store.create_replay_job(integration.organization_id, integration.id,
+                                                start_offset=args.offset, since=since)
+    show(args, _plain(job), f"{job_summary(job)}\n(a running publisher carries it out; "
+                            f"follow it with: walhook replay-jobs show {job.id})")
+    if args.wait:
+        job = await follow(lambda: _read_job(args, remote, job.id), job_summary)
     return 0 if job.state in ("running", "done") else 1
 
 
-async def _follow(store, job_id: int, quiet: bool):  # type: ignore[no-untyped-def]
-    from publisher.recovery import job_summary
+def _job(data: dict[str, Any]) -> SimpleNamespace:
+    """A replay job as the API returned it, with the attributes the store's ``ReplayJob`` has."""
+    return SimpleNamespace(**{**data, "since": parse_time(data["since"]) if data.get("since") else None,
+                              "finished": data["state"] != "running"})
 
-    while True:
-        job = await store.replay_job(None, job_id)
-        if not quiet:
-            print(job_summary(job), file=sys.stderr, flush=True)
-        if job.finished:
-            return job
-        await asyncio.sleep(1.0)
+
+def _plain(job: Any) -> dict[str, Any]:
+    return vars(job) if isinstance(job, SimpleNamespace) else asdict(job)
+
+
+async def _read_job(args: argparse.Namespace, remote: ApiClient | None, job_id: int) -> Any:
+    if remote is not None:
+        return _job(await remote.call("GET", f"/v1/replay-jobs/{job_id}"))
+    async with store_of(args) as store:
+        return await store.replay_job(None, job_id)
 
 
 async def cmd_jobs_list(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        jobs = await store.replay_jobs(None, args.integration, args.state, args.limit)
+    if remote := api_of(args):
+        jobs: list[Any] = await remote.call("GET", "/v1/replay-jobs", params={
+            "integration_id": args.integration, "state": args.state, "limit": args.limit})
+    else:
+        async with store_of(args) as store:
+            jobs = await store.replay_jobs(None, args.integration, args.state, args.limit)
     table(args, jobs, [("id", 6), ("integration_id", 15), ("state", 10), ("reason", 10), ("scanned", 9),
                        ("scheduled", 10), ("created_at", 34)])
     return 0
@@ -87,16 +135,18 @@ async def cmd_jobs_list(args: argparse.Namespace) -> int:
 async def cmd_jobs_show(args: argparse.Namespace) -> int:
     from publisher.recovery import job_summary
 
-    async with store_of(args) as store:
-        job = await store.replay_job(None, args.job)
-    show(args, asdict(job), job_summary(job))
+    job = await _read_job(args, api_of(args), args.job)
+    show(args, _plain(job), job_summary(job))
     return 0
 
 
 async def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
-        job = await store.cancel_replay_job(None, args.job)
-    show(args, asdict(job), f"replay job {job.id}: " + ("cancel requested" if not job.finished else job.state))
+    if remote := api_of(args):
+        job: Any = _job(await remote.call("POST", f"/v1/replay-jobs/{args.job}/cancel"))
+    else:
+        async with store_of(args) as store:
+            job = await store.cancel_replay_job(None, args.job)
+    show(args, _plain(job), f"replay job {job.id}: " + ("cancel requested" if not job.finished else job.state))
     return 0
 
 
@@ -147,6 +197,7 @@ def register(command: Command, group: Group) -> None:
     recover = command("recover", cmd_recover, "attempt an integration's failed deliveries once more")
     recover.add_argument("--integration", type=int, required=True)
     recover.add_argument("--since", required=True, help="ISO 8601 time; failed since then")
+    recover.add_argument("--wait", action="store_true", help="follow the deliveries until each has settled")
     replay = command("replay", cmd_replay, "start a replay job: deliver an integration's events again from Kafka")
     replay.add_argument("--integration", type=int, required=True)
     start = replay.add_mutually_exclusive_group(required=True)

@@ -11,11 +11,19 @@ from walhook.secret_input import add_secret_file_argument
 
 
 async def cmd_stack_up(args: argparse.Namespace) -> int:
-    from walhook.stack import LocalStack
+    import tempfile
 
-    stack = LocalStack(Path(args.dir)).start()
+    from walhook.stack import LocalStack, psql_path
+
+    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="walhook-stack-"))
+    stack = LocalStack(directory).start()
     try:
-        print(f"postgres: {stack.dsn}\nkafka:    {stack.bootstrap_servers}\n(Ctrl-C stops both)", flush=True)
+        # For shells and scripts: `. DIR/stack.env` sets DSN, KAFKA and PSQL (written once both servers answer).
+        (directory / "stack.env").write_text(f"DSN='{stack.dsn}'\nKAFKA='{stack.bootstrap_servers}'\n"
+                                             f"PSQL='{psql_path()}'\n")
+        print(f"postgres: {stack.dsn}\nkafka:    {stack.bootstrap_servers}\npsql:     {psql_path()}\n"
+              f"files:    {directory} (. {directory / 'stack.env'} sets DSN, KAFKA and PSQL)\n(Ctrl-C stops both)",
+              flush=True)
         stop = asyncio.Event()
         stop_on_signals(stop)
         await stop.wait()
@@ -48,7 +56,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 def register(command: Command, group: Group) -> None:
     stack = group("stack", "local Postgres + Kafka")
     command("up", cmd_stack_up, "start Postgres and the Kafka broker until Ctrl-C", stack,
-            config=False).add_argument("--dir", required=True)
+            config=False).add_argument("--dir", help="keep the servers' data here (default: a new temporary directory)")
     receiver = command("receiver", cmd_receiver, "run a webhook receiver that verifies signatures", config=False)
     receiver.add_argument("--host", default="127.0.0.1")
     receiver.add_argument("--port", type=int, default=8000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from models.errors import WalhookError
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from cdc.memory import SlotKeeper
     from cdc.pipeline import CaptureStats
     from walhook.config import Settings
+
+log = logging.getLogger("walhook")
 
 
 async def cmd_cdc(args: argparse.Namespace) -> int:
@@ -61,6 +64,8 @@ async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats,
 
 
 async def cmd_publisher(args: argparse.Namespace) -> int:
+    from models.metrics import MetricsEndpoint, parse_address
+    from publisher.metrics import PublisherMetrics
     from publisher.sender import WebhookSender
     from publisher.service import Publisher
     from publisher.ssrf import DestinationPolicy
@@ -72,16 +77,32 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     assert settings.store is not None and settings.kafka is not None
     policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
+    metrics = PublisherMetrics()
+    address = settings.publisher.metrics_address
+    endpoint = MetricsEndpoint(metrics.registry, *parse_address(address, "[publisher] metrics_address"),
+                               "[publisher] metrics_address") if address else None
     async with store_for(settings.store) as store, \
             WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
-        await Publisher(settings.kafka, settings.publisher, store, sender).run(stop)
+        publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics)
+        if endpoint is None:
+            await publisher.run(stop)
+            return 0
+        async with endpoint:
+            publisher.metrics_url = endpoint.url
+            await publisher.run(stop)
     return 0
 
 
 async def cmd_api(args: argparse.Namespace) -> int:
     from publisher.api.serve import serve
+    from publisher.store import store_for
 
-    await serve(settings_of(args))  # [api] host:port, and [api] operator_address when set
+    settings = settings_of(args)
+    settings.require("store")
+    assert settings.store is not None
+    async with store_for(settings.store):
+        pass  # the store answers and is migrated: its trouble is one line here, not a lifespan traceback
+    await serve(settings)  # [api] host:port, and [api] operator_address when set; logs its ready line
     return 0
 
 

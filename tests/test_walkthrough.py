@@ -1,0 +1,61 @@
+"""The README's walkthrough is ``docs/walkthrough.sh``: the README shows exactly its commands, and the script
+runs as written, from a clean shell, on the real stack (its own Postgres and broker)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from walhook.stack import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "docs" / "walkthrough.sh"
+
+
+def walkthrough_commands() -> str:
+    """The script between its ``# walkthrough`` and ``# end of walkthrough`` lines."""
+    text = SCRIPT.read_text()
+    return text.split("\n# walkthrough\n", 1)[1].split("# end of walkthrough\n", 1)[0]
+
+
+def test_the_readme_shows_exactly_the_walkthrough_commands() -> None:
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert walkthrough_commands() in blocks, "README.md's walkthrough block differs from docs/walkthrough.sh"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None,
+                    reason="the walkthrough uses curl and jq, as a reader would")
+def test_the_walkthrough_runs_as_written(server_dir: Path) -> None:
+    # Its files under server_dir (the script's mktemp -d): pytest's own temp root would lock Postgres out.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WALHOOK_")}
+    env.update(API_PORT=str(free_port()), RECEIVER_PORT=str(free_port()), TMPDIR=str(server_dir))
+    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = script.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(script.pid, signal.SIGKILL)
+        output, _ = script.communicate()
+        logs = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in sorted(server_dir.rglob("*.log")))
+        pytest.fail(f"the walkthrough did not finish in 150 s:\n{output}\n{logs}")
+    assert script.returncode == 0, output
+    for ready in (r"walhook\.cdc: ready: streaming slot walhook of .* into topic walhook\.events",
+                  r"walhook\.publisher: ready: consuming topic walhook\.events as group walhook-publisher",
+                  r"walhook\.api: ready: management API on http://127\.0\.0\.1:\d+"):
+        assert re.search(ready, output), output
+    assert "wrote walhook.toml with 1 [[entities]]: public.packet_comments" in output
+    assert re.search(r"^verified acme created packet_comments/1$", output, re.MULTILINE), output
+    assert re.search(r"^verified acme updated packet_comments/1$", output, re.MULTILINE), output
+    assert '"entity_path":"packet_comments/1","operation":"created","status":"succeeded","attempts":1' in output
+    assert '{"status":"succeeded","attempts":[{"number":1,' in output
+    assert re.search(r"delivery 1 \(evt_\w+_i1\) scheduled for one more attempt", output), output
+    assert re.search(r"replay job 1 .*: done, \d+ scanned, 3 scheduled", output), output
+    assert re.search(r"^slot walhook: active, lag \d+", output, re.MULTILINE), output
+    assert re.search(r"^1 +acme +enabled +0 ", output, re.MULTILINE), output
+    assert re.search(r"^delivery log: .* in \d+ partitions\)$", output, re.MULTILINE), output

@@ -1,0 +1,204 @@
+"""``walhook init``: a starter ``walhook.toml`` from what a database's catalog says about its tables.
+
+``read_tables`` is the only I/O (one catalog query); ``entity_for`` decides, per table, whether
+walhook can capture it and how its rows become entities; ``starter_config`` writes the file,
+every section with its defaults as comments (taken from the settings classes, so they cannot
+drift from what walhook really does).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psycopg
+from pydantic import BaseModel
+
+from models.settings import (
+    ApiSettings,
+    KafkaSettings,
+    PublisherSettings,
+    RetentionSettings,
+    SourceSettings,
+    StoreSettings,
+)
+from walhook.errors import ConfigError
+
+ORGANIZATION_COLUMNS = ("organization_id", "org_id", "tenant_id", "organisation_id")
+CREATE_TIME_COLUMNS = ("created_at", "create_time", "inserted_at", "created")
+UPDATE_TIME_COLUMNS = ("updated_at", "update_time", "modified_at", "updated")
+_TIME_TYPES = {"timestamp with time zone", "timestamp without time zone"}
+# What a path template accepts as a column name (see models.settings.template_columns).
+_COLUMN_NAME = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
+
+_TABLES = """
+SELECT n.nspname, c.relname, c.relreplident,
+       coalesce((SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                 WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key,
+       coalesce((SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                 WHERE i.indrelid = c.oid AND i.indisreplident), '{}') AS identity_key,
+       (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%%'
+  AND n.nspname <> %s
+ORDER BY n.nspname, c.relname
+"""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the catalog says about one table."""
+
+    schema: str
+    name: str
+    replica_identity: str  # d(efault), n(othing), f(ull), i(ndex)
+    primary_key: tuple[str, ...]
+    identity_key: tuple[str, ...]
+    columns: dict[str, str]  # name -> type
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An ``[[entities]]`` entry for a table walhook can capture."""
+
+    table: str
+    entity_key: str
+    entity_path: str
+    collection_path: str
+    organization_column: str | None
+    create_time_column: str | None
+    update_time_column: str | None
+
+
+def read_tables(dsn: str, store_schema: str = "walhook") -> list[TableInfo]:
+    """Every user table of the database (partitions only through their root), walhook's own left out."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            rows = conn.execute(_TABLES, [store_schema]).fetchall()
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot read the tables of {dsn}: {str(exc).strip().splitlines()[0]}") from exc
+    return [TableInfo(schema, name, identity, tuple(pk), tuple(ik), dict(zip(columns, types, strict=True)))
+            for schema, name, identity, pk, ik, columns, types in rows]
+
+
+def refusal(table: TableInfo) -> str | None:
+    """Why walhook cannot capture ``table``, or None."""
+    for part in (table.schema, table.name):
+        if '"' in part or "." in part:
+            return f"its name {part!r} holds a quote or a dot, which [[entities]] table cannot name"
+    key = key_columns(table)
+    if not key:
+        identity = {"n": "REPLICA IDENTITY NOTHING", "f": "REPLICA IDENTITY FULL"}.get(table.replica_identity,
+                                                                                       "no replica identity index")
+        return (f"no primary key and {identity}: walhook cannot name its rows "
+                "(add a primary key, or REPLICA IDENTITY USING INDEX on a unique index)")
+    bad = [column for column in key if not _COLUMN_NAME.match(column)]
+    if bad:
+        return f"key column {bad[0]!r} cannot be named in an entity_path template"
+    return None
+
+
+def key_columns(table: TableInfo) -> tuple[str, ...]:
+    """The columns that name a row: the primary key, else the replica identity index."""
+    return table.primary_key or table.identity_key
+
+
+def entity_for(table: TableInfo) -> Entity:
+    """The starter mapping of a table ``refusal`` accepts."""
+    organization = _first(table, ORGANIZATION_COLUMNS)
+    key = [c for c in key_columns(table) if c != organization] or list(key_columns(table))
+    collection = table.name if table.schema == "public" else f"{table.schema}/{table.name}"
+    return Entity(table=table.qualified, entity_key=collection,
+                  entity_path=collection + "".join(f"/{{{column}}}" for column in key), collection_path=collection,
+                  organization_column=organization, create_time_column=_first(table, CREATE_TIME_COLUMNS, _TIME_TYPES),
+                  update_time_column=_first(table, UPDATE_TIME_COLUMNS, _TIME_TYPES))
+
+
+def _first(table: TableInfo, names: tuple[str, ...], types: set[str] | None = None) -> str | None:
+    return next((name for name in names if name in table.columns
+                 and (types is None or table.columns[name] in types)), None)
+
+
+def choose(tables: list[TableInfo], names: list[str]) -> list[TableInfo]:
+    """The tables named (``schema.table``, or ``table`` in public); an unknown name is an error listing the known."""
+    by_name = {t.qualified: t for t in tables}
+    chosen = []
+    for name in names:
+        qualified = name if "." in name else f"public.{name}"
+        if qualified not in by_name:
+            raise ConfigError(f"table {name!r} not found (the database has: {', '.join(by_name) or 'no tables'})")
+        chosen.append(by_name[qualified])
+    return chosen
+
+
+def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], store_dsn: str | None = None, *,
+                   admin_token: str | None = None, allowed_networks: list[str] | None = None,
+                   api_port: int | None = None) -> str:
+    """The whole ``walhook.toml``: required keys set, every other key of every section as a commented default."""
+    from publisher.secretbox import new_key
+
+    api = {key: value for key, value in (("admin_token", admin_token), ("port", api_port)) if value is not None}
+    # A fresh key, so that signing secrets are encrypted at rest from the first start. Keep it: without
+    # it the stored secrets cannot be read. (In production, pass it as WALHOOK_STORE__SECRET_KEYS.)
+    sections = [
+        _section("source", SourceSettings, {"dsn": dsn}),
+        _section("kafka", KafkaSettings, {"bootstrap_servers": bootstrap_servers}),
+        _section("store", StoreSettings, {"dsn": store_dsn or dsn, "secret_keys": [new_key("k1")]}),
+        _section("publisher", PublisherSettings, {"allowed_networks": allowed_networks} if allowed_networks else {}),
+        _section("api", ApiSettings, api),
+        _section("retention", RetentionSettings, {}),
+    ]
+    header = ("# Written by `walhook init`. Commented keys show their defaults; uncomment one to change it.\n"
+              "# Any key can be overridden by WALHOOK_<SECTION>__<KEY> environment variables.\n"
+              "# [store] secret_keys encrypts the signing secrets: keep the key (losing it loses them), and keep\n"
+              "# this file private, or move the key to WALHOOK_STORE__SECRET_KEYS.\n")
+    return header + "\n".join(sections) + "\n" + "\n".join(_entity(e) for e in entities)
+
+
+def _section(name: str, model: type[BaseModel], values: Mapping[str, object]) -> str:
+    lines = [f"[{name}]"]
+    for field_name, field in model.model_fields.items():
+        key = field.alias or field_name
+        note = f"  # {field.description}" if field.description else ""
+        if key in values:
+            lines.append(f"{key} = {toml_value(values[key])}")
+        elif field.is_required():
+            lines.append(f"# {key} = (required){note}")
+        else:
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"# {key} = {'(none)' if default is None else toml_value(default)}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def _entity(entity: Entity) -> str:
+    lines = ["[[entities]]"]
+    for key, value in vars(entity).items():
+        lines.append(f"{key} = {toml_value(value)}" if value is not None else f"# {key} = (none)")
+    lines += ["# entity_id = (the last column of entity_path)", "# exclude_columns = []",
+              '# property_names = "as_is"']
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: object) -> str:
+    """A Python value as TOML (strings, numbers, booleans, lists of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
