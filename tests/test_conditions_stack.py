@@ -93,6 +93,7 @@ async def test_status_changed_to_approved_receives_exactly_those_updates_live_an
             live_versions = arrived("approvals")
             rows = await store.deliveries(approvals_id, limit=1000)
             filtered = await store.filtered_counts("acme")
+            health = {row["id"]: row["filtered"] for row in await store.integration_health()}
             before_replay = len(receiver.received)
             job = await finished(store, (await store.create_replay_job("acme", approvals_id, start_offset=0)).id)
             replayed = await scheduled_ids(store, approvals_id)
@@ -109,5 +110,6 @@ async def test_status_changed_to_approved_receives_exactly_those_updates_live_an
     updates = versions - 12
     assert len(rows) == len(approvals)  # no delivery row for a filtered event...
     assert filtered == {approvals_id: updates - len(approvals)}  # ...but each one counted
+    assert health[approvals_id] == updates - len(approvals)  # and walhook status shows it
     assert (job.state, job.scheduled, job.scanned) == ("done", len(approvals), versions)
     assert replayed == live

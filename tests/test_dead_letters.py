@@ -48,7 +48,7 @@ def test_dead_lettered_changes_are_a_counter_of_the_capture_metrics() -> None:
     stats.dead_lettered()
     stats.dead_lettered()
     text = render_metrics(stats, SourceSettings(dsn="postgresql://x"))
-    assert "# TYPE walhook_cdc_events_dead_lettered_total counter\nwalhook_cdc_events_dead_lettered_total 2\n" in text
+    assert "# TYPE walhook_cdc_events_dead_lettered_total counter\nwalhook_cdc_events_dead_lettered_total 2.0\n" in text
 
 
 class _Response:

@@ -98,13 +98,13 @@ async def test_an_event_over_the_limit_is_dead_lettered_counted_listed_and_the_s
         await wait_for_streaming(database, "walhook", cdc)
         execute(database, f"INSERT INTO docs VALUES (1, 'acme', repeat('x', {OVER_THE_LIMIT}))",
                 "INSERT INTO docs VALUES (2, 'acme', 'after')")
-        metrics = await _scrape_until(port, "walhook_cdc_events_dead_lettered_total 1\n", cdc)
+        metrics = await _scrape_until(port, "walhook_cdc_events_dead_lettered_total 1.0\n", cdc)
         events = await read_topic(servers.bootstrap_servers, topic, expected=1)
         assert cdc.poll() is None
     finally:
         stop_process(cdc)
     assert [event["entityPath"] for event in events] == ["docs/2"]  # the later change arrived
-    assert "walhook_cdc_events_captured_total 2\n" in metrics
+    assert "walhook_cdc_events_captured_total 2.0\n" in metrics
     (listed,) = orjson.loads(dead_letters_list(config, "--json"))
     assert (listed["source"], listed["table"], listed["entity_path"]) == ("capture", "public.docs", "docs/1")
     assert listed["size"] > OVER_THE_LIMIT and "MessageSizeTooLarge" in listed["reason"]

@@ -65,11 +65,12 @@ def _group(group: dict[str, Any] | None) -> list[str]:
 
 
 def _integrations(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'INTEGRATION':<12} {'ORGANIZATION':<16} {'STATE':<9} {'PENDING':>8}  {'FAILING SINCE':<20} NEXT RETRY"]
+    lines = [f"{'INTEGRATION':<12} {'ORGANIZATION':<16} {'STATE':<9} {'PENDING':>8} {'FILTERED':>9}  "
+             f"{'FAILING SINCE':<20} NEXT RETRY"]
     for row in rows:
         state = "enabled" if row["enabled"] else "disabled"
-        lines.append(f"{row['id']:<12} {row['organization_id']:<16} {state:<9} {row['pending']:>8}  "
-                     f"{_time(row['failing_since']):<20} {_time(row['next_retry'])}")
+        lines.append(f"{row['id']:<12} {row['organization_id']:<16} {state:<9} {row['pending']:>8} "
+                     f"{row.get('filtered', 0):>9}  {_time(row['failing_since']):<20} {_time(row['next_retry'])}")
     return lines if rows else ["integrations: none"]
 
 
