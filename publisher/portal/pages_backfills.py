@@ -76,11 +76,11 @@ async def backfills(request: Request, granted: Scope = Depends(scope),
 
 @router.post("/backfills")
 async def start(request: Request, granted: Scope = Depends(can_recover), entity_key: str = Form("", max_length=200),
-                target: str = Form(ALL_SUBSCRIBERS, max_length=20), filter: str = Form("", max_length=4000)
-                ) -> Response:
+                target: str = Form(ALL_SUBSCRIBERS, max_length=20),
+                row_filter: str = Form("", alias="filter", max_length=4000)) -> Response:
     """Start a backfill; refused, the form comes back with the reason under it."""
-    typed = {"entity_key": entity_key, "target": target, "filter": filter}
-    body, error = read_start_form(entity_key, target, filter)
+    typed = {"entity_key": entity_key, "target": target, "filter": row_filter}
+    body, error = read_start_form(entity_key, target, row_filter)
     if body is None:
         return await _page(request, granted, 422, error=error, **typed)
     settings, org = request.app.state.settings, granted.organization_id
