@@ -60,7 +60,9 @@ def _config(workdir: Path, dsn: str, servers: Servers, topic: str, port: int) ->
     # A slot of its own: slot names are per cluster, and other tests of this worker share the cluster.
     slot = f'slot = "portal_{port}"\npublication = "portal_{port}"\n'
     text = path.read_text().replace("[source]\n", "[source]\n" + slot, 1)
-    path.write_text(text + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n')
+    # Backfills paced to 7 rows a second in chunks of 7: a page drawn just after the start sees it running.
+    path.write_text(text + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n'
+                    '[backfill]\nchunk_rows = 7\nmax_chunk_rows = 7\nmax_rows_per_second = 7\n')
     return path
 
 
@@ -245,7 +247,10 @@ async def test_5_a_backfill_started_from_an_integration_follows_its_progress_to_
     await page.fill("#filter", "packet_id >= 7")
     await page.click("#start-backfill")
     await page.wait_for_url("**/backfills?started=*")
-    await expect(page.locator("[data-backfill-state]").first).to_have_text("done", timeout=20_000)  # by polling
+    state = page.locator("[data-backfill-state]").first
+    assert await state.inner_text() == "running" and await page.locator("#backfills[hx-trigger]").count() == 1
+    await expect(state).to_have_text("done", timeout=20_000)  # the page is not reloaded: the list polls itself
+    assert await page.locator("#backfills[hx-trigger]").count() == 0  # and stops once nothing runs
     assert await page.locator("[data-backfill-percent]").first.inner_text() == "100.0%"
     assert await page.locator("[data-backfill-rows]").first.inner_text() == f"{rows} / {rows} / 0"
     await wait_for(lambda: sum(w.event["operationType"] == "read" for w in portal.receiver.received) >= rows,
