@@ -60,7 +60,9 @@ def _config(workdir: Path, dsn: str, servers: Servers, topic: str, port: int) ->
     # A slot of its own: slot names are per cluster, and other tests of this worker share the cluster.
     slot = f'slot = "portal_{port}"\npublication = "portal_{port}"\n'
     text = path.read_text().replace("[source]\n", "[source]\n" + slot, 1)
-    path.write_text(text + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n')
+    # Backfills paced to 7 rows a second in chunks of 7: a page drawn just after the start sees it running.
+    path.write_text(text + f'\n[api]\nport = {port}\nadmin_token = "{ADMIN}"\n'
+                    '[backfill]\nchunk_rows = 7\nmax_chunk_rows = 7\nmax_rows_per_second = 7\n')
     return path
 
 
@@ -220,9 +222,47 @@ async def test_4_another_organization_cannot_see_or_act_and_bad_requests_are_ref
     await other.close()
 
 
-def test_5_screenshots_of_the_list_the_edit_page_and_the_job_page(portal: Portal) -> None:
+async def test_5_a_backfill_started_from_an_integration_follows_its_progress_to_done(portal: Portal) -> None:
+    from playwright.async_api import expect
+
+    with psycopg.connect(portal.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
+                     "SELECT o, 8, 'Row ' || n FROM generate_series(1, 20) n, unnest(ARRAY['acme', 'other']) o")
+        rows = conn.execute("SELECT count(*) FROM packet_comments WHERE organization_id = 'acme'").fetchone()[0]
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.state["integration_url"])
+    row = page.locator('tr[data-entity="flows/comments"]')
+    await row.get_by_label("all events of flows/comments").check()  # "all" is KEY:*, the read box stays as it is
+    await expect(row.get_by_label("flows/comments deleted")).to_be_checked()
+    await expect(row.get_by_label("flows/comments read (backfill rows)")).not_to_be_checked()
+    await row.get_by_label("flows/comments read (backfill rows)").check()
+    await expect(page.locator("#raw-json")).to_contain_text('"flows/comments:*,read"')  # not saved
+    await page.click("#backfill-integration")
+    await page.wait_for_url("**/backfills?integration_id=*")
+    integration_id = page.url.rsplit("=", 1)[1]
+    assert await page.locator("#target").input_value() == integration_id
+    await page.fill("#filter", "nope = 1")
+    await page.click("#start-backfill")
+    assert "unknown column(s) nope" in await page.locator("#backfill-error").inner_text()
+    await page.fill("#filter", "packet_id >= 7")
+    await page.click("#start-backfill")
+    await page.wait_for_url("**/backfills?started=*")
+    state = page.locator("[data-backfill-state]").first
+    assert await state.inner_text() == "running" and await page.locator("#backfills[hx-trigger]").count() == 1
+    await expect(state).to_have_text("done", timeout=20_000)  # the page is not reloaded: the list polls itself
+    assert await page.locator("#backfills[hx-trigger]").count() == 0  # and stops once nothing runs
+    assert await page.locator("[data-backfill-percent]").first.inner_text() == "100.0%"
+    assert await page.locator("[data-backfill-rows]").first.inner_text() == f"{rows} / {rows} / 0"
+    await wait_for(lambda: sum(w.event["operationType"] == "read" for w in portal.receiver.received) >= rows,
+                   what="the backfill's read events")
+    reads = [w for w in portal.receiver.received if w.event["operationType"] == "read"]
+    assert len(reads) == rows and {w.organization for w in reads} == {"acme"} and portal.receiver.rejected == []
+    await _shoot(portal, page, "backfills")
+
+
+def test_6_screenshots_of_the_list_the_edit_page_and_the_job_page(portal: Portal) -> None:
     names = {path.name for path in portal.shots.glob("*.png")}
-    assert names == {f"{page}-{width}.png" for page in ("edit", "job", "list") for width in WIDTHS}
+    assert names == {f"{page}-{width}.png" for page in ("edit", "job", "list", "backfills") for width in WIDTHS}
     for path in portal.shots.glob("*.png"):
         width = int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's width
         assert width == int(path.stem.rsplit("-", 1)[1]) and path.stat().st_size > 10_000, path.name

@@ -114,28 +114,32 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
     integration_id = _integration(client, acme)
     (delivery_id,) = await _jobs(database, "acme", integration_id, 1)
     job = client.post(f"/v1/integrations/{integration_id}/replay", json={"offset": 0}, headers=acme).json()
+    backfill = client.post("/v1/backfills", json={"entity_key": "docs", "integration_id": integration_id},
+                           headers=acme).json()
     globex = organization(client, "globex")
     csrf = signed_in(client, globex, "globex")
     _integration(client, globex)
     routes = _portal_routes()
-    assert len(routes) == 19, routes  # a new route must be added here knowingly
+    assert len(routes) == 22, routes  # a new route must be added here knowingly
     form = {"entity_key": "docs", "operation": "created", "confirm": "yes", "overlap_hours": "1", "since": "2020-01-01",
             "offset": "0", "url": "http://127.0.0.1:9/x", "events": "docs:created", "reason": "x",
             "integration_id": str(integration_id)}
     for org in ("acme", "globex"):  # acme's ids through acme's URLs, and through globex's own
         for method, path in routes:
             url = path.format(organization_id=org, integration_id=integration_id, delivery_id=delivery_id,
-                              job_id=job["id"])
-            if path.endswith(("/integrations", "/integrations/new", "/jobs", "/catalogue")) and org == "globex":
+                              job_id=job["id"], backfill_id=backfill["id"], action="pause")
+            if path.endswith(("/integrations", "/integrations/new", "/jobs", "/catalogue", "/backfills")) \
+                    and org == "globex":
                 continue  # globex's own lists, checked below
             response = client.request(method, url, data=form if method == "POST" else None,
                                       headers={"x-csrf-token": csrf, "hx-request": "true"})
             assert response.status_code == 404, (method, url, response.status_code, response.text[:200])
-    for page in ("integrations", "jobs", "catalogue"):
+    for page in ("integrations", "jobs", "catalogue", "backfills"):
         text = client.get(f"/portal/o/globex/{page}").text
         assert "acme" not in text.replace("globex", ""), page
     assert client.get("/v1/deliveries", headers=acme).json()["items"][0]["status"] == "failed"  # untouched
     assert client.get(f"/v1/replay-jobs/{job['id']}", headers=acme).json()["cancel_requested"] is False
+    assert client.get(f"/v1/backfills/{backfill['id']}", headers=acme).json()["state"] == "running"
 
 
 def test_a_replay_job_shows_its_progress_and_can_be_cancelled(client: TestClient) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from publisher.api.auth import organization, store_of
 from publisher.api.schemas import BackfillIn, BackfillOut
-from publisher.backfills import entity_of, start_backfill
+from publisher.backfills import start_organization_backfill
 from publisher.store import Backfill, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
@@ -24,11 +24,9 @@ async def create_backfill(body: BackfillIn, request: Request, org: str = Depends
                           store: Store = Depends(store_of)) -> BackfillOut:
     """Start a backfill; the capture process runs it. Follow it at ``/v1/backfills/{id}``."""
     settings = request.app.state.settings
-    if body.integration_id is not None:
-        await store.integration_of(org, body.integration_id)  # another organization's: 404
-    entity = entity_of(settings.entities, entity_key=body.entity_key)
-    return backfill_out(await start_backfill(store, entity, settings.source, organization_id=org,
-                                             integration_id=body.integration_id, row_filter=body.filter))
+    return backfill_out(await start_organization_backfill(store, settings.entities, settings.source, org,
+                                                          body.entity_key, integration_id=body.integration_id,
+                                                          row_filter=body.filter))
 
 
 @router.get("/backfills", response_model=list[BackfillOut])

@@ -2,10 +2,11 @@
 
 The form is validated by the same pydantic models as ``POST /v1/integrations`` and
 ``PATCH /v1/integrations/{id}``, so a bad value gets the API's words, shown next to its field.
-Event checkboxes carry ``ENTITY_KEY:OPERATION``; ticking all three operations of an entity key
-subscribes to ``ENTITY_KEY:*``. Subscriptions the checkboxes cannot show (wildcards such as
-``flows/*:*``, and subscriptions with conditions as their JSON object) live in the "other
-subscriptions" field, one per line, so saving the form keeps them as they were.
+Event checkboxes carry ``ENTITY_KEY:OPERATION``; ticking all three change operations of an entity
+key subscribes to ``ENTITY_KEY:*``, and the ``read`` box (a backfill's rows) adds ``read``.
+Subscriptions the checkboxes cannot show (wildcards such as ``flows/*:*``, and subscriptions
+with conditions as their JSON object) live in the "other subscriptions" field, one per line, so
+saving the form keeps them as they were.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from publisher.signing import secret_key
 from publisher.store import Integration
 
 Errors = dict[str, str]
+READ = "read"  # a backfill's rows: a box of its own, since ``*`` (the "all" box) means the three changes only
+TICK_OPERATIONS = (*SAMPLE_OPERATIONS, READ)
 
 
 @dataclass
@@ -38,15 +41,21 @@ class IntegrationForm:
 
 
 def events_from_ticks(ticked: Iterable[str], other: str) -> list[SubscriptionItem]:
-    """Ticked ``key:op`` boxes grouped per entity key (all three: ``key:*``), then the other subscriptions."""
-    grouped: dict[str, list[str]] = {}
+    """Ticked ``key:op`` boxes grouped per entity key (all three changes: ``key:*``; with read: ``key:*,read``),
+    then the other subscriptions."""
+    grouped: dict[str, set[str]] = {}
     for tick in ticked:
         key, _, operation = tick.rpartition(":")
-        if key and operation in SAMPLE_OPERATIONS:
-            grouped.setdefault(key, []).append(operation)
-    events = [f"{key}:*" if set(ops) == set(SAMPLE_OPERATIONS) else
-              f"{key}:{','.join(op for op in SAMPLE_OPERATIONS if op in ops)}" for key, ops in grouped.items()]
+        if key and operation in TICK_OPERATIONS:
+            grouped.setdefault(key, set()).add(operation)
+    events = [_subscription_of(key, operations) for key, operations in grouped.items()]
     return [*events, *(_other(line.strip()) for line in other.splitlines() if line.strip())]
+
+
+def _subscription_of(key: str, operations: set[str]) -> str:
+    changes = [op for op in SAMPLE_OPERATIONS if op in operations]
+    names = ["*"] if len(changes) == len(SAMPLE_OPERATIONS) else changes
+    return f"{key}:{','.join([*names, *([READ] if READ in operations else [])])}"
 
 
 def _other(line: str) -> SubscriptionItem:

@@ -14,12 +14,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from publisher.portal import pages_actions, pages_catalogue, pages_integrations, pages_jobs, pages_session
+from publisher.portal import (
+    pages_actions,
+    pages_backfills,
+    pages_catalogue,
+    pages_integrations,
+    pages_jobs,
+    pages_session,
+)
 from publisher.portal.auth import PortalDenied, SignInNeeded
 from publisher.portal.render import PortalHeaders, is_fragment, page
 
 ROUTERS = (pages_session.router, pages_integrations.router, pages_actions.router, pages_jobs.router,
-           pages_catalogue.router)
+           pages_catalogue.router, pages_backfills.router)
 STATIC = Path(__file__).parent / "static"
 
 

@@ -1,9 +1,11 @@
 // The portal's only script besides htmx: select-all per entity, and a secret generated in the browser.
 (function () {
   "use strict";
+  // "all" is ``KEY:*``, the three changes; the read box (a backfill's rows) is left as it is.
+  var CHANGE_BOXES = 'input[name="events"]:not([data-not-in-all])';
 
   function syncAll(row) {
-    var boxes = row.querySelectorAll('input[name="events"]');
+    var boxes = row.querySelectorAll(CHANGE_BOXES);
     var all = row.querySelector("input[data-select-all]");
     if (!all) return;
     all.checked = Array.prototype.every.call(boxes, function (box) { return box.checked; });
@@ -14,7 +16,7 @@
     var row = target.closest && target.closest("tr[data-entity]");
     if (!row) return;
     if (target.hasAttribute("data-select-all")) {
-      row.querySelectorAll('input[name="events"]').forEach(function (box) { box.checked = target.checked; });
+      row.querySelectorAll(CHANGE_BOXES).forEach(function (box) { box.checked = target.checked; });
     } else {
       syncAll(row);
     }
