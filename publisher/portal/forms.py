@@ -169,7 +169,7 @@ def _key_of(item: SubscriptionItem) -> str:
 def _as_ticked(text: str, key: str) -> str:
     """``text`` as the boxes would write it back (``key:created,updated``, ``key:*``)."""
     ticked, _ = ticks_from_events([text], [key])
-    return next(iter(events_from_ticks(sorted(ticked), "")), "")
+    return next((item for item in events_from_ticks(sorted(ticked), "") if isinstance(item, str)), "")
 
 
 def shown_conditions(events: list[SubscriptionItem], entity_keys: list[str],
@@ -195,24 +195,30 @@ def shown_conditions(events: list[SubscriptionItem], entity_keys: list[str],
 def with_conditions(ticked: list[SubscriptionItem], form: IntegrationForm,
                     kinds: Mapping[str, Kinds]) -> list[SubscriptionItem]:
     """The ticked subscriptions, each with its entity's rows as its condition (``form.origins`` remembers which)."""
-    events: list[SubscriptionItem] = []
-    for item in ticked:
-        key = _key_of(item)
-        rows = form.conditions.get(key)
-        try:
-            when = rows_condition(rows, kinds.get(key, {})) if rows is not None else None
-        except RowsError as exc:
-            form.errors[f"only:{key}"] = str(exc)
-            when = None
-        if when is not None and rows is not None:
-            form.origins[len(events)] = (key, [i for i, row in enumerate(rows.rows) if not row.blank()])
-            item = {"subscription": item, "when": when}
-        events.append(item)
+    events = [_with_rows(item, index, form, kinds) for index, item in enumerate(ticked)]
     ticked_keys = {_key_of(item) for item in ticked}
     for key, rows in form.conditions.items():
         if key not in ticked_keys and any(not row.blank() for row in rows.rows):
             form.errors[f"only:{key}"] = f"tick at least one operation of {key} for its \"only when\" rows"
     return events
+
+
+def _with_rows(item: SubscriptionItem, index: int, form: IntegrationForm,
+               kinds: Mapping[str, Kinds]) -> SubscriptionItem:
+    """``item`` (the ``index``-th subscription) with its entity's rows as its condition, if it has any."""
+    key = _key_of(item)
+    rows = form.conditions.get(key)
+    if rows is None:
+        return item
+    try:
+        when = rows_condition(rows, kinds.get(key, {}))
+    except RowsError as exc:
+        form.errors[f"only:{key}"] = str(exc)
+        return item
+    if when is None:
+        return item
+    form.origins[index] = (key, [i for i, row in enumerate(rows.rows) if not row.blank()])
+    return {"subscription": item, "when": when}
 
 
 _PLACE = re.compile(r"^events\[(\d+)\]\.when(?:\.(?:all_of|any_of)\[(\d+)\])?")
