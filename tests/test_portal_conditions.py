@@ -283,3 +283,14 @@ def test_a_sample_as_if_says_whether_the_conditions_would_have_let_it_through(cl
     refused = client.post(path, headers=headers, data={"entity_key": "docs", "operation": "updated",
                                                        "as_if_new": "approved"})
     assert refused.status_code == 422 and "as if, new row: write name=value, not &#39;approved&#39;" in refused.text
+
+
+def test_a_view_only_session_sees_the_rows_but_cannot_change_them(client: TestClient) -> None:
+    key = organization(client, "acme")
+    created = client.post("/v1/integrations", headers=key,
+                          json={"url": "http://127.0.0.1:9/hook", "events": [APPROVED]})
+    signed_in(client, key, "acme", capabilities=["view"])
+    page = client.get(f"/portal/o/acme/integrations/{created.json()['id']}").text
+    assert 'name="only:docs:0:value" class="value" value="review" placeholder="value" aria-label="docs row 1 value" ' \
+        'readonly' in page
+    assert "add-row" not in page and "remove-row" not in page and 'id="json-conditions"' not in page
