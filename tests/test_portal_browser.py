@@ -213,6 +213,10 @@ async def test_3b_an_only_when_row_is_saved_and_shown_again_after_a_reload(porta
     assert (await row.locator("input.value").input_value(), await row.locator("input.to").input_value()) == (
         "review", "approved")
     assert '"from": "review"' in await page.locator("#raw-json").inner_text()
+    await row.locator("button.remove-row").click()  # not saved: the RAW JSON box follows the form
+    await expect(page.locator('fieldset.only-when[data-entity="flows/comments"] .only-row')).to_have_count(0)
+    await expect(page.locator("#raw-json")).not_to_contain_text('"from": "review"')
+    await expect(page.locator("#raw-json")).to_contain_text('"flows/comments:created,updated"')
 
 
 async def test_4_another_organization_cannot_see_or_act_and_bad_requests_are_refused(portal: Portal) -> None:

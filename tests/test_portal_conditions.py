@@ -219,6 +219,7 @@ def test_add_and_remove_a_row_answer_with_the_entitys_rows(client: TestClient) -
     added = client.post("/portal/o/acme/integrations/only-when", headers=headers,
                         data={**base, "only_entity": "docs", "only_action": "add"})
     assert added.status_code == 200 and "<html" not in added.text
+    assert added.headers["hx-trigger"] == "only-when-changed"  # the RAW JSON box refreshes
     assert re.findall(r'data-row="(\d+)"', added.text) == ["0", "1", "2"]
     assert '<option selected>points</option>' in added.text and 'value="3"' in added.text
     removed = client.post("/portal/o/acme/integrations/only-when", headers=headers,

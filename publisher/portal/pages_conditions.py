@@ -69,6 +69,9 @@ async def only_when_rows(request: Request, granted: Scope = Depends(can_manage),
         raise PortalDenied(404, f"entity key {only_entity!r} is not in this deployment's catalogue")
     form = await request.form()
     rows = read_rows({name: str(value) for name, value in form.items()}).get(only_entity, EntityRows())
-    return page(request, "fragments/only_when.html", key=only_entity, rows=changed_rows(rows, only_action, only_row),
-                properties=properties_of(shapes).get(only_entity, []), scope=granted, error=None, error_row=None,
-                readonly=False)
+    response = page(request, "fragments/only_when.html", key=only_entity, properties=properties_of(shapes).get(
+        only_entity, []), rows=changed_rows(rows, only_action, only_row), scope=granted, error=None, error_row=None,
+        readonly=False)
+    # The RAW JSON box follows: it asks for a preview once the rows are swapped in (after its delay).
+    response.headers["hx-trigger"] = "only-when-changed"
+    return response
