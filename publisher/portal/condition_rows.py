@@ -241,7 +241,7 @@ def read_rows(fields: Mapping[str, str]) -> dict[str, EntityRows]:
             combinators[name[len(PREFIX):-len(":combinator")]] = value
         elif (match := _FIELD.match(name)) and int(match["index"]) < MAX_ROWS:
             row = found.setdefault(match["key"], {}).setdefault(int(match["index"]), Row())
-            setattr(row, match["name"], value[:2000])
+            setattr(row, match["name"], value)
     keys = dict.fromkeys([*combinators, *found])
     return {key: EntityRows(combinators.get(key, "all_of"),
                             [row for _, row in sorted(found.get(key, {}).items())]) for key in keys}
