@@ -89,6 +89,7 @@ async def portal(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> 
     with module_database(servers) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(COMMENTS_TABLE)
+            conn.execute("ALTER TABLE packet_comments ADD COLUMN status text")  # for an "only when" row
         port = free_port()
         config = _config(workdir, dsn, servers, f"walhook.portal.{port}", port)
         processes = [start_walhook(command, config, workdir / f"{command}.log") for command in ("cdc", "publisher",
@@ -187,6 +188,35 @@ async def test_3_changes_become_jobs_and_a_job_is_redelivered(portal: Portal) ->
     assert portal.receiver.received[3].webhook_id == created.webhook_id and portal.receiver.rejected == []
     await page.goto(portal.url + "/portal/o/acme/integrations")
     await _shoot(portal, page, "list")
+
+
+async def test_3b_an_only_when_row_is_saved_and_shown_again_after_a_reload(portal: Portal) -> None:
+    from playwright.async_api import expect
+
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.state["integration_url"])
+    entity = page.locator('fieldset.only-when[data-entity="flows/comments"]')
+    await entity.locator("button.add-row").click()  # an htmx fragment: the entity's rows, one more
+    row = entity.locator(".only-row")
+    await expect(row).to_have_count(1)
+    await row.locator("select").first.select_option("status")
+    await row.locator("select.operator").select_option("from_to")
+    await row.locator("input.value").fill("review")
+    await row.locator("input.to").fill("approved")  # shown (CSS) once the operator is from -> to
+    await page.click("#save")
+    await page.wait_for_url("**?saved=1")
+    await page.reload()
+    row = page.locator('fieldset.only-when[data-entity="flows/comments"] .only-row')
+    await expect(row).to_have_count(1)
+    assert await row.locator("select").first.input_value() == "status"
+    assert await row.locator("select.operator").input_value() == "from_to"
+    assert (await row.locator("input.value").input_value(), await row.locator("input.to").input_value()) == (
+        "review", "approved")
+    assert '"from": "review"' in await page.locator("#raw-json").inner_text()
+    await row.locator("button.remove-row").click()  # not saved: the RAW JSON box follows the form
+    await expect(page.locator('fieldset.only-when[data-entity="flows/comments"] .only-row')).to_have_count(0)
+    await expect(page.locator("#raw-json")).not_to_contain_text('"from": "review"')
+    await expect(page.locator("#raw-json")).to_contain_text('"flows/comments:created,updated"')
 
 
 async def test_4_another_organization_cannot_see_or_act_and_bad_requests_are_refused(portal: Portal) -> None:

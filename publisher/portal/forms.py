@@ -7,11 +7,14 @@ key subscribes to ``ENTITY_KEY:*``, and the ``read`` box (a backfill's rows) add
 Subscriptions the checkboxes cannot show (wildcards such as ``flows/*:*``, and subscriptions
 with conditions as their JSON object) live in the "other subscriptions" field, one per line, so
 saving the form keeps them as they were.
+The "only when" rows of an entity (``publisher.portal.condition_rows``) are the condition of its
+ticked subscription; a stored condition is shown as rows only when they save it back unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from models.samples import SAMPLE_OPERATIONS
 from publisher.api.schemas import IntegrationIn
 from publisher.errors import SecretError
 from publisher.matching import SubscriptionItem, parse_subscription
+from publisher.portal.condition_rows import EntityRows, Kinds, RowsError, condition_rows, read_rows, rows_condition
 from publisher.signing import secret_key
 from publisher.store import Integration
 
@@ -38,6 +42,9 @@ class IntegrationForm:
     values: dict[str, str] = field(default_factory=dict)
     ticked: set[str] = field(default_factory=set)
     errors: Errors = field(default_factory=dict)
+    conditions: dict[str, EntityRows] = field(default_factory=dict)  # entity key -> its "only when" rows
+    origins: dict[int, tuple[str, list[int]]] = field(default_factory=dict)  # events index -> key, rows saved
+    error_rows: dict[str, int] = field(default_factory=dict)  # entity key -> the row its error is about
 
 
 def events_from_ticks(ticked: Iterable[str], other: str) -> list[SubscriptionItem]:
@@ -85,15 +92,17 @@ def ticks_from_events(events: list[SubscriptionItem], entity_keys: list[str]) ->
     return ticked, other
 
 
-def form_of(integration: Integration, entity_keys: list[str]) -> IntegrationForm:
+def form_of(integration: Integration, entity_keys: list[str],
+            kinds: Mapping[str, Kinds] | None = None) -> IntegrationForm:
     """The form filled in from a saved integration (its secret is never put in the form)."""
-    ticked, other = ticks_from_events([s.describe() for s in integration.subscriptions], entity_keys)
+    events, conditions = shown_conditions([s.describe() for s in integration.subscriptions], entity_keys, kinds or {})
+    ticked, other = ticks_from_events(events, entity_keys)
     values = {"name": integration.name, "url": integration.url, "environment": integration.environment or "",
               "batch_size": str(integration.batch_size), "ordering": integration.ordering,
               "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",
               "headers": "\n".join(f"{k}: {v}" for k, v in integration.headers.items()), "other": "\n".join(other),
               "concurrency": "" if integration.concurrency is None else str(integration.concurrency)}
-    return IntegrationForm(values, ticked)
+    return IntegrationForm(values, ticked, conditions=conditions)
 
 
 def _headers(text: str, errors: Errors) -> dict[str, str]:
@@ -107,9 +116,11 @@ def _headers(text: str, errors: Errors) -> dict[str, str]:
     return headers
 
 
-def _body(values: dict[str, str], ticked: set[str], errors: Errors) -> dict[str, Any]:
+def _body(values: dict[str, str], form: IntegrationForm, kinds: Mapping[str, Kinds]) -> dict[str, Any]:
+    errors = form.errors
+    events = with_conditions(events_from_ticks(sorted(form.ticked), ""), form, kinds)
     body: dict[str, Any] = {"url": values.get("url", "").strip(),
-                            "events": events_from_ticks(sorted(ticked), values.get("other", "")),
+                            "events": [*events, *events_from_ticks((), values.get("other", ""))],
                             "name": values.get("name", "").strip() or None,
                             "environment": values.get("environment", "").strip() or None,
                             "ordering": values.get("ordering") or "entity",
@@ -120,13 +131,16 @@ def _body(values: dict[str, str], ticked: set[str], errors: Errors) -> dict[str,
     return body
 
 
-def read_form(data: FormData) -> tuple[IntegrationForm, IntegrationIn | None]:
-    """The typed form, and the API request it makes (None when a field is wrong; see ``form.errors``)."""
+def read_form(data: FormData, kinds: Mapping[str, Kinds] | None = None) -> tuple[IntegrationForm, IntegrationIn | None]:
+    """The typed form, and the API request it makes (None when a field is wrong; see ``form.errors``).
+
+    ``kinds`` (entity key -> property -> kind) types the values of the "only when" rows."""
     values = {name: str(data.get(name, "")) for name in
               ("name", "url", "environment", "batch_size", "ordering", "rate_limit", "headers", "other", "secret",
                "concurrency")}
-    form = IntegrationForm(values, {str(v) for v in data.getlist("events")})
-    body = _body(values, form.ticked, form.errors)
+    form = IntegrationForm(values, {str(v) for v in data.getlist("events")},
+                           conditions=read_rows({name: str(value) for name, value in data.items()}))
+    body = _body(values, form, kinds or {})
     secret = values["secret"].strip()
     if secret:
         try:
@@ -139,5 +153,84 @@ def read_form(data: FormData) -> tuple[IntegrationForm, IntegrationIn | None]:
         for error in exc.errors():
             name = str(error["loc"][0]) if error["loc"] else "url"
             form.errors.setdefault(name, error["msg"].removeprefix("Value error, "))
+        place_error(form)
         return form, None
     return form, None if form.errors else request
+
+
+# The "only when" rows: an entity's ticked subscription with its condition, and back
+
+
+def _key_of(item: SubscriptionItem) -> str:
+    text = item if isinstance(item, str) else str(item.get("subscription", ""))
+    return text.partition(":")[0].strip()
+
+
+def _as_ticked(text: str, key: str) -> str:
+    """``text`` as the boxes would write it back (``key:created,updated``, ``key:*``)."""
+    ticked, _ = ticks_from_events([text], [key])
+    return next((item for item in events_from_ticks(sorted(ticked), "") if isinstance(item, str)), "")
+
+
+def shown_conditions(events: list[SubscriptionItem], entity_keys: list[str],
+                     kinds: Mapping[str, Kinds]) -> tuple[list[SubscriptionItem], dict[str, EntityRows]]:
+    """The stored subscriptions with those the boxes and rows show exactly as their plain text, and the rows.
+
+    An entity's conditional subscription becomes boxes and rows only when it is the entity's one
+    subscription and they save it back unchanged; any other stays JSON in the other subscriptions."""
+    keys = [_key_of(item) for item in events]
+    shown: list[SubscriptionItem] = []
+    conditions: dict[str, EntityRows] = {}
+    for item, key in zip(events, keys, strict=True):
+        if isinstance(item, dict) and key in entity_keys and keys.count(key) == 1:
+            rows = condition_rows(item.get("when"), kinds.get(key, {}))
+            text = str(item.get("subscription"))
+            if rows is not None and _as_ticked(text, key) == text:
+                conditions[key] = rows
+                item = text
+        shown.append(item)
+    return shown, conditions
+
+
+def with_conditions(ticked: list[SubscriptionItem], form: IntegrationForm,
+                    kinds: Mapping[str, Kinds]) -> list[SubscriptionItem]:
+    """The ticked subscriptions, each with its entity's rows as its condition (``form.origins`` remembers which)."""
+    events = [_with_rows(item, index, form, kinds) for index, item in enumerate(ticked)]
+    ticked_keys = {_key_of(item) for item in ticked}
+    for key, rows in form.conditions.items():
+        if key not in ticked_keys and any(not row.blank() for row in rows.rows):
+            form.errors[f"only:{key}"] = f"tick at least one operation of {key} for its \"only when\" rows"
+    return events
+
+
+def _with_rows(item: SubscriptionItem, index: int, form: IntegrationForm,
+               kinds: Mapping[str, Kinds]) -> SubscriptionItem:
+    """``item`` (the ``index``-th subscription) with its entity's rows as its condition, if it has any."""
+    key = _key_of(item)
+    rows = form.conditions.get(key)
+    if rows is None:
+        return item
+    try:
+        when = rows_condition(rows, kinds.get(key, {}))
+    except RowsError as exc:
+        form.errors[f"only:{key}"] = str(exc)
+        return item
+    if when is None:
+        return item
+    form.origins[index] = (key, [i for i, row in enumerate(rows.rows) if not row.blank()])
+    return {"subscription": item, "when": when}
+
+
+_PLACE = re.compile(r"^events\[(\d+)\]\.when(?:\.(?:all_of|any_of)\[(\d+)\])?")
+
+
+def place_error(form: IntegrationForm) -> None:
+    """Show an error about a condition the rows made next to those rows (the checks' own words)."""
+    found = _PLACE.match(form.errors.get("events", ""))
+    if found is None or int(found[1]) not in form.origins:
+        return
+    key, filled = form.origins[int(found[1])]
+    form.errors[f"only:{key}"] = form.errors.pop("events")
+    part = int(found[2]) if found[2] else 0
+    if part < len(filled):
+        form.error_rows[key] = filled[part]

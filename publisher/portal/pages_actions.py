@@ -12,7 +12,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from publisher.errors import NotFound
+from publisher.portal.as_if import parse_as_if, verdict
 from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
+from publisher.portal.pages_conditions import kinds_of, shapes_of
 from publisher.portal.render import page
 from publisher.sample import send_sample
 from publisher.store.rows import SecretPeriod
@@ -23,15 +25,24 @@ router = APIRouter(prefix="/portal/o/{organization_id}/integrations/{integration
 
 @router.post("/sample")
 async def sample(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
-                 entity_key: str = Form(max_length=200), operation: str = Form("created")) -> Response:
-    await store_of(request).integration_of(granted.organization_id, integration_id)
+                 entity_key: str = Form(max_length=200), operation: str = Form("created"),
+                 as_if_new: str = Form("", max_length=2000), as_if_old: str = Form("", max_length=2000)) -> Response:
+    """A sample, "as if" the new and old rows had the values typed; says whether the integration would receive it."""
+    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
     entity = next((e for e in request.app.state.settings.entities if e.entity_key == entity_key), None)
     if entity is None:
         raise NotFound(f"entity key {entity_key!r} is not in this deployment's catalogue")
     if operation not in ("created", "updated", "deleted"):
         raise PortalDenied(422, f"unknown operation {operation!r}; use created, updated or deleted")
-    result = await send_sample(store_of(request), request.app.state.sender, integration_id, entity, operation)
-    return page(request, "fragments/sample_result.html", result=result)
+    kinds = kinds_of(await shapes_of(request)).get(entity_key, {})
+    try:
+        new, old = parse_as_if(as_if_new, kinds, "new"), parse_as_if(as_if_old, kinds, "old")
+        result = await send_sample(store_of(request), request.app.state.sender, integration_id, entity, operation,
+                                   new=new, old=old)
+    except ValueError as exc:
+        raise PortalDenied(422, str(exc)) from exc
+    return page(request, "fragments/sample_result.html", result=result,
+                verdict=verdict(integration, entity_key, operation, result.subscribed))
 
 
 def _secrets(request: Request, granted: Scope, integration_id: int, secrets: list[str],

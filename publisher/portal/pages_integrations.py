@@ -18,7 +18,9 @@ from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
 from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
 from publisher.portal.auth import Scope, can_manage, scope, store_of
-from publisher.portal.forms import IntegrationForm, form_of, read_form
+from publisher.portal.condition_rows import EntityRows
+from publisher.portal.forms import IntegrationForm, form_of, place_error, read_form
+from publisher.portal.pages_conditions import kinds_of, properties_of, shapes_of
 from publisher.portal.render import page
 from publisher.ssrf import DestinationRefused
 from publisher.store import Integration
@@ -77,7 +79,8 @@ async def _edit(request: Request, granted: Scope, form: IntegrationForm, integra
     jobs = await store_of(request).replay_jobs(granted.organization_id, integration.id, limit=3) if integration else []
     return page(request, "integration_edit.html", status, scope=granted, form=form, integration=integration,
                 entity_keys=entity_keys(request), operations=("created", "updated", "deleted"),
-                raw=raw_json(integration) if integration else None, jobs=jobs)
+                raw=raw_json(integration) if integration else None, jobs=jobs,
+                entity_properties=properties_of(await shapes_of(request)), no_rows=EntityRows())
 
 
 @router.get("/integrations/new")
@@ -95,6 +98,7 @@ async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn 
                                         settings.source.dsn if settings.source is not None else None)
         except SubscriptionError as exc:
             form.errors["events"] = str(exc)
+            place_error(form)  # a condition the rows made: shown next to them
         try:
             await request.app.state.sender.policy.check_destination(body.url)
         except DestinationRefused as exc:
@@ -104,7 +108,7 @@ async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn 
 
 @router.post("/integrations")
 async def create_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
-    form, body = read_form(await request.form())
+    form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, None, 422)
     store, org = store_of(request), granted.organization_id
@@ -136,7 +140,7 @@ async def preview(request: Request, granted: Scope = Depends(scope),
     """The RAW JSON box, refreshed as the form changes: the API's view of the typed values, or their errors."""
     saved = await store_of(request).integration_of(granted.organization_id, int(integration_id)) \
         if integration_id else None
-    form, body = read_form(await request.form())
+    form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if body is None or form.errors:
         return Response(orjson.dumps({"errors": form.errors}, option=orjson.OPT_INDENT_2), media_type="text/plain")
     return Response(preview_json(body, saved), media_type="text/plain")
@@ -145,7 +149,8 @@ async def preview(request: Request, granted: Scope = Depends(scope),
 @router.get("/integrations/{integration_id}")
 async def edit_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
     integration = await store_of(request).integration_of(granted.organization_id, integration_id)
-    return await _edit(request, granted, form_of(integration, entity_keys(request)), integration)
+    form = form_of(integration, entity_keys(request), kinds_of(await shapes_of(request)))
+    return await _edit(request, granted, form, integration)
 
 
 @router.post("/integrations/{integration_id}")
@@ -153,7 +158,7 @@ async def save_integration(request: Request, integration_id: int,
                            granted: Scope = Depends(can_manage)) -> Response:
     store, org = store_of(request), granted.organization_id
     integration = await store.integration_of(org, integration_id)
-    form, body = read_form(await request.form())
+    form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, integration, 422)
     changes = body.model_dump()

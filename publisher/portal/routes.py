@@ -18,6 +18,7 @@ from publisher.portal import (
     pages_actions,
     pages_backfills,
     pages_catalogue,
+    pages_conditions,
     pages_integrations,
     pages_jobs,
     pages_session,
@@ -25,8 +26,9 @@ from publisher.portal import (
 from publisher.portal.auth import PortalDenied, SignInNeeded
 from publisher.portal.render import PortalHeaders, is_fragment, page
 
-ROUTERS = (pages_session.router, pages_integrations.router, pages_actions.router, pages_jobs.router,
-           pages_catalogue.router, pages_backfills.router)
+# pages_conditions before pages_integrations: /integrations/only-when is not an integration id.
+ROUTERS = (pages_session.router, pages_conditions.router, pages_integrations.router, pages_actions.router,
+           pages_jobs.router, pages_catalogue.router, pages_backfills.router)
 STATIC = Path(__file__).parent / "static"
 
 
