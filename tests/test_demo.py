@@ -13,7 +13,7 @@ from tests.test_stack import wait_until_gone
 
 def test_demo_shows_verified_webhooks_and_cleans_up(server_dir: Path) -> None:
     directory = server_dir / "demo"
-    done = subprocess.run([sys.executable, "-m", "walhook", "demo", "--seconds", "20", "--dir", str(directory)],
+    done = subprocess.run([sys.executable, "-m", "walhook", "demo", "--seconds", "12", "--dir", str(directory)],
                           capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout + done.stderr
     verified = [line for line in done.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d  verified ", line)]

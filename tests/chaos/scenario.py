@@ -29,7 +29,7 @@ from tests.chaos.workload import Plan, Record, Writer, entities_config, schema
 from tests.support import write_config
 from walhook.demo import wait_for_publisher, wait_for_streaming
 
-DEFAULT_CHANGES = 2_000
+DEFAULT_CHANGES = 1_500
 STEADY = [Subscriber("acme-shop", "acme", ("shop/*:*",)),
           Subscriber("acme-notes", "acme", ("docs/notes:created,updated",)), Subscriber("globex-all", "globex", ("*",)),
           Subscriber("globex-orders", "globex", ("shop/orders:*", "docs/notes:deleted"))]

@@ -1,6 +1,6 @@
 """Chaos scenarios on the real stack: each breaks something on purpose and the ledger must balance.
 
-Every scenario writes ``WALHOOK_CHAOS_CHANGES`` committed changes (default 2,000) and asserts
+Every scenario writes ``WALHOOK_CHAOS_CHANGES`` committed changes (default 1,500) and asserts
 lost = 0, out of order = 0, nothing phantom, one webhook-id per (event, integration) and every
 request verified. The short scenarios (``make test``) combine several faults each; with
 ``WALHOOK_CHAOS_FULL=1`` (``make chaos``) every fault also runs as a scenario of its own, repeated.
