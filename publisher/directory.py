@@ -6,6 +6,11 @@ store (``updated_at``, and secrets whose rotation overlap ended) every ``refresh
 bound on how soon a change made through the API or the CLI takes effect here - and everything
 once a minute. A disable decided here (a receiver's 410) takes effect here at
 once, and in the store.
+
+Live events are routed among the organization's integrations subscribed to the event's entity
+key and operation only (``subscribed_to``), remembered per key and operation until one of the
+organization's integrations changes: with many integrations each on its own key, looking at
+every one of them for every event was most of routing's cost.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ Listener = Callable[[Integration | None, Integration | None], None]
 # but committed after our last look is still seen.
 _OVERLAP = timedelta(seconds=30)
 FULL_RELOAD_SECONDS = 60.0
+_KEYS_KEPT = 1024  # (entity key, operation) pairs remembered per organization; keys come from records
 
 
 class IntegrationDirectory:
@@ -39,6 +45,7 @@ class IntegrationDirectory:
         self._by_id: dict[int, Integration] = {}
         self._of: dict[str, dict[int, Integration]] = {}
         self._enabled_of: dict[str, list[Integration]] = {}
+        self._subscribed: dict[str, dict[tuple[str, str], list[Integration]]] = {}
         self._listeners: list[Listener] = []
         self._seen: datetime | None = None
 
@@ -51,6 +58,19 @@ class IntegrationDirectory:
     def enabled_of(self, organization_id: str) -> list[Integration]:
         """The organization's enabled integrations: the candidates for its live events."""
         return self._enabled_of.get(organization_id, [])
+
+    def subscribed_to(self, organization_id: str, entity_key: str, operation: str) -> list[Integration]:
+        """The enabled integrations of ``enabled_of``, in its order, with a subscription covering the entity key
+        and operation (conditions aside): the only ones that can receive, or filter out, such an event."""
+        known = self._subscribed.setdefault(organization_id, {})
+        found = known.get((entity_key, operation))
+        if found is None:
+            if len(known) >= _KEYS_KEPT:
+                known.clear()
+            found = known[(entity_key, operation)] = [
+                integration for integration in self.enabled_of(organization_id)
+                if any(s.covers(entity_key, operation) for s in integration.subscriptions)]
+        return found
 
     def enabled_count(self) -> int:
         return sum(len(integrations) for integrations in self._enabled_of.values())
@@ -105,6 +125,8 @@ class IntegrationDirectory:
         self._put(current, replace(current, enabled=False, disabled_reason=reason or current.disabled_reason))
 
     def _put(self, before: Integration | None, after: Integration | None) -> None:
+        for changed in {i.organization_id for i in (before, after) if i is not None}:
+            self._subscribed.pop(changed, None)  # the organization's candidates are worked out again
         if before is not None:
             self._by_id.pop(before.id, None)
             self._of.get(before.organization_id, {}).pop(before.id, None)

@@ -212,7 +212,10 @@ class Publisher:
         if event.organization_id is None:
             self._unrouted.note(event)
             return []
-        routed = route(self.directory.enabled_of(event.organization_id), event)
+        # A backfill's rows for one integration go by its key alone (any operation): it looks at them all.
+        candidates = self.directory.enabled_of(event.organization_id) if event.target_integration is not None \
+            else self.directory.subscribed_to(event.organization_id, event.entity_key, event.operation)
+        routed = route(candidates, event)
         filtered.update(integration.id for integration in routed.filtered)
         return [delivery_of(integration, event, record.value or b"", record.partition, record.offset)
                 for integration in routed.recipients]
