@@ -62,13 +62,16 @@ class IntegrationDirectory:
     def subscribed_to(self, organization_id: str, entity_key: str, operation: str) -> list[Integration]:
         """The enabled integrations of ``enabled_of``, in its order, with a subscription covering the entity key
         and operation (conditions aside): the only ones that can receive, or filter out, such an event."""
+        enabled = self.enabled_of(organization_id)
+        if not enabled:  # nothing kept for organizations the records name but the store does not have
+            return enabled
         known = self._subscribed.setdefault(organization_id, {})
         found = known.get((entity_key, operation))
         if found is None:
             if len(known) >= _KEYS_KEPT:
                 known.clear()
             found = known[(entity_key, operation)] = [
-                integration for integration in self.enabled_of(organization_id)
+                integration for integration in enabled
                 if any(s.covers(entity_key, operation) for s in integration.subscriptions)]
         return found
 
