@@ -35,7 +35,7 @@ bootstrap_servers = "{bootstrap_servers}"
 topic = "{topic}"
 consumer_group = "{topic}.publisher"
 partitions = 4
-linger_ms = 1          # a commit waits at most 1 ms for company in its producer batch
+linger_ms = 20         # a commit waits at most 20 ms for company: the bundled broker slows with every batch
 fetch_max_wait_ms = 5  # the publisher's fetch returns within 5 ms when nothing new arrived
 
 [store]
