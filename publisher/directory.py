@@ -10,7 +10,9 @@ once, and in the store.
 Live events are routed among the organization's integrations subscribed to the event's entity
 key and operation only (``subscribed_to``), remembered per key and operation until one of the
 organization's integrations changes: with many integrations each on its own key, looking at
-every one of them for every event was most of routing's cost.
+every one of them for every event was most of routing's cost. Each such list is kept with its
+index by the values the integrations' conditions require (``publisher.candidates``), built and
+dropped together with it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from publisher.candidates import Candidates, candidates_for
 from publisher.errors import StoreError
 from publisher.store import Integration, Store
 
@@ -45,7 +48,7 @@ class IntegrationDirectory:
         self._by_id: dict[int, Integration] = {}
         self._of: dict[str, dict[int, Integration]] = {}
         self._enabled_of: dict[str, list[Integration]] = {}
-        self._subscribed: dict[str, dict[tuple[str, str], list[Integration]]] = {}
+        self._subscribed: dict[str, dict[tuple[str, str], Candidates]] = {}
         self._listeners: list[Listener] = []
         self._seen: datetime | None = None
 
@@ -62,17 +65,19 @@ class IntegrationDirectory:
     def subscribed_to(self, organization_id: str, entity_key: str, operation: str) -> list[Integration]:
         """The enabled integrations of ``enabled_of``, in its order, with a subscription covering the entity key
         and operation (conditions aside): the only ones that can receive, or filter out, such an event."""
+        return self.candidates(organization_id, entity_key, operation).integrations
+
+    def candidates(self, organization_id: str, entity_key: str, operation: str) -> Candidates:
+        """``subscribed_to``'s integrations with their index by required value, for ``route_candidates``."""
         enabled = self.enabled_of(organization_id)
         if not enabled:  # nothing kept for organizations the records name but the store does not have
-            return enabled
+            return Candidates(entity_key, operation, [])
         known = self._subscribed.setdefault(organization_id, {})
         found = known.get((entity_key, operation))
         if found is None:
             if len(known) >= _KEYS_KEPT:
                 known.clear()
-            found = known[(entity_key, operation)] = [
-                integration for integration in enabled
-                if any(s.covers(entity_key, operation) for s in integration.subscriptions)]
+            found = known[(entity_key, operation)] = candidates_for(enabled, entity_key, operation)
         return found
 
     def enabled_count(self) -> int:

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
+from publisher.candidates import route_candidates
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.directory import IntegrationDirectory
 from publisher.dispatch import Dispatcher
@@ -213,9 +214,11 @@ class Publisher:
             self._unrouted.note(event)
             return []
         # A backfill's rows for one integration go by its key alone (any operation): it looks at them all.
-        candidates = self.directory.enabled_of(event.organization_id) if event.target_integration is not None \
-            else self.directory.subscribed_to(event.organization_id, event.entity_key, event.operation)
-        routed = route(candidates, event)
+        if event.target_integration is not None:
+            routed = route(self.directory.enabled_of(event.organization_id), event)
+        else:  # the candidates subscribed to its key and operation, pruned by the values their conditions require
+            routed = route_candidates(self.directory.candidates(event.organization_id, event.entity_key,
+                                                                event.operation), event)
         filtered.update(integration.id for integration in routed.filtered)
         return [delivery_of(integration, event, record.value or b"", record.partition, record.offset)
                 for integration in routed.recipients]

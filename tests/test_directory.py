@@ -7,6 +7,7 @@ import asyncio
 
 import orjson
 
+from publisher.candidates import route_candidates
 from publisher.directory import IntegrationDirectory
 from publisher.routing import parse_event, route
 from publisher.store import Store
@@ -38,6 +39,7 @@ async def test_candidates_are_the_subscribed_integrations_and_route_as_all_of_th
             fields = parse_event(orjson.dumps(event(seq + 1, seq=seq)))
             narrow = route(directory.subscribed_to("acme", "docs", "updated"), fields)
             assert narrow == route(directory.enabled_of("acme"), fields)
+            assert route_candidates(directory.candidates("acme", "docs", "updated"), fields) == narrow  # the index
             assert ids_of(narrow.filtered) == ([conditioned] if seq == 0 else [])
 
 

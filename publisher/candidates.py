@@ -1,0 +1,117 @@
+"""The candidates for one (entity key, operation), indexed by the value their conditions require.
+
+With many integrations subscribed to the same entity key, each picking its own events with an
+equality (``{"property": "workspaceId", "equals": "ws7"}``), evaluating every one's conditions on
+every event made routing linear in their number. So the candidates whose only covering
+subscription requires the new row to carry a property equal to one of a few values are kept in an
+index ``{property: {value: positions}}``: an event's value is looked up once per distinct
+property, the integrations found there (and those the index knows nothing of) are evaluated as
+``routing.route`` would, and the others are filtered out without evaluating anything (they cover
+the key and operation and their condition cannot hold). The index only prunes: the result is
+``route``'s, in the candidates' order (tests/test_candidates.py checks it against ``route``).
+
+Only values whose equality under ``conditions.same`` is a plain hash lookup are indexed: strings,
+and integers that are not booleans (a number equals a number, ``1`` equals ``1.0``, whose hashes
+agree; ``true`` never equals ``1``). Floats, booleans and anything under ``any_of`` stay evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from publisher.conditions import AllOf, Condition, Value
+from publisher.matching import subscribed
+from publisher.routing import EventFields, Routed, route
+from publisher.store.rows import Integration
+
+Indexed = str | int
+Requirement = tuple[str, tuple[Indexed, ...]]
+_MISSING = object()
+
+
+def required_equality(condition: Condition) -> Requirement | None:
+    """``(property, values)``: ``condition`` holds only when the new row carries ``property`` equal to one of
+    ``values`` (an ``equals`` or ``in`` on the new row, alone or a part of ``all_of``, never under ``any_of``),
+    every value a string or a non-boolean integer. None: no such requirement is known."""
+    if isinstance(condition, Value):
+        if condition.old_row or condition.operator not in ("equals", "in"):
+            return None
+        if all(type(value) is str or type(value) is int for value in condition.values):
+            return condition.property, condition.values
+        return None
+    if isinstance(condition, AllOf):
+        for part in condition.parts:
+            found = required_equality(part)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """The integrations subscribed to ``entity_key`` and ``operation`` (conditions aside), in order, and their index."""
+
+    entity_key: str
+    operation: str
+    integrations: list[Integration]
+    always: list[bool] = field(default_factory=list)  # per position: evaluated on every event
+    index: dict[str, dict[Indexed, list[int]]] = field(default_factory=dict)  # property -> value -> positions
+
+
+def candidates_for(enabled: Iterable[Integration], entity_key: str, operation: str) -> Candidates:
+    """The ``enabled`` integrations with a subscription covering the key and operation, indexed."""
+    integrations = [integration for integration in enabled
+                    if any(s.covers(entity_key, operation) for s in integration.subscriptions)]
+    found = Candidates(entity_key, operation, integrations)
+    for position, integration in enumerate(integrations):
+        required = _requirement(integration, entity_key, operation)
+        found.always.append(required is None)
+        if required is not None:
+            by_value = found.index.setdefault(required[0], {})
+            for value in dict.fromkeys(required[1]):  # an ``in`` naming a value twice: one entry
+                by_value.setdefault(value, []).append(position)
+    return found
+
+
+def _requirement(integration: Integration, entity_key: str, operation: str) -> Requirement | None:
+    """Only with exactly one covering subscription: with two, the other one may hold."""
+    covering = [s for s in integration.subscriptions if s.covers(entity_key, operation)]
+    if len(covering) != 1 or covering[0].condition is None:
+        return None
+    return required_equality(covering[0].condition)
+
+
+def route_candidates(candidates: Candidates, event: EventFields) -> Routed:
+    """``route(candidates.integrations, event)``, evaluating only the integrations the index cannot rule out."""
+    if not candidates.index or event.target_integration is not None or (
+            event.entity_key, event.operation) != (candidates.entity_key, candidates.operation):
+        return route(candidates.integrations, event)
+    evaluate = _to_evaluate(candidates, event.change.new)
+    found: Routed = Routed([], [])
+    organization, environment, change = event.organization_id, event.environment, event.change
+    for integration, evaluated in zip(candidates.integrations, evaluate, strict=True):  # route's rules, in its order
+        if integration.organization_id != organization or integration.environment not in (None, environment):
+            continue
+        if not evaluated:
+            found.filtered.append(integration)
+            continue
+        verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, change)
+        if verdict is not None:
+            (found.recipients if verdict else found.filtered).append(integration)
+    return found
+
+
+def _to_evaluate(candidates: Candidates, new: Any) -> list[bool]:
+    """Per position: the ones evaluated always, and the indexed ones whose value the new row carries."""
+    evaluate = candidates.always.copy()
+    if new is None:  # no new row (a delete): no equality on it can hold
+        return evaluate
+    for name, by_value in candidates.index.items():
+        value = new.get(name, _MISSING)
+        # Booleans never equal an indexed value under ``same`` (True == 1 in Python); unhashables never do.
+        if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+            for position in by_value.get(value, ()):
+                evaluate[position] = True
+    return evaluate
