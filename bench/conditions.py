@@ -100,7 +100,8 @@ def routing_us(workload: Workload, events: int = 5000) -> dict[str, float]:
                                       ("with_unindexed", with_condition, False)):
         enabled = [Integration(n, ORGANIZATION, f"i{n}", f"http://127.0.0.1:9/i{n}", parse_items(subscriptions(n)),
                                []) for n in range(workload.integrations)]
-        best, kept = float("inf"), {} if live else None
+        best = float("inf")
+        kept: dict[tuple[str, str], Candidates] | None = {} if live else None
         for _ in range(3):
             started = time.process_time()
             delivered = sum(len(_routed(enabled, parse_event(body), kept).recipients) for body in bodies)

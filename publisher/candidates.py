@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from publisher.conditions import AllOf, Condition, Value
 from publisher.matching import subscribed
@@ -27,6 +27,7 @@ from publisher.routing import EventFields, Routed, route
 from publisher.store.rows import Integration
 
 Indexed = str | int
+Looked = str | int | float  # an event's float looks up the integer it equals (equal numbers hash alike)
 Requirement = tuple[str, tuple[Indexed, ...]]
 _MISSING = object()
 
@@ -39,7 +40,7 @@ def required_equality(condition: Condition) -> Requirement | None:
         if condition.old_row or condition.operator not in ("equals", "in"):
             return None
         if all(type(value) is str or type(value) is int for value in condition.values):
-            return condition.property, condition.values
+            return condition.property, cast(tuple[Indexed, ...], condition.values)  # checked just above
         return None
     if isinstance(condition, AllOf):
         for part in condition.parts:
@@ -57,7 +58,7 @@ class Candidates:
     operation: str
     integrations: list[Integration]
     always: list[bool] = field(default_factory=list)  # per position: evaluated on every event
-    index: dict[str, dict[Indexed, list[int]]] = field(default_factory=dict)  # property -> value -> positions
+    index: dict[str, dict[Looked, list[int]]] = field(default_factory=dict)  # property -> value -> positions
 
 
 def candidates_for(enabled: Iterable[Integration], entity_key: str, operation: str) -> Candidates:
