@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from publisher.conditions import AllOf, Condition, Value
-from publisher.matching import subscribed
 from publisher.routing import EventFields, Routed, route
 from publisher.store.rows import Integration
 
@@ -89,19 +88,7 @@ def route_candidates(candidates: Candidates, event: EventFields) -> Routed:
     if not candidates.index or event.target_integration is not None or (
             event.entity_key, event.operation) != (candidates.entity_key, candidates.operation):
         return route(candidates.integrations, event)
-    evaluate = _to_evaluate(candidates, event.change.new)
-    found: Routed = Routed([], [])
-    organization, environment, change = event.organization_id, event.environment, event.change
-    for integration, evaluated in zip(candidates.integrations, evaluate, strict=True):  # route's rules, in its order
-        if integration.organization_id != organization or integration.environment not in (None, environment):
-            continue
-        if not evaluated:
-            found.filtered.append(integration)
-            continue
-        verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, change)
-        if verdict is not None:
-            (found.recipients if verdict else found.filtered).append(integration)
-    return found
+    return route(candidates.integrations, event, _to_evaluate(candidates, event.change.new))
 
 
 def _to_evaluate(candidates: Candidates, new: Any) -> list[bool]:

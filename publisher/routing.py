@@ -167,16 +167,24 @@ class Routed:
     filtered: list[Integration]
 
 
-def route(candidates: Iterable[Integration], event: EventFields) -> Routed:
-    """The candidates that receive ``event``, and those whose conditions filtered it out (no delivery)."""
+def route(candidates: Iterable[Integration], event: EventFields, can_hold: Sequence[bool] | None = None) -> Routed:
+    """The candidates that receive ``event``, and those whose conditions filtered it out (no delivery).
+
+    ``can_hold``, when given, says per candidate whether its conditions can hold for this event at all
+    (``publisher.candidates`` knows from the value they require): one that cannot, and that subscribed to
+    the event's key and operation, is filtered out without evaluating them.
+    """
     found: Routed = Routed([], [])
     organization, environment = event.organization_id, event.environment
-    for integration in candidates:  # the hot path: _verdict inlined, once per candidate and event
+    for position, integration in enumerate(candidates):  # the hot path: _verdict inlined, once per candidate
         if integration.organization_id != organization or integration.environment not in (None, environment):
             continue
         if event.target_integration is not None:
             if _targeted(integration, event):
                 found.recipients.append(integration)
+            continue
+        if can_hold is not None and not can_hold[position]:
+            found.filtered.append(integration)
             continue
         verdict = subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
         if verdict is not None:
