@@ -27,6 +27,7 @@ never equals ``true`` nor ``"1"``). The rules for what is not there:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,7 @@ class Compared:
 Test = Callable[[Change], bool]
 
 
-class Condition:
+class Condition(ABC):
     """A compiled condition: ``test`` (and ``holds``) is a pure function of the event's :class:`Change`.
 
     Each node builds its ``test`` once, as closures over what it compares (``publisher.evaluation``),
@@ -96,12 +97,13 @@ class Condition:
     def holds(self, change: Change) -> bool:
         return self.test(change)
 
+    @abstractmethod
     def compared(self) -> Iterator[Compared]:
         """Every property this condition reads, with the values it compares it to."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _build(self) -> Test:
-        raise NotImplementedError
+        """The node's test, built once from what it compares."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", self._build())
