@@ -23,7 +23,10 @@ log = logging.getLogger("walhook.publisher")
 
 
 async def committed_positions(kafka: KafkaSettings | None) -> dict[int, int] | None:
-    """The consumer group's committed offset per partition of the events topic; None when unknown.
+    """Where the consumer group stands in every partition of the events topic; None when unknown.
+
+    A partition the group never committed in stands at its first record: the publishers read
+    such a partition from the earliest offset, so none of its records has been consumed yet.
 
     Asked through a consumer of the group that joins nothing (no rebalance): the bundled broker
     drops the connection on the admin client's offset fetch, and a consumer's works on both.
@@ -34,11 +37,12 @@ async def committed_positions(kafka: KafkaSettings | None) -> dict[int, int] | N
                                 enable_auto_commit=False)
     try:
         await consumer.start()
+        partitions = await partitions_of(consumer, kafka.topic)
+        first = await consumer.beginning_offsets(partitions)
         positions = {}
-        for partition in await partitions_of(consumer, kafka.topic):
+        for partition in partitions:
             offset = await consumer.committed(partition)
-            if offset is not None and offset >= 0:
-                positions[partition.partition] = offset
+            positions[partition.partition] = offset if offset is not None and offset >= 0 else first[partition]
         return positions
     except (KafkaError, OSError, PublisherError) as exc:
         log.warning("cannot read the consumer group's offsets (the catch-up will start from the time instead): "

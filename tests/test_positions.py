@@ -18,3 +18,14 @@ async def test_the_group_s_committed_offsets_are_read(servers: Servers, database
         await asyncio.sleep(1.0)  # the committer has sent the last offsets
         positions = await committed_positions(publisher.kafka)
     assert positions is not None and sum(positions.values()) == 7  # one record per batch: offsets count records
+
+
+async def test_a_partition_the_group_never_committed_in_stands_at_its_first_record(
+        servers: Servers, database: str, topic: str) -> None:
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _), \
+            publishing(servers, topic, store) as publisher:
+        await produce(servers, topic, [event(1, entity="docs/1")])  # one record: one of the two partitions
+        await until(lambda: len(receiver.verified()) == 1)
+        await asyncio.sleep(1.0)
+        positions = await committed_positions(publisher.kafka)
+    assert positions is not None and sorted(positions.values()) == [0, 1]

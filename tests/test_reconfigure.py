@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from models.settings import KafkaSettings
 from publisher.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
@@ -158,6 +159,15 @@ async def test_enable_without_replay_skips_the_gap(servers: Servers, database: s
     assert [h.event["eventId"] for h in receiver.hits] == [event(2)["eventId"]]
 
 
+async def until_consumed(kafka: KafkaSettings, records: int) -> None:
+    """Wait until the group has committed past ``records`` records (one record per batch here)."""
+    for _ in range(100):
+        if sum((await committed_positions(kafka) or {}).values()) >= records:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"the publishers did not consume {records} records")
+
+
 async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_lagged(
         servers: Servers, database: str, topic: str) -> None:
     """Changes written before the disable but consumed after it (the consumers lagged) are not skipped."""
@@ -171,7 +181,7 @@ async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_la
         await asyncio.sleep(1.0)
         await store.set_enabled(ids["hook"], False, "paused", await committed_positions(kafka))
         async with publishing(servers, topic, store, integrations_cache_seconds=0.2):
-            await asyncio.sleep(2.0)  # consumed now, while disabled: nothing recorded
+            await until_consumed(kafka, 11)  # consumed now, while disabled: nothing recorded
             assert len(receiver.hits) == 1
             await store.enable("acme", ids["hook"])
             await until(lambda: len(receiver.verified()) == 11, timeout=30)
