@@ -1,7 +1,10 @@
 """Tenant fairness on the real stack: a hostile organization with slow integrations and a large backlog
 cannot hold back another organization's retries, redeliveries or replays.
 
-The stated bound: with the hostile load below, each of the victim's actions goes out within 5 s.
+The stated bound: with the hostile load below, each of the victim's actions goes out within 10 s.
+Starving the victim would mean waiting for the hostile backlog to drain: 200 events to each of six
+integrations at one request per 10 s is over half an hour, so the bound leaves room for a loaded
+machine and still tells fair from starved by a factor of a hundred.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
 from tests.test_delivery import event, produce, publishing, until
 
-BOUND_SECONDS = 5.0
+BOUND_SECONDS = 10.0
 HOSTILE_INTEGRATIONS = 6
 
 

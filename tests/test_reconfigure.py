@@ -105,13 +105,24 @@ async def test_a_receiver_back_after_an_outage_gets_its_waiting_retries_at_once(
             publishing(servers, topic, store, retry_delays=[0, 60, 60], integrations_cache_seconds=0.2):
         await produce(servers, topic, [event(n, entity=f"docs/{n}") for n in range(1, 4)])
         await until(lambda: len(receiver.hits) == 3)
+        await until_all_wait(store, 3)  # the failures are recorded: the three wait a minute
         healthy["yes"] = True
         back = datetime.now(UTC)
         await produce(servers, topic, [event(9, entity="docs/9")])  # a new event succeeds...
-        await until(lambda: len(receiver.verified()) == 7, timeout=15)  # ...and the three retries follow at once
+        await until(lambda: len(receiver.verified()) == 7, timeout=45)  # ...and the three retries follow at once
         caught_up = datetime.now(UTC)
-    assert (caught_up - back).total_seconds() < 10
+    assert (caught_up - back).total_seconds() < 40  # well before the minute they were waiting for
     assert {h.webhook_id for h in receiver.hits[4:]} == {h.webhook_id for h in receiver.hits[:3]}
+
+
+async def until_all_wait(store: Store, deliveries: int) -> None:
+    """Wait until ``deliveries`` pending deliveries have their next attempt 30 s or more away."""
+    for _ in range(100):
+        later = datetime.now(UTC) + timedelta(seconds=30)
+        if sum(1 for d in await store.deliveries() if d.status == "pending" and d.next_attempt_at > later) >= deliveries:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{deliveries} deliveries never waited for their next attempt")
 
 
 async def test_enabling_replays_what_happened_while_disabled_and_nothing_overtakes_it(
