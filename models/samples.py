@@ -30,7 +30,11 @@ from models.events import ChangeEvent, camel_case, iso_utc
 from models.settings import EntitySettings, template_columns
 
 SAMPLE_OPERATIONS: tuple[str, ...] = ("created", "updated", "deleted")
-"""The operations an integration can subscribe to, in the order a dropdown lists them."""
+"""The three changes, in the order a dropdown lists them: what a subscription's ``*`` means."""
+
+EVENT_OPERATIONS: tuple[str, ...] = (*SAMPLE_OPERATIONS, "read")
+"""Every operation an integration can subscribe to and get an example of: the changes, and
+``read`` - an existing row a backfill read (subscribed to by name only)."""
 
 FIRST_EXAMPLE_ID = 123
 EXAMPLE_TEXT = "example"
@@ -40,9 +44,9 @@ Row = dict[str, Any]
 
 
 def check_operation(operation: str) -> None:
-    """Raise ``ValueError`` unless ``operation`` is one of ``created``, ``updated``, ``deleted``."""
-    if operation not in SAMPLE_OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(SAMPLE_OPERATIONS)}")
+    """Raise ``ValueError`` unless ``operation`` is one of ``created``, ``updated``, ``deleted``, ``read``."""
+    if operation not in EVENT_OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(EVENT_OPERATIONS)}")
 
 
 def sample_event_id(operation: str) -> str:
@@ -54,8 +58,8 @@ def example_event(entity: EntitySettings, operation: str, organization_id: str =
                   now_us: int | None = None) -> dict[str, Any]:
     """A plausible ``operation`` event of ``entity``, as the JSON-ready dict a webhook body holds.
 
-    ``now_us`` (microseconds since the Unix epoch, default: now) is the event time; an updated
-    or deleted row was last written an hour before it. Raises ``ValueError`` for an unknown
+    ``now_us`` (microseconds since the Unix epoch, default: now) is the event time; an updated,
+    deleted or (by a backfill) read row was last written an hour before it. Raises ``ValueError`` for an unknown
     operation, or when ``entity_path`` names no column and ``entity_id`` is not set (such a
     mapping cannot produce events at all).
     """
@@ -65,6 +69,8 @@ def example_event(entity: EntitySettings, operation: str, organization_id: str =
         row = example_row(entity, organization_id, written_us=now_us)
         return _event(entity, operation, organization_id, now_us, row, _state(entity, row), None, None)
     before = example_row(entity, organization_id, written_us=now_us - _AN_HOUR_US)
+    if operation == "read":
+        return _event(entity, operation, organization_id, now_us, before, _state(entity, before), None, None)
     if operation == "deleted":
         return _event(entity, operation, organization_id, now_us, before, None, _state(entity, before), None)
     after, mask = _updated(entity, before, now_us)
@@ -109,12 +115,12 @@ def catalogue(entities: list[EntitySettings], organization_id: str = "org_exampl
               now_us: int | None = None) -> list[dict[str, Any]]:
     """Every subscribable event, for a "subscribed events" dropdown: one entry per configured entity.
 
-    Each entry is ``{"entityKey": ..., "operations": ["created", "updated", "deleted"],
+    Each entry is ``{"entityKey": ..., "operations": ["created", "updated", "deleted", "read"],
     "examples": {operation: example_event(...)}}``; all examples share one ``now_us``.
     """
     now_us = time.time_ns() // 1_000 if now_us is None else now_us
-    return [{"entityKey": entity.entity_key, "operations": list(SAMPLE_OPERATIONS),
-             "examples": {op: example_event(entity, op, organization_id, now_us) for op in SAMPLE_OPERATIONS}}
+    return [{"entityKey": entity.entity_key, "operations": list(EVENT_OPERATIONS),
+             "examples": {op: example_event(entity, op, organization_id, now_us) for op in EVENT_OPERATIONS}}
             for entity in entities]
 
 

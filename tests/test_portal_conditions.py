@@ -276,8 +276,11 @@ def test_a_sample_as_if_says_whether_the_conditions_would_have_let_it_through(cl
         assert sample("updated", "status=dismissed", "status=review") == (
             "not matched: it subscribes to docs:updated, but its conditions filter this event out")
         assert sample("created", "status=approved", "") == "not matched: it does not subscribe to docs:created"
-    assert len(receiver.received) == 3 and receiver.rejected == []  # sent either way, each verified
-    first, second, _ = (hit.event for hit in receiver.received)
+        assert sample("read", "status=approved", "") == "not matched: it does not subscribe to docs:read"
+    assert len(receiver.received) == 4 and receiver.rejected == []  # sent either way, each verified
+    first, second, _, read = (hit.event for hit in receiver.received)
+    assert read["operationType"] == "read" and read["data"]["oldValue"] is None
+    assert read["data"]["value"]["properties"]["status"] == "approved" and read["data"]["updateMask"] is None
     assert first["data"]["value"]["properties"]["status"] == "approved"
     assert first["data"]["oldValue"]["properties"]["status"] == "review" and first["data"]["updateMask"] == ["status"]
     assert second["data"]["value"]["properties"]["status"] == "dismissed"

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.entities import EventBuilder, TransactionContext
+from cdc.entities import EventBuilder, TransactionContext, read_event, stamp_read
 from cdc.pgoutput import Column, Delete, Insert, Relation, Update
 from models.events import ChangeEvent, camel_case
-from models.samples import SAMPLE_OPERATIONS, catalogue, example_event, named_columns
+from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS, catalogue, example_event, named_columns
 from models.settings import EntitySettings
 from publisher.errors import NotFound
 from publisher.sample import SAMPLE_BODY_CAP, SampleResult, response_text, send_sample
@@ -190,12 +190,28 @@ def test_an_example_is_what_the_capture_side_builds_from_the_same_row(operation:
     assert {k: v for k, v in real.items() if k not in ignored} == {k: v for k, v in sample.items() if k not in ignored}
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_a_read_example_is_what_a_backfill_builds_from_the_same_row(style: str) -> None:
+    entity = comments(style)
+    sample = example_event(entity, "read", "acme", now_us=NOW_US)
+    row = unstyled(entity, sample["data"]["value"]["properties"])
+    builder = EventBuilder([entity])
+    builder.on_relation(relation_for(entity, row))
+    mapping = builder.mapping(1)
+    assert mapping is not None
+    real = read_event(mapping, mapping.decode_row(raw(row)))
+    stamp_read(real, TransactionContext(1, 0x10, NOW_US), "evt_1", 0)
+    ignored = {"eventId", "transaction"}
+    assert {k: v for k, v in real.items() if k not in ignored} == {k: v for k, v in sample.items() if k not in ignored}
+    assert sample["operationType"] == "read" and sample["data"]["oldValue"] is None and "read" in EVENT_OPERATIONS
+
+
 def test_catalogue_lists_every_entity_with_an_example_per_operation() -> None:
     docs = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs")
     entries = catalogue([COMMENTS, docs], "acme", now_us=NOW_US)
     assert [entry["entityKey"] for entry in entries] == ["flows/comments", "docs"]
     for entry, entity in zip(entries, [COMMENTS, docs], strict=True):
-        assert entry["operations"] == ["created", "updated", "deleted"]
+        assert entry["operations"] == ["created", "updated", "deleted", "read"]
         assert list(entry["examples"]) == entry["operations"]
         for operation, example in entry["examples"].items():
             assert example == example_event(entity, operation, "acme", now_us=NOW_US)

@@ -187,7 +187,7 @@ SampleValue = str | int | float | bool | None
 
 class SampleIn(_In):
     entity_key: str = Field(min_length=1, max_length=200)
-    operation: Literal["created", "updated", "deleted"] = "created"
+    operation: Literal["created", "updated", "deleted", "read"] = "created"
     new: dict[str, SampleValue] | None = Field(default=None, max_length=50, description="properties of the "
                                                "example's new row, e.g. {\"status\": \"approved\"}")
     old: dict[str, SampleValue] | None = Field(default=None, max_length=50, description="properties of the "

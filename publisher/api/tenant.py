@@ -179,7 +179,7 @@ async def list_deliveries(org: str = Depends(organization), store: Store = Depen
                               default=None, pattern="^(pending|succeeded|failed)$"),
                           entity_key: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
                           event_id: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]*$"),
-                          operation: str | None = Query(default=None, pattern="^(created|updated|deleted)$"),
+                          operation: str | None = Query(default=None, pattern="^(created|updated|deleted|read)$"),
                           entity_path: str | None = Query(default=None, max_length=2000, pattern=r"^[^\x00]*$"),
                           since: str | None = None, until: str | None = None,
                           cursor: int | None = Query(default=None, ge=1), limit: int = Query(default=50, ge=1, le=500)

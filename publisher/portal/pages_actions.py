@@ -11,6 +11,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from models.samples import EVENT_OPERATIONS
 from publisher.errors import NotFound
 from publisher.portal.as_if import parse_as_if, verdict
 from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
@@ -32,8 +33,8 @@ async def sample(request: Request, integration_id: int, granted: Scope = Depends
     entity = next((e for e in request.app.state.settings.entities if e.entity_key == entity_key), None)
     if entity is None:
         raise NotFound(f"entity key {entity_key!r} is not in this deployment's catalogue")
-    if operation not in ("created", "updated", "deleted"):
-        raise PortalDenied(422, f"unknown operation {operation!r}; use created, updated or deleted")
+    if operation not in EVENT_OPERATIONS:
+        raise PortalDenied(422, f"unknown operation {operation!r}; use one of {', '.join(EVENT_OPERATIONS)}")
     kinds = kinds_of(await shapes_of(request)).get(entity_key, {})
     try:
         new, old = parse_as_if(as_if_new, kinds, "new"), parse_as_if(as_if_old, kinds, "old")

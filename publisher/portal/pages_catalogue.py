@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from models.events import camel_case
-from models.samples import SAMPLE_OPERATIONS, example_event
+from models.samples import EVENT_OPERATIONS, example_event
 from models.settings import EntitySettings
 from publisher.portal.auth import Scope, scope
 from publisher.portal.render import page
@@ -70,6 +70,6 @@ async def catalogue(request: Request, granted: Scope = Depends(scope)) -> Respon
     entries = []
     for entity in settings.entities:
         found = await columns(settings.source.dsn, entity.table) if settings.source else []
-        entries.append({"entity": entity, "operations": SAMPLE_OPERATIONS, "properties": properties(entity, found),
+        entries.append({"entity": entity, "operations": EVENT_OPERATIONS, "properties": properties(entity, found),
                         "example": example_event(entity, "created", granted.organization_id)})
     return page(request, "catalogue.html", scope=granted, entries=entries)

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS
 from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
 from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
@@ -78,7 +79,7 @@ async def _edit(request: Request, granted: Scope, form: IntegrationForm, integra
                 status: int = 200) -> Response:
     jobs = await store_of(request).replay_jobs(granted.organization_id, integration.id, limit=3) if integration else []
     return page(request, "integration_edit.html", status, scope=granted, form=form, integration=integration,
-                entity_keys=entity_keys(request), operations=("created", "updated", "deleted"),
+                entity_keys=entity_keys(request), operations=SAMPLE_OPERATIONS, sample_operations=EVENT_OPERATIONS,
                 raw=raw_json(integration) if integration else None, jobs=jobs,
                 entity_properties=properties_of(await shapes_of(request)), no_rows=EntityRows())
 

@@ -34,7 +34,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 async def jobs(request: Request, granted: Scope = Depends(scope),
                status: str = Query("", pattern="^(|pending|succeeded|failed)$"),
                entity_key: str = Query("", max_length=200), operation: str = Query(
-                   "", pattern="^(|created|updated|deleted)$"), entity_path: str = Query("", max_length=2000),
+                   "", pattern="^(|created|updated|deleted|read)$"), entity_path: str = Query("", max_length=2000),
                integration_id: str = Query("", pattern=r"^\d{0,18}$"), since: str = Query("", max_length=40),
                until: str = Query("", max_length=40), cursor: int | None = Query(None, ge=1)) -> Response:
     store, org = store_of(request), granted.organization_id

@@ -214,7 +214,7 @@ def register(command: Command, group: Group) -> None:
     sample = command("send-sample", cmd_send_sample, "send a signed example event to one integration")
     sample.add_argument("--integration", type=int, required=True)
     sample.add_argument("--entity-key", required=True)
-    sample.add_argument("--operation", choices=["created", "updated", "deleted"], default="created")
+    sample.add_argument("--operation", choices=["created", "updated", "deleted", "read"], default="created")
     for option, row in (("--new", "new row"), ("--old", "old row")):
         sample.add_argument(option, action="append", default=[], metavar="NAME=VALUE",
                             help=f"set a property of the example's {row}, e.g. status=approved (repeatable)")
