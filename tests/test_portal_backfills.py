@@ -197,3 +197,15 @@ def test_a_view_only_session_follows_backfills_but_cannot_start_or_change_them(c
     assert refused.status_code == 403 and "recover" in refused.text
     assert client.post(f"/portal/o/acme/backfills/{job['id']}/cancel", data={"csrf": csrf}).status_code == 403
     assert len(client.get("/v1/backfills", headers=key).json()) == 1
+
+
+def test_a_poll_after_the_session_ended_sends_the_page_to_sign_in(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    assert client.get("/portal/o/acme/backfills", headers=HTMX).status_code == 200
+    client.post("/portal/logout", data={"csrf": csrf}, follow_redirects=False)
+    polled = client.get("/portal/o/acme/backfills", headers=HTMX, follow_redirects=False)
+    assert polled.status_code == 401 and polled.headers["hx-redirect"] == "/portal/login"  # no polling on with 401s
+    posted = client.post("/portal/o/acme/backfills", headers=HTMX, data={"csrf": csrf, "entity_key": "docs"},
+                         follow_redirects=False)
+    assert posted.status_code == 401 and "hx-redirect" not in posted.headers  # a form keeps what was typed

@@ -56,8 +56,14 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 async def _denied(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PortalDenied)
-    if isinstance(exc, SignInNeeded) and request.method == "GET" and not is_fragment(request):
-        return RedirectResponse("/portal/login", status_code=303)
+    if isinstance(exc, SignInNeeded) and request.method == "GET":
+        if not is_fragment(request):
+            return RedirectResponse("/portal/login", status_code=303)
+        # A fragment fetched on its own (a job's or backfill's progress, polled): the page
+        # goes to sign-in rather than polling on with 401s. A POST keeps its page and form.
+        response = error_page(request, exc.status, str(exc))
+        response.headers["HX-Redirect"] = "/portal/login"
+        return response
     return error_page(request, exc.status, str(exc))
 
 
