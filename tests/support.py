@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from walhook.stack import spawn
+from walhook.demo import wait_for_publisher, wait_for_streaming
+from walhook.stack import spawn, stop_process
 
 
 def write_config(path: Path, dsn: str, bootstrap_servers: str, topic: str, entities: str,
                  publisher: str = "retry_delays = [0, 0.2, 0.5]") -> Path:
-    publisher += '\nallowed_networks = ["127.0.0.1/32"]' if "allowed_networks" not in publisher else ""
     """A config file for one test: its own database, topic and consumer group."""
+    publisher += '\nallowed_networks = ["127.0.0.1/32"]' if "allowed_networks" not in publisher else ""
     path.write_text(f'''
 [source]
 dsn = "{dsn}"
@@ -40,6 +45,31 @@ plaintext_secrets = true
 def start_walhook(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     """``walhook COMMAND --config F`` as a real child process (killed if the test process dies)."""
     return spawn([sys.executable, "-m", "walhook", "--log-level", "INFO", command, "--config", str(config)], log)
+
+
+@contextlib.asynccontextmanager
+async def capture_and_publisher(config: Path, workdir: Path, database: str, bootstrap_servers: str,
+                                topic: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
+    """``walhook cdc`` and ``walhook publisher`` on ``config`` (logs in ``workdir``): entered once the
+    capture streams and the publisher's group (``TOPIC.publisher``) consumes; both stopped on exit."""
+    cdc = start_walhook("cdc", config, workdir / "cdc.log")
+    publisher = start_walhook("publisher", config, workdir / "publisher.log")
+    try:
+        await wait_for_streaming(database, "walhook", cdc)
+        await wait_for_publisher(bootstrap_servers, f"{topic}.publisher", publisher)
+        yield cdc, publisher
+    finally:
+        stop_process(cdc)
+        stop_process(publisher)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 50 ms; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 COMMENTS_ENTITY = '''

@@ -72,7 +72,8 @@ def test_the_settings_page_flow(client: TestClient) -> None:
     rotated = client.post(f"{path}/secret/rotate", json={"overlap_hours": 1}, headers=acme).json()["secrets"]
     assert rotated[1:] == [created.json()["secret"]]  # its own secret now, and the organization's for the overlap
     catalogue = client.get("/v1/catalogue", headers=acme).json()
-    assert catalogue[0]["entityKey"] == "docs" and set(catalogue[0]["examples"]) == {"created", "updated", "deleted", "read"}
+    assert catalogue[0]["entityKey"] == "docs"
+    assert set(catalogue[0]["examples"]) == {"created", "updated", "deleted", "read"}
     sample = client.post(f"{path}/sample", json={"entity_key": "docs", "operation": "updated"}, headers=acme).json()
     assert sample["status"] is None and "Connect" in (sample["error"] or "")  # nothing listens on port 9
     page = client.get("/v1/deliveries", headers=acme).json()

@@ -17,12 +17,9 @@ import psycopg
 
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.support import start_walhook, write_config
-from tests.test_end_to_end import wait_for
+from tests.support import capture_and_publisher, wait_for, write_config
 from tests.test_recovery import finished, scheduled_ids
-from walhook.demo import wait_for_publisher, wait_for_streaming
 from walhook.receiver import VerifyingReceiver
-from walhook.stack import stop_process
 
 PACKETS_ENTITY = '''
 [[entities]]
@@ -75,11 +72,7 @@ async def test_status_changed_to_approved_receives_exactly_those_updates_live_an
         receiver.secrets.update({"approvals": secret, "everything": secret})
         approvals_id = await store.add_integration("acme", receiver.url_for("approvals"), [APPROVED])
         await store.add_integration("acme", receiver.url_for("everything"), ["flows/packets:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
             approvals, versions = await asyncio.to_thread(workload, database, 12, 300, seed=17)
 
             def arrived(path: str) -> list[int]:
@@ -98,9 +91,6 @@ async def test_status_changed_to_approved_receives_exactly_those_updates_live_an
             job = await finished(store, (await store.create_replay_job("acme", approvals_id, start_offset=0)).id)
             replayed = await scheduled_ids(store, approvals_id)
             await wait_for(lambda: len(receiver.received) >= before_replay + len(approvals), what="the replay")
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
 
     assert receiver.rejected == []
     assert len(approvals) > 20 and sorted(arrived("everything")) == list(range(1, versions + 1))

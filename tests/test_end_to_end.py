@@ -7,7 +7,6 @@ receiver on 127.0.0.1 verifies every request with the ``standardwebhooks`` libra
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import psycopg
@@ -16,18 +15,8 @@ import pytest
 from models.events import ChangeEvent
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
-from walhook.demo import wait_for_publisher, wait_for_streaming
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, capture_and_publisher, wait_for, write_config
 from walhook.receiver import VerifyingReceiver
-from walhook.stack import stop_process
-
-
-async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_insert_update_delete_arrive_as_three_verified_webhooks(
@@ -40,11 +29,7 @@ async def test_insert_update_delete_arrive_as_three_verified_webhooks(
         receiver.secrets["globex"] = await store.add_organization("globex")
         await store.add_integration("acme", receiver.url_for("acme"), ["flows/comments:*"])
         await store.add_integration("globex", receiver.url_for("globex"), ["flows/comments:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
             with psycopg.connect(database, autocommit=True) as conn:
                 conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content, secret_note) "
                              "VALUES ('acme', 7, 'Looks good', 'hidden')")
@@ -54,9 +39,6 @@ async def test_insert_update_delete_arrive_as_three_verified_webhooks(
                 conn.execute("DELETE FROM packet_comments WHERE id = 1")
             await wait_for(lambda: len(receiver.received) >= 4, what="four webhooks")
             await asyncio.sleep(0.5)  # anything extra would arrive now
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
 
     assert receiver.rejected == []
     acme = [hook for hook in receiver.received if hook.organization == "acme"]

@@ -17,11 +17,10 @@ import psycopg
 
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.support import start_walhook
+from tests.support import capture_and_publisher, start_walhook, wait_for
 from tests.test_capture import read_topic
 from tests.test_cdc_metrics import _scrape_until
-from tests.test_end_to_end import wait_for
-from walhook.demo import wait_for_publisher, wait_for_streaming
+from walhook.demo import wait_for_streaming
 from walhook.receiver import VerifyingReceiver
 from walhook.stack import free_port, stop_process
 
@@ -62,20 +61,13 @@ async def test_a_700_kb_row_updated_with_full_identity_is_delivered_with_the_def
     async with VerifyingReceiver() as receiver, Store(database) as store:
         receiver.secrets["acme"] = await store.add_organization("acme")
         await store.add_integration("acme", receiver.url_for("acme"), ["docs:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic) as (cdc, _):
             execute(database, f"INSERT INTO docs VALUES (1, 'acme', repeat('a', {ROW}))",
                     f"UPDATE docs SET body = repeat('b', {ROW}) WHERE id = 1",
                     "INSERT INTO docs VALUES (2, 'acme', 'after')")
             await wait_for(lambda: len(receiver.received) >= 3 or cdc.poll() is not None, timeout=60,
                            what="three webhooks")
             assert cdc.poll() is None, "walhook cdc exited:\n" + (workdir / "cdc.log").read_text()[-2000:]
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
     assert receiver.rejected == []
     # Order holds per entity; docs/2 lives in another partition and may arrive before docs/1's changes.
     (after,) = [hook for hook in receiver.received if hook.event["entityPath"] == "docs/2"]

@@ -15,12 +15,11 @@ import pytest
 
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, capture_and_publisher, write_config
 from walhook.config import find_config, load_settings
-from walhook.demo import wait_for_publisher, wait_for_streaming
 from walhook.errors import ConfigError
 from walhook.receiver import VerifyingReceiver
-from walhook.stack import free_port, stop_process
+from walhook.stack import free_port
 
 TABLES = """
 CREATE TABLE orders (id bigserial PRIMARY KEY, tenant_id text NOT NULL, total numeric,
@@ -125,19 +124,12 @@ async def test_the_publisher_serves_its_own_metrics(servers: Servers, database: 
     async with VerifyingReceiver() as receiver, Store(database) as store:
         receiver.secrets["acme"] = await store.add_organization("acme")
         integration = await store.add_integration("acme", receiver.url_for("acme"), ["flows/comments:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
             with psycopg.connect(database, autocommit=True) as conn:
                 for n in range(3):
                     conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
                                  "VALUES ('acme', %s, 'hi')", [n])
             metrics = await _scrape_until(port, 'walhook_publisher_attempts_total{outcome="succeeded"} 3.0')
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
     assert "# TYPE walhook_publisher_attempt_duration_seconds histogram" in metrics
     assert 'walhook_publisher_attempt_duration_seconds_bucket{le="+Inf"} 3.0' in metrics
     assert "walhook_publisher_deliveries_recorded_total 3.0" in metrics
@@ -172,11 +164,7 @@ async def test_recover_waits_until_the_failed_deliveries_have_settled(servers: S
     async with Store(database) as store:
         secret = await store.add_organization("acme")
         integration = await store.add_integration("acme", f"http://127.0.0.1:{port}/hooks/acme", ["flows/comments:*"])
-    cdc = start_walhook("cdc", config, workdir / "cdc.log")
-    publisher = start_walhook("publisher", config, workdir / "publisher.log")
-    try:
-        await wait_for_streaming(database, "walhook", cdc)
-        await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+    async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
         with psycopg.connect(database, autocommit=True) as conn:
             for n in range(3):
@@ -192,8 +180,5 @@ async def test_recover_waits_until_the_failed_deliveries_have_settled(servers: S
                                                 str(integration), "--since", since, "--wait")
             assert recovered.returncode == 0, recovered.stderr
             assert len(receiver.received) == 3  # settled means delivered here
-    finally:
-        stop_process(cdc)
-        stop_process(publisher)
     assert "3 failed deliveries scheduled again" in recovered.stdout
     assert recovered.stderr.strip().splitlines()[-1] == "recover: 3 of 3 deliveries settled"  # plain lines: no tty

@@ -14,11 +14,8 @@ import psycopg
 from models.events import ChangeEvent
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
-from tests.test_end_to_end import wait_for
-from walhook.demo import wait_for_publisher, wait_for_streaming
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, capture_and_publisher, wait_for, write_config
 from walhook.receiver import VerifyingReceiver
-from walhook.stack import stop_process
 
 
 async def test_a_moved_row_is_deleted_for_the_old_organization_and_created_for_the_new_one(
@@ -30,11 +27,7 @@ async def test_a_moved_row_is_deleted_for_the_old_organization_and_created_for_t
         for organization in ("acme", "globex"):
             receiver.secrets[organization] = await store.add_organization(organization)
             await store.add_integration(organization, receiver.url_for(organization), ["flows/comments:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
             with psycopg.connect(database, autocommit=True) as conn:
                 conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
                              "VALUES ('acme', 7, 'acme-only draft')")
@@ -42,9 +35,6 @@ async def test_a_moved_row_is_deleted_for_the_old_organization_and_created_for_t
                              "WHERE id = 1")
                 conn.execute("UPDATE packet_comments SET content = 'globex edit' WHERE id = 1")
             await wait_for(lambda: len(receiver.received) >= 4, what="four webhooks")
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
     assert receiver.rejected == []
     acme = [ChangeEvent.model_validate(hook.event) for hook in receiver.received if hook.organization == "acme"]
     globex = [hook for hook in receiver.received if hook.organization == "globex"]

@@ -10,7 +10,6 @@ printed at the end; nothing tracked is rewritten.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from tests.browser import BROWSER_MISSING, launch
 from tests.conftest import Servers
 from tests.portal_support import ADMIN
-from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, wait_for, write_config
 from walhook.demo import wait_for_publisher, wait_for_streaming
 from walhook.receiver import VerifyingReceiver
 from walhook.stack import free_port, stop_process
@@ -45,14 +44,6 @@ class Portal:
     async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.url, headers={"authorization": f"Bearer {ADMIN}"}) as client:
             return await client.request(method, path, **kwargs)
-
-
-async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _config(workdir: Path, dsn: str, servers: Servers, topic: str, port: int) -> Path:

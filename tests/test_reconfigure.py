@@ -119,7 +119,8 @@ async def until_all_wait(store: Store, deliveries: int) -> None:
     """Wait until ``deliveries`` pending deliveries have their next attempt 30 s or more away."""
     for _ in range(100):
         later = datetime.now(UTC) + timedelta(seconds=30)
-        if sum(1 for d in await store.deliveries() if d.status == "pending" and d.next_attempt_at > later) >= deliveries:
+        waiting = [d for d in await store.deliveries() if d.status == "pending" and d.next_attempt_at > later]
+        if len(waiting) >= deliveries:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{deliveries} deliveries never waited for their next attempt")

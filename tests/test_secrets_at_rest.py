@@ -18,11 +18,9 @@ from publisher.signing import generate_secret
 from publisher.store import Store, store_for
 from publisher.store import tenants as tenant_store
 from tests.conftest import Servers
-from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, start_walhook, write_config
-from tests.test_end_to_end import wait_for
-from walhook.demo import wait_for_publisher, wait_for_streaming
+from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, capture_and_publisher, wait_for, write_config
 from walhook.receiver import VerifyingReceiver
-from walhook.stack import _postgres_bin_dir, stop_process
+from walhook.stack import _postgres_bin_dir
 
 K1, K2 = new_key("k1"), new_key("k2")
 
@@ -187,18 +185,11 @@ async def test_webhooks_are_signed_with_secrets_the_publisher_encrypted_at_its_f
     async with VerifyingReceiver() as receiver, Store(database) as plain:
         receiver.secrets["acme"] = await plain.add_organization("acme")
         await plain.add_integration("acme", receiver.url_for("acme"), ["flows/comments:*"])
-        cdc = start_walhook("cdc", config, workdir / "cdc.log")
-        publisher = start_walhook("publisher", config, workdir / "publisher.log")
-        try:
-            await wait_for_streaming(database, "walhook", cdc)
-            await wait_for_publisher(servers.bootstrap_servers, f"{topic}.publisher", publisher)
+        async with capture_and_publisher(config, workdir, database, servers.bootstrap_servers, topic):
             with psycopg.connect(database, autocommit=True) as conn:
                 conn.execute("INSERT INTO packet_comments (organization_id, packet_id, content) "
                              "VALUES ('acme', 1, 'a')")
             await wait_for(lambda: len(receiver.received) >= 1, what="a verified webhook")
-        finally:
-            stop_process(cdc)
-            stop_process(publisher)
     assert receiver.rejected == [] and [hook.organization for hook in receiver.received] == ["acme"]
     assert await key_ids(database) == {"k1": 1}
     assert_not_in_dump(pg_dump(database), receiver.secrets["acme"])
