@@ -48,6 +48,18 @@ async def produce(servers: Servers, topic: str, events: list[dict], environment:
         await producer.stop()
 
 
+async def until_taken_in(publisher: Publisher, store: Store, integration_id: int, timeout: float = 20.0) -> None:
+    """Wait until the publisher's copy of the integration is the store's current one (by ``updated_at``, which
+    every change of its config, secrets included, moves): what a test changed now routes and signs."""
+    current = (await store.integration(integration_id)).updated_at
+    assert current is not None
+
+    def taken_in() -> bool:
+        seen = publisher.directory.get(integration_id)
+        return seen is not None and seen.updated_at is not None and seen.updated_at >= current
+    await until(taken_in, timeout)
+
+
 @contextlib.asynccontextmanager
 async def publishing(servers: Servers, topic: str, store: Store, **settings: object) -> AsyncIterator[Publisher]:
     kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=2,
@@ -218,16 +230,16 @@ async def test_per_entity_order_holds_while_an_earlier_change_is_retried(
 
 async def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
         servers: Servers, database: str, topic: str) -> None:
-    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _), \
-            publishing(servers, topic, store, integrations_cache_seconds=0):
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, ids), \
+            publishing(servers, topic, store, integrations_cache_seconds=0) as publisher:
         old = receiver.secrets["hook"]
-        new = await store.rotate_secret("acme", overlap=timedelta(seconds=2))
-        await asyncio.sleep(0.3)  # the publisher's directory takes the change in within its refresh interval
+        new = await store.rotate_secret("acme", overlap=timedelta(seconds=4))
+        await until_taken_in(publisher, store, ids["hook"])
         await produce(servers, topic, [event(1)])
         await until(lambda: len(receiver.hits) == 1)
         during = receiver.hits[0]
         receiver.secrets["hook"] = new
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(4.5)
         await produce(servers, topic, [event(2, entity="docs/2")])
         await until(lambda: len(receiver.hits) == 2)
         after = receiver.hits[1]

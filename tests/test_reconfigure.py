@@ -14,7 +14,7 @@ from publisher.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, Hit, ScriptedReceiver, always
-from tests.test_delivery import event, org_with, produce, publishing, until
+from tests.test_delivery import event, org_with, produce, publishing, until, until_taken_in
 
 
 def carried(hit: Hit) -> list[str]:
@@ -51,7 +51,7 @@ async def test_every_field_changes_while_events_flow_and_nothing_is_lost(
         servers: Servers, database: str, topic: str) -> None:
     """url, ordering, concurrency, rate, headers, secret, subscriptions, environment, enabled: in turn, under load."""
     async with ScriptedReceiver() as receiver, org_with(database, receiver, "a") as (store, ids), \
-            publishing(servers, topic, store, integrations_cache_seconds=0.2):
+            publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
         receiver.secrets["b"] = receiver.secrets["a"]
         hook = ids["a"]
         changes = [
@@ -67,7 +67,7 @@ async def test_every_field_changes_while_events_flow_and_nothing_is_lost(
         await until(lambda: len({wid for h in receiver.verified() for wid in carried(h)}) >= n, timeout=30)
         new_secret = await store.rotate_secret("acme", hook, overlap=timedelta(seconds=0))
         receiver.secrets["b"] = new_secret
-        await asyncio.sleep(0.5)  # the bound: the directory has it by now
+        await until_taken_in(publisher, store, hook)
         await produce(servers, topic, [event(n := n + 1, entity=f"docs/{n % 5}", seq=n) for _ in range(5)])
         await until(lambda: len({wid for h in receiver.verified() for wid in carried(h)}) >= n, timeout=30)
         await asyncio.sleep(0.5)
@@ -81,14 +81,14 @@ async def test_every_field_changes_while_events_flow_and_nothing_is_lost(
 async def test_subscription_and_environment_changes_route_the_next_events(
         servers: Servers, database: str, topic: str) -> None:
     async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, ids), \
-            publishing(servers, topic, store, integrations_cache_seconds=0.2):
+            publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
         await store.update_integration("acme", ids["hook"], {"events": ["users:*"]})
-        await asyncio.sleep(0.5)
+        await until_taken_in(publisher, store, ids["hook"])
         await produce(servers, topic, [event(1, entity="docs/1")])  # docs: no longer subscribed
         await produce(servers, topic, [event(2, entity="users/2", key="users")])
         await until(lambda: len(receiver.verified()) == 1)
         await store.update_integration("acme", ids["hook"], {"environment": "production"})
-        await asyncio.sleep(0.5)
+        await until_taken_in(publisher, store, ids["hook"])
         await produce(servers, topic, [event(3, entity="users/3", key="users")], environment="staging")
         await produce(servers, topic, [event(4, entity="users/4", key="users")], environment="production")
         await until(lambda: len(receiver.verified()) == 2)
@@ -158,13 +158,13 @@ async def test_enabling_replays_what_happened_while_disabled_and_nothing_overtak
 
 async def test_enable_without_replay_skips_the_gap(servers: Servers, database: str, topic: str) -> None:
     async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, ids), \
-            publishing(servers, topic, store, integrations_cache_seconds=0.2):
+            publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
         await store.set_enabled(ids["hook"], False, "paused")
-        await asyncio.sleep(0.5)
+        await until_taken_in(publisher, store, ids["hook"])
         await produce(servers, topic, [event(1, entity="docs/1")])
-        await asyncio.sleep(0.5)
+        await until_consumed(publisher.kafka, 1)  # while disabled
         assert await store.enable("acme", ids["hook"], replay=False) is None
-        await asyncio.sleep(0.5)
+        await until_taken_in(publisher, store, ids["hook"])
         await produce(servers, topic, [event(2, entity="docs/2")])
         await until(lambda: len(receiver.verified()) == 1)
         await asyncio.sleep(1.0)
