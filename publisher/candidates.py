@@ -11,8 +11,9 @@ the key and operation and their condition cannot hold). The index only prunes: t
 ``route``'s, in the candidates' order (tests/test_candidates.py checks it against ``route``).
 
 Only values whose equality under ``conditions.same`` is a plain hash lookup are indexed: strings,
-and integers that are not booleans (a number equals a number, ``1`` equals ``1.0``, whose hashes
-agree; ``true`` never equals ``1``). Floats, booleans and anything under ``any_of`` stay evaluated.
+integers (a number equals a number, ``1`` equals ``1.0``, whose hashes agree) and booleans, kept
+under a key of their own since ``true`` never equals ``1`` there (while ``True == 1`` in Python).
+Floats and anything under ``any_of`` stay evaluated.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from publisher.conditions import AllOf, Condition, Value
 from publisher.routing import EventFields, Routed, route
 from publisher.store.rows import Integration
 
-Indexed = str | int
-Looked = str | int | float  # an event's float looks up the integer it equals (equal numbers hash alike)
+Indexed = str | int | bool
+# An event's float looks up the integer it equals (equal numbers hash alike); a boolean its own key.
+Looked = str | int | float | tuple[type, bool]
 Requirement = tuple[str, tuple[Indexed, ...]]
 _MISSING = object()
 
@@ -34,11 +36,11 @@ _MISSING = object()
 def required_equality(condition: Condition) -> Requirement | None:
     """``(property, values)``: ``condition`` holds only when the new row carries ``property`` equal to one of
     ``values`` (an ``equals`` or ``in`` on the new row, alone or a part of ``all_of``, never under ``any_of``),
-    every value a string or a non-boolean integer. None: no such requirement is known."""
+    every value a string, an integer or a boolean. None: no such requirement is known."""
     if isinstance(condition, Value):
         if condition.old_row or condition.operator not in ("equals", "in"):
             return None
-        if all(type(value) is str or type(value) is int for value in condition.values):
+        if all(type(value) in (str, int, bool) for value in condition.values):
             return condition.property, cast(tuple[Indexed, ...], condition.values)  # checked just above
         return None
     if isinstance(condition, AllOf):
@@ -70,8 +72,9 @@ def candidates_for(enabled: Iterable[Integration], entity_key: str, operation: s
         found.always.append(required is None)
         if required is not None:
             by_value = found.index.setdefault(required[0], {})
-            for value in dict.fromkeys(required[1]):  # an ``in`` naming a value twice: one entry
-                by_value.setdefault(value, []).append(position)
+            keys = (key for key in map(_key, required[1]) if key is not None)  # each one is: str, int or bool
+            for key in dict.fromkeys(keys):  # an ``in`` naming a value twice: one entry
+                by_value.setdefault(key, []).append(position)
     return found
 
 
@@ -91,15 +94,24 @@ def route_candidates(candidates: Candidates, event: EventFields) -> Routed:
     return route(candidates.integrations, event, _to_evaluate(candidates, event.change.new))
 
 
+def _key(value: Any) -> Looked | None:
+    """Where a value stands in the index: a boolean apart from the number Python finds equal to it; None for
+    a value no indexed one equals under ``same`` (null, a list, an object)."""
+    if type(value) is bool:
+        return (bool, value)
+    if isinstance(value, str | int | float):
+        return value
+    return None
+
+
 def _to_evaluate(candidates: Candidates, new: Any) -> list[bool]:
     """Per position: the ones evaluated always, and the indexed ones whose value the new row carries."""
     evaluate = candidates.always.copy()
     if new is None:  # no new row (a delete): no equality on it can hold
         return evaluate
     for name, by_value in candidates.index.items():
-        value = new.get(name, _MISSING)
-        # Booleans never equal an indexed value under ``same`` (True == 1 in Python); unhashables never do.
-        if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
-            for position in by_value.get(value, ()):
+        key = _key(new.get(name, _MISSING))
+        if key is not None:
+            for position in by_value.get(key, ()):
                 evaluate[position] = True
     return evaluate

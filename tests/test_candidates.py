@@ -40,9 +40,21 @@ def test_the_required_equality_is_an_equals_or_in_on_the_new_row_alone_or_in_all
     assert required({"any_of": [{"property": "ws", "equals": "a"}, {"changed": ["s"]}]}) is None
     assert required({"property": "ws", "equals": "a", "row": "old"}) is None
     assert required({"property": "ws", "not_equals": "a"}) is None
-    for unindexed in (1.5, True, False):  # a float, or a boolean (True == 1 in Python, never under ``same``)
-        assert required({"property": "ws", "equals": unindexed}) is None
-    assert required({"property": "ws", "in": ["a", True]}) is None
+    assert required({"property": "ws", "equals": 1.5}) is None  # a float: equal floats need not hash as written
+    assert required({"property": "ws", "equals": True}) == ("ws", (True,))
+    assert required({"property": "ws", "in": ["a", False]}) == ("ws", ("a", False))
+
+
+def test_a_boolean_is_indexed_apart_from_the_number_python_finds_equal_to_it() -> None:
+    """``true`` never equals ``1`` under ``same``, though ``True == 1`` (and hashes alike) in Python."""
+    published = integration(1, [{"subscription": "docs:*", "when": {"property": "p", "equals": True}}])
+    first = integration(2, [{"subscription": "docs:*", "when": {"property": "p", "equals": 1}}])
+    found = candidates_for([published, first], "docs", "updated")
+    assert found.always == [False, False]
+    for value, wanted in ((True, [1]), (1, [2]), (1.0, [2]), (False, []), ("true", []), (None, []), ([1], [])):
+        changed = event("docs", "updated", Change(new={"p": value}, old={}))
+        assert ids(route_candidates(found, changed).recipients) == wanted, value
+        assert ids(route([published, first], changed).recipients) == wanted, value
 
 
 class CountingRow(dict[str, Any]):
@@ -117,7 +129,7 @@ SUBSCRIPTIONS = st.lists(SUBSCRIPTION, min_size=1, max_size=2)
 INDEXED = st.builds(lambda text, when, more: [{"subscription": text, "when": when}, *more],
                     st.sampled_from(["*:*", "docs:*"]),
                     st.builds(lambda name, value: {"property": name, "equals": value}, NAMES, st.sampled_from(
-                        ["a", 1, 0])) | EQUALITIES | GROUPS,
+                        ["a", 1, 0, True, False])) | EQUALITIES | GROUPS,
                     st.lists(SUBSCRIPTION, max_size=1))  # mostly one subscription: what the index may take
 INTEGRATIONS = st.lists(st.tuples(INDEXED | SUBSCRIPTIONS, st.sampled_from(["acme", "acme", "acme", "other"]),
                                   st.sampled_from([None, None, "prod", "test"])), min_size=2, max_size=8)
