@@ -183,6 +183,18 @@ def test_common_forms_take_the_compiled_path(kind: str) -> None:
         == ["a", None, "b"]
 
 
+@pytest.mark.parametrize("ratio", [b"6.103515625e-05", b"1e-05", b"-2.5e-05", b"9.999999999999999e-05", b"0.0001",
+                                   b"1e-07", b"-1.5e-06", b"1.5e+16", b"123.25", b"NaN", b"-Infinity"])
+def test_floats_are_written_as_orjson_writes_them(ratio: bytes) -> None:
+    """orjson writes exponent -5 in decimal (0.00006103515625) where Python's repr has 6.103515625e-05."""
+    entity = EntitySettings(table="public.things", entity_key="things", entity_path="orgs/{org_id}/things/{id}",
+                            collection_path="orgs/{org_id}/things", organization_column="org_id")
+    payload = insert_msg(RELATION_OID, [*COMMON_ROW[:4], ratio, *COMMON_ROW[5:]])
+    compiled = RowEncoder(_builder(COMMON, entity)).encode(payload, TX, 7)
+    assert compiled is not None  # the row as a whole still takes the compiled path
+    assert [compiled] == encode_reference(_builder(COMMON, entity), payload, TX, 7)
+
+
 @pytest.mark.parametrize("identity", ["O", "K"])
 def test_a_row_moved_to_another_organization_takes_the_reference_path(identity: str) -> None:
     """Two events (deleted there, created here) are the reference path's to write."""
