@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-http chaos clean
+.PHONY: demo test fuzz lint bench bench-http chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+
+# The property tests with fresh examples every run (make test draws the same ones each time).
+fuzz: $(STAMP)
+	WALHOOK_FUZZ=1 $(BIN)/pytest -n 3 tests/test_candidates.py tests/test_conditions.py tests/test_entities.py \
+		tests/test_pgoutput.py tests/test_protocol.py tests/test_rowpath.py tests/test_values.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

