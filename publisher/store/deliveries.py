@@ -24,6 +24,12 @@ _COUNT_FILTERED = ("INSERT INTO {s}.filtered_events (integration_id, events) SEL
                    "%b::bigint[]) ON CONFLICT (integration_id) DO UPDATE SET "
                    "events = {s}.filtered_events.events + EXCLUDED.events, last_at = now()")
 _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
+# Statements that change many deliveries lock them first, in id order, so that two of them running
+# at once (the attempt recorder, the claim keeper, a recovering integration's retries brought
+# forward) wait for each other rather than deadlock, which an update in scan order can.
+_PENDING = "AND status = 'pending'"
+LOCKED_IN_ORDER = ("locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE id = ANY(%b::bigint[]) {also} "
+                   "ORDER BY id FOR NO KEY UPDATE)")
 
 
 def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
@@ -114,7 +120,8 @@ class DeliveryStore(IntegrationStore):
                     [outcome_of(r) for r in records]]
         moves = [[r.delivery_id for r in latest], [r.status for r in latest], [r.number for r in latest],
                  [r.next_attempt_at for r in latest], [r.error for r in latest]]
-        sql = ("WITH logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
+        sql = (f"WITH {LOCKED_IN_ORDER.format(s='{s}', also='')}, "
+               "logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
                "url, request_headers, response_status, response_headers, response_body, duration_ms, error, outcome) "
                "SELECT a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, "
                "a.request_headers::jsonb, a.response_status, a.response_headers::jsonb, a.response_body, "
@@ -125,20 +132,23 @@ class DeliveryStore(IntegrationStore):
                "UPDATE {s}.deliveries d SET status = m.status, attempts = greatest(d.attempts, m.number), "
                "next_attempt_at = coalesce(m.next_attempt_at, d.next_attempt_at), claimed_until = NULL, "
                "last_error = m.error, updated_at = now() FROM unnest(%b::bigint[], %b::text[], %b::int[], "
-               "%b::timestamptz[], %b::text[]) AS m(id, status, number, next_attempt_at, error) WHERE d.id = m.id")
-        await self._binary(sql, [*attempts, *moves], "cannot record attempts")
+               "%b::timestamptz[], %b::text[]) AS m(id, status, number, next_attempt_at, error), locked "
+               "WHERE d.id = m.id AND locked.id = m.id")
+        await self._binary(sql, [moves[0], *attempts, *moves], "cannot record attempts")
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         """Give up claims so that the poller (here or in another publisher) may hand the deliveries out again."""
         if delivery_ids:
-            await self._rows("UPDATE {s}.deliveries SET claimed_until = NULL WHERE id = ANY(:ids) "
-                             "AND status = 'pending'", {"ids": list(delivery_ids)})
+            await self._binary(f"WITH {LOCKED_IN_ORDER.format(s='{s}', also=_PENDING)} UPDATE {{s}}.deliveries d "
+                               "SET claimed_until = NULL FROM locked WHERE d.id = locked.id", [list(delivery_ids)],
+                               "cannot release claims")
 
     async def extend_claims(self, delivery_ids: Sequence[int], claim_for: timedelta) -> None:
         """Keep deliveries this publisher still holds claimed for ``claim_for`` more."""
         if delivery_ids:
-            await self._binary("UPDATE {s}.deliveries SET claimed_until = now() + %b WHERE id = ANY(%b::bigint[]) "
-                               "AND status = 'pending'", [claim_for, list(delivery_ids)], "cannot renew claims")
+            await self._binary(f"WITH {LOCKED_IN_ORDER.format(s='{s}', also=_PENDING)} UPDATE {{s}}.deliveries d "
+                               "SET claimed_until = now() + %b FROM locked WHERE d.id = locked.id",
+                               [list(delivery_ids), claim_for], "cannot renew claims")
 
     async def redeliver(self, delivery_id: int, organization_id: str | None = None) -> Scheduled:
         """Schedule one more attempt of a delivery now (trigger ``manual``)."""

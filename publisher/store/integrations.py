@@ -152,9 +152,12 @@ class IntegrationStore(TenantStore):
         if succeeded:
             await self._rows(
                 "WITH healed AS (UPDATE {s}.integrations SET failing_since = NULL, updated_at = now() "
-                "WHERE id = :id AND failing_since IS NOT NULL RETURNING id) "
-                "UPDATE {s}.deliveries d SET next_attempt_at = now() FROM healed "
-                "WHERE d.integration_id = healed.id AND d.status = 'pending' AND d.next_attempt_at > now()",
+                "WHERE id = :id AND failing_since IS NOT NULL RETURNING id), "
+                # Locked in id order, as every statement changing many deliveries does (no deadlock).
+                "waiting AS MATERIALIZED (SELECT d.id FROM {s}.deliveries d JOIN healed "
+                "ON d.integration_id = healed.id WHERE d.status = 'pending' AND d.next_attempt_at > now() "
+                "ORDER BY d.id FOR NO KEY UPDATE OF d) "
+                "UPDATE {s}.deliveries d SET next_attempt_at = now() FROM waiting WHERE d.id = waiting.id",
                 {"id": integration_id})
             return False
         rows = await self._rows(
