@@ -33,7 +33,19 @@ LOCKED_IN_ORDER = ("locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE 
 
 
 def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
-    return [[getattr(d, name) for d in deliveries] for name in NewDelivery.__dataclass_fields__]
+    """The deliveries as column arrays, in the one order every statement inserts them in: by their
+    event's place in its partition. Two statements recording the same events at once (the consumers
+    and a catch-up job, at the seam of an enable) then meet in the same order and one waits for the
+    other, where opposite orders deadlock. Within a partition that is the events' order, so an
+    entity's deliveries still get their ids in the order its changes were made."""
+    ordered = sorted(deliveries, key=_place)
+    return [[getattr(d, name) for d in ordered] for name in NewDelivery.__dataclass_fields__]
+
+
+def _place(delivery: NewDelivery) -> tuple[int, int, int, str]:
+    return (-1 if delivery.source_partition is None else delivery.source_partition,
+            -1 if delivery.source_offset is None else delivery.source_offset, delivery.integration_id,
+            delivery.event_id)
 
 
 def outcome_of(record: AttemptRecord) -> str:
