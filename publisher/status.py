@@ -22,7 +22,7 @@ from publisher.store import Store
 
 _SLOT = """
 SELECT s.slot_name, s.active, s.confirmed_flush_lsn::text,
-       (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint,
+       (pg_current_wal_insert_lsn() - s.confirmed_flush_lsn)::bigint,
        extract(epoch FROM now() - r.reply_time)::float8, r.application_name, s.wal_status
 FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
 WHERE s.slot_name = %s

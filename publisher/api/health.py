@@ -86,8 +86,8 @@ async def _slot(request: Request) -> list[dict[str, Any]]:
     source = request.app.state.settings.source
     async with await psycopg.AsyncConnection.connect(source.dsn, connect_timeout=3) as conn:
         cursor = await conn.execute(
-            "SELECT active, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag FROM pg_replication_slots "
-            "WHERE slot_name = %s", [source.slot])
+            "SELECT active, (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint AS lag "
+            "FROM pg_replication_slots WHERE slot_name = %s", [source.slot])
         return [{"active": row[0], "lag": row[1]} for row in await cursor.fetchall()]
 
 
