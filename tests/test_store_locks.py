@@ -58,3 +58,22 @@ async def test_the_live_path_and_a_replay_recording_the_same_deliveries_never_de
             deadlocks += [r for r in results if isinstance(r, StoreError)]
         recorded = await live.deliveries(integration, limit=ROUNDS * DELIVERIES)
     assert deadlocks == [] and len(recorded) == ROUNDS * DELIVERIES
+
+
+async def test_a_redeliver_while_an_attempt_is_in_flight_is_not_undone_by_its_outcome(database: str) -> None:
+    """The attempt's success, recorded after the redeliver, must not mark the delivery settled: the
+    redeliver asked for a request after that one."""
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/hook", ["docs:*"])
+        (delivery,) = await store.create_deliveries(new_deliveries(integration)[:1], timedelta(minutes=1))
+        started = utcnow()  # the attempt is in flight...
+        await store.redeliver(delivery.id)  # ...when somebody presses redeliver
+        await store.record_attempts([AttemptRecord(delivery.id, integration, 1, "scheduled", started,
+                                                   "http://127.0.0.1:9/hook", {}, 204, {}, b"", 1.0, None,
+                                                   "succeeded", None)])
+        (row,) = await store.deliveries(integration)
+        due = await store.claim_due(10, timedelta(minutes=1))
+        attempts = await store.attempts_of(delivery.id)
+    assert row.status == "pending" and row.attempts == 1 and [d.id for d in due] == [delivery.id]
+    assert [a.response_status for a in attempts] == [204]  # the attempt is in the log all the same

@@ -119,7 +119,12 @@ class DeliveryStore(IntegrationStore):
                 for id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger in rows]
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        """Log attempts and move their deliveries on, in one statement."""
+        """Log attempts and move their deliveries on, in one statement.
+
+        Only a delivery still claimed is moved on: one scheduled again since the attempt was claimed
+        (``redeliver``, ``recover``, a replay; they drop the claim) stays due, so the request asked
+        for after this attempt began is still sent.
+        """
         if not records:
             return
         latest = list({r.delivery_id: r for r in records}.values())  # a delivery's last attempt decides its state
@@ -141,8 +146,12 @@ class DeliveryStore(IntegrationStore):
                "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::float8[], "
                "%b::text[], %b::text[]) AS a(delivery_id, integration_id, number, trigger, started_at, url, "
                "request_headers, response_status, response_headers, response_body, duration_ms, error, outcome)) "
-               "UPDATE {s}.deliveries d SET status = m.status, attempts = greatest(d.attempts, m.number), "
-               "next_attempt_at = coalesce(m.next_attempt_at, d.next_attempt_at), claimed_until = NULL, "
+               # A delivery no longer claimed was scheduled again while this attempt was in flight (a
+               # redeliver, a replay): the attempt is logged, but it does not settle the delivery.
+               "UPDATE {s}.deliveries d SET status = CASE WHEN d.claimed_until IS NULL THEN d.status "
+               "ELSE m.status END, attempts = greatest(d.attempts, m.number), next_attempt_at = CASE WHEN "
+               "d.claimed_until IS NULL THEN d.next_attempt_at ELSE coalesce(m.next_attempt_at, d.next_attempt_at) "
+               "END, claimed_until = NULL, "
                "last_error = m.error, updated_at = now() FROM unnest(%b::bigint[], %b::text[], %b::int[], "
                "%b::timestamptz[], %b::text[]) AS m(id, status, number, next_attempt_at, error), locked "
                "WHERE d.id = m.id AND locked.id = m.id")
