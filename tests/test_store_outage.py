@@ -39,8 +39,11 @@ async def test_events_consumed_while_the_store_is_down_are_delivered_afterwards(
             assert running and not running[0].done(), "the publisher stopped while the store was down"
         finally:
             await set_connections(servers, database, allowed=True)
-        await until(lambda: len(receiver.verified("hook")) == 2, timeout=30)
-    assert publisher.delivered == 2
+        # Event 2 arrives; event 1 may arrive twice (its success could not be recorded while the store
+        # was down, so its claim ran out and it was sent again: at least once, as documented).
+        await until(lambda: {h.event["eventId"] for h in receiver.verified("hook")} == {
+            event(1)["eventId"], event(2)["eventId"]}, timeout=30)
+        await until(lambda: publisher.delivered >= 2)
 
 
 async def test_stopping_while_the_store_is_down_ends_within_the_bound(
