@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from publisher.conditions import AllOf, Condition, Value
+from publisher.matching import Subscription
 from publisher.routing import EventFields, Routed, route
 from publisher.store.rows import Integration
 
@@ -64,11 +65,14 @@ class Candidates:
 
 def candidates_for(enabled: Iterable[Integration], entity_key: str, operation: str) -> Candidates:
     """The ``enabled`` integrations with a subscription covering the key and operation, indexed."""
-    integrations = [integration for integration in enabled
-                    if any(s.covers(entity_key, operation) for s in integration.subscriptions)]
-    found = Candidates(entity_key, operation, integrations)
-    for position, integration in enumerate(integrations):
-        required = _requirement(integration, entity_key, operation)
+    found = Candidates(entity_key, operation, [])
+    for integration in enabled:
+        covering = [s for s in integration.subscriptions if s.covers(entity_key, operation)]
+        if not covering:
+            continue
+        position = len(found.integrations)
+        found.integrations.append(integration)
+        required = _requirement(covering)
         found.always.append(required is None)
         if required is not None:
             by_value = found.index.setdefault(required[0], {})
@@ -78,9 +82,8 @@ def candidates_for(enabled: Iterable[Integration], entity_key: str, operation: s
     return found
 
 
-def _requirement(integration: Integration, entity_key: str, operation: str) -> Requirement | None:
+def _requirement(covering: list[Subscription]) -> Requirement | None:
     """Only with exactly one covering subscription: with two, the other one may hold."""
-    covering = [s for s in integration.subscriptions if s.covers(entity_key, operation)]
     if len(covering) != 1 or covering[0].condition is None:
         return None
     return required_equality(covering[0].condition)
