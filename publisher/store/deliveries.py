@@ -27,9 +27,9 @@ _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempt
 # Statements that change many deliveries lock them first, in id order, so that two of them running
 # at once (the attempt recorder, the claim keeper, a recovering integration's retries brought
 # forward) wait for each other rather than deadlock, which an update in scan order can.
-_PENDING = "AND status = 'pending'"
-LOCKED_IN_ORDER = ("locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE id = ANY(%b::bigint[]) {also} "
-                   "ORDER BY id FOR NO KEY UPDATE)")
+_LOCKED = "locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE id = ANY(%b::bigint[]) ORDER BY id " \
+          "FOR NO KEY UPDATE)"
+_LOCKED_PENDING = _LOCKED.replace("ORDER BY", "AND status = 'pending' ORDER BY")
 
 
 def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
@@ -137,7 +137,7 @@ class DeliveryStore(IntegrationStore):
                     [outcome_of(r) for r in records]]
         moves = [[r.delivery_id for r in latest], [r.status for r in latest], [r.number for r in latest],
                  [r.next_attempt_at for r in latest], [r.error for r in latest]]
-        sql = (f"WITH {LOCKED_IN_ORDER.format(s='{s}', also='')}, "
+        sql = (f"WITH {_LOCKED}, "
                "logged AS (INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, "
                "url, request_headers, response_status, response_headers, response_body, duration_ms, error, outcome) "
                "SELECT a.delivery_id, a.integration_id, a.number, a.trigger, a.started_at, a.url, "
@@ -160,14 +160,14 @@ class DeliveryStore(IntegrationStore):
     async def release(self, delivery_ids: Sequence[int]) -> None:
         """Give up claims so that the poller (here or in another publisher) may hand the deliveries out again."""
         if delivery_ids:
-            await self._binary(f"WITH {LOCKED_IN_ORDER.format(s='{s}', also=_PENDING)} UPDATE {{s}}.deliveries d "
+            await self._binary(f"WITH {_LOCKED_PENDING} UPDATE {{s}}.deliveries d "
                                "SET claimed_until = NULL FROM locked WHERE d.id = locked.id", [list(delivery_ids)],
                                "cannot release claims")
 
     async def extend_claims(self, delivery_ids: Sequence[int], claim_for: timedelta) -> None:
         """Keep deliveries this publisher still holds claimed for ``claim_for`` more."""
         if delivery_ids:
-            await self._binary(f"WITH {LOCKED_IN_ORDER.format(s='{s}', also=_PENDING)} UPDATE {{s}}.deliveries d "
+            await self._binary(f"WITH {_LOCKED_PENDING} UPDATE {{s}}.deliveries d "
                                "SET claimed_until = now() + %b FROM locked WHERE d.id = locked.id",
                                [list(delivery_ids), claim_for], "cannot renew claims")
 
