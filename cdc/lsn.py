@@ -6,6 +6,11 @@ import re
 
 from cdc.errors import ProtocolError
 
+SLOT_LAG_BYTES = "(pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint"
+"""A ``pg_replication_slots`` row's lag: the WAL the server keeps for the slot beyond what walhook
+confirmed, counted to the insert position - a record still in the WAL buffers (a heartbeat just
+emitted, say) is WAL the slot has yet to confirm as well."""
+
 _LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 

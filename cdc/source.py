@@ -20,7 +20,7 @@ from psycopg import sql
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
 from cdc.failover import failover_supported
-from cdc.lsn import parse_lsn
+from cdc.lsn import SLOT_LAG_BYTES, parse_lsn
 from cdc.memory import ServerIdentity, SlotKeeper
 from models.dsn import primary_dsn
 from models.settings import EntitySettings, SourceSettings
@@ -79,14 +79,8 @@ async def prepare_slot(settings: SourceSettings, server: ServerIdentity, keeper:
 
 
 async def slot_lag_bytes(conn: psycopg.AsyncConnection, slot: str) -> int | None:
-    """How many bytes of WAL the server keeps for ``slot`` beyond what walhook confirmed.
-
-    Counted to the WAL's insert position, not its write position: a record still in the WAL
-    buffers (the heartbeat just emitted, say) is WAL the slot has yet to confirm as well.
-    """
-    cursor = await conn.execute(
-        "SELECT (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
-        "WHERE slot_name = %s", [slot])
+    """How many bytes of WAL the server keeps for ``slot`` beyond what walhook confirmed (``SLOT_LAG_BYTES``)."""
+    cursor = await conn.execute(f"SELECT {SLOT_LAG_BYTES} FROM pg_replication_slots WHERE slot_name = %s", [slot])
     row = await cursor.fetchone()
     return None if row is None or row[0] is None else int(row[0])
 

@@ -17,12 +17,13 @@ import aiohttp
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cdc.lsn import SLOT_LAG_BYTES
 from models.settings import KafkaSettings, SourceSettings
 from publisher.store import Store
 
-_SLOT = """
+_SLOT = f"""
 SELECT s.slot_name, s.active, s.confirmed_flush_lsn::text,
-       (pg_current_wal_insert_lsn() - s.confirmed_flush_lsn)::bigint,
+       {SLOT_LAG_BYTES},
        extract(epoch FROM now() - r.reply_time)::float8, r.application_name, s.wal_status
 FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
 WHERE s.slot_name = %s

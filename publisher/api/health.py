@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from cdc.lsn import SLOT_LAG_BYTES
 from publisher.api.metrics import api_metrics
 from publisher.api.operator import operator_access
 
@@ -86,8 +87,7 @@ async def _slot(request: Request) -> list[dict[str, Any]]:
     source = request.app.state.settings.source
     async with await psycopg.AsyncConnection.connect(source.dsn, connect_timeout=3) as conn:
         cursor = await conn.execute(
-            "SELECT active, (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint AS lag "
-            "FROM pg_replication_slots WHERE slot_name = %s", [source.slot])
+            f"SELECT active, {SLOT_LAG_BYTES} AS lag FROM pg_replication_slots WHERE slot_name = %s", [source.slot])
         return [{"active": row[0], "lag": row[1]} for row in await cursor.fetchall()]
 
 
