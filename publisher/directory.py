@@ -8,7 +8,7 @@ once a minute. A disable decided here (a receiver's 410) takes effect here at
 once, and in the store.
 
 Live events are routed among the organization's integrations subscribed to the event's entity
-key and operation only (``subscribed_to``), remembered per key and operation until one of the
+key and operation only (``candidates``), remembered per key and operation until one of the
 organization's integrations changes: with many integrations each on its own key, looking at
 every one of them for every event was most of routing's cost. Each such list is kept with its
 index by the values the integrations' conditions require (``publisher.candidates``), built and
@@ -62,13 +62,10 @@ class IntegrationDirectory:
         """The organization's enabled integrations: the candidates for its live events."""
         return self._enabled_of.get(organization_id, [])
 
-    def subscribed_to(self, organization_id: str, entity_key: str, operation: str) -> list[Integration]:
-        """The enabled integrations of ``enabled_of``, in its order, with a subscription covering the entity key
-        and operation (conditions aside): the only ones that can receive, or filter out, such an event."""
-        return self.candidates(organization_id, entity_key, operation).integrations
-
     def candidates(self, organization_id: str, entity_key: str, operation: str) -> Candidates:
-        """``subscribed_to``'s integrations with their index by required value, for ``route_candidates``."""
+        """The enabled integrations of ``enabled_of``, in its order, with a subscription covering the entity key
+        and operation (conditions aside) - the only ones that can receive, or filter out, such an event - with
+        their index by required value, for ``route_candidates``."""
         enabled = self.enabled_of(organization_id)
         if not enabled:  # nothing kept for organizations the records name but the store does not have
             return Candidates(entity_key, operation, [])

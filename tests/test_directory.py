@@ -29,15 +29,15 @@ async def test_candidates_are_the_subscribed_integrations_and_route_as_all_of_th
         conditioned = await store.add_integration("acme", "http://127.0.0.1:9/d", [SEQ_IS_ONE])
         directory = IntegrationDirectory(store)
         await directory.load(asyncio.Event())
-        assert ids_of(directory.subscribed_to("acme", "docs", "updated")) == [docs, conditioned]
-        assert ids_of(directory.subscribed_to("acme", "docs", "created")) == [docs, created_only]
-        assert ids_of(directory.subscribed_to("acme", "notes", "updated")) == [other]
-        assert directory.subscribed_to("acme", "tasks", "updated") == []
-        assert directory.subscribed_to("nobody", "docs", "updated") == []
+        assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [docs, conditioned]
+        assert ids_of(directory.candidates("acme", "docs", "created").integrations) == [docs, created_only]
+        assert ids_of(directory.candidates("acme", "notes", "updated").integrations) == [other]
+        assert directory.candidates("acme", "tasks", "updated").integrations == []
+        assert directory.candidates("nobody", "docs", "updated").integrations == []
         assert "nobody" not in directory._subscribed  # organization ids come from records: none kept for unknown ones
         for seq in (0, 1):  # the condition filters the first out and lets the second through
             fields = parse_event(orjson.dumps(event(seq + 1, seq=seq)))
-            narrow = route(directory.subscribed_to("acme", "docs", "updated"), fields)
+            narrow = route(directory.candidates("acme", "docs", "updated").integrations, fields)
             assert narrow == route(directory.enabled_of("acme"), fields)
             assert route_candidates(directory.candidates("acme", "docs", "updated"), fields) == narrow  # the index
             assert ids_of(narrow.filtered) == ([conditioned] if seq == 0 else [])
@@ -50,13 +50,13 @@ async def test_candidates_follow_changes_of_the_organizations_integrations(datab
         second = await store.add_integration("acme", "http://127.0.0.1:9/b", ["notes:*"])
         directory = IntegrationDirectory(store)
         await directory.load(asyncio.Event())
-        assert ids_of(directory.subscribed_to("acme", "docs", "updated")) == [first]
+        assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [first]
         await store.update_integration("acme", second, {"events": ["docs:updated"]})
         await directory.refresh(full=True)
-        assert ids_of(directory.subscribed_to("acme", "docs", "updated")) == [first, second]
+        assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [first, second]
         await store.set_enabled(first, False, "paused")
         await directory.refresh(full=True)
-        assert ids_of(directory.subscribed_to("acme", "docs", "updated")) == [second]
+        assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [second]
         third = await store.add_integration("acme", "http://127.0.0.1:9/c", ["docs:updated"])
         await directory.refresh(full=True)
-        assert ids_of(directory.subscribed_to("acme", "docs", "updated")) == [second, third]
+        assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [second, third]
