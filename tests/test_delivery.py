@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import orjson
@@ -21,6 +21,7 @@ from publisher.ssrf import DestinationPolicy
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
+from tests.support import wait_for
 
 FAST = {"retry_delays": [0, 0.2, 0.2, 0.2], "retry_jitter": 0.0, "poll_interval": 0.1, "claim_seconds": 5,
         "request_timeout": 2, "allowed_networks": ["127.0.0.1/32"]}
@@ -82,11 +83,9 @@ async def publishing(servers: Servers, topic: str, store: Store, **settings: obj
             await asyncio.wait_for(task, 30)
 
 
-async def until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """``tests.support.wait_for`` with this module's shorter default timeout."""
+    await wait_for(predicate, timeout)
 
 
 @contextlib.asynccontextmanager
