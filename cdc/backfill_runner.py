@@ -33,7 +33,7 @@ from cdc.backfill_source import (
 )
 from cdc.catalog import lookup_types
 from cdc.entities import TableMapping, read_event
-from cdc.errors import BackfillRefused, MappingError, ReplicationLost
+from cdc.errors import BackfillRefused, CdcError, MappingError, ReplicationLost
 from cdc.pgoutput import Column, Relation
 from cdc.source import connect_control
 from cdc.values import UserType, is_builtin
@@ -107,6 +107,11 @@ class BackfillRunner:
             raise
         except psycopg.Error as exc:
             await self._finish(job, "failed", f"reading {job.table_name} failed: {exc}")
+        except CdcError:
+            raise  # the stream's own trouble (source, Kafka): the session ends and the job is resumed
+        except Exception as exc:  # one organization's job must never end the stream of all
+            log.exception("backfill %d of %s failed", job.id, job.table_name)
+            await self._finish(job, "failed", f"backfill of {job.table_name} failed: {type(exc).__name__}: {exc}")
         finally:
             self._stream.unwatch()
             if self._stats is not None:

@@ -10,6 +10,7 @@
         │   └── Conflict       it exists already
         ├── SubscriptionError  an event subscription does not parse
         ├── HttpError          an answer that is not HTTP/1.1, or a request that cannot be written
+        ├── JobRefused         a replay job's input cannot run (the message names the field)
         └── NotAnEvent         a Kafka record is not a walhook event (it goes to the dead-letter topic)
 """
 
@@ -42,6 +43,10 @@ class SubscriptionError(PublisherError):
 
 class HttpError(PublisherError):
     """A receiver's answer does not parse as HTTP/1.1, or a request header cannot be written as is."""
+
+
+class JobRefused(PublisherError):
+    """A replay job was asked for with an input it could never run; the message names the field."""
 
 
 class NotAnEvent(PublisherError):

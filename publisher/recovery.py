@@ -10,7 +10,8 @@ A job ends where the topic ended when it started: per partition, at the end offs
 or - because some brokers' end offsets count batches rather than records - at the first record
 past that offset written after the job started. Progress is kept per partition after each
 batch is scheduled, so a job resumes where it stopped if its publisher dies, and a cancel
-takes effect at the next batch.
+takes effect before the next read (a job cancelled before it ran reads nothing). A job that fails
+for any reason, whatever its input, ends ``failed`` with the reason, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -98,12 +99,16 @@ class ReplayRunner:
     async def run(self, job: ReplayJob) -> str:
         """Run ``job`` to its end; returns its final state (done, failed or cancelled)."""
         log.info("replay job %d for integration %d started", job.id, job.integration_id)
+        state, error = "cancelled", None
         try:
-            state = await self._replay(job, await self._store.integration(job.integration_id))
-            error = None
+            if not job.cancel_requested:  # a cancel asked for before it ran: nothing is read
+                state = await self._replay(job, await self._store.integration(job.integration_id))
         except (KafkaError, PublisherError) as exc:
             state, error = "failed", f"replay from {self._kafka.topic} failed: {exc}"
             log.error("replay job %d: %s", job.id, error)
+        except Exception as exc:  # one organization's job must never end the loop serving all
+            state, error = "failed", f"replay from {self._kafka.topic} failed: {type(exc).__name__}: {exc}"
+            log.exception("replay job %d: %s", job.id, error)
         await self._finish(job.id, state, error)
         log.info("replay job %d %s", job.id, state)
         return state

@@ -23,7 +23,7 @@ from publisher.api import admin, backfills, health, portal_links, tenant
 from publisher.api import status as operator_status
 from publisher.api.limits import BodyLimit
 from publisher.api.operator import OperatorSplit
-from publisher.errors import Conflict, NotFound, SecretError, StoreError, SubscriptionError
+from publisher.errors import Conflict, JobRefused, NotFound, SecretError, StoreError, SubscriptionError
 from publisher.portal import routes as portal
 from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("walhook.api")
 
 _STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
-           (SubscriptionError, 422), (LinkRefused, 422), (BackfillRefused, 422), (StoreError, 503)]
+           (SubscriptionError, 422), (JobRefused, 422), (LinkRefused, 422), (BackfillRefused, 422), (StoreError, 503)]
 
 
 def create_app(settings: Settings) -> FastAPI:

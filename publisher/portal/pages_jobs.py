@@ -86,8 +86,6 @@ async def replay(request: Request, integration_id: int, granted: Scope = Depends
                  offset: str = Form("", pattern=r"^\d{0,18}$"), since: str = Form("", max_length=40)) -> Response:
     """Start a replay job (a running publisher carries it out); its fragment follows the progress."""
     await store_of(request).integration_of(granted.organization_id, integration_id)  # another's: 404 first
-    if bool(offset) == bool(since):
-        raise PortalDenied(422, "give either an offset or a time to replay from")
     job = await store_of(request).create_replay_job(granted.organization_id, integration_id,
                                                      start_offset=int(offset) if offset else None,
                                                      since=_time(since, "since"))

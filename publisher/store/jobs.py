@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from publisher.errors import NotFound
+from publisher.replay_input import replay_start
 from publisher.store.deliveries import DeliveryStore
 from publisher.store.engine import as_json
 from publisher.store.rows import ReplayJob
@@ -30,7 +31,12 @@ class JobStore(DeliveryStore):
 
     async def create_replay_job(self, organization_id: str, integration_id: int, *, start_offset: int | None = None,
                                 since: datetime | None = None) -> ReplayJob:
-        """A replay of one integration from an offset (every partition) or a moment."""
+        """A replay of one integration from an offset (every partition) or a moment.
+
+        ``JobRefused`` (before anything is stored) when the start could never run; see
+        ``publisher.replay_input``.
+        """
+        start_offset, since = replay_start(start_offset, since)
         rows = await self._rows(
             f"INSERT INTO {{s}}.replay_jobs (organization_id, integration_id, start_offset, since, reason) "
             f"SELECT organization_id, id, :offset, :since, 'requested' FROM {{s}}.integrations "
