@@ -7,14 +7,23 @@ A delivery is recorded ``succeeded`` only for a request that carried it.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
 
 from models.settings import KafkaSettings
+from publisher.api.app import create_app
 from publisher.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
+from tests.portal_support import ADMIN, DOCS, admin_headers, signed_in
 from tests.receivers import Answer, Hit, ScriptedReceiver, always
 from tests.test_delivery import event, org_with, produce, publishing, until, until_taken_in
+from walhook.config import Settings
 
 
 def carried(hit: Hit) -> list[str]:
@@ -180,9 +189,35 @@ async def until_consumed(kafka: KafkaSettings, records: int) -> None:
     raise AssertionError(f"the publishers did not consume {records} records")
 
 
+def _disable_through(front: str, database: str, kafka: KafkaSettings, integration_id: int, workdir: Path) -> None:
+    """Disable the integration as a user of ``front`` would (the API, the portal or the CLI)."""
+    if front == "cli":
+        config = workdir / "walhook.toml"
+        config.write_text(f'[store]\ndsn = "{database}"\nplaintext_secrets = true\n\n[kafka]\n'
+                          f'bootstrap_servers = "{kafka.bootstrap_servers}"\ntopic = "{kafka.topic}"\n'
+                          f'consumer_group = "{kafka.consumer_group}"\n')
+        subprocess.run([sys.executable, "-m", "walhook", "integrations", "disable", str(integration_id),
+                        "--config", str(config)], check=True, capture_output=True, timeout=60)
+        return
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN},
+                        kafka=kafka.model_dump(), publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as client:
+        made = client.post("/v1/organizations/acme/keys", json={"name": "backend"}, headers=admin_headers())
+        key = {"authorization": f"Bearer {made.json()['key']}"}
+        if front == "api":
+            answer = client.post(f"/v1/integrations/{integration_id}/disable", headers=key)
+        else:
+            csrf = signed_in(client, key, "acme")
+            answer = client.post(f"/portal/o/acme/integrations/{integration_id}/disable", data={"reason": "paused"},
+                                 headers={"x-csrf-token": csrf}, follow_redirects=False)
+        assert answer.status_code in (200, 303), answer.text
+
+
+@pytest.mark.parametrize("front", ["api", "portal", "cli"])
 async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_lagged(
-        servers: Servers, database: str, topic: str) -> None:
-    """Changes written before the disable but consumed after it (the consumers lagged) are not skipped."""
+        servers: Servers, database: str, topic: str, front: str, tmp_path: Path) -> None:
+    """Changes written before the disable but consumed after it (the consumers lagged) are not skipped,
+    whichever front end disabled the integration (the portal once lost them)."""
     async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, ids):
         async with publishing(servers, topic, store, integrations_cache_seconds=0.2) as publisher:
             await produce(servers, topic, [event(1, entity="docs/1")])
@@ -191,7 +226,7 @@ async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_la
         for n in range(2, 12):  # nobody consumes these; one record batch each
             await produce(servers, topic, [event(n, entity=f"docs/{n}")])
         await asyncio.sleep(1.0)
-        await store.set_enabled(ids["hook"], False, "paused", await committed_positions(kafka))
+        await asyncio.to_thread(_disable_through, front, database, kafka, ids["hook"], tmp_path)
         async with publishing(servers, topic, store, integrations_cache_seconds=0.2):
             await until_consumed(kafka, 11)  # consumed now, while disabled: nothing recorded
             assert len(receiver.hits) == 1

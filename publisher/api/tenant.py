@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from models.events import parse_time
+from publisher import actions
 from publisher.api.auth import organization, store_of
 from publisher.api.schemas import (
     AttemptOut,
@@ -36,7 +37,6 @@ from publisher.api.schemas import (
     items_of,
 )
 from publisher.errors import NotFound
-from publisher.positions import committed_positions
 from publisher.store import ReplayJob, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
@@ -115,7 +115,7 @@ async def delete_integration(integration_id: int, org: str = Depends(organizatio
 async def enable_integration(integration_id: int, org: str = Depends(organization), store: Store = Depends(store_of),
                              replay: bool = Query(default=True, description="replay what happened while it was "
                                                   "disabled (a job; live changes wait behind it)")) -> EnabledOut:
-    job = await store.enable(org, integration_id, replay=replay)
+    job = await actions.enable(store, org, integration_id, replay=replay)
     integration = IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
     return EnabledOut(**integration.model_dump(), replay_job=job_out(job) if job else None)
 
@@ -123,9 +123,7 @@ async def enable_integration(integration_id: int, org: str = Depends(organizatio
 @router.post("/integrations/{integration_id}/disable", response_model=IntegrationOut)
 async def disable_integration(request: Request, integration_id: int, org: str = Depends(organization),
                               store: Store = Depends(store_of)) -> IntegrationOut:
-    await store.integration_of(org, integration_id)
-    positions = await committed_positions(request.app.state.settings.kafka)  # before any publisher stops recording
-    await store.set_enabled(integration_id, False, "disabled through the API", positions)
+    await actions.disable(store, request.app.state.settings.kafka, org, integration_id, "disabled through the API")
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS
+from publisher import actions
 from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
 from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
@@ -173,14 +174,13 @@ async def save_integration(request: Request, integration_id: int,
 @router.post("/integrations/{integration_id}/enable")
 async def enable(request: Request, integration_id: int,
                  granted: Scope = Depends(can_manage)) -> Response:
-    # As the API's enable: a replay job catches up what happened while it was disabled.
-    await store_of(request).enable(granted.organization_id, integration_id, replay=True)
+    await actions.enable(store_of(request), granted.organization_id, integration_id, replay=True)
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)
 
 
 @router.post("/integrations/{integration_id}/disable")
 async def disable(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
                   reason: str = Form("", max_length=500)) -> Response:
-    await store_of(request).integration_of(granted.organization_id, integration_id)
-    await store_of(request).set_enabled(integration_id, False, reason.strip() or "disabled in the portal")
+    await actions.disable(store_of(request), request.app.state.settings.kafka, granted.organization_id,
+                          integration_id, reason.strip() or "disabled in the portal")
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)

@@ -167,17 +167,16 @@ async def cmd_integrations_list(args: argparse.Namespace) -> int:
 
 async def cmd_integrations_state(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
-        integration = await store.integration(args.integration)
+        from publisher import actions
+
         job = None
         if args.action == "delete":
+            integration = await store.integration(args.integration)
             await store.delete_integration(integration.organization_id, integration.id)
         elif args.action == "enable":
-            job = await store.enable(None, integration.id, replay=not args.no_replay)
+            job = await actions.enable(store, None, args.integration, replay=not args.no_replay)
         else:
-            from publisher.positions import committed_positions
-
-            positions = await committed_positions(settings_of(args).kafka)  # before publishers stop recording
-            await store.set_enabled(integration.id, False, "disabled by an operator", positions)
+            await actions.disable(store, settings_of(args).kafka, None, args.integration, "disabled by an operator")
     caught_up = f"; replay job {job.id} catches it up from {job.since:%Y-%m-%d %H:%M:%S} UTC" if job else ""
     show(args, {"integration": args.integration, "action": args.action, "replay_job": job and job.id},
          f"integration {args.integration}: {args.action}d{caught_up}")

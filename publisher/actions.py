@@ -1,0 +1,41 @@
+"""Management actions shared by the API, the portal and the CLI: one function each.
+
+Each front end checks who asks (an organization's key, a portal session's capabilities, the
+operator at the command line) and then calls the action here, so an action's side effects are
+the same whichever screen or command started it. ``organization_id`` None is the operator, who
+may act on any organization's integration.
+"""
+
+from __future__ import annotations
+
+from models.settings import KafkaSettings
+from publisher.positions import committed_positions
+from publisher.store import Integration, ReplayJob, Store
+
+
+async def integration_for(store: Store, organization_id: str | None, integration_id: int) -> Integration:
+    """The integration an action names: another organization's is ``NotFound``, as a missing one."""
+    if organization_id is None:
+        return await store.integration(integration_id)
+    return await store.integration_of(organization_id, integration_id)
+
+
+async def disable(store: Store, kafka: KafkaSettings | None, organization_id: str | None, integration_id: int,
+                  reason: str) -> Integration:
+    """Disable an integration, remembering first where the publishers' consumer group stood.
+
+    The positions are read before any publisher sees the disable, so the enable's catch-up starts
+    at the first record whose deliveries were not recorded, however far the consumers lagged (see
+    ``publisher.positions``). Without them it would start at the moment of the disable and skip
+    the records written before it but consumed after it.
+    """
+    integration = await integration_for(store, organization_id, integration_id)
+    positions = await committed_positions(kafka)
+    await store.set_enabled(integration.id, False, reason, positions)
+    return integration
+
+
+async def enable(store: Store, organization_id: str | None, integration_id: int, *,
+                 replay: bool = True) -> ReplayJob | None:
+    """Enable an integration; unless told not to, a replay job catches up from where it was disabled."""
+    return await store.enable(organization_id, integration_id, replay=replay)
