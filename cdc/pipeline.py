@@ -29,6 +29,7 @@ from cdc.checkpoint import AckTracker, TransactionAcks
 from cdc.entities import EventBuilder, TransactionContext
 from cdc.errors import MappingError, PositionUnknown, ReplicationLost, SlotBusyError
 from cdc.failover import StandbyReadiness, check_standbys, nudge_catalog_xmin, standby_targets
+from cdc.identity import IdentityChoice, identity_summary
 from cdc.kafka import KafkaWriter
 from cdc.lsn import format_lsn
 from cdc.memory import ServerIdentity, SlotKeeper
@@ -121,9 +122,10 @@ class CapturePipeline:
         self.store = store  # backfills run only with a store
         self.backfill_settings = backfill or BackfillSettings()
         self.backfills = BackfillStream()
+        self.identities: list[IdentityChoice] = []  # each captured relation's replica identity, once prepared
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
-        await prepare_source(self.source, self.entities)
+        self.identities = await prepare_source(self.source, self.entities)
         async with ReplicationConnection(self.source.dsn) as conn:
             self._server = server = await conn.identify_system()
             slot = await prepare_slot(self.source, server, self.keeper)
@@ -147,9 +149,10 @@ class CapturePipeline:
         async with await _connect(self.source.dsn) as control, writer:
             self._control = control
             await conn.start(self.source.slot, self.source.publication)
-            log.info("ready: streaming slot %s of %s from %s into topic %s on Kafka %s (%d tables)%s",
+            log.info("ready: streaming slot %s of %s from %s into topic %s on Kafka %s (%d tables; %s)%s",
                      self.source.slot, database_of(self.source.dsn), format_lsn(start_lsn),
                      self.kafka.topic, self.kafka.bootstrap_servers, len(self.entities),
+                     identity_summary(self.identities),
                      f"; metrics on http://{self.source.metrics_address}/metrics" if self.source.metrics_address
                      else "")
             if on_connected is not None:

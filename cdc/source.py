@@ -2,8 +2,9 @@
 
 At start the CDC process checks ``wal_level``, that every configured table exists, the
 publication (created for exactly the configured tables, extended when the configuration
-adds one, ``publish_via_partition_root``), REPLICA IDENTITY FULL (set before the table is
-published; without it, a table with no primary key is refused by name), and the slot
+adds one, ``publish_via_partition_root`` and on Postgres 18 ``publish_generated_columns``), each
+table's replica identity (``cdc.identity``: set before the table is published, never so that the
+application's writes would fail), and the slot
 (created when missing, must use pgoutput, must not be active elsewhere). On Postgres 17+ the slot
 is a failover slot (``[source] failover``); a slot that vanished is not recreated silently
 (``cdc.memory``).
@@ -20,6 +21,7 @@ from psycopg import sql
 
 from cdc.errors import ReplicationLost, SlotBusyError, SlotInvalidated, SourceError
 from cdc.failover import failover_supported
+from cdc.identity import IdentityChoice, TableShape, choose_identity
 from cdc.lsn import SLOT_LAG_BYTES, parse_lsn
 from cdc.memory import ServerIdentity, SlotKeeper
 from models.dsn import primary_dsn
@@ -46,11 +48,15 @@ async def connect_control(dsn: str) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(primary_dsn(dsn), autocommit=True, client_encoding="utf8")
 
 
-async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> None:
-    """Check and set up everything capture needs but the slot (``prepare_slot``).
+async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySettings]) -> list[IdentityChoice]:
+    """Check and set up everything capture needs but the slot (``prepare_slot``); what each table's
+    replica identity became (``cdc.identity``).
 
-    A database that cannot be reached raises ``ReplicationLost`` (retried); anything that
-    needs a person to change something raises ``SourceError`` naming it.
+    The replica identities and the publication change in one transaction that ends by asking
+    Postgres to plan an UPDATE and a DELETE of every captured table: if the application's writes
+    would be refused once published, nothing is changed and capture does not start. A database
+    that cannot be reached raises ``ReplicationLost`` (retried); anything that needs a person to
+    change something raises ``SourceError`` naming it.
     """
     tables = [entity.table for entity in entities]
     try:
@@ -58,13 +64,17 @@ async def prepare_source(settings: SourceSettings, entities: Sequence[EntitySett
             await _check_wal_level(conn)
             await _check_privileges(conn)
             await _check_tables(conn, entities)
-            # Identity before publication: Postgres refuses UPDATE and DELETE on a published table without one.
-            await _check_replica_identity(conn, tables, settings.set_replica_identity_full)
-            await ensure_publication(conn, settings.publication, tables)
+            async with conn.transaction():
+                # Identity before publication: Postgres refuses UPDATE and DELETE on a published table without one.
+                choices = await _set_replica_identity(conn, entities, settings.set_replica_identity_full)
+                await ensure_publication(conn, settings.publication, tables)
+                for table in tables:
+                    await _check_writes_still_work(conn, table)
     except psycopg.OperationalError as exc:
         raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
     except psycopg.Error as exc:
         raise SourceError(f"preparing the source database failed: {exc}") from exc
+    return choices
 
 
 async def prepare_slot(settings: SourceSettings, server: ServerIdentity, keeper: SlotKeeper) -> SlotState:
@@ -115,15 +125,22 @@ async def _check_tables(conn: psycopg.AsyncConnection, entities: Sequence[Entity
 
 
 async def ensure_publication(conn: psycopg.AsyncConnection, name: str, tables: Sequence[str]) -> None:
-    """Create the publication for ``tables``, or add the tables it lacks."""
+    """Create the publication for ``tables``, add the tables it lacks, and set its options.
+
+    ``publish_via_partition_root``: a partitioned table's changes arrive under its own name.
+    ``publish_generated_columns = stored`` (Postgres 18 and later): stored generated columns are
+    published, so a FULL replica identity that holds one is valid (see ``cdc.identity``).
+    """
+    options = await _publication_options(conn)
     cursor = await conn.execute(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s", [name])
     published = {row[0] for row in await cursor.fetchall()}
     exists = (await (await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name])).fetchone())
     table_list = sql.SQL(", ").join(_identifier(table) for table in tables)
+    with_options = sql.SQL(", ").join(sql.SQL(f"{key} = {value}") for key, value in options.items())
     if not exists:
-        await conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
-                           .format(sql.Identifier(name), table_list))
+        await conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH ({})")
+                           .format(sql.Identifier(name), table_list, with_options))
         log.info("created publication %s for %s", name, ", ".join(tables))
         return
     missing = [table for table in tables if table not in published]
@@ -131,31 +148,77 @@ async def ensure_publication(conn: psycopg.AsyncConnection, name: str, tables: S
         await conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
             sql.Identifier(name), sql.SQL(", ").join(_identifier(table) for table in missing)))
         log.info("added %s to publication %s", ", ".join(missing), name)
+    if await _options_differ(conn, name, options):
+        await conn.execute(sql.SQL("ALTER PUBLICATION {} SET ({})").format(sql.Identifier(name), with_options))
+        log.info("set publication %s options: %s", name, ", ".join(f"{k} = {v}" for k, v in options.items()))
 
 
-async def _check_replica_identity(conn: psycopg.AsyncConnection, tables: Sequence[str], set_full: bool) -> None:
-    """FULL on every captured table and, for a partitioned one, on each partition: Postgres decides
-    what old row to send per partition, so FULL on the root alone is not enough."""
-    for table in tables:
-        cursor = await conn.execute(
-            "SELECT oid::regclass::text, relreplident, relkind = 'p' OR EXISTS (SELECT 1 FROM pg_index "
-            "WHERE indrelid = pg_class.oid AND indisprimary) FROM pg_class WHERE oid = to_regclass(%(t)s) "
-            "OR oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)))", {"t": _quoted(table)})
-        for relation, identity, has_key in await cursor.fetchall():
-            if identity == "f":
-                continue
-            if set_full:
-                await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.SQL(relation)))
-                log.info("set REPLICA IDENTITY FULL on %s", relation)
-            elif identity == "n" or (identity == "d" and not has_key):
-                raise SourceError(
-                    f"{relation} has no replica identity (no primary key, or REPLICA IDENTITY NOTHING): once "
-                    "published, Postgres would refuse its UPDATEs and DELETEs; run ALTER TABLE "
-                    f"{relation} REPLICA IDENTITY FULL (or USING INDEX a unique index on NOT NULL columns), "
-                    "or set [source] set_replica_identity_full = true")
-            else:
-                log.warning("%s is not REPLICA IDENTITY FULL: its updates carry no oldValue (only key columns) "
-                            "and a null updateMask", relation)
+async def _publication_options(conn: psycopg.AsyncConnection) -> dict[str, str]:
+    version = int((await (await conn.execute("SHOW server_version_num")).fetchone())[0])  # type: ignore[index]
+    options = {"publish_via_partition_root": "true"}
+    if version >= 180000:
+        options["publish_generated_columns"] = "stored"
+    return options
+
+
+async def _options_differ(conn: psycopg.AsyncConnection, name: str, options: dict[str, str]) -> bool:
+    generated = "pubgencols = 's'" if "publish_generated_columns" in options else "true"
+    cursor = await conn.execute(f"SELECT pubviaroot AND {generated} FROM pg_publication WHERE pubname = %s", [name])
+    row = await cursor.fetchone()
+    return row is not None and not row[0]
+
+
+_SHAPES = """
+SELECT c.oid::regclass::text, c.relreplident,
+       c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_index WHERE indrelid = c.oid AND indisprimary),
+       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = c.oid
+                 AND attnum > 0 AND NOT attisdropped AND attgenerated = 'v'), '{}')
+FROM pg_class c WHERE c.oid = to_regclass(%(t)s) OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)))
+"""
+
+
+async def table_shapes(conn: psycopg.AsyncConnection, table: str) -> list[TableShape]:
+    """``table`` and each of its partitions, as ``cdc.identity`` needs them: Postgres decides what old
+    row to send per partition, so each has its own identity."""
+    cursor = await conn.execute(_SHAPES, {"t": _quoted(table)})
+    return [TableShape(relation, identity, has_key, tuple(virtual))
+            for relation, identity, has_key, virtual in await cursor.fetchall()]
+
+
+async def _set_replica_identity(conn: psycopg.AsyncConnection, entities: Sequence[EntitySettings],
+                                source_wants_full: bool) -> list[IdentityChoice]:
+    choices = []
+    for entity in entities:
+        for shape in await table_shapes(conn, entity.table):
+            choice = choose_identity(shape, entity.replica_identity_full, source_wants_full)
+            if choice.set_full:
+                await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.SQL(choice.relation)))
+            log.info("%s: replica identity %s", choice.relation, choice.summary)
+            choices.append(choice)
+    return choices
+
+
+async def _check_writes_still_work(conn: psycopg.AsyncConnection, table: str) -> None:
+    """Ask Postgres to plan a DELETE and an UPDATE of ``table`` (nothing runs, no trigger fires): it
+    refuses them at planning when the replica identity cannot be sent, as it would the app's."""
+    cursor = await conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum LIMIT 1", [_quoted(table)])
+    column = await cursor.fetchone()
+    statements = [sql.SQL("EXPLAIN DELETE FROM {} WHERE false").format(_identifier(table))]
+    if column is not None:
+        statements.append(sql.SQL("EXPLAIN UPDATE {} SET {} = {} WHERE false").format(
+            _identifier(table), sql.Identifier(column[0]), sql.Identifier(column[0])))
+    for statement in statements:
+        try:
+            async with conn.transaction():  # a savepoint: a refusal for want of privileges is not ours to judge
+                await conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            return
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            raise SourceError(f"capturing {table} would make Postgres refuse the application's writes "
+                              f"({str(exc).strip().splitlines()[0]}); nothing was changed") from exc
 
 
 async def ensure_slot(conn: psycopg.AsyncConnection, settings: SourceSettings, server: ServerIdentity,

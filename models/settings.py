@@ -28,7 +28,9 @@ class SourceSettings(_Section):
     dsn: str
     slot: str = "walhook"
     publication: str = "walhook"
-    set_replica_identity_full: bool = True
+    set_replica_identity_full: bool = Field(
+        default=True, description="set REPLICA IDENTITY FULL on captured tables whose identity is DEFAULT (their "
+        "primary key), for oldValue and updateMask; USING INDEX and NOTHING are left as the owner set them")
     status_interval: float = Field(default=1.0, gt=0, description="seconds between standby status updates")
     heartbeat_interval: float = Field(default=10.0, ge=0, description="seconds between heartbeats; 0 turns them off")
     max_slot_lag_bytes: int | None = Field(default=None, ge=0, description="log an error when the slot lags more")
@@ -304,6 +306,9 @@ class EntitySettings(_Section):
     update_time_column: str | None = None
     exclude_columns: list[str] = Field(default_factory=list)
     property_names: Literal["as_is", "camel_case"] = "as_is"
+    replica_identity_full: bool | None = Field(
+        default=None, description="true: set REPLICA IDENTITY FULL even over USING INDEX or NOTHING; false: never "
+        "change it; default: [source] set_replica_identity_full for a table with the DEFAULT identity")
 
     @field_validator("table")
     @classmethod

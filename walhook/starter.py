@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import psycopg
 from pydantic import BaseModel
 
+from cdc.errors import SourceError
+from cdc.identity import TableShape, choose_identity
 from models.settings import (
     ApiSettings,
     KafkaSettings,
@@ -45,7 +47,9 @@ SELECT n.nspname, c.relname, c.relreplident,
        (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types,
+       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = 'v'), '{}') AS virtual_generated
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%%'
@@ -64,10 +68,20 @@ class TableInfo:
     primary_key: tuple[str, ...]
     identity_key: tuple[str, ...]
     columns: dict[str, str]  # name -> type
+    virtual_generated: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    def identity_plan(self) -> str:
+        """What capture would do to the table's replica identity with the defaults (``cdc.identity``)."""
+        shape = TableShape(self.qualified, self.replica_identity, bool(self.primary_key), self.virtual_generated)
+        source_default = SourceSettings.model_fields["set_replica_identity_full"].default
+        try:
+            return choose_identity(shape, None, source_default).summary
+        except SourceError as exc:
+            return f"refused as it stands ({str(exc).split(': ', 1)[0]}); set replica_identity_full = true"
 
 
 @dataclass(frozen=True)
@@ -90,8 +104,8 @@ def read_tables(dsn: str, store_schema: str = "walhook") -> list[TableInfo]:
             rows = conn.execute(_TABLES, [store_schema]).fetchall()
     except psycopg.Error as exc:
         raise ConfigError(f"cannot read the tables of {dsn}: {str(exc).strip().splitlines()[0]}") from exc
-    return [TableInfo(schema, name, identity, tuple(pk), tuple(ik), dict(zip(columns, types, strict=True)))
-            for schema, name, identity, pk, ik, columns, types in rows]
+    return [TableInfo(schema, name, identity, tuple(pk), tuple(ik), dict(zip(columns, types, strict=True)),
+                      tuple(virtual)) for schema, name, identity, pk, ik, columns, types, virtual in rows]
 
 
 def refusal(table: TableInfo) -> str | None:

@@ -39,7 +39,8 @@ def _list(tables: list[TableInfo]) -> None:
     for table in tables:
         why = refusal(table)
         print(f"{table.qualified:<40} " + (f"cannot capture: {why}" if why else
-                                           f"key ({', '.join(entity_for(table).entity_path.split('/')[1:])})"))
+                                           f"key ({', '.join(entity_for(table).entity_path.split('/')[1:])}); "
+                                           f"replica identity {table.identity_plan()}"))
 
 
 def _chosen(tables: list[TableInfo], args: argparse.Namespace) -> list[TableInfo]:

@@ -1,0 +1,179 @@
+"""Real schemas: while capture runs, the application's writes never fail, and every change arrives.
+
+The fixture holds the table shapes real applications have: stored and virtual generated columns,
+an identity USING INDEX set by the database's owner, quoted camelCase names in a schema of their
+own, a partitioned table with a default partition, and enums, domains, arrays and jsonb.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from cdc.errors import SourceError
+from cdc.identity import TableShape, choose_identity
+from cdc.source import prepare_source
+from models.settings import EntitySettings, SourceSettings
+from tests.conftest import Servers
+from tests.test_capture import capturing, read_topic
+from tests.test_cdc_features import setup, source_and_kafka
+
+SCHEMA = [
+    "CREATE TABLE order_orderline (id int PRIMARY KEY, org text, quantity int, unit_price numeric, "
+    "total numeric GENERATED ALWAYS AS (quantity * unit_price) STORED)",
+    "CREATE TABLE gauges (id int PRIMARY KEY, org text, reading int, doubled int GENERATED ALWAYS AS (reading * 2) "
+    "VIRTUAL)",
+    "CREATE TABLE codes (code text NOT NULL, org text, label text)",
+    "CREATE UNIQUE INDEX codes_code ON codes (code)",
+    "ALTER TABLE codes REPLICA IDENTITY USING INDEX codes_code",
+    "CREATE SCHEMA billing",
+    'CREATE TABLE billing."Invoice" ("invoiceId" int PRIMARY KEY, "tenantId" text, "amountDue" numeric, '
+    '"createdAt" timestamptz DEFAULT now())',
+    "CREATE TABLE payment (id int, org text, paid_on date, amount numeric, PRIMARY KEY (id, paid_on)) "
+    "PARTITION BY RANGE (paid_on)",
+    "CREATE TABLE payment_2026 PARTITION OF payment FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    "CREATE TABLE payment_other PARTITION OF payment DEFAULT",
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+    "CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
+    "CREATE TABLE moods (id int PRIMARY KEY, org text, mood mood, score positive, tags text[], doc jsonb)",
+]
+
+ENTITIES = [
+    EntitySettings(table="order_orderline", entity_key="orderlines", entity_path="orderlines/{id}",
+                   collection_path="orderlines", organization_column="org"),
+    EntitySettings(table="gauges", entity_key="gauges", entity_path="gauges/{id}", collection_path="gauges",
+                   organization_column="org"),
+    EntitySettings(table="codes", entity_key="codes", entity_path="codes/{code}", collection_path="codes",
+                   organization_column="org"),
+    EntitySettings(table="billing.Invoice", entity_key="invoices", entity_path="invoices/{invoiceId}",
+                   collection_path="invoices", organization_column="tenantId", create_time_column="createdAt"),
+    EntitySettings(table="payment", entity_key="payments", entity_path="payments/{id}", collection_path="payments",
+                   organization_column="org"),
+    EntitySettings(table="moods", entity_key="moods", entity_path="moods/{id}", collection_path="moods",
+                   organization_column="org"),
+]
+
+# The application's writes: per table an INSERT, an UPDATE and a DELETE, then a TRUNCATE of all.
+WRITES = [
+    ("orderlines", "INSERT INTO order_orderline (id, org, quantity, unit_price) VALUES (1, 'acme', 2, 2.5)",
+     "UPDATE order_orderline SET quantity = 3 WHERE id = 1", "DELETE FROM order_orderline WHERE id = 1"),
+    ("gauges", "INSERT INTO gauges (id, org, reading) VALUES (1, 'acme', 4)",
+     "UPDATE gauges SET reading = 5 WHERE id = 1", "DELETE FROM gauges WHERE id = 1"),
+    ("codes", "INSERT INTO codes (code, org, label) VALUES ('A1', 'acme', 'first')",
+     "UPDATE codes SET label = 'second' WHERE code = 'A1'", "DELETE FROM codes WHERE code = 'A1'"),
+    ("invoices", """INSERT INTO billing."Invoice" ("invoiceId", "tenantId", "amountDue") VALUES (1, 'acme', 10)""",
+     """UPDATE billing."Invoice" SET "amountDue" = 12 WHERE "invoiceId" = 1""",
+     """DELETE FROM billing."Invoice" WHERE "invoiceId" = 1"""),
+    ("payments", "INSERT INTO payment (id, org, paid_on, amount) VALUES (1, 'acme', '2026-03-01', 5)",
+     "UPDATE payment SET amount = 6 WHERE id = 1", "DELETE FROM payment WHERE id = 1"),
+    ("moods", "INSERT INTO moods VALUES (1, 'acme', 'ok', 3, '{a,b}', '{\"k\": [1, {\"x\": null}]}')",
+     "UPDATE moods SET mood = 'happy', tags = '{c}' WHERE id = 1", "DELETE FROM moods WHERE id = 1"),
+]
+
+
+def identities(database: str) -> dict[str, str]:
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT oid::regclass::text, relreplident FROM pg_class WHERE relname IN "
+                            "('order_orderline', 'gauges', 'codes', 'Invoice', 'payment', 'payment_2026', "
+                            "'payment_other', 'moods')").fetchall()
+    return dict(rows)
+
+
+async def test_the_applications_writes_never_fail_and_every_change_arrives(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, *SCHEMA)
+    source, kafka = source_and_kafka(database, servers, topic)
+    errors: list[str] = []
+    async with capturing(source, kafka, ENTITIES):
+        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)  # the topic exists: capture streams
+        with psycopg.connect(database, autocommit=True) as app:
+            for _, *statements in WRITES:
+                for statement in statements:
+                    try:
+                        app.execute(statement)
+                    except psycopg.Error as exc:
+                        errors.append(f"{statement}: {exc}")
+            app.execute("TRUNCATE order_orderline, gauges, codes, billing.\"Invoice\", payment, moods")
+        events = await read_topic(servers.bootstrap_servers, topic, 3 * len(WRITES))
+    assert errors == []
+    arrived = {(e["entityKey"], e["operationType"]) for e in events}
+    assert arrived == {(key, op) for key, *_ in WRITES for op in ("created", "updated", "deleted")}
+    by = {(e["entityKey"], e["operationType"]): e for e in events}
+    assert by["orderlines", "updated"]["data"]["value"]["properties"]["total"] == "7.5"  # stored: published
+    assert by["orderlines", "updated"]["data"]["updateMask"] == ["quantity", "total"]
+    assert by["gauges", "updated"]["data"]["oldValue"] is None or "reading" not in by["gauges", "updated"]["data"][
+        "oldValue"]["properties"]  # a virtual column rules out FULL: no whole old row
+    assert by["payments", "updated"]["entityPath"] == "payments/1"  # through the partition root
+    assert by["invoices", "created"]["organizationId"] == "acme"
+    assert by["moods", "updated"]["data"]["value"]["properties"]["tags"] == ["c"]
+    found = identities(database)
+    assert found["codes"] == "i"  # the owner's USING INDEX is kept
+    assert found["order_orderline"] == "f" and found["payment_2026"] == "f" and found["gauges"] == "d"
+
+
+async def test_an_entity_may_ask_for_full_over_using_index(database: str, servers: Servers, topic: str) -> None:
+    setup(database, *SCHEMA[2:5])
+    source, _ = source_and_kafka(database, servers, topic)
+    codes = ENTITIES[2].model_copy(update={"replica_identity_full": True})
+    choices = await prepare_source(source, [codes])
+    assert [c.summary for c in choices] == ["USING INDEX -> FULL (for oldValue and updateMask)"]
+    assert identities(database)["codes"] == "f"
+
+
+async def test_full_with_a_virtual_column_is_refused_and_nothing_changes(
+        database: str, servers: Servers, topic: str) -> None:
+    setup(database, SCHEMA[0], SCHEMA[1], "ALTER TABLE gauges REPLICA IDENTITY FULL")
+    source, _ = source_and_kafka(database, servers, topic)
+    with pytest.raises(SourceError, match=r"virtual generated column.*doubled"):
+        await prepare_source(source, [ENTITIES[0], ENTITIES[1]])
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+    assert identities(database)["order_orderline"] == "d"  # the transaction changed nothing
+    setup(database, "INSERT INTO gauges (id, org, reading) VALUES (1, 'acme', 1)", "UPDATE gauges SET reading = 2")
+
+
+async def test_a_publication_left_without_generated_columns_is_set_right(
+        database: str, servers: Servers, topic: str) -> None:
+    """An older walhook's publication (no generated columns) and FULL made the app's UPDATE fail."""
+    setup(database, SCHEMA[0], "ALTER TABLE order_orderline REPLICA IDENTITY FULL",
+          "CREATE PUBLICATION walhook FOR TABLE order_orderline")
+    source = SourceSettings(dsn=database)
+    await prepare_source(source, [ENTITIES[0]])
+    setup(database, "INSERT INTO order_orderline (id, org, quantity, unit_price) VALUES (1, 'acme', 1, 1)",
+          "UPDATE order_orderline SET quantity = 2", "DELETE FROM order_orderline")
+
+
+@pytest.mark.parametrize(("shape", "entity", "source", "expected"), [
+    (TableShape("t", "d", True), None, True, (True, True)),
+    (TableShape("t", "d", True), False, True, (False, False)),
+    (TableShape("t", "d", True), None, False, (False, False)),
+    (TableShape("t", "i", False), None, True, (False, False)),
+    (TableShape("t", "i", False), True, True, (True, True)),
+    (TableShape("t", "f", True), False, False, (False, True)),
+    (TableShape("t", "d", True, ("v",)), None, True, (False, False)),
+    (TableShape("t", "n", False), True, False, (True, True)),
+    (TableShape("t", "d", False), None, True, (True, True)),
+])
+def test_the_identity_rules(shape: TableShape, entity: bool | None, source: bool, expected: tuple[bool, bool]) -> None:
+    choice = choose_identity(shape, entity, source)
+    assert (choice.set_full, choice.old_values) == expected
+
+
+@pytest.mark.parametrize("shape", [TableShape("t", "n", False), TableShape("t", "d", False, ("v",)),
+                                   TableShape("t", "f", True, ("v",)), TableShape("t", "n", False, ("v",))])
+def test_shapes_no_identity_can_serve_are_refused(shape: TableShape) -> None:
+    with pytest.raises(SourceError, match="t"):
+        choose_identity(shape, None, True)
+
+
+def test_init_lists_what_capture_would_do_to_each_identity(database: str) -> None:
+    setup(database, *SCHEMA)
+    listed = subprocess.run([sys.executable, "-m", "walhook", "init", "--dsn", database, "--list"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = {line.split()[0]: line for line in listed.splitlines()}
+    assert "replica identity DEFAULT -> FULL" in lines["public.order_orderline"]
+    assert "USING INDEX kept (as set by the database's owner)" in lines["public.codes"]
+    assert "virtual generated column(s) doubled rule out FULL" in lines["public.gauges"]
