@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from publisher.errors import SecretError
 
@@ -70,9 +72,17 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         parsed = [parse_key(text) for text in keys]
         self.current = parsed[0][0]
+        self._keys = dict(parsed)
         self._ciphers = {key_id: AESGCM(key) for key_id, key in parsed}
         if len(self._ciphers) != len(parsed):
             raise ValueError("two keys have the same id")
+
+    def derive(self, purpose: str) -> str:
+        """A key for ``purpose`` derived from the current key (HKDF-SHA256): kept nowhere, so a dump of
+        the store cannot reveal it. A new current key derives a new one."""
+        material = self._keys[self.current]
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"walhook {purpose} v1".encode())
+        return base64.urlsafe_b64encode(derived.derive(material)).decode()
 
     def seal(self, secret: str, organization_id: str, integration_id: int | None) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)  # random per value: a key seals far fewer than 2**32 secrets

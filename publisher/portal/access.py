@@ -1,8 +1,9 @@
 """Issuing and exchanging portal links: the one place both the API and the portal's operator page use.
 
 ``create_link`` signs a grant and records it; ``exchange`` checks a presented token (signature,
-expiry), spends its row and opens a session. The signing key is ``[portal] signing_key`` or,
-when unset, a key the store keeps, so every API process behind a load balancer agrees on it.
+expiry), spends its row and opens a session with the capabilities stored with that row. The
+signing key is ``[portal] signing_key`` or, when unset, one derived from the store's keyring (a key
+the store keeps when it has none), so every API process behind a load balancer agrees on it.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ async def create_link(store: Store, settings: PortalSettings, base_url: str, org
 async def exchange(store: Store, settings: PortalSettings, token: str) -> tuple[str, PortalSession]:
     """Spend a link: the new session's cookie value and the session; ``LinkRefused`` says why not."""
     grant = links.read(token, await _key(settings, store))
-    if not await store.spend_portal_link(grant.link_id, grant.organization_id):
+    stored = await store.spend_portal_link(grant.link_id, grant.organization_id)
+    if stored is None:
         raise LinkRefused("this portal link was already used, revoked or has expired; ask for a new one")
-    cookie, row = await store.open_portal_session(grant.organization_id, sorted(grant.capabilities),
-                                                  timedelta(hours=settings.session_hours), grant.session_id)
+    capabilities, session_id = stored  # what was granted when it was issued, whatever the token says
+    cookie, row = await store.open_portal_session(grant.organization_id, sorted(capabilities),
+                                                  timedelta(hours=settings.session_hours), session_id)
     return cookie, PortalSession.of(row)
 
 

@@ -23,8 +23,17 @@ def _hash(cookie: str) -> bytes:
 class PortalStore(ReportStore):
     """The portal's rows."""
 
+    async def _after_migrations(self) -> None:
+        await super()._after_migrations()
+        if self.keyring is not None:  # links are signed with a key derived from it: none is kept in clear
+            await self._rows("DELETE FROM {s}.portal_signing_keys RETURNING id")
+
     async def portal_signing_key(self) -> str:
-        """The store-kept key portal links are signed with, made on first use (one per store, so every API agrees)."""
+        """The key portal links are signed with when ``[portal] signing_key`` is unset: derived from the
+        store's keyring when it has one (so no dump holds it), else kept in the store, made on first use
+        (one per store, so every API process agrees)."""
+        if self.keyring is not None:
+            return self.keyring.derive("portal link signing")
         rows = await self._rows(
             "INSERT INTO {s}.portal_signing_keys (id, key) VALUES (1, :key) ON CONFLICT (id) DO UPDATE "
             "SET key = {s}.portal_signing_keys.key RETURNING key", {"key": token_urlsafe(48)})
@@ -38,12 +47,14 @@ class PortalStore(ReportStore):
             {"id": link_id, "org": organization_id, "caps": capabilities, "session": session_id,
              "expires": expires_at})
 
-    async def spend_portal_link(self, link_id: str, organization_id: str) -> bool:
-        """Mark the link used; False when it was already used, revoked, has expired or never existed."""
-        return bool(await self._rows(
+    async def spend_portal_link(self, link_id: str, organization_id: str) -> tuple[list[str], str | None] | None:
+        """Mark the link used: the capabilities and session id stored with it when it was issued (never
+        those a token claims); None when it was already used, revoked, has expired or never existed."""
+        rows = await self._rows(
             "UPDATE {s}.portal_links SET used_at = now() WHERE id = :id AND organization_id = :org "
-            "AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now() RETURNING id",
-            {"id": link_id, "org": organization_id}))
+            "AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now() RETURNING capabilities, session_id",
+            {"id": link_id, "org": organization_id})
+        return (list(rows[0]["capabilities"]), rows[0]["session_id"]) if rows else None
 
     async def open_portal_session(self, organization_id: str | None, capabilities: list[str], lasting: timedelta,
                                   session_id: str | None = None) -> tuple[str, PortalSessionRow]:

@@ -1,0 +1,44 @@
+"""Security review 2's findings that live in the control plane, each held by a test that failed before its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from publisher.api.app import create_app
+from publisher.portal import links
+from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
+from publisher.secretbox import Keyring, new_key
+from tests.portal_support import ADMIN, DOCS, open_link, organization
+from walhook.config import Settings
+
+KEY = new_key("k1")
+
+
+@pytest.fixture
+def client(database: str) -> Iterator[TestClient]:
+    settings = Settings(store={"dsn": database, "secret_keys": [KEY]}, api={"admin_token": ADMIN},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_a_dump_of_the_store_cannot_forge_a_portal_session(client: TestClient, database: str) -> None:
+    """M7: the link-signing key is in no row, and a session gets the capabilities stored with its link."""
+    key = organization(client, "acme")
+    assert client.post("/v1/portal-links", json={"capabilities": []}, headers=key).status_code == 201  # view only
+    with psycopg.connect(database) as conn:  # what a pg_dump holds
+        kept_keys = conn.execute("SELECT key FROM walhook.portal_signing_keys").fetchall()
+        link_id, expires_at = conn.execute("SELECT id, expires_at FROM walhook.portal_links").fetchone()  # type: ignore[misc]
+    assert kept_keys == []
+    # Even with the real signing key (leaked some other way), the token's claims grant nothing more.
+    real_key = Keyring([KEY]).derive("portal link signing")
+    forged = links.sign(LinkGrant(link_id, "acme", frozenset(ALL_CAPABILITIES), expires_at), real_key)
+    assert open_link(client, f"/portal/link/{forged}").status_code == 303
+    with psycopg.connect(database) as conn:
+        (capabilities,) = conn.execute("SELECT capabilities FROM walhook.portal_sessions").fetchone()  # type: ignore[misc]
+    assert capabilities == ["view"]
+    assert client.get("/portal/o/acme/settings/secret").status_code in (403, 404)
