@@ -90,11 +90,13 @@ async def plan_table(conn: psycopg.AsyncConnection[Any], entity: EntitySettings,
                               "cannot be read in key order (add a primary key, or ALTER TABLE ... REPLICA IDENTITY "
                               "USING INDEX a unique index on NOT NULL columns)")
     conditions = _conditions(row_filter)
-    columns = await _columns(conn, quoted)
+    # An excluded column is as unknown to a filter as a missing one, and never named: a filter on it
+    # would tell, through the rows it reads, what the column holds.
+    columns = [name for name in await _columns(conn, quoted) if name not in entity.exclude_columns]
     unknown = sorted(filter_columns(conditions) - set(columns))
     if unknown:
         raise BackfillRefused(f"filter names unknown column(s) {', '.join(unknown)} of {entity.table} "
-                              f"(table has: {', '.join(columns)})")
+                              f"(its columns: {', '.join(columns)})")
     if organization_id is not None:
         if entity.organization_column is None:
             raise BackfillRefused(f"table {entity.table} has no organization_column: its rows reach no integration")

@@ -42,3 +42,29 @@ def test_a_dump_of_the_store_cannot_forge_a_portal_session(client: TestClient, d
         (capabilities,) = conn.execute("SELECT capabilities FROM walhook.portal_sessions").fetchone()  # type: ignore[misc]
     assert capabilities == ["view"]
     assert client.get("/portal/o/acme/settings/secret").status_code in (403, 404)
+
+
+@pytest.fixture
+def backfill_client(database: str) -> Iterator[TestClient]:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, org text, title text, secret_note text)")
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, source={"dsn": database},
+                        api={"admin_token": ADMIN}, publisher={"allowed_networks": ["127.0.0.1/32"]},
+                        entities=[{**DOCS, "exclude_columns": ["secret_note"]}])
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_a_backfill_filter_cannot_read_an_excluded_column(backfill_client: TestClient) -> None:
+    """M4: a filter on an excluded column is refused as one on a missing column is, and no error names it."""
+    key = organization(backfill_client, "acme")
+    answers = {column: backfill_client.post("/v1/backfills", json={"entity_key": "docs",
+                                                                    "filter": f"{column} = 'x'"}, headers=key)
+               for column in ("secret_note", "no_such_column")}
+    assert {column: answer.status_code for column, answer in answers.items()} == {
+        "secret_note": 422, "no_such_column": 422}
+    excluded, missing = (answers[c].json()["detail"] for c in ("secret_note", "no_such_column"))
+    assert excluded.replace("secret_note", "no_such_column") == missing  # the same words: no oracle
+    other = backfill_client.post("/v1/backfills", json={"entity_key": "docs", "filter": "nope = 1"}, headers=key)
+    assert "secret_note" not in other.json()["detail"] and "title" in other.json()["detail"]
+    assert backfill_client.get("/v1/backfills", headers=key).json() == []
