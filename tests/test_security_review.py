@@ -68,3 +68,14 @@ def test_a_backfill_filter_cannot_read_an_excluded_column(backfill_client: TestC
     other = backfill_client.post("/v1/backfills", json={"entity_key": "docs", "filter": "nope = 1"}, headers=key)
     assert "secret_note" not in other.json()["detail"] and "title" in other.json()["detail"]
     assert backfill_client.get("/v1/backfills", headers=key).json() == []
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", '"\\ud800"', '{"a": "\\udfff"}'])
+def test_an_unrepresentable_condition_value_is_a_422_not_a_500(client: TestClient, value: str) -> None:
+    """L1: rendering the refusal of such a value failed, and the client saw a 500."""
+    key = organization(client, "acme")
+    body = ('{"url": "http://127.0.0.1:9/hook", "events": [{"subscription": "docs:*", '
+            f'"when": {{"property": "title", "equals": {value}}}}}]}}')
+    answer = client.post("/v1/integrations", content=body.encode(), headers={**key, "content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert "when" in answer.text or "equals" in answer.text or "value" in answer.text

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -69,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _handler(status: int):  # type: ignore[no-untyped-def]
     async def handle(request: Request, exc: Exception) -> Response:
-        message = str(exc)
+        message = str(printable(exc))
         if status >= 500:  # the store's trouble is logged for operators, not told to API clients
             log.error("%s %s: %s", request.method, request.url.path, exc)
             message = "the store is unavailable; try again"
@@ -80,8 +79,19 @@ def _handler(status: int):  # type: ignore[no-untyped-def]
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:
+    """A 422 naming each bad field. The errors' echo of the input (``input``, ``ctx``) is left out: a
+    value such as NaN, 1e400 or a lone surrogate cannot be written as JSON, and the client sent it."""
     assert isinstance(exc, RequestValidationError)
+    errors = [{"type": e.get("type"), "loc": [printable(part) for part in e.get("loc", ())],
+               "msg": printable(e.get("msg", ""))} for e in exc.errors()]
     if portal.is_portal(request):
-        return portal.validation_page(request, exc)
-    return await request_validation_exception_handler(request, exc)
+        return portal.validation_page(request, errors)
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def printable(value: object) -> str | int:
+    """``value`` as JSON can carry it: an int as is, anything else as text without lone surrogates."""
+    if isinstance(value, int):
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 

@@ -8,9 +8,9 @@ for refused portal requests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -67,8 +67,8 @@ async def _denied(request: Request, exc: Exception) -> Response:
     return error_page(request, exc.status, str(exc))
 
 
-def validation_page(request: Request, exc: RequestValidationError) -> Response:
+def validation_page(request: Request, errors: list[dict[str, Any]]) -> Response:
     """A bad query or form field of a portal request, named in one line."""
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"][1:]) or "request"
     return error_page(request, 422, f"{where}: {first['msg']}")
