@@ -12,7 +12,7 @@ from publisher.api.app import create_app
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
-from tests.portal_support import ADMIN, DOCS, open_link, organization
+from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization
 from walhook.config import Settings
 
 KEY = new_key("k1")
@@ -79,3 +79,27 @@ def test_an_unrepresentable_condition_value_is_a_422_not_a_500(client: TestClien
     answer = client.post("/v1/integrations", content=body.encode(), headers={**key, "content-type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert "when" in answer.text or "equals" in answer.text or "value" in answer.text
+
+
+def test_answers_carrying_secrets_are_never_cached(client: TestClient) -> None:
+    """L4: an organization's secret, an API key and a revealed secret are answered with no-store."""
+    created = client.post("/v1/organizations", json={"id": "acme"}, headers=admin_headers())
+    key = client.post("/v1/organizations/acme/keys", json={"name": "k"}, headers=admin_headers())
+    revealed = client.post("/v1/secret/rotate", json={}, headers={"authorization": f"Bearer {key.json()['key']}"})
+    for answer in (created, key, revealed):
+        assert answer.status_code in (200, 201), answer.text
+        assert answer.headers["cache-control"] == "no-store"
+
+
+def test_portal_cookies_carry_the_host_prefix_over_tls(database: str) -> None:
+    """L4: over TLS the session cookie is ``__Host-`` (Secure, Path=/), so no other path or host sets it."""
+    settings = Settings(store={"dsn": database, "secret_keys": [KEY]}, api={"admin_token": ADMIN},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings), base_url="https://testserver") as tls:
+        key = organization(tls, "acme")
+        link = tls.post("/v1/portal-links", json={"capabilities": []}, headers=key).json()["url"]
+        opened = open_link(tls, link.removeprefix("https://testserver"))
+        assert opened.status_code == 303, opened.text
+        cookie = opened.headers["set-cookie"]
+        assert cookie.startswith("__Host-walhook_portal=") and "Secure" in cookie and "Path=/;" in cookie
+        assert tls.get("/portal/o/acme/integrations").status_code == 200  # the prefixed cookie signs in

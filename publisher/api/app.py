@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from cdc.errors import BackfillRefused
 from publisher.api import admin, backfills, health, portal_links, tenant
 from publisher.api import status as operator_status
-from publisher.api.limits import BodyLimit
+from publisher.api.limits import BodyLimit, NoStore
 from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, JobRefused, NotFound, SecretError, StoreError, SubscriptionError
 from publisher.portal import routes as portal
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_exception_handler(error, _handler(status))
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(NoStore)
     app.add_middleware(OperatorSplit, enabled=settings.api.operator_address is not None)
     return app
 

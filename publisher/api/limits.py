@@ -68,3 +68,24 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse({"detail": _message(self.limit)}, status_code=413, headers={"connection": "close"})
         await response(scope, receive, send)
+
+
+class NoStore:
+    """``Cache-Control: no-store`` on every API answer (``/v1``): they carry keys, signing secrets and
+    tenants' data, which no browser or proxy cache may keep. (The portal's pages set it themselves.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, sending)

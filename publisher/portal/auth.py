@@ -13,6 +13,7 @@ import hmac
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 
 from publisher.api.admin import OrganizationId
 from publisher.errors import NotFound
@@ -56,8 +57,26 @@ def store_of(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def cookie_of(request: Request, name: str) -> tuple[str, str]:
+    """A portal cookie's name and path. Over TLS it carries the ``__Host-`` prefix (Secure, Path=/, no
+    Domain), so that no other host or path of the site can set or shadow it; over plain HTTP (local
+    use) browsers refuse that prefix, so it goes as is, under ``/portal``."""
+    return (f"__Host-{name}", "/") if request.url.scheme == "https" else (name, "/portal")
+
+
+def read_cookie(request: Request, name: str) -> str | None:
+    return request.cookies.get(cookie_of(request, name)[0])
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    """Set a portal cookie: HttpOnly, SameSite=Strict, Secure over TLS."""
+    cookie, path = cookie_of(request, name)
+    response.set_cookie(cookie, value, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                        path=path, max_age=max_age)
+
+
 async def current_session(request: Request) -> PortalSession | None:
-    return await current(store_of(request), request.cookies.get(COOKIE))
+    return await current(store_of(request), read_cookie(request, COOKIE))
 
 
 async def signed_in(request: Request) -> PortalSession:

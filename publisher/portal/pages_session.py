@@ -19,7 +19,17 @@ from fastapi.responses import RedirectResponse, Response
 from publisher.api.admin import OrganizationId
 from publisher.portal import access
 from publisher.portal.access import PortalSession
-from publisher.portal.auth import COOKIE, FORM_COOKIE, PortalDenied, current_session, operator, store_of
+from publisher.portal.auth import (
+    COOKIE,
+    FORM_COOKIE,
+    PortalDenied,
+    cookie_of,
+    current_session,
+    operator,
+    read_cookie,
+    set_cookie,
+    store_of,
+)
 from publisher.portal.links import ALL_CAPABILITIES, LinkRefused, capabilities_of
 from publisher.portal.render import page
 
@@ -27,21 +37,16 @@ router = APIRouter(prefix="/portal", include_in_schema=False)
 ORGANIZATIONS_PAGE = 50
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
-
-
 def _with_form_token(request: Request, template: str, status: int = 200, **context: object) -> Response:
     """A pre-session form page, with its double-submit token in a cookie and in the form."""
-    token = request.cookies.get(FORM_COOKIE) or token_urlsafe(24)
+    token = read_cookie(request, FORM_COOKIE) or token_urlsafe(24)
     response = page(request, template, status, form_token=token, **context)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request),
-                        path="/portal")
+    set_cookie(request, response, FORM_COOKIE, token)
     return response
 
 
 def _check_form_token(request: Request, presented: str) -> None:
-    expected = request.cookies.get(FORM_COOKIE, "")
+    expected = read_cookie(request, FORM_COOKIE) or ""
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise PortalDenied(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
@@ -50,8 +55,7 @@ def _signed_in(request: Request, cookie: str, session: PortalSession) -> Respons
     target = "/portal/orgs" if session.operator else f"/portal/o/{session.organization_id}/integrations"
     response = RedirectResponse(target, status_code=303)
     lasting = timedelta(hours=request.app.state.settings.portal.session_hours)
-    response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", secure=_secure(request), path="/portal",
-                        max_age=int(lasting.total_seconds()))
+    set_cookie(request, response, COOKIE, cookie, max_age=int(lasting.total_seconds()))
     return response
 
 
@@ -98,9 +102,10 @@ async def open_link(request: Request, token: str, form_token: str = Form("")) ->
 async def logout(request: Request, csrf: str = Form("")) -> Response:
     session = await current_session(request)
     if session is not None and hmac.compare_digest(csrf.encode(), session.csrf_token.encode()):
-        await store_of(request).end_portal_session(request.cookies[COOKIE])
+        await store_of(request).end_portal_session(read_cookie(request, COOKIE) or "")
     response = RedirectResponse("/portal/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/portal")
+    name, path = cookie_of(request, COOKIE)
+    response.delete_cookie(name, path=path, secure=request.url.scheme == "https", httponly=True, samesite="strict")
     return response
 
 
