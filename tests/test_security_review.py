@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import psycopg
@@ -9,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from publisher.api.app import create_app
+from publisher.api.failures import AuthFailures
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
@@ -103,3 +105,39 @@ def test_portal_cookies_carry_the_host_prefix_over_tls(database: str) -> None:
         cookie = opened.headers["set-cookie"]
         assert cookie.startswith("__Host-walhook_portal=") and "Secure" in cookie and "Path=/;" in cookie
         assert tls.get("/portal/o/acme/integrations").status_code == 200  # the prefixed cookie signs in
+
+
+def test_failed_authentications_are_limited_per_source_address() -> None:
+    failures = AuthFailures(limit=3, window=60.0, max_sources=2)
+    for second in range(3):
+        assert failures.wait_for("198.51.100.7", second) == 0
+        failures.failed("198.51.100.7", second)
+    assert failures.wait_for("198.51.100.7", 10.0) == 50.0  # until the oldest failure is a minute old
+    assert failures.wait_for("203.0.113.9", 10.0) == 0  # another address is not held back
+    assert failures.wait_for("198.51.100.7", 60.0) == 0
+    failures.failed("203.0.113.9", 61.0)
+    failures.failed("192.0.2.1", 62.0)  # a third source: the least recent one is forgotten
+    assert failures.wait_for("198.51.100.7", 62.0) == 0
+
+
+def test_guessing_keys_or_the_admin_token_gets_429_and_is_logged(
+        database: str, caplog: pytest.LogCaptureFixture) -> None:
+    """L2: 300 wrong API keys once took 10.8 s, all answered 401."""
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "auth_failures_per_minute": 5},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    app = create_app(settings)
+    with TestClient(app, client=("198.51.100.7", 4000)) as attacker, \
+            TestClient(app, client=("203.0.113.9", 4000)) as neighbour:
+        key = organization(neighbour, "acme")
+        statuses = [attacker.get("/v1/integrations", headers={"authorization": f"Bearer whk_guess{n}"}).status_code
+                    for n in range(8)]
+        assert statuses == [401] * 5 + [429] * 3
+        refused = attacker.get("/v1/organizations", headers=admin_headers())  # right token, still waiting
+        assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 60
+        assert neighbour.get("/v1/integrations", headers=key).status_code == 200
+        page = attacker.get("/portal/login")
+        token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        login = attacker.post("/portal/login", data={"token": ADMIN, "form_token": token})
+        assert login.status_code == 429 and "too many failed sign-ins" in login.text
+    assert "failed authentication (API key) from 198.51.100.7 on GET /v1/integrations" in caplog.text

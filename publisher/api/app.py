@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from cdc.errors import BackfillRefused
 from publisher.api import admin, backfills, health, portal_links, tenant
 from publisher.api import status as operator_status
+from publisher.api.failures import AuthFailures
 from publisher.api.limits import BodyLimit, NoStore
 from publisher.api.operator import OperatorSplit
 from publisher.errors import Conflict, JobRefused, NotFound, SecretError, StoreError, SubscriptionError
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="walhook", version=user_agent().split("/", 1)[1], lifespan=lifespan,
                   description="Manage organizations, API keys, webhook integrations and deliveries.")
     app.state.settings = settings
+    app.state.auth_failures = AuthFailures(settings.api.auth_failures_per_minute)
     for router in (admin.router, tenant.router, portal_links.router, backfills.router, health.router,
                    operator_status.router):
         app.include_router(router)

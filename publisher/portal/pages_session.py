@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from publisher.api.admin import OrganizationId
+from publisher.api.auth import blocked_seconds, note_failure
 from publisher.portal import access
 from publisher.portal.access import PortalSession
 from publisher.portal.auth import (
@@ -76,8 +77,14 @@ async def login_page(request: Request) -> Response:
 @router.post("/login")
 async def login(request: Request, token: str = Form(max_length=500), form_token: str = Form("")) -> Response:
     _check_form_token(request, form_token)
+    if (wait := blocked_seconds(request)) > 0:
+        response = _with_form_token(request, "login.html", 429, error=f"too many failed sign-ins from this "
+                                    f"address; try again in {wait} s")
+        response.headers["retry-after"] = str(wait)
+        return response
     admin_token = request.app.state.settings.api.admin_token
     if admin_token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+        note_failure(request, "portal sign-in")
         return _with_form_token(request, "login.html", 401, error="that is not the admin token")
     cookie, session = await access.operator_session(store_of(request), request.app.state.settings.portal)
     return _signed_in(request, cookie, session)
