@@ -17,7 +17,7 @@ import orjson
 
 from publisher.directory import IntegrationDirectory
 from publisher.errors import StoreError
-from publisher.headers import capped_response_headers
+from publisher.headers import capped_response_headers, hiding_custom_values
 from publisher.lanes import Lane, Spawn, _spawn_task
 from publisher.ordering import RecentlyDelivered, may_go_now
 from publisher.retry import Decision, RetryPolicy, Verdict
@@ -275,7 +275,7 @@ def _record(delivery: Delivery, integration: Integration, number: int, started: 
             verdict: Verdict, next_attempt_at: datetime) -> AttemptRecord:
     return AttemptRecord(
         delivery_id=delivery.id, integration_id=integration.id, number=number, trigger=delivery.trigger,
-        started_at=started, url=integration.url, request_headers=result.request_headers,
+        started_at=started, url=integration.url, request_headers=hiding_custom_values(result.request_headers),
         response_status=result.status, response_headers=capped_response_headers(result.headers),
         response_body=result.response_body or None, duration_ms=result.duration * 1000, error=result.error,
         status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict in (Verdict.RETRY, Verdict.GONE) else None)

@@ -47,6 +47,16 @@ def custom_header_problem(name: str, value: str) -> str | None:
     return None
 
 
+HIDDEN = "(hidden)"
+"""What stands for a custom header's value where it is not shown: it may hold a receiver's credentials."""
+
+
+def hiding_custom_values(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with every value an integration's manager chose hidden: walhook's own headers
+    (``webhook-*``, ``content-type``, ``user-agent``) are kept, since they carry nothing secret."""
+    return {name: value if is_reserved(name) else HIDDEN for name, value in headers.items()}
+
+
 def without_reserved(headers: Mapping[str, str]) -> dict[str, str]:
     """``headers`` less reserved names: a last guard for integrations stored before a name was reserved."""
     return {name: value for name, value in headers.items() if not is_reserved(name)}

@@ -58,10 +58,11 @@ def new_key(key_id: str) -> str:
     return f"{key_id}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
 
 
-def associated_data(organization_id: str, integration_id: int | None) -> bytes:
-    """What a ciphertext is bound to: its owner. The lengths keep ``a|b`` and ``a`` + ``|b`` apart."""
+def associated_data(organization_id: str, integration_id: int | None, purpose: str = "signing secret") -> bytes:
+    """What a ciphertext is bound to: what it is and its owner. The lengths keep ``a|b`` and ``a`` + ``|b``
+    apart; the purpose keeps a sealed value of one kind from opening as another."""
     owner = f"{len(organization_id)}:{organization_id}|{'' if integration_id is None else integration_id}"
-    return b"walhook signing secret v1|" + owner.encode()
+    return f"walhook {purpose} v1|".encode() + owner.encode()
 
 
 class Keyring:
@@ -84,22 +85,25 @@ class Keyring:
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"walhook {purpose} v1".encode())
         return base64.urlsafe_b64encode(derived.derive(material)).decode()
 
-    def seal(self, secret: str, organization_id: str, integration_id: int | None) -> Sealed:
+    def seal(self, secret: str, organization_id: str, integration_id: int | None,
+             purpose: str = "signing secret") -> Sealed:
         nonce = os.urandom(NONCE_BYTES)  # random per value: a key seals far fewer than 2**32 secrets
         ciphertext = self._ciphers[self.current].encrypt(
-            nonce, secret.encode(), associated_data(organization_id, integration_id))
+            nonce, secret.encode(), associated_data(organization_id, integration_id, purpose))
         return Sealed(self.current, nonce, ciphertext)
 
-    def unseal(self, sealed: Sealed, organization_id: str, integration_id: int | None) -> str:
+    def unseal(self, sealed: Sealed, organization_id: str, integration_id: int | None,
+               purpose: str = "signing secret") -> str:
         """The secret; ``SecretKeyMissing`` or ``SecretError`` naming the owner and the key id otherwise."""
         owner = f"organization {organization_id!r}" + (f", integration {integration_id}" if integration_id else "")
         cipher = self._ciphers.get(sealed.key_id)
         if cipher is None:
-            raise SecretKeyMissing(f"the signing secret of {owner} is encrypted with key id {sealed.key_id!r}, "
+            raise SecretKeyMissing(f"the {purpose} of {owner} is encrypted with key id {sealed.key_id!r}, "
                                    f"which is not in [store] secret_keys (configured: {', '.join(self._ciphers)})")
         try:
-            plain = cipher.decrypt(sealed.nonce, sealed.ciphertext, associated_data(organization_id, integration_id))
+            plain = cipher.decrypt(sealed.nonce, sealed.ciphertext,
+                                   associated_data(organization_id, integration_id, purpose))
         except InvalidTag as exc:
-            raise SecretError(f"the signing secret of {owner} does not decrypt with key {sealed.key_id!r}: a "
+            raise SecretError(f"the {purpose} of {owner} does not decrypt with key {sealed.key_id!r}: a "
                               "different key under the same id, or a value copied from another row") from exc
         return plain.decode()

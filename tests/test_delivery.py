@@ -18,7 +18,7 @@ from models.settings import KafkaSettings, PublisherSettings
 from publisher.sender import WebhookSender
 from publisher.service import Publisher, consumer_group_state
 from publisher.ssrf import DestinationPolicy
-from publisher.store import Store
+from publisher.store import Attempt, Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
 from tests.support import wait_for
@@ -81,6 +81,18 @@ async def publishing(servers: Servers, topic: str, store: Store, **settings: obj
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
+
+
+async def logged_attempts(store: Store, integration_id: int, count: int, timeout: float = 20.0) -> list[Attempt]:
+    """The integration's first delivery's attempts, once ``count`` of them are in the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deliveries = await store.deliveries(integration_id)
+        attempts = await store.attempts_of(deliveries[-1].id) if deliveries else []
+        if len(attempts) >= count:
+            return attempts
+        assert time.monotonic() < deadline, f"{len(attempts)} attempts logged, not {count}"
+        await asyncio.sleep(0.05)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -278,12 +290,15 @@ async def test_batches_carry_several_events_with_sequence_metadata(servers: Serv
 
 async def test_static_headers_and_user_agent_are_sent(servers: Servers, database: str, topic: str) -> None:
     async with ScriptedReceiver() as receiver, \
-            org_with(database, receiver, "hook", headers={"x-tenant": "acme-prod"}) as (store, _), \
+            org_with(database, receiver, "hook", headers={"x-tenant": "acme-prod"}) as (store, ids), \
             publishing(servers, topic, store):
         await produce(servers, topic, [event(1)])
         await until(lambda: len(receiver.hits) == 1)
+        logged = await logged_attempts(store, ids["hook"], 1)
     (hit,) = receiver.verified()
     assert hit.headers["x-tenant"] == "acme-prod"
+    # The log keeps that it was sent, not its value (custom headers often hold a receiver's credentials).
+    assert logged[0].request_headers["x-tenant"] == "(hidden)" and "webhook-signature" in logged[0].request_headers
     assert hit.headers["user-agent"].startswith("walhook/")
     assert hit.headers["content-type"] == "application/json"
 

@@ -14,7 +14,8 @@ from publisher.api.failures import AuthFailures
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
-from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization
+from publisher.store import Store
+from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
 from walhook.config import Settings
 
 KEY = new_key("k1")
@@ -141,3 +142,36 @@ def test_guessing_keys_or_the_admin_token_gets_429_and_is_logged(
         login = attacker.post("/portal/login", data={"token": ADMIN, "form_token": token})
         assert login.status_code == 429 and "too many failed sign-ins" in login.text
     assert "failed authentication (API key) from 198.51.100.7 on GET /v1/integrations" in caplog.text
+
+
+async def test_custom_headers_are_sealed_at_rest_and_resealed(database: str) -> None:
+    """L3: custom header values (often a receiver's credentials) were kept in clear."""
+    async with Store(database, keyring=Keyring([KEY])) as store:
+        await store.add_organization("acme")
+        made = await store.add_integration("acme", "http://127.0.0.1:9/hook", ["docs:*"],
+                                           headers={"x-api-key": "receiver-password"})
+        other = await store.add_integration("acme", "http://127.0.0.1:9/other", ["docs:*"])
+        await store.update_integration("acme", other, {"headers": {"authorization": "Bearer hunter2"}})
+        assert (await store.integration(made)).headers == {"x-api-key": "receiver-password"}
+        assert (await store.integration(other)).headers == {"authorization": "Bearer hunter2"}
+    with psycopg.connect(database) as conn:
+        dump = str(conn.execute("SELECT headers FROM walhook.integrations").fetchall())
+    assert "receiver-password" not in dump and "hunter2" not in dump and "(sealed)" in dump
+    second = new_key("k2")
+    async with Store(database, keyring=Keyring([second, KEY])) as store:
+        await store.reseal_secrets()
+    async with Store(database, keyring=Keyring([second])) as store:  # the old key is gone: still readable
+        assert (await store.integration(made)).headers == {"x-api-key": "receiver-password"}
+
+
+def test_a_view_only_session_sees_header_names_not_values(client: TestClient) -> None:
+    """L3: a view-only portal session was shown custom header values."""
+    key = organization(client, "acme")
+    made = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["docs:*"],
+                                                 "headers": {"x-api-key": "receiver-password"}}, headers=key)
+    page = f"/portal/o/acme/integrations/{made.json()['id']}"
+    open_link(client, portal_link(client, key, capabilities=[]))
+    viewed = client.get(page).text
+    assert "x-api-key: (hidden)" in viewed and "receiver-password" not in viewed
+    open_link(client, portal_link(client, key, capabilities=["manage_integrations"]))
+    assert "x-api-key: receiver-password" in client.get(page).text

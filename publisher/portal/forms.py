@@ -25,6 +25,7 @@ from starlette.datastructures import FormData
 from models.samples import SAMPLE_OPERATIONS
 from publisher.api.schemas import IntegrationIn
 from publisher.errors import SecretError
+from publisher.headers import hiding_custom_values
 from publisher.matching import SubscriptionItem, parse_subscription
 from publisher.portal.condition_rows import EntityRows, Kinds, RowsError, condition_rows, read_rows, rows_condition
 from publisher.signing import secret_key
@@ -92,15 +93,17 @@ def ticks_from_events(events: list[SubscriptionItem], entity_keys: list[str]) ->
     return ticked, other
 
 
-def form_of(integration: Integration, entity_keys: list[str],
-            kinds: Mapping[str, Kinds] | None = None) -> IntegrationForm:
-    """The form filled in from a saved integration (its secret is never put in the form)."""
+def form_of(integration: Integration, entity_keys: list[str], kinds: Mapping[str, Kinds] | None = None,
+            header_values: bool = True) -> IntegrationForm:
+    """The form filled in from a saved integration (its secret is never put in the form; its custom
+    headers' values only with ``header_values``, for a session that may manage it)."""
+    headers = integration.headers if header_values else hiding_custom_values(integration.headers)
     events, conditions = shown_conditions([s.describe() for s in integration.subscriptions], entity_keys, kinds or {})
     ticked, other = ticks_from_events(events, entity_keys)
     values = {"name": integration.name, "url": integration.url, "environment": integration.environment or "",
               "batch_size": str(integration.batch_size), "ordering": integration.ordering,
               "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",
-              "headers": "\n".join(f"{k}: {v}" for k, v in integration.headers.items()), "other": "\n".join(other),
+              "headers": "\n".join(f"{k}: {v}" for k, v in headers.items()), "other": "\n".join(other),
               "concurrency": "" if integration.concurrency is None else str(integration.concurrency)}
     return IntegrationForm(values, ticked, conditions=conditions)
 

@@ -7,7 +7,7 @@ same SSRF check as ``POST`` / ``PATCH /v1/integrations``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import orjson
@@ -19,9 +19,11 @@ from publisher import actions
 from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
 from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
+from publisher.headers import hiding_custom_values
 from publisher.portal.auth import Scope, can_manage, scope, store_of
 from publisher.portal.condition_rows import EntityRows
 from publisher.portal.forms import IntegrationForm, form_of, place_error, read_form
+from publisher.portal.links import Capability
 from publisher.portal.pages_conditions import kinds_of, properties_of, shapes_of
 from publisher.portal.render import page
 from publisher.ssrf import DestinationRefused
@@ -61,8 +63,11 @@ def entity_keys(request: Request) -> list[str]:
     return [entity.entity_key for entity in request.app.state.settings.entities]
 
 
-def raw_json(integration: Integration) -> str:
-    """The integration exactly as ``GET /v1/integrations/{id}`` returns it."""
+def raw_json(integration: Integration, header_values: bool = True) -> str:
+    """The integration exactly as ``GET /v1/integrations/{id}`` returns it (its custom headers' values
+    hidden unless ``header_values``: a session that may not manage it does not see them)."""
+    if not header_values:
+        integration = replace(integration, headers=hiding_custom_values(integration.headers))
     return orjson.dumps(IntegrationOut.of(integration.describe()).model_dump(mode="json"),
                         option=orjson.OPT_INDENT_2).decode()
 
@@ -81,7 +86,7 @@ async def _edit(request: Request, granted: Scope, form: IntegrationForm, integra
     jobs = await store_of(request).replay_jobs(granted.organization_id, integration.id, limit=3) if integration else []
     return page(request, "integration_edit.html", status, scope=granted, form=form, integration=integration,
                 entity_keys=entity_keys(request), operations=SAMPLE_OPERATIONS, sample_operations=EVENT_OPERATIONS,
-                raw=raw_json(integration) if integration else None, jobs=jobs,
+                raw=raw_json(integration, granted.can(Capability.MANAGE)) if integration else None, jobs=jobs,
                 entity_properties=properties_of(await shapes_of(request)), no_rows=EntityRows())
 
 
@@ -151,7 +156,8 @@ async def preview(request: Request, granted: Scope = Depends(scope),
 @router.get("/integrations/{integration_id}")
 async def edit_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
     integration = await store_of(request).integration_of(granted.organization_id, integration_id)
-    form = form_of(integration, entity_keys(request), kinds_of(await shapes_of(request)))
+    form = form_of(integration, entity_keys(request), kinds_of(await shapes_of(request)),
+                   header_values=granted.can(Capability.MANAGE))
     return await _edit(request, granted, form, integration)
 
 

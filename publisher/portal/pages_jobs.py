@@ -6,6 +6,7 @@ through the same store call as ``GET /v1/deliveries``; an htmx request gets the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,9 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from models.events import parse_time
+from publisher.headers import hiding_custom_values
 from publisher.portal.auth import PortalDenied, Scope, can_recover, scope, store_of
+from publisher.portal.links import Capability
 from publisher.portal.render import is_fragment, page
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
@@ -59,6 +62,8 @@ async def job(request: Request, delivery_id: int, granted: Scope = Depends(scope
     store = store_of(request)
     delivery = await store.delivery_of(granted.organization_id, delivery_id)
     attempts = await store.attempts_of(delivery_id)
+    if not granted.can(Capability.MANAGE):  # attempts logged before values were hidden in the log itself
+        attempts = [replace(a, request_headers=hiding_custom_values(a.request_headers)) for a in attempts]
     return page(request, "job.html", scope=granted, delivery=delivery, attempts=attempts,
                 body=(await store.delivery_body(delivery_id)).decode("utf-8", "replace"))
 

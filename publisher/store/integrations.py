@@ -2,16 +2,24 @@
 
 Every change of an integration's config (its row, or its secrets) moves ``updated_at``: the
 publishers' directories reload what moved since they last looked.
+
+Custom headers often carry a receiver's credentials, so with a keyring they are sealed like the
+signing secrets: the ``headers`` column then holds ``{"(sealed)": {key id, nonce, ciphertext}}``
+(not a header name anyone may set), bound to the organization.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from publisher.errors import Conflict, NotFound
+import orjson
+
+from publisher.errors import Conflict, NotFound, SecretError
 from publisher.matching import SubscriptionItem, parse_items
+from publisher.secretbox import Sealed
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
 from publisher.store.tenants import TenantStore
@@ -19,6 +27,8 @@ from publisher.store.tenants import TenantStore
 _CHANGEABLE = {"url", "name", "events", "environment", "ordering", "batch_size", "rate_limit", "headers",
                "concurrency"}
 _JSON = ("events", "headers")
+SEALED = "(sealed)"
+_PURPOSE = "custom headers"
 
 
 class IntegrationStore(TenantStore):
@@ -41,7 +51,8 @@ class IntegrationStore(TenantStore):
             "WHERE organization_id = :org) < :limit RETURNING id",
             {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
              "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
-             "headers": as_json(headers or {}), "concurrency": concurrency, "limit": limit})
+             "headers": self._stored_headers(organization_id, headers), "concurrency": concurrency,
+             "limit": limit})
         if not rows:
             raise Conflict(f"organization {organization_id!r} already has {limit} integrations, the most allowed "
                            "([api] max_integrations_per_organization)")
@@ -95,9 +106,42 @@ class IntegrationStore(TenantStore):
             secrets=secrets.get((row["organization_id"], row["id"])) or secrets.get((row["organization_id"], None), []),
             enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
             ordering=row["ordering"], batch_size=row["batch_size"], rate_limit=row["rate_limit"],
-            headers=row["headers"], failing_since=row["failing_since"], concurrency=row["concurrency"],
+            headers=self._opened_headers(row), failing_since=row["failing_since"], concurrency=row["concurrency"],
             disabled_at=row["disabled_at"], catching_up=row["catching_up_job"] is not None,
             updated_at=row["updated_at"]) for row in rows]
+
+    def _stored_headers(self, organization_id: str, headers: dict[str, str] | None) -> str:
+        """The ``headers`` column's value: sealed with the current key, or plain without a keyring."""
+        if self.keyring is None or not headers:
+            return as_json(headers or {})
+        sealed = self.keyring.seal(as_json(headers), organization_id, None, _PURPOSE)
+        return as_json({SEALED: {"key_id": sealed.key_id, "nonce": base64.b64encode(sealed.nonce).decode(),
+                                 "ciphertext": base64.b64encode(sealed.ciphertext).decode()}})
+
+    def _opened_headers(self, row: dict[str, Any]) -> dict[str, str]:
+        box = row["headers"].get(SEALED)
+        if box is None:
+            return dict(row["headers"])
+        if self.keyring is None:
+            raise SecretError(f"the custom headers of integration {row['id']} are encrypted with key id "
+                              f"{box['key_id']!r}, but no [store] secret_keys are configured")
+        sealed = Sealed(box["key_id"], base64.b64decode(box["nonce"]), base64.b64decode(box["ciphertext"]))
+        return dict(orjson.loads(self.keyring.unseal(sealed, str(row["organization_id"]), None, _PURPOSE)))
+
+    async def reseal_secrets(self, only_plain: bool = False) -> int:
+        """The signing secrets (see ``TenantStore``), then every integration's custom headers."""
+        done = await super().reseal_secrets(only_plain)
+        assert self.keyring is not None
+        rows = [row for row in await self._rows("SELECT id, organization_id, headers FROM {s}.integrations "
+                                                "WHERE headers <> '{}' ORDER BY id")
+                if SEALED not in row["headers"] or (not only_plain and row["headers"][SEALED]["key_id"]
+                != self.keyring.current)]
+        for row in rows:  # few: integrations with custom headers, each resealed where it is
+            await self._rows("UPDATE {s}.integrations SET headers = CAST(:headers AS jsonb) WHERE id = :id "
+                             "AND headers = CAST(:old AS jsonb)",
+                             {"id": row["id"], "old": as_json(row["headers"]),
+                              "headers": self._stored_headers(str(row["organization_id"]), self._opened_headers(row))})
+        return done + len(rows)
 
     async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any]) -> None:
         """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers,
@@ -108,6 +152,8 @@ class IntegrationStore(TenantStore):
         if changes.get("batch_size", 0) is None:
             changes["batch_size"] = 1
         fields = {k: (as_json(v) if k in _JSON else v) for k, v in changes.items() if k in _CHANGEABLE}
+        if "headers" in fields:
+            fields["headers"] = self._stored_headers(organization_id, changes["headers"])
         parse_items(changes.get("events") or ())
         if not fields:
             return
