@@ -48,6 +48,7 @@ log = logging.getLogger("walhook.cdc.backfill")
 CLAIM = timedelta(seconds=15)  # a killed capture's job is taken over this long after its last chunk
 SLICE = 200  # rows converted between two yields to the stream
 MAX_AGAIN = 20  # chunks read again in a row (a racing snapshot, an overflowing watch) before giving up
+TURN_SECONDS = 5.0  # a backfill works this long before another waiting one (maybe another organization's) goes
 
 
 class BackfillRunner:
@@ -127,6 +128,7 @@ class BackfillRunner:
                            maximum=s.max_chunk_rows, target=s.target_chunk_seconds, max_bytes=s.max_chunk_bytes)
         again = 0
         end = await last_key(reader, plan)
+        turn_ends = time.monotonic() + TURN_SECONDS
         while True:
             started = time.monotonic()
             read = await self._read(reader, plan, job.cursor, sizer, end) if end is not None else None
@@ -153,6 +155,10 @@ class BackfillRunner:
                 log.info("backfill %d of %s: no longer running; stopped after %d rows", job.id, job.table_name,
                          job.rows_read)
                 return
+            if time.monotonic() > turn_ends and await self._others_waiting(job.id):
+                log.info("backfill %d of %s: another backfill's turn, after %d rows", job.id, job.table_name,
+                         job.rows_read)
+                return  # released by the caller; it goes on from its cursor at its next turn
 
     async def _emit(self, chunk: PendingChunk, outcome: Outcome) -> None:
         """The surviving rows to the writer, a slice at a time; the stream runs between slices."""
@@ -213,6 +219,12 @@ class BackfillRunner:
         return replace(job, cursor=[value.decode() for value in chunk.keys[-1]],
                        rows_read=job.rows_read + len(chunk.keys), rows_published=job.rows_published + chunk.published,
                        rows_superseded=job.rows_superseded + superseded, chunks=job.chunks + 1, chunk_rows=sizer.rows)
+
+    async def _others_waiting(self, backfill_id: int) -> bool:
+        try:
+            return await self._store.other_backfills_waiting(backfill_id, list(self._entities))
+        except StoreError:
+            return False  # go on: taking turns is only fairness
 
     async def _keep(self, job: Backfill) -> str:
         """Write the progress (retrying while the store is down: the next chunk waits, the stream does not)."""

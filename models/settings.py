@@ -241,6 +241,8 @@ class ApiSettings(_Section):
                                                    "organization may have")
     operator_address: str | None = Field(default=None, description="host:port serving /metrics and /readyz "
                                          "(without a token, and nothing else); unset: they need the admin token")
+    max_replay_jobs_per_organization: int = Field(default=5, ge=1, description="requested replay jobs one "
+                                                  "organization may have running or queued; past them 409")
     auth_failures_per_minute: int = Field(default=20, ge=1, description="failed authentications (API key, admin "
                                           "token, portal sign-in) one source address may make in 60 s; past "
                                           "them its requests get 429 until the oldest is a minute old")

@@ -8,7 +8,9 @@ may act on any organization's integration.
 
 from __future__ import annotations
 
-from models.settings import KafkaSettings
+from datetime import datetime
+
+from models.settings import ApiSettings, KafkaSettings
 from publisher.positions import committed_positions
 from publisher.store import Integration, ReplayJob, Store
 
@@ -39,3 +41,16 @@ async def enable(store: Store, organization_id: str | None, integration_id: int,
                  replay: bool = True) -> ReplayJob | None:
     """Enable an integration; unless told not to, a replay job catches up from where it was disabled."""
     return await store.enable(organization_id, integration_id, replay=replay)
+
+
+async def start_replay(store: Store, api: ApiSettings, organization_id: str | None, integration_id: int, *,
+                       offset: int | None = None, since: datetime | None = None) -> ReplayJob:
+    """A replay job of the integration from an offset or a moment (checked: ``publisher.replay_input``).
+
+    An organization may have ``[api] max_replay_jobs_per_organization`` running or queued; the operator
+    (``organization_id`` None) is not limited.
+    """
+    integration = await integration_for(store, organization_id, integration_id)
+    limit = None if organization_id is None else api.max_replay_jobs_per_organization
+    return await store.create_replay_job(integration.organization_id, integration.id, start_offset=offset,
+                                         since=since, limit=limit)

@@ -288,6 +288,12 @@ DROP TABLE {schema}.attempts_before_partitioning;
 -- Settled deliveries by age: what pruning deletes.
 CREATE INDEX deliveries_settled ON {schema}.deliveries (status, updated_at) WHERE status <> 'pending';
 """),
+    (80, """
+-- When a replay job last gave its publisher up after a slice of work: jobs are claimed organization by
+-- organization, the one served longest ago first (publisher.store.jobs).
+ALTER TABLE {schema}.replay_jobs ADD COLUMN sliced_at timestamptz;
+ALTER TABLE {schema}.backfills ADD COLUMN sliced_at timestamptz;
+"""),
 ]
 
 

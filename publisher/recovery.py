@@ -12,12 +12,17 @@ past that offset written after the job started. Progress is kept per partition a
 batch is scheduled, so a job resumes where it stopped if its publisher dies, and a cancel
 takes effect before the next read (a job cancelled before it ran reads nothing). A job that fails
 for any reason, whatever its input, ends ``failed`` with the reason, and the loop goes on.
+
+Jobs share a publisher in turns: after ``SLICE_SECONDS`` of work, a job whose batch is kept gives
+the publisher up if another job waits, and the store hands the next turn fairly (an enable's
+catch-up first, then the organization served longest ago; see ``Store.claim_replay_job``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +36,10 @@ from publisher.routing import delivery_of, parse_event, receives
 from publisher.store import Integration, NewDelivery, ReplayJob, Store
 
 log = logging.getLogger("walhook.publisher")
+
+SLICE_SECONDS = 2.0
+"""How long a publisher works on one job before it lets a waiting one (maybe another organization's) go first."""
+YIELDED = "yielded"
 
 
 def start_offset(found: object | None) -> int | None:
@@ -77,11 +86,13 @@ class Progress:
 class ReplayRunner:
     """Runs one replay job at a time for a publisher."""
 
-    def __init__(self, store: Store, kafka: KafkaSettings, claim: timedelta, catch_up_grace: timedelta) -> None:
+    def __init__(self, store: Store, kafka: KafkaSettings, claim: timedelta, catch_up_grace: timedelta,
+                 slice_seconds: float = SLICE_SECONDS) -> None:
         self._store = store
         self._kafka = kafka
         self._claim = claim
         self._grace = catch_up_grace
+        self._slice = slice_seconds
 
     async def run_jobs(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
         """Claim and run jobs until asked to stop."""
@@ -109,9 +120,18 @@ class ReplayRunner:
         except Exception as exc:  # one organization's job must never end the loop serving all
             state, error = "failed", f"replay from {self._kafka.topic} failed: {type(exc).__name__}: {exc}"
             log.exception("replay job %d: %s", job.id, error)
+        if state == YIELDED:  # its turn is over and another job waits: it goes on later, where it stopped
+            await self._yield(job.id)
+            return state
         await self._finish(job.id, state, error)
         log.info("replay job %d %s", job.id, state)
         return state
+
+    async def _yield(self, job_id: int) -> None:
+        try:
+            await self._store.yield_replay_job(job_id)
+        except StoreError as exc:  # its claim expires by itself: it is only taken up a little later
+            log.warning("cannot give replay job %d up yet: %s", job_id, exc)
 
     async def _finish(self, job_id: int, state: str, error: str | None) -> None:
         while True:
@@ -165,6 +185,7 @@ class ReplayRunner:
     async def _scan(self, consumer: AIOKafkaConsumer, job: ReplayJob, integration: Integration,
                     bounds: dict[int, Boundary], ends: dict[int, int], progress: Progress) -> str:
         redeliver = job.reason == "requested"  # a catch-up only fills the gap: what was delivered stays so
+        turn_ends = time.monotonic() + self._slice
         while not all(bound.done for bound in bounds.values()):
             active = [TopicPartition(self._kafka.topic, p) for p, bound in bounds.items() if not bound.done]
             batch = await consumer.getmany(*active, timeout_ms=500, max_records=1000)
@@ -176,7 +197,18 @@ class ReplayRunner:
             progress.scheduled += len(await self._schedule(chosen, redeliver))
             if await self._note(job, progress, ends):
                 return "cancelled"
+            # Only after a batch that brought records: near its end a job must see two quiet rounds in a row,
+            # which a turn given up between them would start over.
+            if batch and time.monotonic() > turn_ends and not all(b.done for b in bounds.values()) \
+                    and await self._others_waiting(job.id):
+                return YIELDED
         return "done"
+
+    async def _others_waiting(self, job_id: int) -> bool:
+        try:
+            return await self._store.others_waiting(job_id)
+        except StoreError:
+            return False  # go on: yielding is only fairness
 
     def _take(self, integration: Integration, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]],
               bounds: dict[int, Boundary], progress: Progress) -> list[NewDelivery]:

@@ -222,11 +222,11 @@ async def recover(integration_id: int, body: RecoverIn, org: str = Depends(organ
 
 
 @router.post("/integrations/{integration_id}/replay", status_code=202, response_model=ReplayJobOut)
-async def replay_integration(integration_id: int, body: ReplayIn, org: str = Depends(organization),
+async def replay_integration(request: Request, integration_id: int, body: ReplayIn, org: str = Depends(organization),
                              store: Store = Depends(store_of)) -> ReplayJobOut:
     """Start a replay job; a running publisher carries it out. Follow it at ``/v1/replay-jobs/{id}``."""
-    await store.integration_of(org, integration_id)  # another organization's: 404 first
-    return job_out(await store.create_replay_job(org, integration_id, start_offset=body.offset, since=body.since))
+    return job_out(await actions.start_replay(store, request.app.state.settings.api, org, integration_id,
+                                              offset=body.offset, since=body.since))
 
 
 @router.get("/replay-jobs", response_model=list[ReplayJobOut])

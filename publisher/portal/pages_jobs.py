@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from models.events import parse_time
+from publisher import actions
 from publisher.headers import hiding_custom_values
 from publisher.portal.auth import PortalDenied, Scope, can_recover, scope, store_of
 from publisher.portal.links import Capability
@@ -90,10 +91,9 @@ async def recover(request: Request, integration_id: int, granted: Scope = Depend
 async def replay(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
                  offset: str = Form("", pattern=r"^\d{0,18}$"), since: str = Form("", max_length=40)) -> Response:
     """Start a replay job (a running publisher carries it out); its fragment follows the progress."""
-    await store_of(request).integration_of(granted.organization_id, integration_id)  # another's: 404 first
-    job = await store_of(request).create_replay_job(granted.organization_id, integration_id,
-                                                     start_offset=int(offset) if offset else None,
-                                                     since=_time(since, "since"))
+    job = await actions.start_replay(store_of(request), request.app.state.settings.api, granted.organization_id,
+                                     integration_id, offset=int(offset) if offset else None,
+                                     since=_time(since, "since"))
     return page(request, "fragments/replay_job.html", scope=granted, job=job)
 
 

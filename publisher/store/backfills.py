@@ -87,14 +87,27 @@ class BackfillStore(JobStore):
 
         ``claimer`` names the replication slot: only one process streams a slot at a time, so a job
         claimed under this slot belongs to a session that has ended (killed, say) and is taken over at once.
+        Fair across organizations, like replay jobs: the organization served longest ago first (its
+        backfills' last turn), then its backfill served longest ago; a capture process runs a backfill a
+        turn at a time (``cdc.backfill_runner``).
         """
         rows = await self._rows(
+            "WITH served AS (SELECT coalesce(organization_id, '') AS org, max(sliced_at) AS at FROM {s}.backfills "
+            "WHERE state = 'running' GROUP BY 1) "
             "UPDATE {s}.backfills SET claimed_by = :claimer, claimed_until = now() + :claim, updated_at = now() "
-            "WHERE id = (SELECT id FROM {s}.backfills WHERE state = 'running' AND table_name = ANY(:tables) "
-            "AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = :claimer) "
-            "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "WHERE id = (SELECT b.id FROM {s}.backfills b JOIN served ON served.org = coalesce(b.organization_id, '') "
+            "WHERE b.state = 'running' AND b.table_name = ANY(:tables) "
+            "AND (b.claimed_until IS NULL OR b.claimed_until < now() OR b.claimed_by = :claimer) "
+            "ORDER BY served.at NULLS FIRST, b.sliced_at NULLS FIRST, b.id LIMIT 1 FOR UPDATE OF b SKIP LOCKED) "
             f"RETURNING {_BACKFILL}", {"claim": claim_for, "tables": list(tables), "claimer": claimer})
         return _backfill(rows[0]) if rows else None
+
+    async def other_backfills_waiting(self, backfill_id: int, tables: Sequence[str]) -> bool:
+        """Whether a backfill of ``tables`` other than this one waits for its turn."""
+        return bool(await self._rows(
+            "SELECT 1 FROM {s}.backfills WHERE state = 'running' AND id <> :id AND table_name = ANY(:tables) "
+            "AND (claimed_until IS NULL OR claimed_until < now()) LIMIT 1",
+            {"id": backfill_id, "tables": list(tables)}))
 
     async def note_backfill_progress(self, backfill: Backfill, claim_for: timedelta) -> str:
         """Keep a chunk's progress (after Kafka acknowledged it) and extend the claim; returns the job's state,
@@ -118,8 +131,9 @@ class BackfillStore(JobStore):
                          {"id": backfill_id, "state": state, "error": error})
 
     async def release_backfill(self, backfill_id: int) -> None:
-        """Give the claim up (the session ends): the next capture session takes the job over at once."""
-        await self._rows("UPDATE {s}.backfills SET claimed_until = NULL WHERE id = :id", {"id": backfill_id})
+        """Give the claim up (its turn or the session ends): the next claim may take it, or another, at once."""
+        await self._rows("UPDATE {s}.backfills SET claimed_until = NULL, sliced_at = now() WHERE id = :id",
+                         {"id": backfill_id})
 
 
 def _backfill(row: dict[str, Any]) -> Backfill:

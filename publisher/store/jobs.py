@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from publisher.errors import NotFound
+from publisher.errors import Conflict, NotFound
 from publisher.replay_input import replay_start
 from publisher.store.deliveries import DeliveryStore
 from publisher.store.engine import as_json
@@ -30,20 +30,26 @@ class JobStore(DeliveryStore):
     """Replay jobs and the enable that starts one."""
 
     async def create_replay_job(self, organization_id: str, integration_id: int, *, start_offset: int | None = None,
-                                since: datetime | None = None) -> ReplayJob:
+                                since: datetime | None = None, limit: int | None = None) -> ReplayJob:
         """A replay of one integration from an offset (every partition) or a moment.
 
         ``JobRefused`` (before anything is stored) when the start could never run; see
-        ``publisher.replay_input``.
+        ``publisher.replay_input``. ``limit``: how many requested jobs the organization may have
+        running or queued; past it ``Conflict``, naming it. (A catch-up after an enable is not counted.)
         """
         start_offset, since = replay_start(start_offset, since)
+        await self.integration_of(organization_id, integration_id)
         rows = await self._rows(
             f"INSERT INTO {{s}}.replay_jobs (organization_id, integration_id, start_offset, since, reason) "
             f"SELECT organization_id, id, :offset, :since, 'requested' FROM {{s}}.integrations "
-            f"WHERE id = :id AND organization_id = :org RETURNING {_JOB}",
-            {"org": organization_id, "id": integration_id, "offset": start_offset, "since": since})
+            f"WHERE id = :id AND organization_id = :org AND (CAST(:limit AS int) IS NULL OR (SELECT count(*) "
+            f"FROM {{s}}.replay_jobs WHERE organization_id = :org AND state = 'running' AND reason = 'requested') "
+            f"< :limit) RETURNING {_JOB}",
+            {"org": organization_id, "id": integration_id, "offset": start_offset, "since": since, "limit": limit})
         if not rows:
-            raise NotFound(f"integration {integration_id} does not exist")
+            raise Conflict(f"organization {organization_id!r} already has {limit} replay jobs running or queued, "
+                           "the most allowed ([api] max_replay_jobs_per_organization); wait for one to end or "
+                           "cancel one")
         return _job(rows[0])
 
     async def enable(self, organization_id: str | None, integration_id: int, *, replay: bool = True
@@ -95,13 +101,33 @@ class JobStore(DeliveryStore):
         return await self.replay_job(organization_id, job_id)
 
     async def claim_replay_job(self, claim_for: timedelta) -> ReplayJob | None:
-        """A running job nobody works on (or whose publisher died), claimed for ``claim_for``."""
+        """A running job nobody works on (or whose publisher died), claimed for ``claim_for``.
+
+        Fair across organizations: an enable's catch-up first (live changes of its integration wait
+        behind it), then the organization served longest ago (its jobs' last slice), then within it the
+        job served longest ago. A publisher runs a job a slice at a time (``publisher.recovery``), so
+        one organization's many or long jobs never hold another's for more than a slice.
+        """
         rows = await self._rows(
+            "WITH served AS (SELECT organization_id, max(sliced_at) AS at FROM {s}.replay_jobs "
+            "WHERE state = 'running' GROUP BY organization_id) "
             "UPDATE {s}.replay_jobs SET claimed_until = now() + :claim, updated_at = now() WHERE id = ("
-            "SELECT id FROM {s}.replay_jobs WHERE state = 'running' "
-            "AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_JOB}", {"claim": claim_for})
+            "SELECT j.id FROM {s}.replay_jobs j JOIN served USING (organization_id) WHERE j.state = 'running' "
+            "AND (j.claimed_until IS NULL OR j.claimed_until < now()) "
+            "ORDER BY j.reason <> 'enabled', served.at NULLS FIRST, j.sliced_at NULLS FIRST, j.id "
+            f"LIMIT 1 FOR UPDATE OF j SKIP LOCKED) RETURNING {_JOB}", {"claim": claim_for})
         return _job(rows[0]) if rows else None
+
+    async def others_waiting(self, job_id: int) -> bool:
+        """Whether a job other than ``job_id`` waits for a publisher (one of them may take this one's turn)."""
+        rows = await self._rows("SELECT 1 FROM {s}.replay_jobs WHERE state = 'running' AND id <> :id "
+                                "AND (claimed_until IS NULL OR claimed_until < now()) LIMIT 1", {"id": job_id})
+        return bool(rows)
+
+    async def yield_replay_job(self, job_id: int) -> None:
+        """Give a job up after a slice (its progress is kept): the next claim may go to another organization."""
+        await self._rows("UPDATE {s}.replay_jobs SET claimed_until = NULL, sliced_at = now(), updated_at = now() "
+                         "WHERE id = :id AND state = 'running'", {"id": job_id})
 
     async def note_replay_progress(self, job_id: int, *, progress: dict[int, int], scanned: int, scheduled: int,
                                    end_positions: dict[int, int] | None, claim_for: timedelta) -> bool:

@@ -92,10 +92,11 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         job = _job(await remote.call("POST", f"/v1/integrations/{args.integration}/replay",
                                      {"offset": args.offset, "since": since and since.isoformat()}))
     else:
+        from publisher import actions
+
         async with store_of(args) as store:
-            integration = await store.integration(args.integration)
-            job = await store.create_replay_job(integration.organization_id, integration.id,
-                                                start_offset=args.offset, since=since)
+            job = await actions.start_replay(store, settings_of(args).api, None, args.integration,
+                                             offset=args.offset, since=since)
     show(args, _plain(job), f"{job_summary(job)}\n(a running publisher carries it out; "
                             f"follow it with: walhook replay-jobs show {job.id})")
     if args.wait:
