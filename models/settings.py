@@ -243,6 +243,11 @@ class ApiSettings(_Section):
                                          "(without a token, and nothing else); unset: they need the admin token")
     max_replay_jobs_per_organization: int = Field(default=5, ge=1, description="requested replay jobs one "
                                                   "organization may have running or queued; past them 409")
+    manual_actions_per_minute: int = Field(default=30, ge=1, description="redeliver, recover and replay actions "
+                                           "one organization may take in 60 s; past them 429")
+    log_mb_per_organization: int = Field(default=1024, ge=1, description="delivery log (bodies, attempts) one "
+                                         "organization's deliveries may have written in 24 h before its manual "
+                                         "actions get 429")
     auth_failures_per_minute: int = Field(default=20, ge=1, description="failed authentications (API key, admin "
                                           "token, portal sign-in) one source address may make in 60 s; past "
                                           "them its requests get 429 until the oldest is a minute old")

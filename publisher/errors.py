@@ -11,6 +11,7 @@
         ├── SubscriptionError  an event subscription does not parse
         ├── HttpError          an answer that is not HTTP/1.1, or a request that cannot be written
         ├── JobRefused         a replay job's input cannot run (the message names the field)
+        ├── Throttled          an organization's manual actions are past their limits (retry later)
         └── NotAnEvent         a Kafka record is not a walhook event (it goes to the dead-letter topic)
 """
 
@@ -47,6 +48,14 @@ class HttpError(PublisherError):
 
 class JobRefused(PublisherError):
     """A replay job was asked for with an input it could never run; the message names the field."""
+
+
+class Throttled(PublisherError):
+    """An organization's manual actions are past a limit; ``retry_after`` says in how many seconds to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotAnEvent(PublisherError):

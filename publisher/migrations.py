@@ -294,6 +294,16 @@ CREATE INDEX deliveries_settled ON {schema}.deliveries (status, updated_at) WHER
 ALTER TABLE {schema}.replay_jobs ADD COLUMN sliced_at timestamptz;
 ALTER TABLE {schema}.backfills ADD COLUMN sliced_at timestamptz;
 """),
+    (81, """
+-- Each organization's manual actions (redeliver, recover, replay), kept an hour: their rate is limited.
+CREATE TABLE {schema}.organization_actions (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL REFERENCES {schema}.organizations ON DELETE CASCADE,
+    kind text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX organization_actions_recent ON {schema}.organization_actions (organization_id, at);
+"""),
 ]
 
 

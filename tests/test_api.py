@@ -266,7 +266,7 @@ ORGANIZATION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("post", "/v1/integrations/{integration_id}/recover", {"since": "yesterday"}),
     ("post", "/v1/integrations/{integration_id}/replay", {"offset": -5}),
     ("get", "/v1/replay-jobs", None), ("get", "/v1/replay-jobs/{job_id}", None),
-    ("post", "/v1/replay-jobs/{job_id}/cancel", None),
+    ("post", "/v1/replay-jobs/{job_id}/cancel", None), ("get", "/v1/usage", None),
     ("post", "/v1/portal-links", {"expiry_hours": 25}), ("post", "/v1/portal-links/revoke", {"session_id": ""}),
     ("get", "/v1/backfills", None), ("post", "/v1/backfills", {"entity_key": "docs", "filter": ""}),
     ("get", "/v1/backfills/{backfill_id}", None), ("post", "/v1/backfills/{backfill_id}/{action}", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ from publisher.api.failures import AuthFailures
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
-from publisher.store import Store
+from publisher.store import NewDelivery, Store
 from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
 from walhook.config import Settings
 
@@ -175,3 +176,51 @@ def test_a_view_only_session_sees_header_names_not_values(client: TestClient) ->
     assert "x-api-key: (hidden)" in viewed and "receiver-password" not in viewed
     open_link(client, portal_link(client, key, capabilities=["manage_integrations"]))
     assert "x-api-key: receiver-password" in client.get(page).text
+
+
+@pytest.fixture
+def limited(database: str) -> Iterator[TestClient]:
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "manual_actions_per_minute": 3, "log_mb_per_organization": 1},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+async def _deliveries(database: str, org: str, integration_id: int, count: int, size: int) -> list[int]:
+    body = b'{"entityKey": "docs", "pad": "' + b"x" * size + b'"}'
+    new = [NewDelivery(integration_id, org, f"evt_{org}_{n:04d}", f"evt_{org}_{n:04d}_i{integration_id}", "docs",
+                       f"docs/{n}", "created", body) for n in range(count)]
+    async with Store(database) as store:
+        return [d.id for d in await store.create_deliveries(new, timedelta(seconds=1))]
+
+
+async def test_manual_actions_are_rate_limited_per_organization(limited: TestClient, database: str) -> None:
+    """M6: nothing limited redeliver, recover or replay: three replays wrote 31 MiB of log in 7 s."""
+    acme, globex = organization(limited, "acme"), organization(limited, "globex")
+    hooks = {org: limited.post("/v1/integrations", json={"url": "http://127.0.0.1:9/h", "events": ["docs:*"]},
+                               headers=key).json()["id"] for org, key in (("acme", acme), ("globex", globex))}
+    (mine,) = await _deliveries(database, "acme", hooks["acme"], 1, 10)
+    (theirs,) = await _deliveries(database, "globex", hooks["globex"], 1, 10)
+    answers = [limited.post(f"/v1/deliveries/{mine}/redeliver", headers=acme) for _ in range(3)]
+    answers.append(limited.post(f"/v1/integrations/{hooks['acme']}/replay", json={"offset": 0}, headers=acme))
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert 0 < int(answers[-1].headers["retry-after"]) <= 60 and "manual_actions_per_minute" in answers[-1].text
+    assert limited.post(f"/v1/deliveries/{theirs}/redeliver", headers=globex).status_code == 200  # not theirs
+    assert limited.get("/v1/usage", headers=acme).json()["actions_last_minute"] == 3
+
+
+async def test_the_delivery_log_has_a_quota_per_organization(limited: TestClient, database: str) -> None:
+    """M6: past its log quota an organization's manual actions are refused, with when to retry; the portal
+    and the API show how much of it is used."""
+    acme = organization(limited, "acme")
+    hook = limited.post("/v1/integrations", json={"url": "http://127.0.0.1:9/h", "events": ["docs:*"]},
+                        headers=acme).json()["id"]
+    ids = await _deliveries(database, "acme", hook, 3, 400_000)  # 1.2 MB of bodies in the last 24 hours
+    refused = limited.post(f"/v1/deliveries/{ids[0]}/redeliver", headers=acme)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "3600"
+    assert "log_mb_per_organization" in refused.json()["detail"]
+    usage = limited.get("/v1/usage", headers=acme).json()
+    assert usage["log_mb_24h"] >= 1.1 and usage["log_mb_quota"] == 1
+    open_link(limited, portal_link(limited, acme))
+    assert "of 1 MB" in limited.get("/portal/o/acme/jobs").text

@@ -23,7 +23,15 @@ from publisher.api import status as operator_status
 from publisher.api.failures import AuthFailures
 from publisher.api.limits import BodyLimit, NoStore
 from publisher.api.operator import OperatorSplit
-from publisher.errors import Conflict, JobRefused, NotFound, SecretError, StoreError, SubscriptionError
+from publisher.errors import (
+    Conflict,
+    JobRefused,
+    NotFound,
+    SecretError,
+    StoreError,
+    SubscriptionError,
+    Throttled,
+)
 from publisher.portal import routes as portal
 from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
@@ -62,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     portal.install(app)
     for error, status in _STATUS:
         app.add_exception_handler(error, _handler(status))
+    app.add_exception_handler(Throttled, _throttled)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(NoStore)
@@ -79,6 +88,14 @@ def _handler(status: int):  # type: ignore[no-untyped-def]
             return portal.error_page(request, status, message)
         return JSONResponse({"detail": message}, status_code=status)
     return handle
+
+
+async def _throttled(request: Request, exc: Exception) -> Response:
+    """429 with ``Retry-After``: an organization's manual actions are past a limit."""
+    assert isinstance(exc, Throttled)
+    response = await _handler(429)(request, exc)
+    response.headers["retry-after"] = str(exc.retry_after)
+    return response
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:

@@ -7,13 +7,17 @@ field. Secrets and API keys appear only in the ``*Created`` / ``SecretOut`` resp
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from publisher.errors import SubscriptionError
 from publisher.headers import custom_header_problem
 from publisher.matching import SubscriptionItem, parse_items
+
+if TYPE_CHECKING:
+    from models.settings import ApiSettings
+    from publisher.store import Usage
 
 
 def _has_nul(value: Any) -> bool:
@@ -351,3 +355,17 @@ class BackfillOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+class UsageOut(BaseModel):
+    """An organization's manual actions (redeliver, recover, replay) and the log it wrote, against its limits."""
+
+    actions_last_minute: int
+    actions_per_minute: int = Field(description="[api] manual_actions_per_minute; past it 429")
+    log_mb_24h: float = Field(description="delivery log (bodies, attempts) written in the last 24 hours")
+    log_mb_quota: int = Field(description="[api] log_mb_per_organization; past it manual actions get 429")
+
+    @classmethod
+    def of(cls, used: Usage, api: ApiSettings) -> UsageOut:
+        return cls(actions_last_minute=used.actions_last_minute, actions_per_minute=api.manual_actions_per_minute,
+                   log_mb_24h=round(used.log_bytes_24h / 2**20, 1), log_mb_quota=api.log_mb_per_organization)

@@ -34,6 +34,7 @@ from publisher.api.schemas import (
     ScheduledOut,
     SecretOut,
     SubscriptionIn,
+    UsageOut,
     items_of,
 )
 from publisher.errors import NotFound
@@ -210,15 +211,17 @@ async def get_delivery(delivery_id: int, org: str = Depends(organization),
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", response_model=Scheduled)
-async def redeliver(delivery_id: int, org: str = Depends(organization), store: Store = Depends(store_of)) -> Scheduled:
-    return Scheduled(scheduled=[ScheduledOut(**asdict(await store.redeliver(delivery_id, org)))])
+async def redeliver(request: Request, delivery_id: int, org: str = Depends(organization),
+                    store: Store = Depends(store_of)) -> Scheduled:
+    scheduled = await actions.redeliver(store, request.app.state.settings.api, org, delivery_id)
+    return Scheduled(scheduled=[ScheduledOut(**asdict(scheduled))])
 
 
 @router.post("/integrations/{integration_id}/recover", response_model=Scheduled)
-async def recover(integration_id: int, body: RecoverIn, org: str = Depends(organization),
+async def recover(request: Request, integration_id: int, body: RecoverIn, org: str = Depends(organization),
                   store: Store = Depends(store_of)) -> Scheduled:
-    await store.integration_of(org, integration_id)
-    return Scheduled(scheduled=[ScheduledOut(**asdict(row)) for row in await store.recover(integration_id, body.since)])
+    scheduled = await actions.recover(store, request.app.state.settings.api, org, integration_id, body.since)
+    return Scheduled(scheduled=[ScheduledOut(**asdict(row)) for row in scheduled])
 
 
 @router.post("/integrations/{integration_id}/replay", status_code=202, response_model=ReplayJobOut)
@@ -227,6 +230,12 @@ async def replay_integration(request: Request, integration_id: int, body: Replay
     """Start a replay job; a running publisher carries it out. Follow it at ``/v1/replay-jobs/{id}``."""
     return job_out(await actions.start_replay(store, request.app.state.settings.api, org, integration_id,
                                               offset=body.offset, since=body.since))
+
+
+@router.get("/usage", response_model=UsageOut)
+async def usage(request: Request, org: str = Depends(organization), store: Store = Depends(store_of)) -> UsageOut:
+    """How much of its limits the organization's manual actions use (see the README's Security section)."""
+    return UsageOut.of(await store.usage(org), request.app.state.settings.api)
 
 
 @router.get("/replay-jobs", response_model=list[ReplayJobOut])

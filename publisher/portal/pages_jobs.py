@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from models.events import parse_time
 from publisher import actions
+from publisher.api.schemas import UsageOut
 from publisher.headers import hiding_custom_values
 from publisher.portal.auth import PortalDenied, Scope, can_recover, scope, store_of
 from publisher.portal.links import Capability
@@ -54,6 +55,7 @@ async def jobs(request: Request, granted: Scope = Depends(scope),
     if is_fragment(request):
         return page(request, "fragments/jobs_table.html", **context)
     context["integrations"] = await store.integrations_of(org, include_disabled=True)
+    context["usage"] = UsageOut.of(await store.usage(org), request.app.state.settings.api)
     context["entity_keys"] = [e.entity_key for e in request.app.state.settings.entities]
     return page(request, "jobs.html", **context)
 
@@ -72,19 +74,21 @@ async def job(request: Request, delivery_id: int, granted: Scope = Depends(scope
 @router.post("/jobs/{delivery_id}/redeliver")
 async def redeliver(request: Request, delivery_id: int,
                     granted: Scope = Depends(can_recover)) -> Response:
-    scheduled = await store_of(request).redeliver(delivery_id, granted.organization_id)
+    scheduled = await actions.redeliver(store_of(request), request.app.state.settings.api, granted.organization_id,
+                                        delivery_id)
     return page(request, "fragments/scheduled.html", what="redelivery", scheduled=[scheduled])
 
 
 @router.post("/integrations/{integration_id}/recover")
 async def recover(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
                   since: str = Form(max_length=40)) -> Response:
-    store = store_of(request)
-    await store.integration_of(granted.organization_id, integration_id)
     moment = _time(since, "since")
-    assert moment is not None
+    if moment is None:
+        raise PortalDenied(422, "since: give the time from which failed deliveries are tried again")
+    scheduled = await actions.recover(store_of(request), request.app.state.settings.api, granted.organization_id,
+                                      integration_id, moment)
     return page(request, "fragments/scheduled.html", what=f"failed since {moment:%Y-%m-%d %H:%M} UTC",
-                scheduled=await store.recover(integration_id, moment))
+                scheduled=scheduled)
 
 
 @router.post("/integrations/{integration_id}/replay")

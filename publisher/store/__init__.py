@@ -13,7 +13,8 @@ its methods to the one ``Store`` a process opens:
 * ``backfills``: backfill jobs (run by the capture process);
 * ``reports``: reading the delivery log, and the figures metrics and the portal report;
 * ``portal``: portal links and sessions.
-* ``retention``: the attempts log's day partitions, pruning, and the log's size.
+* ``retention``: the attempts log's day partitions, pruning, and the log's size;
+* ``usage``: each organization's manual actions and the log it wrote lately.
 
 A *delivery* is one event for one integration - the "webhook job" - with its status, attempt
 count and next attempt time. An *attempt* is one HTTP request of a delivery, logged with
@@ -43,13 +44,14 @@ from publisher.store.rows import (
     Scheduled,
 )
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
+from publisher.store.usage import Usage, UsageStore
 
 __all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Backfill", "Delivery", "DeliveryRow",
            "Integration", "LogSize", "NewDelivery", "Organization", "Pruned", "ReplayJob", "Scheduled", "Store",
-           "key_hash", "store_for", "utcnow"]
+           "Usage", "key_hash", "store_for", "utcnow"]
 
 
-class Store(PortalStore, RetentionStore):
+class Store(PortalStore, RetentionStore, UsageStore):
     """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
 
     async def __aenter__(self) -> Store:

@@ -1,0 +1,55 @@
+"""What an organization's manual actions cost: their rate, and the delivery log they have written lately.
+
+Redeliver, recover and replay each write the delivery log (a delivery's body, every attempt's headers
+and response) in the store all organizations share. Each such action is noted in
+``organization_actions`` (kept for an hour); the log's size is measured from the rows themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from publisher.store.reports import ReportStore
+
+_LOG_BYTES = """
+SELECT
+  (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.deliveries
+   WHERE organization_id = :org AND created_at > now() - interval '24 hours')
++ (SELECT coalesce(sum(octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0)
+                       + coalesce(octet_length(a.response_body), 0)), 0)
+   FROM {s}.attempts a WHERE a.started_at > now() - interval '24 hours'
+   AND a.integration_id IN (SELECT id FROM {s}.integrations WHERE organization_id = :org)) AS bytes,
+  (SELECT count(*) FROM {s}.organization_actions WHERE organization_id = :org
+   AND at > now() - interval '1 minute') AS actions
+"""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An organization's manual actions in the last minute, and the log it wrote in the last 24 hours."""
+
+    actions_last_minute: int
+    log_bytes_24h: int
+
+
+class UsageStore(ReportStore):
+    """Counting manual actions and the log's size per organization."""
+
+    async def usage(self, organization_id: str) -> Usage:
+        row = (await self._rows(_LOG_BYTES, {"org": organization_id}))[0]
+        return Usage(int(row["actions"]), int(row["bytes"]))
+
+    async def take_action(self, organization_id: str, kind: str, per_minute: int) -> float:
+        """Note one manual action if fewer than ``per_minute`` were taken in the last minute; otherwise
+        nothing is noted and the answer is the seconds until one may be (0.0: taken)."""
+        rows = await self._rows(
+            "WITH pruned AS (DELETE FROM {s}.organization_actions WHERE organization_id = :org "
+            "AND at < now() - interval '1 hour'), "
+            "recent AS (SELECT count(*) AS n, min(at) AS oldest FROM {s}.organization_actions "
+            "WHERE organization_id = :org AND at > now() - interval '1 minute'), "
+            "taken AS (INSERT INTO {s}.organization_actions (organization_id, kind) SELECT :org, :kind FROM recent "
+            "WHERE n < :limit RETURNING id) "
+            "SELECT (SELECT count(*) FROM taken) AS taken, "
+            "extract(epoch FROM (SELECT oldest FROM recent) + interval '1 minute' - now()) AS wait",
+            {"org": organization_id, "kind": kind, "limit": per_minute})
+        return 0.0 if rows[0]["taken"] else max(0.1, float(rows[0]["wait"] or 1.0))
