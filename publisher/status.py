@@ -36,7 +36,8 @@ async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | No
             "consumer_group": await _guarded(group_lag, kafka),
             "integrations": await store.integration_health(),
             "replay_jobs": [asdict(job) for job in await store.replay_jobs(None, state="running", limit=20)],
-            "delivery_log": {**asdict(size := await store.log_size()), "total_bytes": size.total_bytes}}
+            "delivery_log": {**asdict(size := await store.log_size()), "total_bytes": size.total_bytes},
+            "busiest_organizations": await store.busiest_organizations()}
 
 
 async def _guarded(read: Any, settings: Any) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
 from publisher.store import NewDelivery, Store
 from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
+from walhook.cli.status import render
 from walhook.config import Settings
 
 KEY = new_key("k1")
@@ -224,3 +225,6 @@ async def test_the_delivery_log_has_a_quota_per_organization(limited: TestClient
     assert usage["log_mb_24h"] >= 1.1 and usage["log_mb_quota"] == 1
     open_link(limited, portal_link(limited, acme))
     assert "of 1 MB" in limited.get("/portal/o/acme/jobs").text
+    status = limited.get("/v1/status", headers=admin_headers()).json()  # the operator's status
+    assert status["busiest_organizations"][0]["organization_id"] == "acme"
+    assert any(line.strip().startswith("acme") and "MB" in line for line in render(status))

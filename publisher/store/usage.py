@@ -53,3 +53,20 @@ class UsageStore(ReportStore):
             "extract(epoch FROM (SELECT oldest FROM recent) + interval '1 minute' - now()) AS wait",
             {"org": organization_id, "kind": kind, "limit": per_minute})
         return 0.0 if rows[0]["taken"] else max(0.1, float(rows[0]["wait"] or 1.0))
+
+    async def busiest_organizations(self, limit: int = 5) -> list[dict[str, object]]:
+        """The organizations whose deliveries wrote the most log in the last 24 hours (bodies of new
+        deliveries, attempts), with their manual actions in the last minute: for the operator's status."""
+        return await self._rows(
+            "WITH logged AS (SELECT organization_id, sum(octet_length(body)) AS bytes FROM {s}.deliveries "
+            "WHERE created_at > now() - interval '24 hours' GROUP BY 1 UNION ALL "
+            "SELECT i.organization_id, sum(octet_length(a.request_headers::text) "
+            "+ coalesce(octet_length(a.response_headers::text), 0) + coalesce(octet_length(a.response_body), 0)) "
+            "FROM {s}.attempts a JOIN {s}.integrations i ON i.id = a.integration_id "
+            "WHERE a.started_at > now() - interval '24 hours' GROUP BY 1), "
+            "acted AS (SELECT organization_id, count(*) AS actions FROM {s}.organization_actions "
+            "WHERE at > now() - interval '1 minute' GROUP BY 1) "
+            "SELECT coalesce(l.organization_id, a.organization_id) AS organization_id, "
+            "coalesce(sum(l.bytes), 0)::bigint AS log_bytes_24h, coalesce(max(a.actions), 0) AS actions_last_minute "
+            "FROM logged l FULL JOIN acted a USING (organization_id) GROUP BY 1 ORDER BY 2 DESC LIMIT :limit",
+            {"limit": limit})

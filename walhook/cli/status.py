@@ -33,7 +33,7 @@ def render(report: dict[str, Any]) -> list[str]:
     """The report as lines for a terminal (pure)."""
     return [*_slot(report.get("slot")), "", *_group(report.get("consumer_group")), "",
             *_integrations(report["integrations"]), "", *_jobs(report["replay_jobs"]), "",
-            _log(report["delivery_log"])]
+            _log(report["delivery_log"]), *_busiest(report.get("busiest_organizations") or [])]
 
 
 def _slot(slot: dict[str, Any] | None) -> list[str]:
@@ -85,6 +85,13 @@ def _log(size: dict[str, Any]) -> str:
     return (f"delivery log: {_bytes(size['total_bytes'])} (deliveries {_bytes(size['deliveries_bytes'])}, about "
             f"{size['deliveries_rows']:,} rows; attempts {_bytes(size['attempts_bytes'])}, about "
             f"{size['attempts_rows']:,} rows in {size['attempt_partitions']} partitions)")
+
+
+def _busiest(rows: list[dict[str, Any]]) -> list[str]:
+    """The organizations writing the most log, against the limits their manual actions meet (see Security)."""
+    return ["busiest organizations (log written in 24 h, manual actions in the last minute):",
+            *(f"  {row['organization_id']:<24} {_bytes(int(row['log_bytes_24h'])):>10}  "
+              f"{row['actions_last_minute']} actions" for row in rows)] if rows else []
 
 
 def _bytes(n: int | None) -> str:
