@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from models.settings import EntitySettings, SourceSettings
 from tests.conftest import Servers
 from tests.test_capture import capturing, read_topic
 from tests.test_cdc_features import setup, source_and_kafka
+from walhook.config import load_settings
 
 SCHEMA = [
     "CREATE TABLE order_orderline (id int PRIMARY KEY, org text, quantity int, unit_price numeric, "
@@ -177,3 +179,29 @@ def test_init_lists_what_capture_would_do_to_each_identity(database: str) -> Non
     assert "replica identity DEFAULT -> FULL" in lines["public.order_orderline"]
     assert "USING INDEX kept (as set by the database's owner)" in lines["public.codes"]
     assert "virtual generated column(s) doubled rule out FULL" in lines["public.gauges"]
+
+
+def test_init_reads_orm_names_and_leaves_secrets_out(database: str, tmp_path: Path) -> None:
+    setup(database, "CREATE SCHEMA billing",
+          'CREATE TABLE billing."Invoice" ("invoiceId" int PRIMARY KEY, "tenantId" text, "createdAt" timestamptz, '
+          '"updatedAt" timestamptz)',
+          "CREATE TABLE auth_user (id serial PRIMARY KEY, password varchar(128), username text, "
+          "date_joined timestamptz, last_login timestamptz)",
+          "CREATE TABLE actor (actor_id serial PRIMARY KEY, first_name text, last_update timestamptz)",
+          'CREATE TABLE "apiClients" (id int PRIMARY KEY, "organizationId" text, "apiKey" text, "footprint" text)')
+    out = tmp_path / "walhook.toml"
+    done = subprocess.run([sys.executable, "-m", "walhook", "init", "--dsn", database, "--all", "--output", str(out),
+                           "--admin-token", "t" * 24], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    entities = {e.table: e for e in load_settings(out).entities}
+    invoice, user, actor, clients = (entities[t] for t in ("billing.Invoice", "public.auth_user", "public.actor",
+                                                           "public.apiClients"))
+    assert (invoice.organization_column, invoice.create_time_column, invoice.update_time_column) == (
+        "tenantId", "createdAt", "updatedAt")
+    assert user.exclude_columns == ["password"] and user.create_time_column == "date_joined"
+    assert actor.update_time_column == "last_update"
+    assert clients.organization_column == "organizationId" and clients.exclude_columns == ["apiKey"]
+    assert "no organization column found in public.actor, public.auth_user" in done.stderr
+    assert "public.auth_user: left out of events, their names say they hold secrets: password" in done.stderr
+    text = out.read_text()
+    assert "\n[portal]\n" in text and "\n[backfill]\n" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 import psycopg
 from pydantic import BaseModel
@@ -19,7 +20,9 @@ from cdc.errors import SourceError
 from cdc.identity import TableShape, choose_identity
 from models.settings import (
     ApiSettings,
+    BackfillSettings,
     KafkaSettings,
+    PortalSettings,
     PublisherSettings,
     RetentionSettings,
     SourceSettings,
@@ -27,9 +30,18 @@ from models.settings import (
 )
 from walhook.errors import ConfigError
 
-ORGANIZATION_COLUMNS = ("organization_id", "org_id", "tenant_id", "organisation_id")
-CREATE_TIME_COLUMNS = ("created_at", "create_time", "inserted_at", "created")
-UPDATE_TIME_COLUMNS = ("updated_at", "update_time", "modified_at", "updated")
+# Common names, snake_case and the camelCase ORMs such as Prisma and TypeORM write, most usual first.
+ORGANIZATION_COLUMNS = ("organization_id", "org_id", "tenant_id", "organisation_id", "organizationId", "orgId",
+                        "tenantId", "organisationId", "account_id", "accountId", "workspace_id", "workspaceId")
+CREATE_TIME_COLUMNS = ("created_at", "create_time", "inserted_at", "created", "createdAt", "insertedAt",
+                       "created_on", "date_joined", "creation_date")
+UPDATE_TIME_COLUMNS = ("updated_at", "update_time", "modified_at", "updated", "updatedAt", "last_update",
+                       "modified", "modifiedAt", "updated_on", "last_modified", "lastModified")
+# A column whose name says it holds a secret is left out of events (exclude_columns) by the starter: one of
+# these words, or pairs of words, in its snake_case or camelCase name.
+_SECRET_WORDS = {"password", "passwd", "secret", "secrets", "token", "tokens", "apikey", "salt", "otp", "totp"}
+_SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("signing", "key")}
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _TIME_TYPES = {"timestamp with time zone", "timestamp without time zone"}
 # What a path template accepts as a column name (see models.settings.template_columns).
 _COLUMN_NAME = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
@@ -95,6 +107,7 @@ class Entity:
     organization_column: str | None
     create_time_column: str | None
     update_time_column: str | None
+    exclude_columns: tuple[str, ...] = ()
 
 
 def read_tables(dsn: str, store_schema: str = "walhook") -> list[TableInfo]:
@@ -138,7 +151,20 @@ def entity_for(table: TableInfo) -> Entity:
     return Entity(table=table.qualified, entity_key=collection,
                   entity_path=collection + "".join(f"/{{{column}}}" for column in key), collection_path=collection,
                   organization_column=organization, create_time_column=_first(table, CREATE_TIME_COLUMNS, _TIME_TYPES),
-                  update_time_column=_first(table, UPDATE_TIME_COLUMNS, _TIME_TYPES))
+                  update_time_column=_first(table, UPDATE_TIME_COLUMNS, _TIME_TYPES),
+                  exclude_columns=secret_columns(table))
+
+
+def secret_columns(table: TableInfo) -> tuple[str, ...]:
+    """The columns whose names say they hold secrets (``password``, ``password_hash``, ``api_key``, ``token``...),
+    key columns aside: the starter leaves them out of every event."""
+    key = set(key_columns(table))
+    return tuple(name for name in table.columns if name not in key and _looks_secret(name))
+
+
+def _looks_secret(name: str) -> bool:
+    words = [word.lower() for word in _WORD.findall(name)]
+    return bool(_SECRET_WORDS.intersection(words)) or any(pair in _SECRET_PAIRS for pair in pairwise(words))
 
 
 def _first(table: TableInfo, names: tuple[str, ...], types: set[str] | None = None) -> str | None:
@@ -174,6 +200,8 @@ def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], sto
         _section("publisher", PublisherSettings, {"allowed_networks": allowed_networks} if allowed_networks else {}),
         _section("api", ApiSettings, api),
         _section("retention", RetentionSettings, {}),
+        _section("portal", PortalSettings, {}),
+        _section("backfill", BackfillSettings, {}),
     ]
     header = ("# Written by `walhook init`. Commented keys show their defaults; uncomment one to change it.\n"
               "# Any key can be overridden by WALHOOK_<SECTION>__<KEY> environment variables.\n"
@@ -200,9 +228,14 @@ def _section(name: str, model: type[BaseModel], values: Mapping[str, object]) ->
 def _entity(entity: Entity) -> str:
     lines = ["[[entities]]"]
     for key, value in vars(entity).items():
-        lines.append(f"{key} = {toml_value(value)}" if value is not None else f"# {key} = (none)")
-    lines += ["# entity_id = (the last column of entity_path)", "# exclude_columns = []",
-              '# property_names = "as_is"']
+        if key == "exclude_columns":
+            lines.append(f"exclude_columns = {toml_value(value)}  # their names say they hold secrets"
+                         if value else "# exclude_columns = []")
+        elif key == "organization_column" and value is None:
+            lines.append("# organization_column = (none found: no integration receives this table's events)")
+        else:
+            lines.append(f"{key} = {toml_value(value)}" if value is not None else f"# {key} = (none)")
+    lines += ["# entity_id = (the last column of entity_path)", '# property_names = "as_is"']
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,14 @@ async def cmd_init(args: argparse.Namespace) -> int:
     check_config_text(text, "the starter configuration")  # a bad flag is named now, not at the first start
     output.write_text(text)
     print(f"wrote {output} with {len(entities)} [[entities]]: {', '.join(e.table for e in entities)}")
+    for entity in entities:
+        if entity.exclude_columns:
+            print(f"walhook: {entity.table}: left out of events, their names say they hold secrets: "
+                  f"{', '.join(entity.exclude_columns)} (exclude_columns)", file=sys.stderr)
+    orphans = [entity.table for entity in entities if entity.organization_column is None]
+    if orphans:
+        print(f"walhook: no organization column found in {', '.join(orphans)}: their events reach no integration "
+              "until organization_column names one", file=sys.stderr)
     return 0
 
 
