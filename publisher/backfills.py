@@ -46,6 +46,8 @@ async def start_backfill(store: Store, entity: EntitySettings, source: SourceSet
         raise BackfillRefused(str(exc)) from exc
     if source is not None:
         await _check_source(source, entity, row_filter, organization_id)
+    if integration_id is None:
+        await _check_someone_receives(store, entity, organization_id)
     return await store.create_backfill(entity.table, organization_id=organization_id,
                                        integration_id=integration_id, row_filter=row_filter)
 
@@ -71,11 +73,24 @@ async def _check_source(source: SourceSettings, entity: EntitySettings, row_filt
         log.warning("cannot check the backfill of %s against the source now: %s", entity.table, exc)
 
 
-def backfill_summary(job: Backfill) -> str:
-    """One line: ``backfill 3 of public.items for integration 7: running, 41.2% (4,120 of ~10,000 rows) ...``."""
-    target = "every KEY:read subscriber" if job.integration_id is None else f"integration {job.integration_id}"
+async def _check_someone_receives(store: Store, entity: EntitySettings, organization_id: str | None) -> None:
+    """Refuse a backfill for every subscriber when no enabled integration subscribes to ``KEY:read``:
+    ``*`` means the three changes only, so such a backfill would publish every row to nobody."""
+    integrations = await store.integrations_of(organization_id)
+    if not any(sub.covers(entity.entity_key, "read") for i in integrations for sub in i.subscriptions):
+        whose = f" of organization {organization_id!r}" if organization_id else ""
+        raise BackfillRefused(f"no enabled integration{whose} subscribes to {entity.entity_key}:read, so the "
+                              f"backfill's rows would reach nobody ('*' means created, updated and deleted only); "
+                              f"add '{entity.entity_key}:read' to an integration's events, or name one integration")
+
+
+def backfill_summary(job: Backfill, entities: Sequence[EntitySettings] = ()) -> str:
+    """One line: ``backfill 3 of public.items for integration 7: running, 41.2% (4,120 of an estimated 10,000
+    rows read) ...``; ``entities`` name the key its subscribers subscribe to."""
+    key = next((e.entity_key for e in entities if e.table == job.table_name), job.table_name)
+    target = f"every subscriber to {key}:read" if job.integration_id is None else f"integration {job.integration_id}"
     percent = "" if job.percent is None else f", {job.percent:.1f}%"
-    estimate = "" if job.rows_estimated is None else f" of ~{job.rows_estimated:,}"
+    estimate = "" if job.rows_estimated is None else f" of an estimated {job.rows_estimated:,}"
     line = (f"backfill {job.id} of {job.table_name} for {target}: {job.state}{percent} ({job.rows_read:,}{estimate} "
             f"rows read, {job.rows_published:,} published, {job.rows_superseded:,} superseded by the stream)")
     return line + (f": {job.error}" if job.error else "")

@@ -173,7 +173,7 @@ BODIES = {"/v1/integrations/{integration_id}": {"name": "stolen"},
 
 def test_every_route_hides_another_organizations_resources(client: TestClient, database: str) -> None:
     acme, globex = tenant(client, "acme"), tenant(client, "globex")
-    integration = make_integration(client, acme)
+    integration = make_integration(client, acme, events=["docs:*,read"])
     key_id = client.get("/v1/keys", headers=acme).json()[0]["id"]
     delivery_id = _a_delivery(database, integration["id"])
     job_id = client.post(f"/v1/integrations/{integration['id']}/replay", json={"offset": 0}, headers=acme).json()["id"]

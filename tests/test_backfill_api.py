@@ -32,7 +32,7 @@ def client(database: str) -> Iterator[TestClient]:
 
 def test_a_backfill_is_started_followed_paused_resumed_and_cancelled(client: TestClient) -> None:
     acme = tenant(client, "acme")
-    integration = make_integration(client, acme)
+    integration = make_integration(client, acme, events=["docs:*,read"])
     started = client.post("/v1/backfills", json={"entity_key": "docs", "integration_id": integration["id"],
                                                  "filter": "title IS NOT NULL"}, headers=acme)
     assert started.status_code == 202, started.text
@@ -60,7 +60,8 @@ def test_refusals_name_the_reason(client: TestClient) -> None:
     cases = [({"entity_key": "keyless"}, "no primary key and no replica identity index"),
              ({"entity_key": "docs", "filter": "colour = 'red'"}, "unknown column(s) colour"),
              ({"entity_key": "docs", "filter": "id > 1 OR true"}, "expected AND"),
-             ({"entity_key": "nope"}, "no captured table 'nope'")]
+             ({"entity_key": "nope"}, "no captured table 'nope'"),
+             ({"entity_key": "docs"}, "no enabled integration of organization 'acme' subscribes to docs:read")]
     for body, reason in cases:
         response = client.post("/v1/backfills", json=body, headers=acme)
         assert response.status_code == 422 and reason in response.json()["detail"], (body, response.text)
@@ -68,7 +69,7 @@ def test_refusals_name_the_reason(client: TestClient) -> None:
 
 def test_another_organizations_backfill_is_not_found(client: TestClient) -> None:
     acme, globex = tenant(client, "acme"), tenant(client, "globex")
-    foreign = make_integration(client, globex)
+    foreign = make_integration(client, globex, events=["docs:read"])
     assert client.post("/v1/backfills", json={"entity_key": "docs", "integration_id": foreign["id"]},
                        headers=acme).status_code == 404
     job = client.post("/v1/backfills", json={"entity_key": "docs"}, headers=globex).json()
@@ -92,6 +93,13 @@ def test_the_cli_starts_lists_and_changes_backfills(database: str, tmp_path: Pat
     config = config_file(tmp_path, database)
     config.write_text(config.read_text() + f'[source]\ndsn = "{database}"\n[[entities]]\ntable = "docs"\n'
                       'entity_key = "docs"\nentity_path = "docs/{id}"\ncollection_path = "docs"\n')
+    code, _, err = cli(capsys, config, "start", "--table", "docs")
+    assert code == 1 and "no enabled integration subscribes to docs:read" in err.splitlines()[-1]
+    for command in (["orgs", "add", "acme"], ["integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/h",
+                                              "--events", "docs:read"]):
+        assert main(["--log-level", "WARNING", "--event-loop", "asyncio", *command[:2], "--config", str(config),
+                     *command[2:]]) == 0
+    capsys.readouterr()
     code, out, err = cli(capsys, config, "start", "--table", "docs", "--where", "id > 10", "--json")
     assert code == 0, err
     job = orjson.loads(out.splitlines()[0])
@@ -100,7 +108,8 @@ def test_the_cli_starts_lists_and_changes_backfills(database: str, tmp_path: Pat
     assert code == 1 and "unknown column(s) nope" in err.splitlines()[-1]
     code, out, _ = cli(capsys, config, "list")
     assert out.splitlines()[0].split()[:4] == ["ID", "TABLE_NAME", "INTEGRATION_ID", "STATE"]
-    assert cli(capsys, config, "pause", str(job["id"]))[1].startswith(f"backfill {job['id']} of public.docs")
+    paused = cli(capsys, config, "pause", str(job["id"]))[1]
+    assert paused.startswith(f"backfill {job['id']} of public.docs for every subscriber to docs:read: paused")
     assert "paused" in cli(capsys, config, "show", str(job["id"]))[1]
     cli(capsys, config, "cancel", str(job["id"]))
     code, out, err = cli(capsys, config, "show", str(job["id"]), "--follow")

@@ -35,8 +35,8 @@ def client(database: str) -> Iterator[TestClient]:
         yield test_client
 
 
-def _integration(client: TestClient, key: dict[str, str], name: str = "CRM") -> int:
-    made = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["docs:*"],
+def _integration(client: TestClient, key: dict[str, str], name: str = "CRM", events: str = "docs:*") -> int:
+    made = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": [events],
                                                  "name": name}, headers=key)
     assert made.status_code == 201, made.text
     return int(made.json()["id"])
@@ -137,7 +137,7 @@ def test_a_refused_backfill_says_why_under_the_form(client: TestClient, fields: 
 def test_a_second_backfill_of_the_same_table_and_target_is_refused(client: TestClient) -> None:
     key = organization(client, "acme")
     csrf = signed_in(client, key, "acme")
-    integration_id = _integration(client, key)
+    integration_id = _integration(client, key, events="docs:*,read")
     assert _start(client, "acme", csrf, target=str(integration_id)).status_code == 303
     again = _start(client, "acme", csrf, target=str(integration_id))
     assert again.status_code == 409
@@ -148,6 +148,7 @@ def test_a_second_backfill_of_the_same_table_and_target_is_refused(client: TestC
 
 def test_pause_resume_and_cancel_change_the_job_and_redraw_the_list(client: TestClient) -> None:
     key = organization(client, "acme")
+    _integration(client, key, events="docs:read")
     csrf = signed_in(client, key, "acme")
     job = client.post("/v1/backfills", json={"entity_key": "docs"}, headers=key).json()
     base = f"/portal/o/acme/backfills/{job['id']}"
@@ -189,6 +190,7 @@ def test_another_organization_cannot_see_or_change_a_backfill(client: TestClient
 
 def test_a_view_only_session_follows_backfills_but_cannot_start_or_change_them(client: TestClient) -> None:
     key = organization(client, "acme")
+    _integration(client, key, events="docs:read")
     job = client.post("/v1/backfills", json={"entity_key": "docs"}, headers=key).json()
     csrf = signed_in(client, key, "acme", capabilities=["view"])
     page = client.get("/portal/o/acme/backfills").text

@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TextIO
 
+from models.settings import EntitySettings
 from publisher.backfills import backfill_summary, entity_of, start_backfill
 from publisher.store import Backfill, Store
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
@@ -29,10 +31,10 @@ async def cmd_start(args: argparse.Namespace) -> int:
             organization = (await store.integration(args.integration)).organization_id
         job = await start_backfill(store, entity, settings.source, organization_id=organization,
                                    integration_id=args.integration, row_filter=args.where)
-        show(args, asdict(job), f"{backfill_summary(job)}\n(the capture process runs it; "
+        show(args, asdict(job), f"{backfill_summary(job, settings.entities)}\n(the capture process runs it; "
                                 f"follow it with: walhook backfill show {job.id} --follow)")
         if args.wait:
-            job = await follow(store, job.id, sys.stderr, quiet=args.json)
+            job = await follow(store, job.id, sys.stderr, quiet=args.json, entities=settings.entities)
     return 0 if job.state in ("running", "paused", "done") else 1
 
 
@@ -49,20 +51,20 @@ async def cmd_show(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
         job = await store.backfill(None, args.backfill)
         if args.follow and not job.finished:
-            job = await follow(store, job.id, sys.stderr, quiet=args.json)
-    show(args, {**asdict(job), "percent": job.percent}, backfill_summary(job))
+            job = await follow(store, job.id, sys.stderr, quiet=args.json, entities=settings_of(args).entities)
+    show(args, {**asdict(job), "percent": job.percent}, backfill_summary(job, settings_of(args).entities))
     return 0 if job.state != "failed" else 1
 
 
 async def cmd_change(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
         job = await store.change_backfill(None, args.backfill, args.action)
-    show(args, asdict(job), backfill_summary(job))
+    show(args, asdict(job), backfill_summary(job, settings_of(args).entities))
     return 0
 
 
 async def follow(store: Store, backfill_id: int, out: TextIO, quiet: bool = False,
-                 interval: float = 0.5) -> Backfill:
+                 interval: float = 0.5, entities: Sequence[EntitySettings] = ()) -> Backfill:
     """Poll the backfill until it is no longer running; draw its progress on ``out`` meanwhile."""
     bar = _Bar(out) if out.isatty() and not quiet else None
     last_line = 0.0
@@ -71,7 +73,7 @@ async def follow(store: Store, backfill_id: int, out: TextIO, quiet: bool = Fals
         if bar is not None:
             bar.draw(job)
         elif not quiet and (job.state != "running" or time.monotonic() - last_line >= PLAIN_EVERY):
-            print(backfill_summary(job), file=out, flush=True)
+            print(backfill_summary(job, entities), file=out, flush=True)
             last_line = time.monotonic()
         if job.state != "running":
             if bar is not None:
