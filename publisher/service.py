@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
+from models.topics import TopicError, ensure_topic
 from publisher.candidates import route_candidates
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.directory import IntegrationDirectory
@@ -168,7 +169,15 @@ class Publisher:
         return {partition: max(0, high - position) for partition, (position, high) in self._consumed.items()}
 
     async def _start_consumer(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
-        """Join the consumer group; False if asked to stop first (joining can take a while)."""
+        """Join the consumer group; False if asked to stop first (joining can take a while).
+
+        The topic is created first, with the configured partitions, when the publisher is the first
+        process to reach Kafka: the consumer's metadata request would let the broker create it with
+        its default count."""
+        try:
+            await ensure_topic(self.kafka)
+        except TopicError as exc:
+            raise PublisherError(str(exc)) from exc
         starting = asyncio.ensure_future(consumer.start())
         stopping = asyncio.ensure_future(stop.wait())
         try:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cdc.lsn import SLOT_LAG_BYTES
 from models.settings import KafkaSettings, SourceSettings
+from models.topics import partitions_note
 from publisher.store import Store
 
 _SLOT = f"""
@@ -102,4 +103,5 @@ async def group_lag(kafka: KafkaSettings) -> dict[str, Any]:
         rows.append({"partition": tp.partition, "committed": position, "end": ends[tp],
                      "lag": max(0, ends[tp] - (position or 0))})
     return {"group": kafka.consumer_group, "topic": kafka.topic, "partitions": rows,
-            "lag": sum(row["lag"] for row in rows)}
+            "lag": sum(row["lag"] for row in rows),
+            "partitions_warning": partitions_note(kafka.topic, len(partitions) or None, kafka.partitions)}

@@ -121,7 +121,7 @@ async def test_a_topic_walhook_creates_takes_the_producer_limit_as_max_message_b
 async def test_an_existing_topic_with_a_smaller_limit_is_named_in_a_warning(
         servers: Servers, topic: str, caplog: pytest.LogCaptureFixture) -> None:
     async with admin_client(servers) as admin:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "100000"})])
+        await admin.create_topics([NewTopic(topic, 6, 1, topic_configs={"max.message.bytes": "100000"})])
     with caplog.at_level(logging.WARNING, logger="walhook.cdc"):
         await ensure_topic(KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic))
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -61,7 +61,7 @@ def _group(group: dict[str, Any] | None) -> list[str]:
     lines = [f"consumer group {group['group']} on {group['topic']}: lag {group['lag']}"]
     lines += [f"  partition {p['partition']:<3} committed {p['committed'] if p['committed'] is not None else '-':<10} "
               f"end {p['end']:<10} lag {p['lag']}" for p in group["partitions"]]
-    return lines
+    return lines + ([f"  warning: {group['partitions_warning']}"] if group.get("partitions_warning") else [])
 
 
 def _integrations(rows: list[dict[str, Any]]) -> list[str]:
