@@ -126,6 +126,10 @@ class CapturePipeline:
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         self.identities = await prepare_source(self.source, self.entities)
+        # Kafka before the slot: a first start that cannot reach Kafka must not leave a slot holding WAL.
+        await ensure_topic(self.kafka)
+        if self.kafka.capture_dead_letter_topic:
+            await ensure_topic(self.kafka, self.kafka.capture_dead_letter_topic)
         async with ReplicationConnection(self.source.dsn) as conn:
             self._server = server = await conn.identify_system()
             slot = await prepare_slot(self.source, server, self.keeper)
@@ -140,9 +144,6 @@ class CapturePipeline:
                               on_connected: Callable[[], None] | None) -> None:
         self.tracker = AckTracker(start_lsn)
         self.stats.confirmed_lsn = start_lsn
-        await ensure_topic(self.kafka)
-        if self.kafka.capture_dead_letter_topic:
-            await ensure_topic(self.kafka, self.kafka.capture_dead_letter_topic)
         writer = KafkaWriter(self.kafka, self._acknowledged, environment=self.source.environment,
                              on_dead_letter=self.stats.dead_lettered,
                              tables={entity.entity_key: entity.table for entity in self.entities})

@@ -30,6 +30,11 @@ FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_
 WHERE s.slot_name = %s
 """
 
+# Every slot of the server nobody streams from, and the WAL it makes the server keep: an abandoned one
+# (a test, a consumer gone) fills the disk.
+_IDLE = ("SELECT slot_name, (pg_current_wal_insert_lsn() - restart_lsn)::bigint FROM pg_replication_slots "
+         "WHERE NOT active AND restart_lsn IS NOT NULL ORDER BY 2 DESC")
+
 
 async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | None, store: Store) -> dict[str, Any]:
     """Every part of the report (``error`` in a part that could not be read)."""
@@ -58,8 +63,10 @@ async def slot_status(source: SourceSettings) -> dict[str, Any]:
 
     async with await psycopg.AsyncConnection.connect(primary_dsn(source.dsn), connect_timeout=5) as conn:
         row = await (await conn.execute(_SLOT, [source.slot])).fetchone()
+        idle = [{"name": name, "held_bytes": held} for name, held in await (await conn.execute(_IDLE)).fetchall()]
     if row is None:
-        return {"name": source.slot, "error": "does not exist (walhook cdc creates it at its first start)"}
+        return {"name": source.slot, "error": "does not exist (walhook cdc creates it at its first start)",
+                "inactive_slots": idle}
     name, active, confirmed, lag, report_age, application, wal_status = row
     failover, standbys = await failover_summary(source)
     return {"name": name, "active": active, "confirmed_lsn": confirmed, "lag_bytes": lag,
@@ -67,7 +74,8 @@ async def slot_status(source: SourceSettings) -> dict[str, Any]:
             "streamed_by": application, "wal_status": wal_status,
             "heartbeat_age_seconds": await _heartbeat_age(source.metrics_address),
             "failover_slot": failover, "failover": readiness_line(failover, standbys),
-            "standbys": [{"standby": s.standby, "ready": s.ready, "reason": s.reason} for s in standbys]}
+            "standbys": [{"standby": s.standby, "ready": s.ready, "reason": s.reason} for s in standbys],
+            "inactive_slots": idle}
 
 
 async def _heartbeat_age(address: str | None) -> float | None:

@@ -7,6 +7,7 @@ own, a partitioned table with a default partition, and enums, domains, arrays an
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc.errors import SourceError
+from cdc.errors import KafkaWriteError, SourceError
 from cdc.identity import TableShape, choose_identity
+from cdc.pipeline import run_capture
 from cdc.source import prepare_source
-from models.settings import EntitySettings, SourceSettings
+from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from publisher.status import slot_status
 from tests.conftest import Servers
 from tests.test_capture import capturing, read_topic
 from tests.test_cdc_features import setup, source_and_kafka
+from walhook.cli.status import slot_lines
 from walhook.config import load_settings
+from walhook.stack import free_port
 
 SCHEMA = [
     "CREATE TABLE order_orderline (id int PRIMARY KEY, org text, quantity int, unit_price numeric, "
@@ -205,3 +210,21 @@ def test_init_reads_orm_names_and_leaves_secrets_out(database: str, tmp_path: Pa
     assert "public.auth_user: left out of events, their names say they hold secrets: password" in done.stderr
     text = out.read_text()
     assert "\n[portal]\n" in text and "\n[backfill]\n" in text
+
+
+async def test_a_first_start_that_cannot_reach_kafka_leaves_no_slot(database: str, servers: Servers,
+                                                                    topic: str) -> None:
+    setup(database, SCHEMA[0])
+    source = SourceSettings(dsn=database, status_interval=0.1)
+    unreachable = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic=topic)
+    with pytest.raises(KafkaWriteError, match="cannot create topic"):
+        await asyncio.wait_for(run_capture(source, unreachable, [ENTITIES[0]], asyncio.Event()), 60)
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+                            ).fetchall() == []
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [f"stale_{topic[-8:]}"])
+    status = await slot_status(source)  # walhook's own slot does not exist; the stale one is named
+    assert f"stale_{topic[-8:]}" in {s["name"] for s in status["inactive_slots"]}
+    assert any(f"inactive slot stale_{topic[-8:]} holds" in line for line in slot_lines(status))
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", [f"stale_{topic[-8:]}"])

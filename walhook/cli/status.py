@@ -31,16 +31,19 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 def render(report: dict[str, Any]) -> list[str]:
     """The report as lines for a terminal (pure)."""
-    return [*_slot(report.get("slot")), "", *_group(report.get("consumer_group")), "",
+    return [*slot_lines(report.get("slot")), "", *_group(report.get("consumer_group")), "",
             *_integrations(report["integrations"]), "", *_jobs(report["replay_jobs"]), "",
             _log(report["delivery_log"]), *_busiest(report.get("busiest_organizations") or [])]
 
 
-def _slot(slot: dict[str, Any] | None) -> list[str]:
+def slot_lines(slot: dict[str, Any] | None) -> list[str]:
     if slot is None:
         return ["slot: no [source] configured"]
+    idle = [f"  inactive slot {s['name']} holds {_bytes(s['held_bytes'])} of WAL (drop it with "
+            f"SELECT pg_drop_replication_slot('{s['name']}') if nothing will stream from it again)"
+            for s in slot.get("inactive_slots", [])]
     if "error" in slot:
-        return [f"slot {slot.get('name', '')}: {slot['error']}".replace("slot : ", "slot: ")]
+        return [f"slot {slot.get('name', '')}: {slot['error']}".replace("slot : ", "slot: "), *idle]
     heartbeat = slot.get("heartbeat_age_seconds")
     failover = slot.get("failover_slot")
     return [f"slot {slot['name']}: {'active' if slot['active'] else 'INACTIVE (no walhook cdc streams from it)'}, "
@@ -50,7 +53,8 @@ def _slot(slot: dict[str, Any] | None) -> list[str]:
                "metrics_address)"),
             f"failover: {slot.get('failover', '-')} (failover slot: "
             f"{'yes' if failover else 'no' if failover is False else '-'})",
-            *(f"  standby {s['standby']}: {'ready' if s['ready'] else s['reason']}" for s in slot.get("standbys", []))]
+            *(f"  standby {s['standby']}: {'ready' if s['ready'] else s['reason']}" for s in slot.get("standbys", [])),
+            *idle]
 
 
 def _group(group: dict[str, Any] | None) -> list[str]:
