@@ -236,7 +236,8 @@ async def test_a_cut_replication_connection_is_resumed_without_loss(
         await asyncio.sleep(1.0)
         for round_ in range(3):
             setup(database, *[f"INSERT INTO docs VALUES ({round_ * 10 + i}, 'acme', 't', 'b')" for i in range(10)])
-            setup(database, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active")
+            setup(database, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active "
+                  "AND database = current_database()")
             await asyncio.sleep(0.3)
         # Re-reads after a reconnect are duplicates, so wait for all 30 entities, not for 30 events.
         deadline = asyncio.get_running_loop().time() + 30

@@ -316,7 +316,8 @@ async def _wait_until_streaming(dsn: str, task: asyncio.Task[None], timeout: flo
             if task.done():
                 task.result()  # raises what stopped the capture
                 raise AssertionError("capture stopped before streaming")
-            row = await (await conn.execute("SELECT count(*) FROM pg_replication_slots WHERE active")).fetchone()
+            row = await (await conn.execute("SELECT count(*) FROM pg_replication_slots WHERE active "
+                                            "AND database = current_database()")).fetchone()
             if row and row[0]:
                 return
             await asyncio.sleep(0.1)

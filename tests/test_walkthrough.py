@@ -52,7 +52,9 @@ def test_the_walkthrough_runs_as_written(server_dir: Path) -> None:
     assert "wrote walhook.toml with 1 [[entities]]: public.packet_comments" in output
     assert re.search(r"^verified acme created packet_comments/1$", output, re.MULTILINE), output
     assert re.search(r"^verified acme updated packet_comments/1$", output, re.MULTILINE), output
-    assert '"entity_path":"packet_comments/1","operation":"created","status":"succeeded","attempts":1' in output
+    # Succeeded, after one attempt or more: on a loaded machine the first may time out and be retried.
+    assert re.search(r'"entity_path":"packet_comments/1","operation":"created","status":"succeeded","attempts":\d+',
+                     output), output
     assert '{"status":"succeeded","attempts":[{"number":1,' in output
     assert re.search(r"delivery 1 \(evt_\w+_i1\) scheduled for one more attempt", output), output
     assert re.search(r"replay job 1 .*: done, \d+ scanned, 3 scheduled", output), output
