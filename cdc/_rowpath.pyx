@@ -278,6 +278,7 @@ cdef class RowPlan:
     cdef Template entity_path, entity_id, collection_path
     cdef int organization, create_time, update_time
     cdef bint organization_in_key
+    cdef object fixed_organization  # bytes: the entity's one organization, when it has no column
     cdef bytes entity_key, entity_key_json
     cdef tuple environment_header
     cdef Row new_row, old_row
@@ -286,7 +287,7 @@ cdef class RowPlan:
     def __cinit__(self, list kinds, list converters, list prop_columns, list prop_names, list mask_names,
                   Template entity_path, Template entity_id, Template collection_path,
                   int organization, bint organization_in_key, int create_time, int update_time, str entity_key,
-                  environment):
+                  environment, fixed_organization=None):
         self.ncols = len(kinds)
         self.kinds = <int *> PyMem_Malloc(max(1, self.ncols) * sizeof(int))
         for i in range(self.ncols):
@@ -308,6 +309,7 @@ cdef class RowPlan:
         self.collection_path = collection_path
         self.organization = organization
         self.organization_in_key = organization_in_key
+        self.fixed_organization = fixed_organization.encode() if fixed_organization is not None else None
         self.create_time = create_time
         self.update_time = update_time
         self.entity_key = entity_key.encode()
@@ -543,9 +545,10 @@ cdef class RowPlan:
         return json_string(&self.out, <const unsigned char *> PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
 
     cdef object _organization(self, const unsigned char *msg, Row row):
-        """``str(value)`` of the organization column as UTF-8, None for no column or NULL."""
+        """``str(value)`` of the organization column as UTF-8; for no column or NULL the fixed organization
+        (None when there is none)."""
         if self.organization < 0 or row.lengths[self.organization] < 0:
-            return None
+            return self.fixed_organization
         self.scratch.size = 0
         self._str_form(msg, row, self.organization, &self.scratch)
         return PyBytes_FromStringAndSize(self.scratch.data, self.scratch.size)

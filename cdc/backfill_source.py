@@ -97,10 +97,12 @@ async def plan_table(conn: psycopg.AsyncConnection[Any], entity: EntitySettings,
     if unknown:
         raise BackfillRefused(f"filter names unknown column(s) {', '.join(unknown)} of {entity.table} "
                               f"(its columns: {', '.join(columns)})")
-    if organization_id is not None:
-        if entity.organization_column is None:
-            raise BackfillRefused(f"table {entity.table} has no organization_column: its rows reach no integration")
+    if organization_id is not None and entity.organization_column is not None:
         conditions.append(Condition(entity.organization_column, "=", (organization_id,)))
+    elif organization_id is not None and entity.organization != organization_id:
+        raise BackfillRefused(f"table {entity.table} has no organization_column and its rows belong to "
+                              f"{'no organization' if entity.organization is None else 'another organization'}: "
+                              "none of them would reach this organization's integrations")
     return TablePlan(entity.table, keys, tuple(conditions))
 
 

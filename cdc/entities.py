@@ -170,8 +170,9 @@ class TableMapping:
         return bool(old[position] != new[position])
 
     def organization(self, row: list[Any]) -> str | None:
+        """The row's organization: its organization column's value, or the entity's fixed organization."""
         value = _known(row, self._organization)
-        return None if value is None else str(value)
+        return self.settings.organization if value is None else str(value)
 
 
 def _position(names: list[str], column: str | None) -> int | None:

@@ -111,7 +111,7 @@ def plan_for(mapping: TableMapping, environment: str | None = None) -> Any:
         _template(settings.collection_path, columns),
         _position(columns, settings.organization_column), _organization_in_key(mapping),
         _position(columns, settings.create_time_column), _position(columns, settings.update_time_column),
-        settings.entity_key, environment)
+        settings.entity_key, environment, settings.organization)
 
 
 def _organization_in_key(mapping: TableMapping) -> bool:

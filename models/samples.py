@@ -117,11 +117,21 @@ def catalogue(entities: list[EntitySettings], organization_id: str = "org_exampl
 
     Each entry is ``{"entityKey": ..., "operations": ["created", "updated", "deleted", "read"],
     "examples": {operation: example_event(...)}}``; all examples share one ``now_us``.
+    ``reachesNoOrganization`` marks an entity whose events belong to no organization (no
+    ``organization_column``, no ``organization``): no integration receives them. An entity whose rows
+    all belong to another organization is left out.
     """
     now_us = time.time_ns() // 1_000 if now_us is None else now_us
     return [{"entityKey": entity.entity_key, "operations": list(EVENT_OPERATIONS),
+             "reachesNoOrganization": not entity.reaches_an_organization(),
              "examples": {op: example_event(entity, op, organization_id, now_us) for op in EVENT_OPERATIONS}}
-            for entity in entities]
+            for entity in listed_for(entities, organization_id)]
+
+
+def listed_for(entities: list[EntitySettings], organization_id: str | None) -> list[EntitySettings]:
+    """The entities an organization's catalogue shows: all but those whose rows all belong to another one."""
+    return [entity for entity in entities
+            if entity.organization is None or organization_id is None or entity.organization == organization_id]
 
 
 def named_columns(entity: EntitySettings) -> list[str]:

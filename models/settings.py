@@ -28,6 +28,9 @@ class SourceSettings(_Section):
     dsn: str
     slot: str = "walhook"
     publication: str = "walhook"
+    default_organization: str | None = Field(default=None, min_length=1, max_length=200, description="the "
+                                             "organization of tables with neither organization_column nor "
+                                             "organization; unset: their events reach no integration")
     set_replica_identity_full: bool = Field(
         default=True, description="set REPLICA IDENTITY FULL on captured tables whose identity is DEFAULT (their "
         "primary key), for oldValue and updateMask; USING INDEX and NOTHING are left as the owner set them")
@@ -312,6 +315,9 @@ class EntitySettings(_Section):
     collection_path: str
     entity_id: str | None = Field(default=None, description="template; default: the last column of entity_path")
     organization_column: str | None = None
+    organization: str | None = Field(default=None, min_length=1, max_length=200, description="the organization "
+                                     "every row belongs to, for a table without an organization column; default: "
+                                     "[source] default_organization")
     create_time_column: str | None = None
     update_time_column: str | None = None
     exclude_columns: list[str] = Field(default_factory=list)
@@ -337,6 +343,17 @@ class EntitySettings(_Section):
         if value is not None:
             template_columns(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_organization(self) -> EntitySettings:
+        if self.organization is not None and self.organization_column is not None:
+            raise ValueError(f"[[entities]] {self.table}: give organization_column (each row's own) or organization "
+                             "(one for every row), not both")
+        return self
+
+    def reaches_an_organization(self) -> bool:
+        """Whether its events belong to an organization (so that integrations can receive them)."""
+        return self.organization_column is not None or self.organization is not None
 
     def columns_used(self) -> set[str]:
         """Every column the mapping reads, for checking against the table."""

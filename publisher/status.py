@@ -9,6 +9,7 @@ failing the whole report.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cdc.lsn import SLOT_LAG_BYTES
-from models.settings import KafkaSettings, SourceSettings
+from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from models.topics import partitions_note
 from publisher.store import Store
 
@@ -36,9 +37,11 @@ _IDLE = ("SELECT slot_name, (pg_current_wal_insert_lsn() - restart_lsn)::bigint 
          "WHERE NOT active AND restart_lsn IS NOT NULL ORDER BY 2 DESC")
 
 
-async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | None, store: Store) -> dict[str, Any]:
+async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | None, store: Store,
+                        entities: Sequence[EntitySettings] = ()) -> dict[str, Any]:
     """Every part of the report (``error`` in a part that could not be read)."""
     return {"at": datetime.now(UTC).isoformat(), "slot": await _guarded(slot_status, source),
+            "entities_without_organization": [e.entity_key for e in entities if not e.reaches_an_organization()],
             "consumer_group": await _guarded(group_lag, kafka),
             "integrations": await store.integration_health(),
             "replay_jobs": [asdict(job) for job in await store.replay_jobs(None, state="running", limit=20)],

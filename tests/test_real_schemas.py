@@ -14,18 +14,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from cdc.errors import KafkaWriteError, SourceError
 from cdc.identity import TableShape, choose_identity
 from cdc.pipeline import run_capture
 from cdc.source import prepare_source
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from publisher.api.app import create_app
 from publisher.status import slot_status
 from tests.conftest import Servers
+from tests.portal_support import ADMIN, admin_headers, open_link, organization, portal_link
 from tests.test_capture import capturing, read_topic
 from tests.test_cdc_features import setup, source_and_kafka
-from walhook.cli.status import slot_lines
-from walhook.config import load_settings
+from walhook.cli.status import render, slot_lines
+from walhook.config import Settings, load_settings
 from walhook.stack import free_port
 
 SCHEMA = [
@@ -228,3 +231,54 @@ async def test_a_first_start_that_cannot_reach_kafka_leaves_no_slot(database: st
     assert any(f"inactive slot stale_{topic[-8:]} holds" in line for line in slot_lines(status))
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(%s)", [f"stale_{topic[-8:]}"])
+
+
+async def test_a_table_without_an_organization_column_gets_its_fixed_organization(
+        database: str, servers: Servers, topic: str, row_path: str) -> None:
+    """15 of 18 tables of a real app had no organization column: their events went to nobody."""
+    setup(database, "CREATE TABLE settings_flag (id int PRIMARY KEY, name text, enabled boolean)")
+    flags = EntitySettings(table="settings_flag", entity_key="flags", entity_path="flags/{id}",
+                           collection_path="flags", organization="acme")
+    source, kafka = source_and_kafka(database, servers, topic, row_path)
+    async with capturing(source, kafka, [flags]):
+        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        setup(database, "INSERT INTO settings_flag VALUES (1, 'beta', true)",
+              "UPDATE settings_flag SET enabled = false", "DELETE FROM settings_flag")
+        events = await read_topic(servers.bootstrap_servers, topic, 3)
+    assert [(e["operationType"], e["organizationId"]) for e in events] == [
+        ("created", "acme"), ("updated", "acme"), ("deleted", "acme")]
+
+
+def test_a_default_organization_goes_to_entities_with_neither_setting() -> None:
+    settings = Settings(source={"dsn": "postgresql://x/y", "default_organization": "acme"}, entities=[
+        {"table": "a", "entity_key": "a", "entity_path": "a/{id}", "collection_path": "a"},
+        {"table": "b", "entity_key": "b", "entity_path": "b/{id}", "collection_path": "b",
+         "organization_column": "org"},
+        {"table": "c", "entity_key": "c", "entity_path": "c/{id}", "collection_path": "c", "organization": "globex"}])
+    assert [(e.organization, e.organization_column) for e in settings.entities] == [
+        ("acme", None), (None, "org"), ("globex", None)]
+    with pytest.raises(ValueError, match=r"organization_column \(each row's own\) or organization .*not both"):
+        EntitySettings(table="d", entity_key="d", entity_path="d/{id}", collection_path="d", organization="x",
+                       organization_column="org")
+
+
+def test_the_catalogue_and_status_name_entities_that_reach_no_organization(database: str) -> None:
+    entities = [
+        {"table": "public.flags", "entity_key": "flags", "entity_path": "flags/{id}", "collection_path": "flags"},
+        {"table": "public.docs", "entity_key": "docs", "entity_path": "docs/{id}", "collection_path": "docs",
+         "organization_column": "org"},
+        {"table": "public.theirs", "entity_key": "theirs", "entity_path": "t/{id}", "collection_path": "t",
+         "organization": "globex"}]
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=entities)
+    with TestClient(create_app(settings)) as client:
+        key = organization(client, "acme")
+        listed = {e["entityKey"]: e["reachesNoOrganization"] for e in client.get("/v1/catalogue", headers=key).json()}
+        assert listed == {"flags": True, "docs": False}  # globex's table is not acme's to see
+        status = client.get("/v1/status", headers=admin_headers()).json()
+        open_link(client, portal_link(client, key))
+        page = client.get("/portal/o/acme/catalogue").text
+    assert status["entities_without_organization"] == ["flags"]
+    assert any(line.startswith("entities whose events reach no organization") and "flags" in line
+               for line in render(status))
+    assert "no integration receives them" in page and "theirs" not in page

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.settings import (
@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file's values, which arrive as init arguments.
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _default_organization(self) -> Settings:
+        """Give ``[source] default_organization`` to every entity with neither organization setting: the
+        entity is then the one place capture and backfills read a row's organization from."""
+        default = self.source.default_organization if self.source else None
+        if default is not None:
+            self.entities = [entity if entity.reaches_an_organization() else
+                             entity.model_copy(update={"organization": default}) for entity in self.entities]
+        return self
 
     def require(self, *sections: str) -> None:
         """Fail with a clear message when a command needs a section the file lacks."""

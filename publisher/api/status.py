@@ -17,4 +17,4 @@ router = APIRouter(prefix="/v1/status", tags=["status (admin)"], dependencies=[D
 async def status(request: Request, store: Store = Depends(store_of)) -> dict[str, Any]:
     """The slot, the consumer group's lag, integrations, running replay jobs and the delivery log's size."""
     settings = request.app.state.settings
-    return await gather_status(settings.source, settings.kafka, store)
+    return await gather_status(settings.source, settings.kafka, store, settings.entities)

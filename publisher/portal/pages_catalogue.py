@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from models.events import camel_case
-from models.samples import EVENT_OPERATIONS, example_event
+from models.samples import EVENT_OPERATIONS, example_event, listed_for
 from models.settings import EntitySettings
 from publisher.portal.auth import Scope, scope
 from publisher.portal.render import page
@@ -68,7 +68,7 @@ def properties(entity: EntitySettings, table_columns: list[tuple[str, str]]) -> 
 async def catalogue(request: Request, granted: Scope = Depends(scope)) -> Response:
     settings = request.app.state.settings
     entries = []
-    for entity in settings.entities:
+    for entity in listed_for(settings.entities, granted.organization_id):
         found = await columns(settings.source.dsn, entity.table) if settings.source else []
         entries.append({"entity": entity, "operations": EVENT_OPERATIONS, "properties": properties(entity, found),
                         "example": example_event(entity, "created", granted.organization_id)})

@@ -21,7 +21,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     else:
         settings = settings_of(args)
         async with store_of(args) as store:
-            report = await gather_status(settings.source, settings.kafka, store)
+            report = await gather_status(settings.source, settings.kafka, store, settings.entities)
     if args.json:
         print(orjson.dumps(report, default=str).decode())
         return 0
@@ -33,7 +33,8 @@ def render(report: dict[str, Any]) -> list[str]:
     """The report as lines for a terminal (pure)."""
     return [*slot_lines(report.get("slot")), "", *_group(report.get("consumer_group")), "",
             *_integrations(report["integrations"]), "", *_jobs(report["replay_jobs"]), "",
-            _log(report["delivery_log"]), *_busiest(report.get("busiest_organizations") or [])]
+            _log(report["delivery_log"]), *_busiest(report.get("busiest_organizations") or []),
+            *_unowned(report.get("entities_without_organization") or [])]
 
 
 def slot_lines(slot: dict[str, Any] | None) -> list[str]:
@@ -96,6 +97,11 @@ def _busiest(rows: list[dict[str, Any]]) -> list[str]:
     return ["busiest organizations (log written in 24 h, manual actions in the last minute):",
             *(f"  {row['organization_id']:<24} {_bytes(int(row['log_bytes_24h'])):>10}  "
               f"{row['actions_last_minute']} actions" for row in rows)] if rows else []
+
+
+def _unowned(keys: list[str]) -> list[str]:
+    return [f"entities whose events reach no organization (set organization_column or organization, or [source] "
+            f"default_organization): {', '.join(keys)}"] if keys else []
 
 
 def _bytes(n: int | None) -> str:
