@@ -36,7 +36,7 @@ from cdc.memory import ServerIdentity, SlotKeeper
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
 from cdc.rowpath import RowEncoder, use_compiled
-from cdc.source import connect_control, prepare_slot, prepare_source, slot_lag_bytes
+from cdc.source import adopt_new_partitions, connect_control, prepare_slot, prepare_source, slot_lag_bytes
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
@@ -123,9 +123,11 @@ class CapturePipeline:
         self.backfill_settings = backfill or BackfillSettings()
         self.backfills = BackfillStream()
         self.identities: list[IdentityChoice] = []  # each captured relation's replica identity, once prepared
+        self._relations_seen: set[str] = set()  # those and the partitions attached since (or refused)
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         self.identities = await prepare_source(self.source, self.entities)
+        self._relations_seen = {choice.relation for choice in self.identities}
         # Kafka before the slot: a first start that cannot reach Kafka must not leave a slot holding WAL.
         await ensure_topic(self.kafka)
         if self.kafka.capture_dead_letter_topic:
@@ -349,6 +351,8 @@ class CapturePipeline:
             try:
                 await self._control.execute("SELECT pg_logical_emit_message(false, %s, now()::text)",
                                             [HEARTBEAT_PREFIX])
+                self.identities += await adopt_new_partitions(
+                    self._control, self.entities, self.source.set_replica_identity_full, self._relations_seen)
                 self.stats.slot_lag_bytes = await slot_lag_bytes(self._control, self.source.slot)
                 await self._check_failover()
             except psycopg.Error as exc:

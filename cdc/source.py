@@ -198,6 +198,30 @@ async def _set_replica_identity(conn: psycopg.AsyncConnection, entities: Sequenc
     return choices
 
 
+async def adopt_new_partitions(conn: psycopg.AsyncConnection, entities: Sequence[EntitySettings],
+                               source_wants_full: bool, known: set[str]) -> list[IdentityChoice]:
+    """Give a partition attached while capture runs the identity its table's rule gives (FULL, usually),
+    so that its updates carry old rows without a restart. Relations in ``known`` were prepared at start;
+    one the rules refuse is named in a warning and left as it is (the stream goes on)."""
+    adopted = []
+    for entity in entities:
+        for shape in await table_shapes(conn, entity.table):
+            if shape.relation in known:
+                continue
+            try:
+                choice = choose_identity(shape, entity.replica_identity_full, source_wants_full)
+            except SourceError as exc:
+                log.warning("new partition: %s", exc)
+                known.add(shape.relation)
+                continue
+            if choice.set_full:
+                await conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.SQL(choice.relation)))
+            log.info("%s (attached while capturing): replica identity %s", choice.relation, choice.summary)
+            known.add(shape.relation)
+            adopted.append(choice)
+    return adopted
+
+
 async def _check_writes_still_work(conn: psycopg.AsyncConnection, table: str) -> None:
     """Ask Postgres to plan a DELETE and an UPDATE of ``table`` (nothing runs, no trigger fires): it
     refuses them at planning when the replica identity cannot be sent, as it would the app's."""

@@ -88,7 +88,7 @@ def identities(database: str) -> dict[str, str]:
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT oid::regclass::text, relreplident FROM pg_class WHERE relname IN "
                             "('order_orderline', 'gauges', 'codes', 'Invoice', 'payment', 'payment_2026', "
-                            "'payment_other', 'moods')").fetchall()
+                            "'payment_other', 'payment_2027', 'moods')").fetchall()
     return dict(rows)
 
 
@@ -282,3 +282,23 @@ def test_the_catalogue_and_status_name_entities_that_reach_no_organization(datab
     assert any(line.startswith("entities whose events reach no organization") and "flags" in line
                for line in render(status))
     assert "no integration receives them" in page and "theirs" not in page
+
+
+async def test_a_partition_attached_while_capturing_sends_old_rows(database: str, servers: Servers,
+                                                                   topic: str) -> None:
+    """It had null oldValue and updateMask until capture restarted."""
+    setup(database, *SCHEMA[7:10])
+    source, kafka = source_and_kafka(database, servers, topic)  # heartbeats every 0.3 s
+    async with capturing(source, kafka, [ENTITIES[4]]):
+        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        setup(database, "CREATE TABLE payment_2027 (LIKE payment INCLUDING ALL)",
+              "ALTER TABLE payment ATTACH PARTITION payment_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
+        for _ in range(100):  # the next heartbeats adopt it
+            if identities(database).get("payment_2027") == "f":
+                break
+            await asyncio.sleep(0.1)
+        setup(database, "INSERT INTO payment (id, org, paid_on, amount) VALUES (7, 'acme', '2027-02-01', 5)",
+              "UPDATE payment SET amount = 6 WHERE id = 7")
+        events = await read_topic(servers.bootstrap_servers, topic, 2)
+    updated = next(e for e in events if e["operationType"] == "updated")
+    assert updated["data"]["oldValue"]["properties"]["amount"] == "5" and updated["data"]["updateMask"] == ["amount"]
