@@ -73,14 +73,19 @@ async def publishing(servers: Servers, topic: str, store: Store, **settings: obj
         stop = asyncio.Event()
         task = asyncio.create_task(publisher.run(stop))
         try:
-            deadline = time.monotonic() + 30
-            while await consumer_group_state(servers.bootstrap_servers, kafka.consumer_group) != "Stable":
-                assert time.monotonic() < deadline and not task.done(), "the publisher did not join its group"
-                await asyncio.sleep(0.2)
+            await until_joined(servers, kafka.consumer_group, task)
             yield publisher
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
+
+
+async def until_joined(servers: Servers, group: str, task: asyncio.Task[None], timeout: float = 30.0) -> None:
+    """Wait until the publisher running as ``task`` has joined ``group`` (the group is Stable)."""
+    deadline = time.monotonic() + timeout
+    while await consumer_group_state(servers.bootstrap_servers, group) != "Stable":
+        assert time.monotonic() < deadline and not task.done(), "the publisher did not join its group"
+        await asyncio.sleep(0.2)
 
 
 async def logged_attempts(store: Store, integration_id: int, count: int, timeout: float = 20.0) -> list[Attempt]:

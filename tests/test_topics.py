@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -18,11 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from models.settings import KafkaSettings, PublisherSettings
 from models.topics import ensure_topic, partition_count
 from publisher.sender import WebhookSender
-from publisher.service import Publisher, consumer_group_state
+from publisher.service import Publisher
 from publisher.status import group_lag
 from publisher.store import Store
 from tests.conftest import Servers
-from tests.test_delivery import FAST
+from tests.test_delivery import FAST, until_joined
 from walhook.cli.status import render
 
 
@@ -44,10 +43,7 @@ async def test_a_publisher_started_first_creates_the_topic_with_the_configured_p
         stop = asyncio.Event()
         running = asyncio.create_task(publisher.run(stop))
         try:
-            deadline = time.monotonic() + 30
-            while await consumer_group_state(servers.bootstrap_servers, kafka.consumer_group) != "Stable":
-                assert time.monotonic() < deadline and not running.done(), "the publisher did not join its group"
-                await asyncio.sleep(0.2)
+            await until_joined(servers, kafka.consumer_group, running)
         finally:
             stop.set()
             await asyncio.wait_for(running, 30)
