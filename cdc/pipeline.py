@@ -33,10 +33,18 @@ from cdc.identity import IdentityChoice, identity_summary
 from cdc.kafka import KafkaWriter
 from cdc.lsn import format_lsn
 from cdc.memory import ServerIdentity, SlotKeeper
+from cdc.moves import PartitionMoves
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
 from cdc.rowpath import RowEncoder, use_compiled
-from cdc.source import adopt_new_partitions, connect_control, prepare_slot, prepare_source, slot_lag_bytes
+from cdc.source import (
+    adopt_new_partitions,
+    connect_control,
+    partitioned_roots,
+    prepare_slot,
+    prepare_source,
+    slot_lag_bytes,
+)
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
@@ -124,10 +132,13 @@ class CapturePipeline:
         self.backfills = BackfillStream()
         self.identities: list[IdentityChoice] = []  # each captured relation's replica identity, once prepared
         self._relations_seen: set[str] = set()  # those and the partitions attached since (or refused)
+        self._moves: PartitionMoves | None = None  # joins a row's move between partitions into one update
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         self.identities = await prepare_source(self.source, self.entities)
         self._relations_seen = {choice.relation for choice in self.identities}
+        roots = await partitioned_roots(self.source.dsn, [entity.table for entity in self.entities])
+        self._moves = PartitionMoves(roots, self._same_entity) if roots else None
         # Kafka before the slot: a first start that cannot reach Kafka must not leave a slot holding WAL.
         await ensure_topic(self.kafka)
         if self.kafka.capture_dead_letter_topic:
@@ -182,19 +193,19 @@ class CapturePipeline:
                 if not reading.done():
                     reading.cancel()
                     return
-                encoder = self._encoder
+                encoder, moves = self._encoder, self._moves
                 for raw in reading.result():
-                    # Row changes, nearly every message, take the synchronous path: no coroutine each.
-                    payload = xlog_payload(raw)
-                    if (encoder is not None and payload is not None and payload[0] in _ROW_TAGS
-                            and not (self.backfills.watches and _relation_oid(payload) in self.backfills.watches)
-                            and self._encoded(encoder, bytes(payload), writer)):
-                        continue
-                    message = decode(payload) if payload is not None else None
-                    if type(message) in _ROW_CHANGES:
-                        self._change(message, writer)  # type: ignore[arg-type]
-                    else:
-                        await self._handle(raw, message, conn, writer)
+                    for payload in moves.feed(xlog_payload(raw)) if moves else (xlog_payload(raw),):
+                        # Row changes, nearly every message, take the synchronous path: no coroutine each.
+                        if (encoder is not None and payload is not None and payload[0] in _ROW_TAGS
+                                and not (self.backfills.watches and _relation_oid(payload) in self.backfills.watches)
+                                and self._encoded(encoder, bytes(payload), writer)):
+                            continue
+                        message = decode(payload) if payload is not None else None
+                        if type(message) in _ROW_CHANGES:
+                            self._change(message, writer)  # type: ignore[arg-type]
+                        else:
+                            await self._handle(raw, message, conn, writer)
                 await writer.send_ready()
         finally:
             stopping.cancel()
@@ -251,6 +262,18 @@ class CapturePipeline:
                 self._send(each, writer)
         else:
             self._send(event, writer)  # type: ignore[arg-type]
+
+    def _same_entity(self, delete: bytes, insert: bytes) -> bool:
+        """Whether a DELETE and the INSERT after it name one entity (one row moved between partitions)."""
+        removed, added = decode(delete), decode(insert)
+        mapping = self._builder.mapping(removed.relation_oid)  # type: ignore[union-attr]
+        if mapping is None or not isinstance(removed, Delete) or not isinstance(added, Insert):
+            return False
+        try:
+            return bool(mapping.entity_path(mapping.decode_row(removed.old)) ==
+                        mapping.entity_path(mapping.decode_row(added.new)))
+        except (MappingError, KeyError, TypeError, ValueError):
+            return False  # unreadable: leave them as they came
 
     def _encoded(self, encoder: RowEncoder, payload: bytes, writer: KafkaWriter) -> bool:
         """The compiled row path; False hands the change to the reference path (``_change``)."""

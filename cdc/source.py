@@ -198,6 +198,17 @@ async def _set_replica_identity(conn: psycopg.AsyncConnection, entities: Sequenc
     return choices
 
 
+async def partitioned_roots(dsn: str, tables: Sequence[str]) -> set[int]:
+    """The relation OIDs of the partitioned tables among ``tables`` (``cdc.moves`` joins their rows' moves)."""
+    try:
+        async with await connect_control(dsn) as conn:
+            cursor = await conn.execute("SELECT oid::bigint FROM pg_class WHERE relkind = 'p' "
+                                        "AND oid = ANY(%s::regclass[])", [[_quoted(table) for table in tables]])
+            return {int(oid) for (oid,) in await cursor.fetchall()}
+    except psycopg.OperationalError as exc:
+        raise ReplicationLost(f"cannot reach the source database: {exc}") from exc
+
+
 async def adopt_new_partitions(conn: psycopg.AsyncConnection, entities: Sequence[EntitySettings],
                                source_wants_full: bool, known: set[str]) -> list[IdentityChoice]:
     """Give a partition attached while capture runs the identity its table's rule gives (FULL, usually),

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from cdc.errors import KafkaWriteError, SourceError
 from cdc.identity import TableShape, choose_identity
+from cdc.lsn import parse_lsn
 from cdc.pipeline import run_capture
 from cdc.source import prepare_source
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
@@ -320,3 +321,24 @@ async def test_a_partition_attached_while_capturing_sends_old_rows(database: str
         events = await read_topic(servers.bootstrap_servers, topic, 2)
     updated = next(e for e in events if e["operationType"] == "updated")
     assert updated["data"]["oldValue"]["properties"]["amount"] == "5" and updated["data"]["updateMask"] == ["amount"]
+
+
+async def test_a_row_moved_to_another_partition_is_one_update(database: str, servers: Servers, topic: str,
+                                                              row_path: str) -> None:
+    """It arrived as deleted + created: pgoutput sends such an UPDATE as a DELETE and an INSERT."""
+    setup(database, *SCHEMA[7:10])
+    source, kafka = source_and_kafka(database, servers, topic, row_path)
+    async with capturing(source, kafka, [ENTITIES[4]]):
+        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        setup(database, "INSERT INTO payment (id, org, paid_on, amount) VALUES (1, 'acme', '2026-03-01', 5)",
+              "UPDATE payment SET paid_on = '2025-01-01' WHERE id = 1",  # payment_2026 -> payment_other
+              "BEGIN; DELETE FROM payment WHERE id = 1; INSERT INTO payment VALUES (2, 'acme', '2026-04-01', 1); "
+              "COMMIT")
+        events = await read_topic(servers.bootstrap_servers, topic, 4)
+    events.sort(key=lambda e: (parse_lsn(e["transaction"]["commitLsn"]), e["transaction"]["index"]))
+    # The move is one update; a DELETE and an INSERT of two entities stay what they were.
+    assert [(e["operationType"], e["entityPath"]) for e in events] == [
+        ("created", "payments/1"), ("updated", "payments/1"), ("deleted", "payments/1"), ("created", "payments/2")]
+    moved = events[1]["data"]
+    assert moved["oldValue"]["properties"]["paid_on"] == "2026-03-01" and moved["updateMask"] == ["paid_on"]
+    assert moved["value"]["properties"]["paid_on"] == "2025-01-01"
