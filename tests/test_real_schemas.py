@@ -53,6 +53,7 @@ SCHEMA = [
     "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
     "CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
     "CREATE TABLE moods (id int PRIMARY KEY, org text, mood mood, score positive, tags text[], doc jsonb)",
+    "CREATE TABLE audit_notes (org text, author text, note text)",  # no key at all: FULL names its rows
 ]
 
 ENTITIES = [
@@ -67,6 +68,8 @@ ENTITIES = [
     EntitySettings(table="payment", entity_key="payments", entity_path="payments/{id}", collection_path="payments",
                    organization_column="org"),
     EntitySettings(table="moods", entity_key="moods", entity_path="moods/{id}", collection_path="moods",
+                   organization_column="org"),
+    EntitySettings(table="audit_notes", entity_key="notes", entity_path="notes/{author}", collection_path="notes",
                    organization_column="org"),
 ]
 
@@ -85,6 +88,8 @@ WRITES = [
      "UPDATE payment SET amount = 6 WHERE id = 1", "DELETE FROM payment WHERE id = 1"),
     ("moods", "INSERT INTO moods VALUES (1, 'acme', 'ok', 3, '{a,b}', '{\"k\": [1, {\"x\": null}]}')",
      "UPDATE moods SET mood = 'happy', tags = '{c}' WHERE id = 1", "DELETE FROM moods WHERE id = 1"),
+    ("notes", "INSERT INTO audit_notes VALUES ('acme', 'ann', 'hello')",
+     "UPDATE audit_notes SET note = 'bye' WHERE author = 'ann'", "DELETE FROM audit_notes WHERE author = 'ann'"),
 ]
 
 
@@ -92,7 +97,7 @@ def identities(database: str) -> dict[str, str]:
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT oid::regclass::text, relreplident FROM pg_class WHERE relname IN "
                             "('order_orderline', 'gauges', 'codes', 'Invoice', 'payment', 'payment_2026', "
-                            "'payment_other', 'payment_2027', 'moods')").fetchall()
+                            "'payment_other', 'payment_2027', 'moods', 'audit_notes')").fetchall()
     return dict(rows)
 
 
@@ -124,7 +129,8 @@ async def test_the_applications_writes_never_fail_and_every_change_arrives(
                         except psycopg.Error as exc:
                             errors.append(f"{statement}: {exc}")
                 try:
-                    app.execute('TRUNCATE order_orderline, gauges, codes, billing."Invoice", payment, moods')
+                    app.execute('TRUNCATE order_orderline, gauges, codes, billing."Invoice", payment, moods, '
+                                'audit_notes')
                 except psycopg.Error as exc:
                     errors.append(f"TRUNCATE: {exc}")
             await wait_for(lambda: len({hook.webhook_id for hook in receiver.received}) >= 3 * len(WRITES),
@@ -138,9 +144,11 @@ async def test_the_applications_writes_never_fail_and_every_change_arrives(
     assert by["payments", "updated"]["entityPath"] == "payments/1"  # through the partition root
     assert by["invoices", "created"]["organizationId"] == "acme"
     assert by["moods", "updated"]["data"]["value"]["properties"]["tags"] == ["c"]
+    assert by["notes", "deleted"]["data"]["oldValue"]["properties"]["note"] == "bye"  # FULL: the whole old row
     found = identities(database)
     assert found["codes"] == "i"  # the owner's USING INDEX is kept
     assert found["order_orderline"] == "f" and found["payment_2026"] == "f" and found["gauges"] == "d"
+    assert found["audit_notes"] == "f"
 
 
 async def test_an_entity_may_ask_for_full_over_using_index(database: str, servers: Servers, topic: str) -> None:
