@@ -8,11 +8,14 @@ may act on any organization's integration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from math import ceil
+from typing import Any
 
 from models.settings import ApiSettings, KafkaSettings
 from publisher.errors import Throttled
+from publisher.matching import SubscriptionItem
 from publisher.positions import committed_positions
 from publisher.store import Integration, ReplayJob, Scheduled, Store
 
@@ -22,6 +25,14 @@ async def integration_for(store: Store, organization_id: str | None, integration
     if organization_id is None:
         return await store.integration(integration_id)
     return await store.integration_of(organization_id, integration_id)
+
+
+async def create_integration(store: Store, api: ApiSettings, organization_id: str, url: str,
+                             events: Sequence[SubscriptionItem], name: str = "", **fields: Any) -> int:
+    """A new integration of the organization, within ``[api] max_integrations_per_organization``
+    (``Conflict`` past it); ``fields`` are the store's optional ones (environment, ordering, ...)."""
+    return await store.add_integration(organization_id, url, events, name, **fields,
+                                       limit=api.max_integrations_per_organization)
 
 
 async def disable(store: Store, kafka: KafkaSettings | None, organization_id: str | None, integration_id: int,

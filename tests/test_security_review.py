@@ -228,3 +228,28 @@ async def test_the_delivery_log_has_a_quota_per_organization(limited: TestClient
     status = limited.get("/v1/status", headers=admin_headers()).json()  # the operator's status
     assert status["busiest_organizations"][0]["organization_id"] == "acme"
     assert any(line.strip().startswith("acme") and "MB" in line for line in render(status))
+
+
+def test_the_portal_keeps_the_integration_cap_and_the_secrets_capability(database: str) -> None:
+    """Two portal copies had drifted from the API: create ignored the cap (103 of 100), and a session
+    without the secrets capability could set the signing secret through the edit form."""
+    settings = Settings(store={"dsn": database, "plaintext_secrets": True},
+                        api={"admin_token": ADMIN, "max_integrations_per_organization": 1},
+                        publisher={"allowed_networks": ["127.0.0.1/32"]}, entities=[DOCS])
+    with TestClient(create_app(settings)) as client:
+        key = organization(client, "acme")
+        open_link(client, portal_link(client, key, capabilities=["manage_integrations"]))
+        csrf = re.search(r'"x-csrf-token": "([^"]+)"', client.get("/portal/o/acme/integrations").text).group(1)  # type: ignore[union-attr]
+        form = {"url": "http://127.0.0.1:9/hook", "events": ["docs:created", "docs:updated"], "ordering": "entity",
+                "batch_size": "1"}
+        first = client.post("/portal/o/acme/integrations", data=form, headers={"x-csrf-token": csrf},
+                            follow_redirects=False)
+        assert first.status_code == 303, first.text
+        second = client.post("/portal/o/acme/integrations", data=form, headers={"x-csrf-token": csrf})
+        assert second.status_code == 409 and "max_integrations_per_organization" in second.text
+        (made,) = client.get("/v1/integrations", headers=key).json()
+        secret = "whsec_" + "A" * 32
+        refused = client.post(f"/portal/o/acme/integrations/{made['id']}", data={**form, "secret": secret},
+                              headers={"x-csrf-token": csrf})
+        assert refused.status_code == 403 and "may not set signing secrets" in refused.text
+        assert secret not in client.get(f"/v1/integrations/{made['id']}/secret", headers=key).text

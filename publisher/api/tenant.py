@@ -70,11 +70,10 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
                              store: Store = Depends(store_of)) -> IntegrationCreated:
     await check_events(request, body.events)
     await request.app.state.sender.policy.check_destination(body.url)
-    integration_id = await store.add_integration(
-        org, body.url, items_of(body.events), body.name or "", environment=body.environment,
-        ordering=body.ordering or "entity", batch_size=body.batch_size or 1, rate_limit=body.rate_limit,
-        headers=body.headers, concurrency=body.concurrency,
-        limit=request.app.state.settings.api.max_integrations_per_organization)
+    integration_id = await actions.create_integration(
+        store, request.app.state.settings.api, org, body.url, items_of(body.events), body.name or "",
+        environment=body.environment, ordering=body.ordering or "entity", batch_size=body.batch_size or 1,
+        rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency)
     integration = await store.integration_of(org, integration_id)
     return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
 

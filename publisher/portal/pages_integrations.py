@@ -119,14 +119,24 @@ async def create_integration(request: Request, granted: Scope = Depends(can_mana
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, None, 422)
     store, org = store_of(request), granted.organization_id
-    integration_id = await store.add_integration(
-        org, body.url, items_of(body.events), body.name or "", environment=body.environment,
-        ordering=body.ordering or "entity",
-        batch_size=body.batch_size or 1, rate_limit=body.rate_limit, headers=body.headers,
-        concurrency=body.concurrency)
+    if _secret_refused(granted, form):
+        return await _edit(request, granted, form, None, 403)
+    integration_id = await actions.create_integration(
+        store, request.app.state.settings.api, org, body.url, items_of(body.events), body.name or "",
+        environment=body.environment, ordering=body.ordering or "entity", batch_size=body.batch_size or 1,
+        rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency)
     if form.values.get("secret", "").strip():
         await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
     return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
+
+
+def _secret_refused(granted: Scope, form: IntegrationForm) -> bool:
+    """A secret typed into the form needs the capability that reveal and rotate need: True (and the reason
+    on the field) when this session lacks it."""
+    if form.values.get("secret", "").strip() and not granted.can(Capability.SECRETS):
+        form.errors["secret"] = "this portal session may not set signing secrets (it lacks 'secrets')"
+        return True
+    return False
 
 
 def preview_json(body: IntegrationIn, saved: Integration | None) -> str:
@@ -169,6 +179,8 @@ async def save_integration(request: Request, integration_id: int,
     form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, integration, 422)
+    if _secret_refused(granted, form):
+        return await _edit(request, granted, form, integration, 403)
     changes = body.model_dump()
     changes["name"] = body.name or body.url
     await store.update_integration(org, integration_id, changes)

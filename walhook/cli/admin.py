@@ -92,6 +92,7 @@ async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[S
 
 
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
+    from publisher import actions
     from publisher.ssrf import DestinationPolicy
 
     events = await check_events(args, args.events)  # refused before anything is created, the organization included
@@ -107,10 +108,10 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
         if existing and args.exists_ok:
             print(f"integration {existing[0]} for {args.org} already sends to {args.url}; left as it is")
             return 0
-        integration_id = await store.add_integration(
-            args.org, args.url, events, args.name or "", environment=args.environment, ordering=args.ordering,
-            batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers, concurrency=args.concurrency,
-            limit=settings_of(args).api.max_integrations_per_organization)
+        integration_id = await actions.create_integration(
+            store, settings_of(args).api, args.org, args.url, events, args.name or "", environment=args.environment,
+            ordering=args.ordering, batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers,
+            concurrency=args.concurrency)
     show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": events},
          f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
