@@ -87,3 +87,22 @@ async def test_keys_and_integration_states(database: str, tmp_path: Path) -> Non
     assert orjson.loads(walhook(config, "orgs", "list", "--json").stdout)[0]["id"] == "acme"
     assert walhook(config, "orgs", "delete", "acme").returncode == 0
     assert orjson.loads(walhook(config, "orgs", "list", "--json").stdout) == []
+
+
+async def test_cli_errors_are_one_line_naming_what_was_wrong(database: str, tmp_path: Path) -> None:
+    """Three of the control-plane review's CLI findings: an unknown delivery printed nothing and exited 0,
+    ``--api`` with a key silently read the local store (every organization's integrations), and an
+    unreachable store printed SQLAlchemy's "Background on this error" link."""
+    config = config_file(tmp_path, database)
+    unknown = walhook(config, "deliveries", "show", "99999")
+    assert unknown.returncode == 1 and unknown.stderr.strip() == "walhook: error: delivery 99999 does not exist"
+    remote = subprocess.run([sys.executable, "-m", "walhook", "--api", "http://127.0.0.1:9", "--token", "whk_x",
+                             "integrations", "list", "--config", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert remote.returncode == 1 and remote.stdout == ""
+    assert "does not work through --api" in remote.stderr and len(remote.stderr.strip().splitlines()) == 1
+    down = tmp_path / "down.toml"
+    down.write_text(config.read_text().replace(database, "postgresql://postgres@127.0.0.1:9/nothing"))
+    failed = walhook(down, "integrations", "list")
+    assert failed.returncode == 1 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert "Background on this error" not in failed.stderr and "cannot prepare the store schema" in failed.stderr

@@ -44,7 +44,8 @@ class StoreEngine:
             await migrate(self._engine, self.schema)
         except SQLAlchemyError as exc:
             await self.close()
-            raise StoreError(f"cannot prepare the store schema {self.schema!r}: {exc}") from exc
+            raise StoreError(f"cannot prepare the store schema {self.schema!r}: "
+                             f"{first_line(getattr(exc, 'orig', None) or exc)}") from exc
         try:
             await self._after_migrations()
         except BaseException:

@@ -35,8 +35,9 @@ class ReportStore(BackfillStore):
             f"SELECT {_ROW} FROM {{s}}.deliveries WHERE {' AND '.join(where) or 'TRUE'} ORDER BY id DESC LIMIT :limit",
             {**filters, "since": since, "until": until, "before_id": before_id, "limit": limit})]
 
-    async def delivery_of(self, organization_id: str, delivery_id: int) -> DeliveryRow:
-        """A delivery of this organization; another organization's is ``NotFound`` too."""
+    async def delivery_of(self, organization_id: str | None, delivery_id: int) -> DeliveryRow:
+        """A delivery of this organization (any, for the operator's None); another organization's is
+        ``NotFound`` too."""
         rows = await self.deliveries(organization_id=organization_id, limit=1, before_id=delivery_id + 1)
         if not rows or rows[0].id != delivery_id:
             raise NotFound(f"delivery {delivery_id} does not exist")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -37,8 +38,14 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def store_of(args: argparse.Namespace) -> Store:
-    """The store named by the configuration; open it with ``async with``."""
+    """The store named by the configuration; open it with ``async with``. Refused when the command was
+    asked to work through the API (``--api``): it must never read the local store instead, which may be
+    another deployment's, or every organization's."""
     from publisher.store import store_for
+
+    if getattr(args, "api", None) or os.environ.get("WALHOOK_API"):
+        raise WalhookError(f"walhook {' '.join(_command_words(args))} does not work through --api; run it where "
+                           "the configuration names the store, without --api")
 
     settings = settings_of(args)
     settings.require("store")
@@ -75,3 +82,7 @@ def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _command_words(args: argparse.Namespace) -> list[str]:
+    return [str(word) for word in (getattr(args, "command", None), getattr(args, "action", None)) if word]

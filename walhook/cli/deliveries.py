@@ -35,6 +35,7 @@ async def cmd_deliveries_show(args: argparse.Namespace) -> int:
                                for a in detail["attempts_log"]]
     else:
         async with store_of(args) as store:
+            await store.delivery_of(None, args.delivery)  # an unknown id is an error naming it, as through --api
             attempts = await store.attempts_of(args.delivery)
     if args.json:
         print(orjson.dumps([vars(a) if isinstance(a, SimpleNamespace) else asdict(a) for a in attempts],
