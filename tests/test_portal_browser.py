@@ -210,6 +210,22 @@ async def test_3b_an_only_when_row_is_saved_and_shown_again_after_a_reload(porta
     await expect(page.locator("#raw-json")).to_contain_text('"flows/comments:created,updated"')
 
 
+async def test_3c_a_refusal_reaches_the_screen_in_the_servers_words(portal: Portal) -> None:
+    """htmx swaps no 4xx answer by default: Reveal without the box ticked, or Replay with neither an offset
+    nor a time, did nothing visible."""
+    from playwright.async_api import expect
+
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.state["integration_url"])
+    await page.click("text=Reveal")
+    await expect(page.locator("#secrets")).to_contain_text("tick the box to confirm that the secret may be shown")
+    await page.click("button:has-text('Replay')")
+    await expect(page.locator("#recovery")).to_contain_text("give either offset or since")
+    await page.fill("input[name=offset]", "abc")
+    await page.click("button:has-text('Replay')")
+    await expect(page.locator("#recovery")).to_contain_text("offset")
+
+
 async def test_4_another_organization_cannot_see_or_act_and_bad_requests_are_refused(portal: Portal) -> None:
     assert (await portal.admin("POST", "/v1/organizations", json={"id": "globex"})).status_code == 201
     made = await portal.admin("POST", "/v1/organizations/globex/portal-links",
