@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +109,25 @@ async def test_cli_errors_are_one_line_naming_what_was_wrong(database: str, tmp_
     failed = walhook(down, "integrations", "list")
     assert failed.returncode == 1 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert "Background on this error" not in failed.stderr and "cannot prepare the store schema" in failed.stderr
+
+
+async def test_a_piped_replay_wait_shows_its_first_line_at_once(database: str, tmp_path: Path) -> None:
+    """Piped, ``replay --wait`` printed its first line only when the job was done (stdout was not flushed)."""
+    config = config_file(tmp_path, database)
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/h", ["docs:*"])
+    # No publisher runs: the job stays running and the command keeps waiting. Python's own buffering, as
+    # in a user's shell (not PYTHONUNBUFFERED, which some machines set).
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    waiting = subprocess.Popen([sys.executable, "-m", "walhook", "replay", "--config", str(config), "--integration",
+                                str(integration), "--offset", "0", "--wait"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        ready, _, _ = await asyncio.to_thread(select.select, [waiting.stdout], [], [], 30)
+        assert ready, "no line on the pipe within 30 s"
+        assert waiting.stdout is not None and waiting.stdout.readline().startswith("replay job 1 (integration")
+        assert waiting.poll() is None  # still waiting for the job
+    finally:
+        waiting.kill()
+        waiting.wait()

@@ -62,8 +62,9 @@ def moment(text: str) -> datetime:
 
 
 def show(args: argparse.Namespace, data: Mapping[str, object], text: str) -> None:
-    """``text`` for a person, or ``data`` as JSON with ``--json``."""
-    print(orjson.dumps(data, default=_plain).decode() if getattr(args, "json", False) else text)
+    """``text`` for a person, or ``data`` as JSON with ``--json``; flushed at once, so that a pipe sees it
+    before a long wait that follows (``replay --wait``), not when the command ends."""
+    print(orjson.dumps(data, default=_plain).decode() if getattr(args, "json", False) else text, flush=True)
 
 
 def table(args: argparse.Namespace, rows: list[Any], columns: list[tuple[str, int]]) -> None:
