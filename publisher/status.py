@@ -19,7 +19,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cdc.lsn import SLOT_LAG_BYTES
-from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from models.settings import ApiSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.topics import partitions_note
 from publisher.store import Store
 
@@ -47,6 +47,19 @@ async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | No
             "replay_jobs": [asdict(job) for job in await store.replay_jobs(None, state="running", limit=20)],
             "delivery_log": {**asdict(size := await store.log_size()), "total_bytes": size.total_bytes},
             "busiest_organizations": await store.busiest_organizations()}
+
+
+async def gather_organization_status(store: Store, organization_id: str, api: ApiSettings) -> dict[str, Any]:
+    """What an organization's own key may read of the status: its integrations, its running replay jobs,
+    and its manual actions and log against their limits (nothing of the deployment or of others)."""
+    usage = await store.usage(organization_id)
+    return {"at": datetime.now(UTC).isoformat(), "organization": organization_id,
+            "integrations": await store.integration_health(organization_id),
+            "replay_jobs": [asdict(job) for job in await store.replay_jobs(organization_id, state="running",
+                                                                          limit=20)],
+            "usage": {"actions_last_minute": usage.actions_last_minute,
+                      "actions_per_minute": api.manual_actions_per_minute,
+                      "log_mb_24h": round(usage.log_bytes_24h / 2**20, 1), "log_mb_quota": api.log_mb_per_organization}}
 
 
 async def _guarded(read: Any, settings: Any) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.secretbox import Keyring, new_key
 from publisher.store import NewDelivery, Store
 from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
-from walhook.cli.status import render
+from walhook.cli.status import render, render_organization
 from walhook.config import Settings
 
 KEY = new_key("k1")
@@ -253,3 +253,18 @@ def test_the_portal_keeps_the_integration_cap_and_the_secrets_capability(databas
                               headers={"x-csrf-token": csrf})
         assert refused.status_code == 403 and "may not set signing secrets" in refused.text
         assert secret not in client.get(f"/v1/integrations/{made['id']}/secret", headers=key).text
+
+
+def test_an_organizations_key_reads_its_own_status_only(client: TestClient, database: str) -> None:
+    """``status`` with an organization's key answered 401; it now shows that organization's part only."""
+    acme, globex = organization(client, "acme"), organization(client, "globex")
+    for key in (acme, globex):
+        assert client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/h", "events": ["docs:*"]},
+                           headers=key).status_code == 201
+    mine = client.get("/v1/status", headers=acme).json()
+    assert mine["organization"] == "acme" and [row["organization_id"] for row in mine["integrations"]] == ["acme"]
+    assert "slot" not in mine and "busiest_organizations" not in mine and mine["usage"]["actions_per_minute"] == 30
+    assert "manual actions: 0 of 30 in the last minute" in "\n".join(render_organization(mine))
+    everything = client.get("/v1/status", headers=admin_headers()).json()
+    assert {row["organization_id"] for row in everything["integrations"]} == {"acme", "globex"}
+    assert client.get("/v1/status", headers={"authorization": "Bearer whk_nope"}).status_code == 401

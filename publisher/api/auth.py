@@ -72,3 +72,14 @@ async def organization(request: Request, credentials: HTTPAuthorizationCredentia
     if found is None:
         raise _unauthorized(request, "API key")
     return found
+
+
+async def admin_or_organization(request: Request,
+                                credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+    """None for the admin token, else the organization whose API key made the request (401 for neither)."""
+    check_not_blocked(request)
+    token = request.app.state.settings.api.admin_token
+    if token is not None and credentials is not None and hmac.compare_digest(credentials.credentials.encode(),
+                                                                             token.encode()):
+        return None
+    return await organization(request, credentials)

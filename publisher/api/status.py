@@ -1,4 +1,5 @@
-"""``GET /v1/status`` (admin token): what ``walhook status`` shows, for an operator without database access."""
+"""``GET /v1/status``: what ``walhook status`` shows. With the admin token, the whole deployment (for an
+operator without database access); with an organization's key, that organization's own part."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from publisher.api.auth import require_admin, store_of
-from publisher.status import gather_status
+from publisher.api.auth import admin_or_organization, store_of
+from publisher.status import gather_organization_status, gather_status
 from publisher.store import Store
 
-router = APIRouter(prefix="/v1/status", tags=["status (admin)"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/status", tags=["status"])
 
 
 @router.get("")
-async def status(request: Request, store: Store = Depends(store_of)) -> dict[str, Any]:
-    """The slot, the consumer group's lag, integrations, running replay jobs and the delivery log's size."""
+async def status(request: Request, store: Store = Depends(store_of),
+                 org: str | None = Depends(admin_or_organization)) -> dict[str, Any]:
+    """Admin token: the slot, the consumer group's lag, integrations, running replay jobs, the delivery log's
+    size. An organization's key: its integrations, its running replay jobs and its usage against its limits."""
     settings = request.app.state.settings
+    if org is not None:
+        return await gather_organization_status(store, org, settings.api)
     return await gather_status(settings.source, settings.kafka, store, settings.entities)

@@ -66,16 +66,17 @@ class ReportStore(BackfillStore):
         rows = await self._rows("SELECT status, count(*) AS n FROM {s}.deliveries GROUP BY status")
         return {row["status"]: int(row["n"]) for row in rows}
 
-    async def integration_health(self) -> list[dict[str, Any]]:
-        """Per integration: enabled, pending deliveries, failing since, the next retry's time, and the events
-        its conditions filtered out."""
+    async def integration_health(self, organization_id: str | None = None) -> list[dict[str, Any]]:
+        """Per integration (of one organization, or all): enabled, pending deliveries, failing since, the next
+        retry's time, and the events its conditions filtered out."""
         return await self._rows(
             "SELECT i.id, i.organization_id, i.enabled, i.disabled_reason, i.failing_since, "
             "coalesce(p.pending, 0) AS pending, p.next_retry, coalesce(f.events, 0) AS filtered "
             "FROM {s}.integrations i LEFT JOIN ("
             "SELECT integration_id, count(*) AS pending, min(next_attempt_at) FILTER (WHERE attempts > 0) "
             "AS next_retry FROM {s}.deliveries WHERE status = 'pending' GROUP BY integration_id) p "
-            "ON p.integration_id = i.id LEFT JOIN {s}.filtered_events f ON f.integration_id = i.id ORDER BY i.id")
+            "ON p.integration_id = i.id LEFT JOIN {s}.filtered_events f ON f.integration_id = i.id "
+            "WHERE CAST(:org AS text) IS NULL OR i.organization_id = :org ORDER BY i.id", {"org": organization_id})
 
     async def failure_streaks(self) -> dict[int, float]:
         """Seconds each failing integration has been failing without a success."""

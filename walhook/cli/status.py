@@ -25,8 +25,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(report, default=str).decode())
         return 0
-    print("\n".join(render(report)))
+    print("\n".join(render_organization(report) if "organization" in report else render(report)))
     return 0
+
+
+def render_organization(report: dict[str, Any]) -> list[str]:
+    """The part of the status an organization's key reads (``GET /v1/status`` with that key)."""
+    usage = report["usage"]
+    return [f"organization {report['organization']} at {_time(report['at'])}", "",
+            *_integrations(report["integrations"]), "", *_jobs(report["replay_jobs"]), "",
+            f"manual actions: {usage['actions_last_minute']} of {usage['actions_per_minute']} in the last minute; "
+            f"delivery log in 24 h: {usage['log_mb_24h']} MB of {usage['log_mb_quota']} MB"]
 
 
 def render(report: dict[str, Any]) -> list[str]:
