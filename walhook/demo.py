@@ -217,9 +217,11 @@ async def wait_for_streaming(dsn: str, slot: str, cdc: subprocess.Popen[bytes], 
     deadline = time.monotonic() + timeout
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
+            # Held by a walsender (pg_stat_replication), not merely active: the backend creating the slot
+            # holds it as well, for a moment, before the capture's walsender takes it.
             row = await (await conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()",
-                [slot])).fetchone()
+                "SELECT s.active FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                "WHERE s.slot_name = %s AND s.database = current_database()", [slot])).fetchone()
             if row and row[0]:
                 return
             if cdc.poll() is not None:
