@@ -93,6 +93,17 @@ WRITES = [
 ]
 
 
+async def until_streaming(database: str, timeout: float = 60.0) -> None:
+    """Wait until a walsender streams this database's slot: changes written before it exists are not captured."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        while not await (await conn.execute(
+                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                "WHERE s.database = current_database()")).fetchone():
+            assert asyncio.get_running_loop().time() < deadline, "capture did not start streaming"
+            await asyncio.sleep(0.1)
+
+
 def identities(database: str) -> dict[str, str]:
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT oid::regclass::text, relreplident FROM pg_class WHERE relname IN "
@@ -268,7 +279,7 @@ async def test_a_table_without_an_organization_column_gets_its_fixed_organizatio
                            collection_path="flags", organization="acme")
     source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [flags]):
-        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        await until_streaming(database)
         setup(database, "INSERT INTO settings_flag VALUES (1, 'beta', true)",
               "UPDATE settings_flag SET enabled = false", "DELETE FROM settings_flag")
         events = await read_topic(servers.bootstrap_servers, topic, 3)
@@ -317,7 +328,7 @@ async def test_a_partition_attached_while_capturing_sends_old_rows(database: str
     setup(database, *SCHEMA[7:10])
     source, kafka = source_and_kafka(database, servers, topic)  # heartbeats every 0.3 s
     async with capturing(source, kafka, [ENTITIES[4]]):
-        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        await until_streaming(database)
         setup(database, "CREATE TABLE payment_2027 (LIKE payment INCLUDING ALL)",
               "ALTER TABLE payment ATTACH PARTITION payment_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
         for _ in range(100):  # the next heartbeats adopt it
@@ -337,7 +348,7 @@ async def test_a_row_moved_to_another_partition_is_one_update(database: str, ser
     setup(database, *SCHEMA[7:10])
     source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [ENTITIES[4]]):
-        await read_topic(servers.bootstrap_servers, topic, 0, timeout=1.0)
+        await until_streaming(database)
         setup(database, "INSERT INTO payment (id, org, paid_on, amount) VALUES (1, 'acme', '2026-03-01', 5)",
               "UPDATE payment SET paid_on = '2025-01-01' WHERE id = 1",  # payment_2026 -> payment_other
               "BEGIN; DELETE FROM payment WHERE id = 1; INSERT INTO payment VALUES (2, 'acme', '2026-04-01', 1); "
