@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cdc.lsn import SLOT_LAG_BYTES
 from models.settings import ApiSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.topics import partitions_note
+from publisher.api.schemas import UsageOut
 from publisher.store import Store
 
 _SLOT = f"""
@@ -52,14 +53,12 @@ async def gather_status(source: SourceSettings | None, kafka: KafkaSettings | No
 async def gather_organization_status(store: Store, organization_id: str, api: ApiSettings) -> dict[str, Any]:
     """What an organization's own key may read of the status: its integrations, its running replay jobs,
     and its manual actions and log against their limits (nothing of the deployment or of others)."""
-    usage = await store.usage(organization_id)
+    usage = UsageOut.of(await store.usage(organization_id), api)
     return {"at": datetime.now(UTC).isoformat(), "organization": organization_id,
             "integrations": await store.integration_health(organization_id),
             "replay_jobs": [asdict(job) for job in await store.replay_jobs(organization_id, state="running",
                                                                           limit=20)],
-            "usage": {"actions_last_minute": usage.actions_last_minute,
-                      "actions_per_minute": api.manual_actions_per_minute,
-                      "log_mb_24h": round(usage.log_bytes_24h / 2**20, 1), "log_mb_quota": api.log_mb_per_organization}}
+            "usage": usage.model_dump()}
 
 
 async def _guarded(read: Any, settings: Any) -> dict[str, Any] | None:

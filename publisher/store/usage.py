@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 from publisher.store.reports import ReportStore
 
-_LOG_BYTES = """
+# What one attempt adds to the log: its request and response headers and the kept response body.
+_ATTEMPT_BYTES = ("octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0) "
+                  "+ coalesce(octet_length(a.response_body), 0)")
+
+_LOG_BYTES = f"""
 SELECT
-  (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.deliveries
+  (SELECT coalesce(sum(octet_length(body)), 0) FROM {{s}}.deliveries
    WHERE organization_id = :org AND created_at > now() - interval '24 hours')
-+ (SELECT coalesce(sum(octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0)
-                       + coalesce(octet_length(a.response_body), 0)), 0)
-   FROM {s}.attempts a WHERE a.started_at > now() - interval '24 hours'
-   AND a.integration_id IN (SELECT id FROM {s}.integrations WHERE organization_id = :org)) AS bytes,
-  (SELECT count(*) FROM {s}.organization_actions WHERE organization_id = :org
++ (SELECT coalesce(sum({_ATTEMPT_BYTES}), 0)
+   FROM {{s}}.attempts a WHERE a.started_at > now() - interval '24 hours'
+   AND a.integration_id IN (SELECT id FROM {{s}}.integrations WHERE organization_id = :org)) AS bytes,
+  (SELECT count(*) FROM {{s}}.organization_actions WHERE organization_id = :org
    AND at > now() - interval '1 minute') AS actions
 """
 
@@ -60,8 +63,7 @@ class UsageStore(ReportStore):
         return await self._rows(
             "WITH logged AS (SELECT organization_id, sum(octet_length(body)) AS bytes FROM {s}.deliveries "
             "WHERE created_at > now() - interval '24 hours' GROUP BY 1 UNION ALL "
-            "SELECT i.organization_id, sum(octet_length(a.request_headers::text) "
-            "+ coalesce(octet_length(a.response_headers::text), 0) + coalesce(octet_length(a.response_body), 0)) "
+            f"SELECT i.organization_id, sum({_ATTEMPT_BYTES}) "
             "FROM {s}.attempts a JOIN {s}.integrations i ON i.id = a.integration_id "
             "WHERE a.started_at > now() - interval '24 hours' GROUP BY 1), "
             "acted AS (SELECT organization_id, count(*) AS actions FROM {s}.organization_actions "
