@@ -11,7 +11,11 @@ Per rate: rows written and webhooks delivered (they must be equal), latency p50/
 the achieved write rate, where the time goes (``breakdown``) and the peak RSS of both
 processes. Prints a table; writes JSON under bench/results/.
 
-    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT]
+    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT] [--tuned]
+
+The configuration is the defaults a user gets (``--tuned``: the settings earlier runs tuned);
+every fifth transaction is an UPDATE of an earlier row. Per rate it also prints the rows
+written to the store per event, from Postgres's own table statistics.
 """
 
 from __future__ import annotations
@@ -49,14 +53,29 @@ async def measure_rate(pipeline: WalhookPipeline, writer: PacedWriter, receiver:
                        first_id: int) -> dict[str, Any]:
     """Write at ``rate`` for ``seconds``, wait for every webhook, and summarise what happened."""
     meter.lap()
+    rows_before = await asyncio.to_thread(store_rows_written, pipeline.store_dsn)
     started = time.monotonic()
     start, committed = await asyncio.to_thread(writer.run, rate, seconds, first_id)
     await receiver.wait_for(committed.keys(), stall_timeout=max(60.0, seconds))
     result = {"rate": rate, "seconds": seconds, **latency_summary(committed, receiver.arrivals, start, rate, first_id),
               **_cpu_summary(meter.lap(), time.monotonic() - started, len(committed))}
+    await asyncio.sleep(STATS_FLUSH_SECONDS)  # backends report their table statistics about once a second
+    written = await asyncio.to_thread(store_rows_written, pipeline.store_dsn) - rows_before
+    result["store_rows_per_event"] = round(written / max(1, len(committed)), 2)
     result["breakdown"] = await stage_breakdown(pipeline, kafka, receiver, committed)
     result.update(pipeline.peak_rss_mb())
     return result
+
+
+STATS_FLUSH_SECONDS = 2.0
+
+
+def store_rows_written(store_dsn: str) -> int:
+    """Rows inserted, updated and deleted in the store's tables so far, from Postgres's own statistics."""
+    with psycopg.connect(store_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
+                           "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')").fetchone()
+    return int(row[0]) if row else 0
 
 
 def latency_summary(committed: dict[int, float], arrivals: dict[int, float], start: float, rate: float,
@@ -82,7 +101,7 @@ def _cpu_summary(spent: dict[str, float], elapsed: float, events: int) -> dict[s
 
 async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, rates: list[float],
                       seconds: float, connections: int = 2, topic: str = "bench.latency",
-                      server_pids: dict[str, int] | None = None) -> dict[str, Any]:
+                      server_pids: dict[str, int] | None = None, tuned: bool = False) -> dict[str, Any]:
     """The benchmark on existing servers: one pipeline, every rate in turn; returns the JSON-ready result.
 
     ``server_pids`` (e.g. ``{"postgres": pid, "kafka": pid}``) adds the servers' CPU time to each run.
@@ -91,7 +110,7 @@ async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir:
         conn.execute(TABLE)
     runs: list[dict[str, Any]] = []
     async with TimingReceiver() as receiver, \
-            WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir) as pipeline:
+            WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, tuned) as pipeline:
         receiver.secret = await pipeline.register(receiver.url)
         await pipeline.start()
         async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
@@ -121,18 +140,19 @@ def _conditions(connections: int, config: str) -> dict[str, Any]:
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
             "writer": f"{connections} processes, one libpq connection each in pipeline mode, "
-                      "one Sync (= one committed transaction) per row",
+                      "one Sync (= one committed transaction) per row; every fifth an UPDATE of an earlier row",
             "config": config}
 
 
 def print_table(result: dict[str, Any]) -> None:
     """The runs as a table, then where the time went at each rate."""
     print(f"{'rate/s':>7}{'achieved':>10}{'written':>9}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'cdc MB':>8}{'pub MB':>8}")
+          f"{'cdc MB':>8}{'pub MB':>8}{'rows/event':>11}")
     for run in result["runs"]:
         cells = [_cell(run[key]) for key in ("written", "delivered", "p50_ms", "p99_ms", "max_ms")]
         print(f"{run['rate']:>7.0f}{run['achieved_rate']:>10.0f}{cells[0]:>9}{cells[1]:>10}{cells[2]:>9}{cells[3]:>9}"
-              f"{cells[4]:>9}{run['cdc_peak_rss_mb']:>8.0f}{run['publisher_peak_rss_mb']:>8.0f}")
+              f"{cells[4]:>9}{run['cdc_peak_rss_mb']:>8.0f}{run['publisher_peak_rss_mb']:>8.0f}"
+              f"{run['store_rows_per_event']:>11}")
     print(f"verified {result['verified']}, rejected {result['rejected']}, duplicates {result['duplicates']}")
     for run in result["runs"]:
         stages = ", ".join(f"{name} {v['p50_ms']}/{v['p99_ms']}" for name, v in run["breakdown"].items()
@@ -153,6 +173,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=2, help="writer processes (one connection each)")
     parser.add_argument("--output", type=Path, default=RESULT)
+    parser.add_argument("--tuned", action="store_true", help="the settings earlier runs tuned for this benchmark "
+                                                             "instead of the defaults a user gets")
     parser.add_argument("--kafka", help="bootstrap servers of a broker to use instead of the bundled tansu, "
                                         "e.g. Apache Kafka from docker/compose.yaml (see BENCHMARKS.md: tansu's "
                                         "fetches slow down as a partition's record batches pile up)")
@@ -168,7 +190,7 @@ def main() -> None:
         if stack.kafka is not None and stack.kafka.process is not None:
             servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_latency(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.rates,
-                                         args.seconds, args.connections, server_pids=servers))
+                                         args.seconds, args.connections, server_pids=servers, tuned=args.tuned))
     result["conditions"]["wall_seconds"] = round(time.monotonic() - started)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -5,10 +5,12 @@ For every row, after its rate's run (so the measurement does not load the pipeli
 * commit returned to the writer (the writer's clock);
 * the Kafka record's timestamp: the CreateTime the CDC's producer stamped when it was handed
   the event (millisecond resolution);
-* the delivery's ``created_at`` in the store: ``now()`` of the publisher's transaction that
-  records the batch of deliveries, i.e. right after its fetch;
 * the first attempt's ``started_at``: when the dispatcher began the HTTP request;
-* the arrival at the receiver.
+* the arrival at the receiver;
+* the delivery's ``created_at`` in the store: ``now()`` of the publisher's transaction that
+  logs the batch of first attempts, after their requests.
+
+Only inserts are split (an update's record has the key of the row it changed).
 
 All clocks are this machine's wall clock.
 """
@@ -31,15 +33,15 @@ if TYPE_CHECKING:
 
 STAGES = {  # name: (from, to)
     "commit->kafka": ("commit", "kafka"),
-    "kafka->store": ("kafka", "store"),
-    "store->attempt": ("store", "attempt"),
+    "kafka->attempt": ("kafka", "attempt"),
     "attempt->received": ("attempt", "received"),
+    "received->logged": ("received", "logged"),
 }
 
 STORE_TIMES = """SELECT d.entity_path, extract(epoch FROM d.created_at)::float8,
 extract(epoch FROM a.started_at)::float8
 FROM walhook.deliveries d JOIN walhook.attempts a ON a.delivery_id = d.id AND a.number = 1
-WHERE d.integration_id = %s"""
+WHERE d.integration_id = %s AND d.operation = 'created'"""
 
 
 class KafkaTimestamps:
@@ -57,7 +59,8 @@ class KafkaTimestamps:
         while not ids <= self.times.keys() and time.monotonic() < deadline:
             for records in (await self._consumer.getmany(timeout_ms=500, max_records=10_000)).values():
                 for record in records:  # key: b"<organization>|items/<id>"
-                    self.times[int((record.key or b"").rsplit(b"/", 1)[1])] = record.timestamp / 1000
+                    row_id = int((record.key or b"").rsplit(b"/", 1)[1])
+                    self.times.setdefault(row_id, record.timestamp / 1000)  # the insert's, not a later update's
         self._consumer.pause(*self._consumer.assignment())  # no fetching while the next rate is measured
         return {i: self.times[i] for i in ids if i in self.times}
 
@@ -72,7 +75,7 @@ class KafkaTimestamps:
 
 
 async def store_times(store_dsn: str, integration_id: int) -> dict[int, tuple[float, float]]:
-    """Per row id: (delivery recorded, first attempt started), from the publisher's store."""
+    """Per row id: (delivery logged, first attempt started), from the publisher's store."""
     await asyncio.sleep(0.5)  # attempts are written in batches every few milliseconds
     async with await psycopg.AsyncConnection.connect(store_dsn) as conn:
         rows = await (await conn.execute(STORE_TIMES, [integration_id])).fetchall()
@@ -84,7 +87,7 @@ async def stage_breakdown(pipeline: WalhookPipeline, kafka: KafkaTimestamps, rec
     """p50/p99 in ms of every stage, over the rows whose every timestamp is known."""
     produced = await kafka.collect(set(committed))
     stored = await store_times(pipeline.store_dsn, pipeline.integration_id)
-    points = [{"commit": t, "kafka": produced[i], "store": stored[i][0], "attempt": stored[i][1],
+    points = [{"commit": t, "kafka": produced[i], "logged": stored[i][0], "attempt": stored[i][1],
                "received": receiver.arrivals[i]}
               for i, t in committed.items() if i in produced and i in stored and i in receiver.arrivals]
     result: dict[str, Any] = {}

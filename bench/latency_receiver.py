@@ -18,8 +18,15 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
+def transaction_of(event: dict) -> int:
+    """The writer's transaction an event comes from: an insert's row id, or the id an update's note names."""
+    value = (event.get("data") or {}).get("value") or {}
+    note = (value.get("properties") or {}).get("note") or ""
+    return int(note[1:]) if event.get("operationType") == "updated" and note.startswith("u") else int(event["entityId"])
+
+
 class TimingReceiver:
-    """Serves ``POST /hooks`` on 127.0.0.1; ``arrivals`` maps each row id to its first verified arrival."""
+    """Serves ``POST /hooks`` on 127.0.0.1; ``arrivals`` maps each transaction to its first verified arrival."""
 
     def __init__(self) -> None:
         self.secret = ""
@@ -69,7 +76,7 @@ class TimingReceiver:
             self.rejected += 1
             return web.Response(status=401)
         self.verified += 1
-        row_id = int(event["entityId"])
+        row_id = transaction_of(event)
         if row_id in self.arrivals:
             self.duplicates += 1
         else:

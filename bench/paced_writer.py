@@ -29,6 +29,16 @@ from psycopg import pq
 
 INSERT = ("INSERT INTO {table} (id, org, name, amount, note) "
           "VALUES ($1::bigint, 'acme', 'row ' || $1::bigint, $1::bigint * 1.5, 'paced')")
+# Every fifth transaction updates the row written UPDATE_BACK transactions before it (an insert of the
+# same worker, already committed) instead: its note names the transaction, which is how the receiver
+# tells the update's webhook from the insert's.
+UPDATE = "UPDATE {table} SET note = 'u' || $1::bigint, amount = amount + 1 WHERE id = $1::bigint - 2"
+UPDATE_EVERY = 5
+
+
+def is_update(index: int) -> bool:
+    """Whether transaction ``index`` of a run (0-based) is an update; a fifth of them are."""
+    return index % UPDATE_EVERY == UPDATE_EVERY - 1
 
 
 class PacedWriter:
@@ -90,7 +100,7 @@ def write_share(dsn: str, table: str, first_id: int, count: int, stride: int, wo
     """Commit this worker's rows (``worker``, ``worker + stride``, ...) on schedule; (id, commit time) each."""
     conn = _connect(dsn, table)
     try:
-        return _pipeline(conn, [(start + i / rate, first_id + i) for i in range(worker, count, stride)])
+        return _pipeline(conn, [(start + i / rate, first_id + i, is_update(i)) for i in range(worker, count, stride)])
     finally:
         conn.finish()
 
@@ -100,20 +110,21 @@ def _connect(dsn: str, table: str) -> pq.abc.PGconn:
     if conn.status != pq.ConnStatus.OK:
         raise RuntimeError(f"cannot connect: {conn.get_error_message()}")
     _check(conn.prepare(b"paced_insert", INSERT.format(table=table).encode()))
+    _check(conn.prepare(b"paced_update", UPDATE.format(table=table).encode()))
     conn.enter_pipeline_mode()
     conn.nonblocking = 1
     return conn
 
 
-def _pipeline(conn: pq.abc.PGconn, schedule: list[tuple[float, int]]) -> list[tuple[int, float]]:
+def _pipeline(conn: pq.abc.PGconn, schedule: list[tuple[float, int, bool]]) -> list[tuple[int, float]]:
     """Send each row when it is due, read commits as they come back, until every row is committed."""
     committed: list[tuple[int, float]] = []
     pending: deque[int] = deque()
     position = 0
     while position < len(schedule) or pending:
         while position < len(schedule) and schedule[position][0] <= time.time():
-            row_id = schedule[position][1]
-            conn.send_query_prepared(b"paced_insert", [str(row_id).encode()])
+            _, row_id, update = schedule[position]
+            conn.send_query_prepared(b"paced_update" if update else b"paced_insert", [str(row_id).encode()])
             conn.pipeline_sync()
             pending.append(row_id)
             position += 1

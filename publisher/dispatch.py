@@ -1,8 +1,10 @@
 """The dispatcher: runs attempts in per-integration lanes and records what happened.
 
-Every attempt is logged (the "webhook jobs" log) and moves its delivery on: delivered,
-pending with the next attempt time, or failed. Writes are batched by a recorder that
-flushes every few milliseconds, so no attempt costs its own database round trip.
+Live deliveries (just consumed) go from memory straight to their lanes unless their entity must
+wait (``publisher.ordering``); nothing of them is written before their first attempt. Deliveries
+that waited in the store come from the retry poller, claimed. Every attempt is logged (the
+"webhook jobs" log) and moves its delivery on: delivered, pending with the next attempt time, or
+failed. The recorder (``publisher.recorder``) writes all of it in batches.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 
 import orjson
@@ -19,14 +21,13 @@ from publisher.directory import IntegrationDirectory
 from publisher.errors import StoreError
 from publisher.headers import capped_response_headers, hiding_custom_values
 from publisher.lanes import Lane, Spawn, _spawn_task
-from publisher.ordering import RecentlyDelivered, may_go_now
+from publisher.ordering import must_wait
+from publisher.recorder import Recorder
 from publisher.retry import Decision, RetryPolicy, Verdict
 from publisher.sender import AttemptResult, WebhookSender
-from publisher.store import AttemptRecord, Delivery, Integration, Store, utcnow
+from publisher.store import AttemptRecord, Delivery, Integration, NewDelivery, Store, utcnow
 
 log = logging.getLogger("walhook.publisher")
-
-DELIVERED_MEMORY_SECONDS = 30.0
 
 _SEVERITY = [Verdict.DELIVERED, Verdict.RETRY, Verdict.FAILED, Verdict.GONE]
 
@@ -34,65 +35,18 @@ _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAI
            Verdict.GONE: "pending"}  # the integration is disabled: the delivery waits for it to be enabled again
 
 
-class Recorder:
-    """Collects attempt records and claim releases; writes them in batches."""
-
-    def __init__(self, store: Store, interval: float = 0.02) -> None:
-        self._store = store
-        self._interval = interval
-        self._records: list[AttemptRecord] = []
-        self._releases: list[int] = []
-        self.on_recorded: Callable[[Sequence[AttemptRecord]], None] | None = None  # metrics
-
-    def add(self, record: AttemptRecord) -> None:
-        self._records.append(record)
-
-    def release(self, deliveries: list[Delivery]) -> None:
-        self._releases.extend(delivery.id for delivery in deliveries)
-
-    async def flush(self) -> None:
-        records, self._records = self._records, []
-        releases, self._releases = self._releases, []
-        try:
-            await self._store.record_attempts(records)
-            await self._store.release(releases)
-            if self.on_recorded is not None and records:
-                self.on_recorded(records)
-        except Exception:
-            # Keep them for the next flush; a crash meanwhile only means the deliveries are retried.
-            self._records[:0], self._releases[:0] = records, releases
-            raise
-
-    async def run(self) -> None:
-        """Flush every ``interval`` until cancelled; the store may be down for a while: keep trying."""
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except StoreError as exc:
-                log.warning("cannot record attempts yet: %s", exc)
-
-    async def close(self, within: float) -> None:
-        """A last flush, given up after ``within`` seconds: unrecorded attempts are retried once claims expire."""
-        try:
-            await asyncio.wait_for(self.flush(), within)
-        except (StoreError, TimeoutError) as exc:
-            log.warning("stopping with %d attempts unrecorded (they will be retried): %s", len(self._records),
-                        exc or "the store did not answer in time")
-
-
 class Dispatcher:
     """Runs attempts in per-integration lanes, built from and kept in step with the directory."""
 
     def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, directory: IntegrationDirectory,
                  *, spawn: Spawn = _spawn_task, concurrency: int = 8, lane_capacity: int = 1000,
-                 disable_after: timedelta = timedelta(days=5),
+                 disable_after: timedelta = timedelta(days=5), claim: timedelta = timedelta(seconds=60),
                  positions: Callable[[], Awaitable[dict[int, int] | None]] | None = None) -> None:
         self.store = store
         self.sender = sender
         self.policy = policy
         self.directory = directory
-        self.recorder = Recorder(store)
+        self.recorder = Recorder(store, claim=claim)
         self.delivered = 0
         self._spawn = spawn
         self._positions = positions  # where the consumers stand, taken before this process stops recording
@@ -102,7 +56,6 @@ class Dispatcher:
         self._lanes: dict[int, Lane] = {}
         self._retired: list[Lane] = []  # rebuilt lanes still finishing their requests in flight
         self._failure_noted: dict[int, float] = {}
-        self._delivered_here = RecentlyDelivered(DELIVERED_MEMORY_SECONDS, time.monotonic())
         directory.listen(self._changed)
 
     @property
@@ -110,8 +63,10 @@ class Dispatcher:
         return sum(lane.size for lane in self._lanes.values())
 
     def held_ids(self) -> list[int]:
-        """Every delivery this process holds in a lane (retired lanes finishing their requests included)."""
-        return [i for lane in (*self._lanes.values(), *self._retired) for i in lane.held_ids()]
+        """Every delivery from the store this process holds: in a lane (retired lanes finishing their requests
+        included), or parked behind an entity still in a lane."""
+        return [*(i for lane in (*self._lanes.values(), *self._retired) for i in lane.held_ids()),
+                *self.recorder.held_ids()]
 
     async def renew_claims(self, claim: timedelta) -> None:
         """Keep what the lanes hold claimed, every third of the claim, until cancelled.
@@ -148,38 +103,79 @@ class Dispatcher:
         while (left := deadline - loop.time()) > 0 and any(lane.backed_up(left) for lane in self._lanes.values()):
             await asyncio.sleep(0.005)
 
-    def submit(self, delivery: Delivery, *, fresh: bool = True) -> bool:
-        """Hand a claimed delivery to its integration's lane; False (and released) when it must wait.
+    async def take_live(self, deliveries: list[NewDelivery]) -> None:
+        """A consumed batch's deliveries: each to its lane now, or to the store when it must wait.
 
-        ``fresh``: just recorded from the stream, so the ordering rule is checked here; the poller's
-        claims (not fresh) were checked by the store when it claimed them.
+        One look at the store for the batch: which of its entities have a delivery waiting there.
         """
-        integration = self.directory.get(delivery.integration_id)
+        asked = {(d.integration_id, d.entity_path) for d in deliveries if self._ordered(d.integration_id)}
+        async with self.recorder.reading():
+            waiting = await self.store.waiting_entities(list(asked))
+            for new in deliveries:
+                self._take(new, waiting)
+
+    def _take(self, new: NewDelivery, waiting: Collection[tuple[int, str]]) -> None:
+        integration = self.directory.get(new.integration_id)
         if integration is None or not integration.enabled:
-            self.recorder.release([delivery])
-            return False
+            self.recorder.park(new)  # it waits for the integration to be enabled again
+            return
+        key = (integration.id, new.entity_path)
         lane = self._lane(integration)
-        queued = lane.queued_ids(delivery.entity_path) if fresh and delivery.pending_before else ()
-        if (fresh and not may_go_now(lane.ordered, integration.catching_up, delivery.pending_before,
-                                     self._delivered_here, queued)) or not lane.offer(delivery):
-            self.recorder.release([delivery])
+        if must_wait(lane.ordered, integration.catching_up, key in waiting or self.recorder.waits_here(key)) \
+                or not lane.offer(Delivery.of_live(new)):
+            # Behind an earlier change of its entity still in the lane, it must not be handed out before that
+            # one is settled: the store does not know of it.
+            self.recorder.park(new, behind=lane.ordered and lane.has(new.entity_path))
+
+    def _ordered(self, integration_id: int) -> bool:
+        integration = self.directory.get(integration_id)
+        return integration is not None and integration.ordering == "entity"
+
+    def submit(self, delivery: Delivery) -> bool:
+        """Hand a delivery claimed from the store to its integration's lane; False (and released) when it must
+        wait: the store applied the ordering rule when it claimed it."""
+        integration = self.directory.get(delivery.integration_id)
+        if integration is None or not integration.enabled or not self._lane(integration).offer(delivery):
+            self.recorder.release([delivery.id])
             return False
         return True
+
+    def _give_back(self, lane: Lane, deliveries: list[Delivery]) -> None:
+        """Deliveries a lane will not attempt (a retry holds their entity back, or the lane was retired):
+        claimed ones are released, live ones wait in the store (behind their entity if it is still here)."""
+        self.recorder.release([d.id for d in deliveries if d.live is None])
+        for delivery in deliveries:
+            if delivery.live is not None:
+                self.recorder.park(delivery.live, behind=lane.ordered and lane.has(delivery.entity_path))
+
+    async def let_go(self, partitions: set[int], within: float) -> None:
+        """The partitions went to another publisher, which reads their records again: their live deliveries
+        still queued here are dropped, and the ones in flight are waited for (``within`` seconds at most)."""
+        def chosen(delivery: Delivery) -> bool:
+            return delivery.live is not None and delivery.live.source_partition in partitions
+        lanes = [*self._lanes.values(), *self._retired]
+        for lane in lanes:
+            lane.drain(chosen)
+        deadline = time.monotonic() + within
+        while any(lane.holds(chosen) for lane in lanes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.recorder.close(max(0.1, deadline - time.monotonic()))
 
     async def close(self, within: float = 5.0) -> None:
         """Stop every lane and record what is known, within ``within`` seconds even if the store is down."""
         held = [d for lane in self._lanes.values() for d in await lane.close()]
         self._lanes.clear()
-        self.recorder.release(held)
+        self.recorder.release([d.id for d in held if d.live is None])  # live ones are read again by the next owner
         await self.recorder.close(within)
 
     def _lane(self, integration: Integration) -> Lane:
         lane = self._lanes.get(integration.id)
         if lane is None:
             lane = self._lanes[integration.id] = Lane(
-                self._attempt, self.recorder.release, self._concurrency_of(integration), self.capacity,
-                integration.ordering == "entity", integration.rate_limit, integration.batch_size,
-                config=integration, spawn=self._spawn, name=f"integration {integration.id}")
+                self._attempt, lambda deliveries: self._give_back(lane, deliveries), self._concurrency_of(integration),
+                self.capacity, integration.ordering == "entity", integration.rate_limit, integration.batch_size,
+                config=integration, spawn=self._spawn, name=f"integration {integration.id}",
+                idle=lambda path: self.recorder.free((integration.id, path)))
         return lane
 
     def _concurrency_of(self, integration: Integration) -> int:
@@ -196,7 +192,7 @@ class Dispatcher:
             # Its waiting deliveries go back to the store (still pending) and return through the poller, in order;
             # requests in flight finish under the config they were sent with.
             del self._lanes[lane.config.id]
-            self.recorder.release(lane.retire())
+            self._give_back(lane, lane.retire())
             self._retired.append(lane)
         elif after is not None:
             lane.update(after, after.rate_limit, after.batch_size)
@@ -229,7 +225,6 @@ class Dispatcher:
                                   started + timedelta(seconds=decision.delay)))
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
-            self._delivered_here.add(delivery.id, time.monotonic())
         return decision.verdict
 
     async def _where_consumers_stand(self) -> dict[int, int] | None:
@@ -278,4 +273,5 @@ def _record(delivery: Delivery, integration: Integration, number: int, started: 
         started_at=started, url=integration.url, request_headers=hiding_custom_values(result.request_headers),
         response_status=result.status, response_headers=capped_response_headers(result.headers),
         response_body=result.response_body or None, duration_ms=result.duration * 1000, error=result.error,
-        status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict in (Verdict.RETRY, Verdict.GONE) else None)
+        status=_STATUS[verdict], next_attempt_at=next_attempt_at if verdict in (Verdict.RETRY, Verdict.GONE) else None,
+        live=delivery.live)

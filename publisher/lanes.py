@@ -5,7 +5,7 @@ hangs only ever occupies its own lane's workers - never another integration's. I
 lane, deliveries of one entity run strictly one after another in arrival order (unless the
 integration opted out of ordering); different entities run in parallel.
 
-A lane holds at most ``capacity`` deliveries. Whatever it cannot take stays in the store,
+A lane holds at most ``capacity`` deliveries. Whatever it cannot take waits in the store,
 pending, and comes back through the poller: memory is bounded, nothing is dropped.
 """
 
@@ -85,9 +85,11 @@ class Lane:
 
     def __init__(self, attempt: Attempt, release: Callable[[list[Delivery]], None], concurrency: int,
                  capacity: int, ordered: bool, rate_limit: float | None = None, batch_size: int = 1, *,
-                 config: Any = None, spawn: Spawn = _spawn_task, name: str = "lane") -> None:
+                 config: Any = None, spawn: Spawn = _spawn_task, name: str = "lane",
+                 idle: Callable[[str], None] = lambda _: None) -> None:
         self._attempt = attempt
         self._release = release
+        self._idle = idle  # told the lane key of an entity (ordered: its path) that has nothing left here
         self._capacity = capacity
         self._ordered = ordered
         self.concurrency = concurrency
@@ -96,7 +98,7 @@ class Lane:
         self._bucket = _bucket(rate_limit)
         self._queues: dict[str, deque[Delivery]] = {}
         self._ready: deque[str] = deque()  # entities with a delivery that may go now
-        self._busy: set[str] = set()  # entities with an attempt in flight
+        self._busy: dict[str, int] = {}  # entities with an attempt in flight -> deliveries in it (their queue's head)
         self._size = 0
         self._drain = DrainRate()
         self._wakeup = asyncio.Event()
@@ -128,12 +130,16 @@ class Lane:
         return excess > 0 and excess <= self._drain.rate(asyncio.get_running_loop().time()) * within
 
     def held_ids(self) -> list[int]:
-        """Every delivery this lane holds, waiting or in flight."""
-        return [delivery.id for queue in self._queues.values() for delivery in queue]
+        """Every delivery from the store this lane holds, waiting or in flight (live ones have no id yet)."""
+        return [delivery.id for queue in self._queues.values() for delivery in queue if delivery.live is None]
 
-    def queued_ids(self, entity_path: str) -> set[int]:
-        """The deliveries of an entity that wait (or run) in its queue here, ahead of any new one."""
-        return {delivery.id for delivery in self._queues.get(entity_path, ())}
+    def holds(self, chosen: Callable[[Delivery], bool]) -> bool:
+        """Whether a chosen delivery waits or runs here."""
+        return any(chosen(delivery) for queue in self._queues.values() for delivery in queue)
+
+    def has(self, entity_path: str) -> bool:
+        """Whether a delivery of this entity waits or runs here (ordered lanes queue by entity)."""
+        return entity_path in self._queues
 
     def offer(self, delivery: Delivery) -> bool:
         """Queue ``delivery``; False when the lane is full (it then stays pending in the store)."""
@@ -141,7 +147,7 @@ class Lane:
             return False
         if self._closed:
             return False
-        key = lane_key(self._ordered, delivery.entity_path, delivery.id)
+        key = lane_key(self._ordered, delivery.entity_path, delivery.webhook_id)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -151,12 +157,19 @@ class Lane:
         self._wakeup.set()
         return True
 
-    def drain(self) -> list[Delivery]:
-        """Take back every queued delivery (not the ones in flight), e.g. when the integration is disabled."""
-        taken = [d for key, queue in self._queues.items() if key not in self._busy for d in queue]
-        for key in [key for key in self._queues if key not in self._busy]:
-            del self._queues[key]
-        self._ready.clear()
+    def drain(self, chosen: Callable[[Delivery], bool] = lambda _: True) -> list[Delivery]:
+        """Take back the chosen queued deliveries (never the ones in flight), e.g. every one when the
+        integration is disabled, or a partition's when it went to another publisher."""
+        taken: list[Delivery] = []
+        for key in list(self._queues):
+            queue, flying = self._queues[key], self._busy.get(key, 0)
+            kept = [d for n, d in enumerate(queue) if n < flying or not chosen(d)]
+            taken.extend(d for n, d in enumerate(queue) if n >= flying and chosen(d))
+            if kept:
+                self._queues[key] = deque(kept)
+            else:
+                del self._queues[key]
+        self._ready = deque(key for key in self._ready if key in self._queues)
         self._size -= len(taken)
         return taken
 
@@ -186,7 +199,8 @@ class Lane:
                 await self._throttle()
                 may_continue = await self._attempt([d for _, group in taken for d in group], config)
             finally:
-                self._busy.difference_update(key for key, _ in taken)
+                for key, _ in taken:
+                    self._busy.pop(key, None)
             for key, group in taken:
                 self._after(key, len(group), may_continue)
             self._drain.note(asyncio.get_running_loop().time(), sum(len(group) for _, group in taken))
@@ -197,8 +211,8 @@ class Lane:
         room = self._batch_size
         while self._ready and room > 0:
             key = self._ready.popleft()
-            self._busy.add(key)
             group = list(itertools.islice(self._queues[key], room))
+            self._busy[key] = len(group)
             taken.append((key, group))
             room -= len(group)
         return taken
@@ -210,16 +224,21 @@ class Lane:
         for _ in range(count):
             queue.popleft()
         self._size -= count
+        followers: list[Delivery] = []
         if followers_wait(self._ordered, may_continue):
             # The entity's head failed and waits for a retry: later changes of it must not overtake.
-            # They stay pending in the store and come back, in order, after the retry.
+            # They wait in the store and come back, in order, after the retry.
+            followers = list(queue)
             self._size -= len(queue)
-            self._release(list(queue))
             queue.clear()
         if queue:
             self._ready.append(key)
         else:
             del self._queues[key]
+        if followers:
+            self._release(followers)
+        if not queue:
+            self._idle(key)
 
     async def _throttle(self) -> None:
         """Wait for the rate limit; an update meanwhile (a new rate, or none) applies at once."""

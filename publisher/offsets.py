@@ -1,11 +1,10 @@
-"""Committing consumed offsets in the background, in order, only for what is durably recorded.
+"""Committing consumed offsets in the background, in order, only up to what is settled.
 
-The consume loop hands over each batch's next offsets once its deliveries are in the store (and
-its dead letters written) and goes on with the next batch at once; one committer sends the
-newest offset of every partition, one commit at a time, so offsets only ever move forward. A
-commit the group refuses (a rebalance took the partition away) is dropped: the new owner reads
-from the last commit and records the same deliveries again, which the store ignores (they are
-already there), so nothing is lost and nothing is delivered twice because of it.
+The publisher hands over each partition's committable offset (``publisher.settlement``) whenever
+it moves; one committer sends the newest offset of every partition, one commit at a time, so
+offsets only ever move forward. A commit the group refuses (a rebalance took the partition away)
+is dropped: the new owner reads from the last commit and sends those records' deliveries again,
+with the same webhook-ids, and the log takes them as further attempts.
 """
 
 from __future__ import annotations
@@ -25,13 +24,21 @@ class OffsetCommitter:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self._pending: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
         self._ready = asyncio.Event()
 
     def recorded(self, offsets: dict[TopicPartition, int]) -> None:
-        """Offsets whose records are durably handled: they may be committed."""
+        """Offsets whose records are settled: they may be committed (only ever forward)."""
         for partition, offset in offsets.items():
-            self._pending[partition] = max(offset, self._pending.get(partition, 0))
-        self._ready.set()
+            if offset > self._committed.get(partition, -1) and offset > self._pending.get(partition, -1):
+                self._pending[partition] = offset
+                self._ready.set()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """The partitions went to another publisher: nothing more is committed for them here."""
+        for partition in partitions:
+            self._pending.pop(partition, None)
+            self._committed.pop(partition, None)
 
     async def run(self) -> None:
         """Commit until cancelled; a broker outage only delays commits (the records are re-read at worst)."""
@@ -47,6 +54,7 @@ class OffsetCommitter:
             return
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("offsets not committed (the group rebalanced; the new owner re-reads them): %s", exc)
         except KafkaError as exc:

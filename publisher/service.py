@@ -1,11 +1,14 @@
-"""The publisher: Kafka consumer group in, signed webhooks out, every delivery durable.
+"""The publisher: Kafka consumer group in, signed webhooks out, straight from the log.
 
-For each batch of records: match each event against its organization's integrations,
-record one delivery per (event, integration) in the store, and only then commit the Kafka
-offsets - so a publisher killed at any moment loses nothing. The new deliveries go straight
-to their integrations' lanes; failed ones wait in the store for their next attempt time,
-when the poller hands them back. Several publishers share the partitions (consumer group)
-and the retries (claims taken with SKIP LOCKED).
+For each batch of records: match each event against its organization's integrations and hand
+each delivery to its integration's lane in memory; nothing is written before its first attempt.
+The store keeps the log of attempts (written in batches after them) and what must wait:
+retries, an entity's later changes while an earlier one waits, integrations that cannot take
+them now. A record is settled once each of its deliveries is logged or waits in the store
+(``publisher.settlement``); offsets are committed up to the lowest unsettled record, so a
+publisher killed at any moment resends at most what it had not settled, with the same
+webhook-ids. Several publishers share the partitions (consumer group) and the retries (claims
+taken with SKIP LOCKED).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -38,12 +41,17 @@ from publisher.recovery import ReplayRunner
 from publisher.retry import RetryPolicy
 from publisher.routing import delivery_of, parse_event, route
 from publisher.sender import WebhookSender
+from publisher.settlement import Settlement
 from publisher.store import NewDelivery, Store
 
 log = logging.getLogger("walhook.publisher")
 
 SHUTDOWN_SECONDS = 5.0
 """How long each step of stopping may take (recording the last attempts, leaving the group)."""
+
+MAX_UNSETTLED_RECORDS = 20_000
+"""Records taken in but not settled yet: past this the consumer waits (memory stays bounded, and a crash
+resends at most this many)."""
 
 
 async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
@@ -83,6 +91,9 @@ class Publisher:
         self.replays = ReplayRunner(store, kafka, self._claim,
                                     timedelta(seconds=2 * settings.integrations_cache_seconds + 5))
         self.dispatcher: Dispatcher | None = None
+        self.settlement = Settlement()
+        self._committer: OffsetCommitter | None = None
+        self._handing_over = asyncio.Lock()  # a batch in hand, or partitions being let go: never both
 
     @property
     def delivered(self) -> int:
@@ -96,13 +107,15 @@ class Publisher:
         """
         await self.directory.load(stop)
         consumer = AIOKafkaConsumer(
-            self.kafka.topic, bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.kafka.consumer_group,
+            bootstrap_servers=self.kafka.bootstrap_servers, group_id=self.kafka.consumer_group,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
+        consumer.subscribe([self.kafka.topic], listener=_Handover(self, consumer))
         try:
             async with Supervisor(stop) as group:
                 self.dispatcher = dispatcher = self._dispatcher(group)
                 dispatcher.recorder.on_recorded = self.metrics.attempts_recorded
+                dispatcher.recorder.on_settled = self._settled
                 self.metrics.watch(self.consumer_lag, dispatcher.lane_depths)
                 group.start("integration directory", lambda: self.directory.run(stop))
                 group.start("attempt recorder", dispatcher.recorder.run)
@@ -121,7 +134,7 @@ class Publisher:
         return Dispatcher(self.store, self.sender, RetryPolicy(tuple(s.retry_delays), s.retry_jitter, random.Random()),
                           self.directory, spawn=group.spawn, concurrency=s.concurrency_per_integration,
                           lane_capacity=s.lane_capacity, disable_after=timedelta(days=s.disable_after_days),
-                          positions=lambda: committed_positions(self.kafka))
+                          claim=self._claim, positions=lambda: committed_positions(self.kafka))
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
         if self.dispatcher is not None:
@@ -140,7 +153,7 @@ class Publisher:
                  self.kafka.topic, self.kafka.consumer_group, self.kafka.bootstrap_servers,
                  self.directory.enabled_count(), f"; metrics on {self.metrics_url}" if self.metrics_url else "")
         assert self.dispatcher is not None
-        committer = OffsetCommitter(consumer)
+        self._committer = committer = OffsetCommitter(consumer)
         try:
             await alongside(self._take_batches(consumer, committer, stop), {"offset committer": committer.run()})
         finally:
@@ -152,11 +165,15 @@ class Publisher:
         assert self.dispatcher is not None
         while not stop.is_set():
             await self.dispatcher.room()
-            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-            if batch:
-                await self._consume(batch)
-                committer.recorded({tp: records[-1].offset + 1 for tp, records in batch.items()})
-                self._note_positions(consumer, batch)
+            while self.settlement.unsettled() > MAX_UNSETTLED_RECORDS and not stop.is_set():
+                await asyncio.sleep(0.01)
+            # A rebalance's hand-over (``let_go``) waits for the batch in hand: no record of a partition
+            # already let go is handed out, nor counted as taken.
+            async with self._handing_over:
+                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+                if batch:
+                    await self._consume(batch)
+                    self._note_positions(consumer, batch)
 
     def _note_positions(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]
                         ) -> None:
@@ -196,22 +213,58 @@ class Publisher:
         return True
 
     async def _consume(self, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Durably record the batch's deliveries (and count what conditions filtered out), then dispatch them;
-        the caller commits the offsets after."""
+        """Route the batch and hand its deliveries to the lanes (or to the store, to wait); each record counts
+        as taken only once what it left behind is written (dead letters), so no offset passes it before."""
         assert self.dispatcher is not None
         filtered: Counter[int] = Counter()
-        new = [d for records in batch.values() for record in records for d in self._deliveries_for(record, filtered)]
+        routed = [(tp, record, self._deliveries_for(record, filtered))
+                  for tp, records in batch.items() for record in records]
+        await self.dead_letters.flush()  # never commit past a record not yet dead-lettered
+        self.dispatcher.recorder.count_filtered(filtered)
+        for tp, record, deliveries in routed:
+            self.settlement.taken(tp.partition, record.offset, len(deliveries))
+        new = [delivery for _, _, deliveries in routed for delivery in deliveries]
+        self.metrics.recorded.inc(len(new))
         while True:
             try:
-                created = await self.store.create_deliveries(new, self._claim, filtered)
-                self.metrics.recorded.inc(len(created))
+                await self.dispatcher.take_live(new)
                 break
-            except StoreError as exc:  # never commit offsets past events whose deliveries are not recorded
-                log.error("cannot record deliveries, retrying: %s", exc)
+            except StoreError as exc:  # nothing was handed out: the same batch is taken again
+                log.error("cannot look for waiting deliveries, retrying: %s", exc)
                 await asyncio.sleep(1.0)
-        await self.dead_letters.flush()  # like deliveries: never commit past a record not yet dead-lettered
-        for delivery in created:
-            self.dispatcher.submit(delivery)
+        self._commit_settled()
+
+    def _settled(self, deliveries: list[NewDelivery]) -> None:
+        """Live deliveries are logged or wait in the store: their records may be committed past."""
+        for delivery in deliveries:
+            if delivery.source_partition is not None and delivery.source_offset is not None:
+                self.settlement.settle(delivery.source_partition, delivery.source_offset)
+        self._commit_settled()
+
+    def _commit_settled(self) -> None:
+        if self._committer is not None:
+            self._committer.recorded({TopicPartition(self.kafka.topic, partition): offset
+                                      for partition, offset in self.settlement.committable().items()})
+
+    async def let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Partitions go to another publisher: finish what is in flight for them, commit, forget them."""
+        if self.dispatcher is None or not revoked:
+            return
+        partitions = {tp.partition for tp in revoked}
+        async with self._handing_over:
+            await self._let_go(consumer, revoked, partitions)
+
+    async def _let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition], partitions: set[int]) -> None:
+        assert self.dispatcher is not None
+        await self.dispatcher.let_go(partitions, self.settings.request_timeout + SHUTDOWN_SECONDS)
+        offsets = {tp: offset for tp in revoked
+                   if (offset := self.settlement.committable().get(tp.partition)) is not None}
+        self.settlement.forget(partitions)
+        if self._committer is not None:
+            self._committer.forget(revoked)
+        with contextlib.suppress(KafkaError, TimeoutError):
+            if offsets:
+                await asyncio.wait_for(consumer.commit(offsets), SHUTDOWN_SECONDS)
 
     def _deliveries_for(self, record: ConsumerRecord[bytes, bytes], filtered: Counter[int]) -> list[NewDelivery]:
         try:
@@ -243,6 +296,20 @@ class Publisher:
                 log.warning("cannot look for due deliveries: %s", exc)
                 claimed = []
             for delivery in claimed:
-                self.dispatcher.submit(delivery, fresh=False)
+                self.dispatcher.submit(delivery)
             if len(claimed) < self.settings.lane_capacity:  # a full claim: more may be due at once
                 await asyncio.sleep(self.settings.poll_interval)
+
+
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before a rebalance takes partitions away, the publisher finishes and commits what it holds of them."""
+
+    def __init__(self, publisher: Publisher, consumer: AIOKafkaConsumer) -> None:
+        self._publisher = publisher
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._publisher.let_go(self._consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None

@@ -8,7 +8,8 @@ its methods to the one ``Store`` a process opens:
 * ``engine``: connection, the two statement styles, errors translated once;
 * ``tenants``: organizations, signing secrets, API keys;
 * ``integrations``: integrations, their config and health;
-* ``deliveries``: the life of a delivery (recorded, claimed, attempted, scheduled again);
+* ``deliveries``: the life of a delivery (logged after its first attempt, or waiting: claimed, attempted,
+  scheduled again);
 * ``jobs``: replay jobs;
 * ``backfills``: backfill jobs (run by the capture process);
 * ``reports``: reading the delivery log, and the figures metrics and the portal report;
@@ -22,8 +23,6 @@ what was sent and what came back. Rows come back as the dataclasses of ``rows``.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from models.settings import StoreSettings
 from publisher.errors import StoreError
@@ -42,6 +41,7 @@ from publisher.store.rows import (
     Organization,
     ReplayJob,
     Scheduled,
+    utcnow,
 )
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
 from publisher.store.usage import Usage, UsageStore
@@ -67,6 +67,3 @@ def store_for(settings: StoreSettings) -> Store:
     keyring = Keyring(settings.secret_keys) if settings.secret_keys else None
     return Store(settings.dsn, settings.schema_name, keyring)
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -1,7 +1,10 @@
-"""Deliveries (the webhook jobs) and their attempts: recorded, claimed, settled, scheduled again.
+"""Deliveries (the webhook jobs) and their attempts: logged, parked, claimed, settled, scheduled again.
 
-The hot path (record new deliveries, claim due ones, record attempts) runs one statement per
-batch with binary array parameters; the ordering rule it applies lives in ``publisher.ordering``.
+A live delivery reaches the store only after its first attempt (``log_first_attempts``: its row
+and its attempt, in one statement for a whole batch), or when it must wait (``park``). Waiting
+deliveries are claimed, attempted and moved on (``claim_due``, ``record_attempts``). Every
+statement of the hot path handles a batch, with binary array parameters; the ordering rule it
+applies lives in ``publisher.ordering``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from publisher.errors import NotFound
-from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, EARLIER_PENDING_IDS
+from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, WAITING_ENTITIES
 from publisher.store.engine import as_json
 from publisher.store.integrations import IntegrationStore
 from publisher.store.rows import AttemptRecord, Delivery, NewDelivery, Scheduled
@@ -23,6 +26,25 @@ _NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b
 _COUNT_FILTERED = ("INSERT INTO {s}.filtered_events (integration_id, events) SELECT * FROM unnest(%b::bigint[], "
                    "%b::bigint[]) ON CONFLICT (integration_id) DO UPDATE SET "
                    "events = {s}.filtered_events.events + EXCLUDED.events, last_at = now()")
+# A live delivery's row and its first attempt, for a whole batch. A delivery already known (consumed again
+# after a crash or a rebalance and sent again) takes the attempt as its next one.
+_LOG_FIRST = (
+    "WITH logged AS (INSERT INTO {s}.deliveries (" + _NEW_COLUMNS + ", status, attempts, next_attempt_at, last_error) "
+    "SELECT " + _NEW_COLUMNS + ", status, 1, coalesce(next_attempt_at, now()), error "
+    "FROM unnest(" + _NEW_ARRAYS + ", %b::text[], %b::timestamptz[], %b::text[]) "
+    "AS n(" + _NEW_COLUMNS + ", status, next_attempt_at, error) "
+    "ON CONFLICT (integration_id, event_id) DO UPDATE SET status = EXCLUDED.status, "
+    "attempts = {s}.deliveries.attempts + 1, next_attempt_at = EXCLUDED.next_attempt_at, "
+    "last_error = EXCLUDED.last_error, claimed_until = NULL, updated_at = now() "
+    "RETURNING id, integration_id, event_id, attempts) "
+    "INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, url, "
+    "request_headers, response_status, response_headers, response_body, duration_ms, error, outcome) "
+    "SELECT l.id, a.integration_id, l.attempts, 'scheduled', a.started_at, a.url, a.request_headers::jsonb, "
+    "a.response_status, a.response_headers::jsonb, a.response_body, a.duration_ms, a.error, a.outcome "
+    "FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::int[], "
+    "%b::text[], %b::bytea[], %b::float8[], %b::text[], %b::text[]) AS a(integration_id, event_id, "
+    "started_at, url, request_headers, response_status, response_headers, response_body, duration_ms, "
+    "error, outcome) JOIN logged l ON l.integration_id = a.integration_id AND l.event_id = a.event_id")
 _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
 # Statements that change many deliveries lock them first, in id order, so that two of them running
 # at once (the attempt recorder, the claim keeper, a recovering integration's retries brought
@@ -59,12 +81,10 @@ class DeliveryStore(IntegrationStore):
 
     async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta,
                                 filtered: Mapping[int, int] | None = None) -> list[Delivery]:
-        """Record deliveries durably, claimed by the caller for ``claim_for``; already known ones are skipped.
+        """Record deliveries durably as pending, claimed by the caller for ``claim_for``; known ones are skipped.
 
-        Each returned delivery names the earlier deliveries of the same entity to the same
-        integration that were already pending (``pending_before``): it must wait for them.
         ``filtered`` (integration id -> events its conditions filtered out) is counted in the same
-        statement.
+        statement. ``park`` is the same with no claim: the retry poller hands the deliveries out.
         """
         counts = [list(filtered or {}), list((filtered or {}).values())]
         if not deliveries:
@@ -72,19 +92,49 @@ class DeliveryStore(IntegrationStore):
                 await self._binary(_COUNT_FILTERED, counts, "cannot count filtered events")
             return []
         # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
-        sql = (f"WITH counted AS ({_COUNT_FILTERED}), "
-               f"new AS (INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
+        sql = (f"WITH counted AS ({_COUNT_FILTERED}) "
+               f"INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
                f"SELECT *, now() + %b FROM unnest({_NEW_ARRAYS}) "
                "ON CONFLICT (integration_id, event_id) DO NOTHING "
-               "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger, source_offset) "
-               "SELECT new.id, new.integration_id, new.event_id, new.entity_path, new.attempts, new.created_at, "
-               f"new.trigger, {EARLIER_PENDING_IDS} FROM new ORDER BY new.id")
+               "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger")
         rows = await self._binary(sql, [*counts, claim_for, *_columns(deliveries)], "cannot record deliveries")
         by_key = {(d.integration_id, d.event_id): d for d in deliveries}
-        return [Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
-                         by_key[(integration_id, event_id)].body, attempts, created_at, tuple(pending_before or ()),
-                         trigger)
-                for id, integration_id, event_id, entity_path, attempts, created_at, trigger, pending_before in rows]
+        return sorted((Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
+                                by_key[(integration_id, event_id)].body, attempts, created_at, trigger)
+                       for id, integration_id, event_id, entity_path, attempts, created_at, trigger in rows),
+                      key=lambda delivery: delivery.id)
+
+    async def park(self, deliveries: Sequence[NewDelivery], filtered: Mapping[int, int] | None = None) -> None:
+        """Deliveries that must wait (``publisher.ordering``), stored pending and due now; known ones are skipped."""
+        await self.create_deliveries(deliveries, timedelta(0), filtered)
+
+    async def waiting_entities(self, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Which (integration id, entity path) pairs have a delivery waiting in the store."""
+        if not pairs:
+            return set()
+        rows = await self._binary(WAITING_ENTITIES, [[i for i, _ in pairs], [p for _, p in pairs]],
+                                  "cannot look for waiting deliveries")
+        return {(integration_id, entity_path) for integration_id, entity_path in rows}
+
+    async def log_first_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Write live deliveries with their first attempt: one row each in the log, with its attempt.
+
+        A delivery already in the store (its record was consumed again after a crash or a
+        rebalance, and sent again with the same webhook-id) takes the attempt as its next one.
+        """
+        if not records:
+            return
+        latest = list({(r.integration_id, r.live.event_id): r for r in records if r.live}.values())
+        news = [r.live for r in latest if r.live is not None]
+        columns = [[getattr(d, name) for d in news] for name in NewDelivery.__dataclass_fields__]
+        attempts = [[r.integration_id for r in latest], [r.live.event_id for r in latest if r.live],
+                    [r.started_at for r in latest], [r.url for r in latest],
+                    [as_json(r.request_headers) for r in latest], [r.response_status for r in latest],
+                    [None if r.response_headers is None else as_json(r.response_headers) for r in latest],
+                    [r.response_body for r in latest], [r.duration_ms for r in latest], [r.error for r in latest],
+                    [outcome_of(r) for r in latest]]
+        moves = [[r.status for r in latest], [r.next_attempt_at for r in latest], [r.error for r in latest]]
+        await self._binary(_LOG_FIRST, [*columns, *moves, *attempts], "cannot log attempts")
 
     async def claim_due(self, limit: int, claim_for: timedelta, skip_integrations: Sequence[int] = (),
                         per_integration: int = 200) -> list[Delivery]:
@@ -114,7 +164,7 @@ class DeliveryStore(IntegrationStore):
             f"RETURNING {_READY}")
         rows = await self._binary(sql, [min(per_integration, limit), list(skip_integrations), limit, claim_for],
                                   "cannot claim due deliveries")
-        return [Delivery(id, integration_id, webhook_id, entity_path, bytes(body), attempts, created_at, (),
+        return [Delivery(id, integration_id, webhook_id, entity_path, bytes(body), attempts, created_at,
                          trigger)
                 for id, integration_id, webhook_id, entity_path, body, attempts, created_at, trigger in rows]
 

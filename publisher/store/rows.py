@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from publisher.matching import Subscription
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,15 @@ class Delivery:
     body: bytes
     attempts: int
     created_at: datetime
-    # Earlier deliveries of the same entity to the same integration that were pending when this
-    # one was recorded: it may only go after them.
-    pending_before: tuple[int, ...] = ()
     trigger: str = "scheduled"  # scheduled (from the stream), manual (redeliver, recover) or replay
+    # A live delivery, just consumed: nothing of it is in the store yet (``id`` is 0) until its first
+    # attempt is logged, or it waits there. What the store will keep of it.
+    live: NewDelivery | None = None
+
+    @classmethod
+    def of_live(cls, new: NewDelivery) -> Delivery:
+        """A just-consumed delivery, before the store has anything of it."""
+        return cls(0, new.integration_id, new.webhook_id, new.entity_path, new.body, 0, utcnow(), live=new)
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,7 @@ class AttemptRecord(_AttemptFields):
 
     status: str  # the delivery's status afterwards: pending, succeeded or failed
     next_attempt_at: datetime | None
+    live: NewDelivery | None = None  # the first attempt of a live delivery: its row is written with it
 
 
 @dataclass(frozen=True)
