@@ -150,6 +150,10 @@ class PublisherSettings(_Section):
     """``[publisher]``: webhook delivery."""
 
     request_timeout: float = Field(default=15.0, gt=0, description="seconds per attempt")
+    max_connections: int = Field(default=1024, ge=1, description="connections to receivers a process keeps open "
+                                 "at most (lowered to fit the open-files limit); shared fairly by organizations")
+    max_connections_per_organization: int = Field(default=256, ge=1, description="connections to receivers one "
+                                                  "organization may hold open; past it its requests wait")
     retry_delays: list[float] = Field(default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
                                       description="wait before each attempt, seconds; its length is the attempt count")
     retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="+/- fraction applied to each wait")
@@ -242,6 +246,9 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
     max_integrations_per_organization: int = Field(default=100, ge=1, description="integrations one "
                                                    "organization may have")
+    max_condition_cost_per_organization: int = Field(default=2000, ge=1, description="tests routing one event "
+                                                     "through all of an organization's subscriptions may run: one "
+                                                     "per subscription plus its condition's (a bound on its cost)")
     operator_address: str | None = Field(default=None, description="host:port serving /metrics and /readyz "
                                          "(without a token, and nothing else); unset: they need the admin token")
     max_replay_jobs_per_organization: int = Field(default=5, ge=1, description="requested replay jobs one "

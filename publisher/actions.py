@@ -29,10 +29,20 @@ async def integration_for(store: Store, organization_id: str | None, integration
 
 async def create_integration(store: Store, api: ApiSettings, organization_id: str, url: str,
                              events: Sequence[SubscriptionItem], name: str = "", **fields: Any) -> int:
-    """A new integration of the organization, within ``[api] max_integrations_per_organization``
-    (``Conflict`` past it); ``fields`` are the store's optional ones (environment, ordering, ...)."""
+    """A new integration of the organization, within ``[api] max_integrations_per_organization`` and
+    ``max_condition_cost_per_organization`` (``Conflict`` past them); ``fields`` are the store's optional
+    ones (environment, ordering, ...)."""
     return await store.add_integration(organization_id, url, events, name, **fields,
-                                       limit=api.max_integrations_per_organization)
+                                       limit=api.max_integrations_per_organization,
+                                       cost_limit=api.max_condition_cost_per_organization)
+
+
+async def update_integration(store: Store, api: ApiSettings, organization_id: str, integration_id: int,
+                             changes: dict[str, Any]) -> None:
+    """Change an integration's fields, its subscriptions within ``[api] max_condition_cost_per_organization``
+    (``Conflict`` past it): one organization's conditions cannot slow the routing of everyone's events."""
+    await store.update_integration(organization_id, integration_id, changes,
+                                   cost_limit=api.max_condition_cost_per_organization)
 
 
 async def disable(store: Store, kafka: KafkaSettings | None, organization_id: str | None, integration_id: int,

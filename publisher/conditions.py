@@ -184,6 +184,13 @@ class AnyOf(Condition):
         return (found for part in self.parts for found in part.compared())
 
 
+def nodes(condition: Condition) -> int:
+    """How many tests the condition runs on an event at most: what it costs the publisher per event."""
+    if isinstance(condition, (AllOf, AnyOf)):
+        return 1 + sum(nodes(part) for part in condition.parts)
+    return 1
+
+
 def compile_condition(raw: Any, where: str = "when") -> Condition:
     """The evaluator of the JSON condition ``raw``; ``ConditionError`` names what is wrong and where."""
     count = [0]

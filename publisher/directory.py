@@ -107,7 +107,7 @@ class IntegrationDirectory:
     async def refresh(self, full: bool = False) -> None:
         """Take in what changed in the store since the last look (everything when ``full``)."""
         since = None if full or self._seen is None else self._seen - _OVERLAP
-        changed, ids = await self._store.integrations_changed(since)
+        changed, ids = await self._store.integrations_changed(since, self._by_id)
         for integration in changed:
             before = self._by_id.get(integration.id)
             if before != integration:  # its row, or its secrets, changed

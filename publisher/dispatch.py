@@ -205,7 +205,8 @@ class Dispatcher:
         msg_id, body = (deliveries[0].webhook_id, deliveries[0].body) if len(deliveries) == 1 \
             and integration.batch_size == 1 else batch_message(deliveries)
         started = utcnow()
-        result = await self.sender.attempt(integration.url, integration.secrets, msg_id, body, integration.headers)
+        result = await self.sender.attempt(integration.url, integration.secrets, msg_id, body, integration.headers,
+                                           integration.organization_id)
         verdicts = [self._settle(delivery, integration, started, result) for delivery in deliveries]
         worst = max(verdicts, key=_SEVERITY.index)
         if worst is not Verdict.DELIVERED:

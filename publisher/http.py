@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import httptools
 from yarl import URL
 
+from publisher.connections import ConnectionBudget, process_limit
 from publisher.errors import HttpError
 from publisher.ssrf import DestinationPolicy, all_refused, unresolvable
 
@@ -142,45 +143,53 @@ class Connection(asyncio.Protocol):
 class HttpClient:
     """POSTs over pooled connections, each checked against ``policy`` when it is opened."""
 
-    def __init__(self, policy: DestinationPolicy, timeout: float, body_cap: int, user_agent: str) -> None:
+    def __init__(self, policy: DestinationPolicy, timeout: float, body_cap: int, user_agent: str,
+                 max_connections: int = 1024, max_connections_per_organization: int = 256) -> None:
         self.policy = policy
         self.timeout = timeout
         self._cap = body_cap
         self._agent = f"user-agent: {user_agent}\r\n"
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
-        self._open: set[Connection] = set()
+        # Idle connections per (organization, target): an organization reuses only its own, so each one's
+        # count of open connections is exact.
+        self._idle: dict[tuple[str, tuple[str, str, int]], list[Connection]] = {}
+        self._idle_since: dict[Connection, tuple[str, tuple[str, str, int]]] = {}  # oldest first
+        self._open: dict[Connection, str] = {}  # -> the organization it counts for
+        self.budget = ConnectionBudget(process_limit(max_connections), max_connections_per_organization,
+                                       self._evict_idle)
         self._targets: dict[str, Target] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
-        """Send one POST and return its answer; raises ``TimeoutError``, ``OSError``, ``DestinationRefused``
-        or ``HttpError``."""
+    async def post(self, url: str, headers: dict[str, str], body: bytes, organization: str = "") -> Answer:
+        """Send one POST for ``organization`` and return its answer; raises ``TimeoutError`` (also when no
+        connection was free in time), ``OSError``, ``DestinationRefused`` or ``HttpError``."""
         target = self._target(url)
         data = self._request(target, headers, body)
+        key = (organization, target.key)
         connection: Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                connection, reused = await self._checkout(target)
+                connection, reused = await self._checkout(key, target)
                 try:
                     answer = await connection.request(data)
                 except OSError:
                     if not reused or connection.answered:
                         raise
                     # The receiver closed a kept-alive connection just as it was used: once more, fresh.
-                    connection = await self._connect(target)
+                    self._drop(connection)
+                    connection = await self._connect(target, organization)
                     answer = await connection.request(data)
         except BaseException:
             if connection is not None:
                 self._drop(connection)
             raise
-        self._checkin(target, connection)
+        self._checkin(key, connection)
         return answer
 
     async def close(self) -> None:
         for connection in list(self._open):
-            connection.close()
-        self._open.clear()
+            self._drop(connection)
         self._idle.clear()
+        self._idle_since.clear()
 
     def _target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -198,26 +207,51 @@ class HttpClient:
         agent = "" if "user-agent" in headers else self._agent
         return b"".join((target.head, f"{agent}{text}content-length: {len(body)}\r\n\r\n".encode(), body))
 
-    async def _checkout(self, target: Target) -> tuple[Connection, bool]:
-        idle = self._idle.get(target.key)
+    async def _checkout(self, key: tuple[str, tuple[str, str, int]], target: Target) -> tuple[Connection, bool]:
+        idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
+            self._idle_since.pop(connection, None)
             if connection.alive:
                 return connection, True
-            self._open.discard(connection)
-        return await self._connect(target), False
+            self._drop(connection)
+        return await self._connect(target, key[0]), False
 
-    def _checkin(self, target: Target, connection: Connection) -> None:
+    def _checkin(self, key: tuple[str, tuple[str, str, int]], connection: Connection) -> None:
         if connection.alive:
-            self._idle.setdefault(target.key, []).append(connection)
+            self._idle.setdefault(key, []).append(connection)
+            self._idle_since[connection] = key
         else:
-            self._open.discard(connection)
+            self._drop(connection)
 
     def _drop(self, connection: Connection) -> None:
+        """Close a connection (idempotent) and give its place back."""
         connection.close()
-        self._open.discard(connection)
+        organization = self._open.pop(connection, None)
+        if organization is not None:
+            self.budget.release(organization)
 
-    async def _connect(self, target: Target) -> Connection:
+    def _evict_idle(self) -> str | None:
+        """Close the longest idle connection, its place taken over by the budget."""
+        if not self._idle_since:
+            return None
+        connection, key = next(iter(self._idle_since.items()))
+        del self._idle_since[connection]
+        self._idle[key].remove(connection)
+        connection.close()
+        return self._open.pop(connection, None)
+
+    async def _connect(self, target: Target, organization: str) -> Connection:
+        await self.budget.acquire(organization)
+        try:
+            connection = await self._open_connection(target)
+        except BaseException:
+            self.budget.release(organization)
+            raise
+        self._open[connection] = organization
+        return connection
+
+    async def _open_connection(self, target: Target) -> Connection:
         loop = asyncio.get_running_loop()
         last: OSError | None = None
         for family, address in await self._allowed_addresses(target):
@@ -236,7 +270,6 @@ class HttpClient:
             except BaseException:
                 sock.close()
                 raise
-            self._open.add(connection)
             return connection
         assert last is not None
         raise last

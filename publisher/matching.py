@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from models.settings import EntitySettings
-from publisher.conditions import NO_CHANGE, Change, Condition, ConditionError, compile_condition
+from publisher.conditions import NO_CHANGE, Change, Condition, ConditionError, compile_condition, nodes
 from publisher.errors import SubscriptionError
 from publisher.shapes import EntityShape, check_condition
 
@@ -105,6 +105,12 @@ def _with_condition(text: str, when: bytes, where: str) -> Subscription:
     plain = parse_subscription(text)
     condition = compile_condition(orjson.loads(when), f"{where}.when")
     return Subscription(plain.entity_key, plain.operations, plain.text, condition, when)
+
+
+def cost(subscriptions: Iterable[Subscription]) -> int:
+    """What routing an event through these subscriptions may cost: one per subscription, plus its
+    condition's tests (``[api] max_condition_cost_per_organization`` bounds an organization's sum)."""
+    return sum(1 + (nodes(s.condition) if s.condition is not None else 0) for s in subscriptions)
 
 
 def parse_items(items: Iterable[Any]) -> list[Subscription]:

@@ -72,7 +72,8 @@ async def send_sample(store: Store, sender: WebhookSender, integration_id: int, 
     body = orjson.dumps(payload)
     # As if captured in the integration's own environment: would it receive such an event?
     subscribed = receives(integration, replace(parse_event(body), environment=integration.environment))
-    result = await sender.attempt(integration.url, integration.secrets, webhook_id, body, integration.headers)
+    result = await sender.attempt(integration.url, integration.secrets, webhook_id, body, integration.headers,
+                                  integration.organization_id)
     return sample_result(result, webhook_id, payload, subscribed)
 
 

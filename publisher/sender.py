@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from models.settings import PublisherSettings
 from publisher.errors import HttpError
 from publisher.headers import without_reserved
 from publisher.http import HttpClient
@@ -49,21 +50,26 @@ class WebhookSender:
     resolves to a private address is refused on the address actually used.
     """
 
-    def __init__(self, timeout: float = 15.0, connections: int = 0,
-                 policy: DestinationPolicy | None = None) -> None:
+    def __init__(self, timeout: float = 15.0, policy: DestinationPolicy | None = None, *,
+                 max_connections: int = 1024, max_connections_per_organization: int = 256) -> None:
         self._timeout = timeout
-        # ``connections`` is kept for callers; there is no shared limit. The lanes bound the requests in
-        # flight per integration; a shared limit would let one integration's hanging requests hold the
-        # connections others need.
-        self._connections = connections
+        # Open connections are capped per process and per organization, shared fairly
+        # (``publisher.connections``); the lanes bound the requests in flight per integration.
+        self._limits = (max_connections, max_connections_per_organization)
         self.policy = policy or DestinationPolicy()
         self._client: HttpClient | None = None
         # (policy, URL) pairs that passed the URL check: it is a pure function of the two.
         self._allowed_urls: set[tuple[DestinationPolicy, str]] = set()
 
+    @classmethod
+    def of(cls, settings: PublisherSettings, policy: DestinationPolicy) -> WebhookSender:
+        """The sender a process opens, from its ``[publisher]`` settings."""
+        return cls(settings.request_timeout, policy, max_connections=settings.max_connections,
+                   max_connections_per_organization=settings.max_connections_per_organization)
+
     async def open(self) -> None:
         if self._client is None:
-            self._client = HttpClient(self.policy, self._timeout, RESPONSE_BODY_CAP, user_agent())
+            self._client = HttpClient(self.policy, self._timeout, RESPONSE_BODY_CAP, user_agent(), *self._limits)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -78,8 +84,9 @@ class WebhookSender:
         await self.close()
 
     async def attempt(self, url: str, secrets: list[str], msg_id: str, body: bytes,
-                      extra_headers: dict[str, str] | None = None) -> AttemptResult:
-        """POST ``body`` to ``url`` signed with every secret in ``secrets``; never raises for HTTP trouble."""
+                      extra_headers: dict[str, str] | None = None, organization: str = "") -> AttemptResult:
+        """POST ``body`` to ``url`` signed with every secret in ``secrets``, on ``organization``'s share of
+        the connections; never raises for HTTP trouble."""
         assert self._client is not None, "WebhookSender.open() first"
         headers = {"content-type": "application/json", **without_reserved(extra_headers or {}),
                    **webhook_headers(secrets, msg_id, int(time.time()), body)}
@@ -88,7 +95,7 @@ class WebhookSender:
             if (self.policy, url) not in self._allowed_urls:
                 self.policy.check_url(url)
                 self._allowed_urls.add((self.policy, url))
-            status, received, content = await self._client.post(url, headers, body)
+            status, received, content = await self._client.post(url, headers, body, organization)
             return AttemptResult(status, time.perf_counter() - started, None, content, received, headers)
         except TimeoutError:
             return AttemptResult(None, time.perf_counter() - started, f"timed out after {self._timeout:g}s",

@@ -60,3 +60,37 @@ async def test_candidates_follow_changes_of_the_organizations_integrations(datab
         third = await store.add_integration("acme", "http://127.0.0.1:9/c", ["docs:updated"])
         await directory.refresh(full=True)
         assert ids_of(directory.candidates("acme", "docs", "updated").integrations) == [second, third]
+
+
+async def test_a_full_reload_compiles_only_what_changed_and_many_off_the_event_loop(database: str,
+                                                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Reported: past 4,096 distinct conditions the compile cache thrashed, and every full reload compiled
+    them all again on the event loop (45 s with delivery stalled)."""
+    import threading
+
+    import publisher.store.integrations as integrations_module
+
+    compiled_in: list[str] = []
+    parse = integrations_module.parse_items
+
+    def counting(items):  # type: ignore[no-untyped-def]
+        compiled_in.append(threading.current_thread().name)
+        return parse(items)
+
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        ids = [await store.add_integration("acme", "http://127.0.0.1:9/a", [
+            {"subscription": "docs:updated", "when": {"property": "n", "equals": n}}]) for n in range(60)]
+        monkeypatch.setattr(integrations_module, "parse_items", counting)
+        directory = IntegrationDirectory(store)
+        await directory.load(asyncio.Event())
+        assert len(compiled_in) == 60 and threading.main_thread().name not in compiled_in  # off the loop
+        before = {i: directory.get(i).subscriptions for i in ids}  # type: ignore[union-attr]
+        compiled_in.clear()
+        await store.update_integration("acme", ids[0], {"events": [{"subscription": "docs:updated",
+                                                            "when": {"property": "n", "equals": -1}}]})
+        compiled_in.clear()  # (the update checked its subscription)
+        await directory.refresh(full=True)
+        assert len(compiled_in) == 1  # only the one that changed
+        assert all(directory.get(i).subscriptions is before[i] for i in ids[1:])  # type: ignore[union-attr]
+        assert directory.get(ids[0]).subscriptions is not before[ids[0]]  # type: ignore[union-attr]

@@ -237,7 +237,7 @@ class FakeSender:
         self.calls: list[tuple[str, list[str], str, bytes, dict[str, str] | None]] = []
 
     async def attempt(self, url: str, secrets: list[str], msg_id: str, body: bytes,
-                      extra_headers: dict[str, str] | None = None) -> AttemptResult:
+                      extra_headers: dict[str, str] | None = None, organization: str = "") -> AttemptResult:
         self.calls.append((url, secrets, msg_id, body, extra_headers))
         return self.result
 

@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         assert settings.store is not None
         policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
         async with store_for(settings.store) as store, \
-                WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+                WebhookSender.of(settings.publisher, policy) as sender:
             app.state.store, app.state.sender = store, sender
             yield
 

@@ -101,7 +101,8 @@ async def update_integration(request: Request, integration_id: int, body: Integr
         await check_events(request, body.events)
     if body.url is not None:
         await request.app.state.sender.policy.check_destination(body.url)
-    await store.update_integration(org, integration_id, body.model_dump(exclude_unset=True))
+    await actions.update_integration(store, request.app.state.settings.api, org, integration_id,
+                                     body.model_dump(exclude_unset=True))
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
 

@@ -183,7 +183,7 @@ async def save_integration(request: Request, integration_id: int,
         return await _edit(request, granted, form, integration, 403)
     changes = body.model_dump()
     changes["name"] = body.name or body.url
-    await store.update_integration(org, integration_id, changes)
+    await actions.update_integration(store, request.app.state.settings.api, org, integration_id, changes)
     if form.values.get("secret", "").strip():  # a secret typed here replaces the current one at once
         await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
     return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)

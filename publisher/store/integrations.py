@@ -10,15 +10,16 @@ signing secrets: the ``headers`` column then holds ``{"(sealed)": {key id, nonce
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from publisher.errors import Conflict, NotFound, SecretError
-from publisher.matching import SubscriptionItem, parse_items
+from publisher.matching import Subscription, SubscriptionItem, cost, parse_items
 from publisher.secretbox import Sealed
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
@@ -38,11 +39,13 @@ class IntegrationStore(TenantStore):
                               name: str = "", *, environment: str | None = None, ordering: str = "entity",
                               batch_size: int = 1, rate_limit: float | None = None,
                               headers: dict[str, str] | None = None, concurrency: int | None = None,
-                              limit: int | None = None) -> int:
-        """A new integration; ``limit`` caps how many an organization may have (a ``Conflict`` past it)."""
+                              limit: int | None = None, cost_limit: int | None = None) -> int:
+        """A new integration; ``limit`` caps how many an organization may have, ``cost_limit`` what routing
+        an event through all their subscriptions may cost (``publisher.matching.cost``); ``Conflict`` past."""
         parse_items(events)  # refuse a bad subscription before storing it
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
+        await self._within_cost(organization_id, None, events, cost_limit)
         rows = await self._rows(
             "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, batch_size, "
             "rate_limit, headers, concurrency) SELECT :org, :name, :url, CAST(:events AS jsonb), :environment, "
@@ -70,10 +73,13 @@ class IntegrationStore(TenantStore):
                                 {"org": organization_id})
         return await self._with_secrets(rows)
 
-    async def integrations_changed(self, since: datetime | None) -> tuple[list[Integration], list[int]]:
+    async def integrations_changed(self, since: datetime | None, known: Mapping[int, Integration] | None = None
+                                   ) -> tuple[list[Integration], list[int]]:
         """Integrations whose config moved after ``since`` (all when None), and the ids of every integration.
 
-        The ids let a directory notice deletions without reloading what did not change.
+        The ids let a directory notice deletions without reloading what did not change. ``known`` (the
+        caller's current copies) keeps the compiled subscriptions of integrations whose row did not
+        change: a full reload compiles only what changed, and many at once off the event loop.
         """
         # A secret whose overlap ended is a config change too, though nothing wrote the integration's row.
         rows = await self._rows(
@@ -81,7 +87,7 @@ class IntegrationStore(TenantStore):
             "OR organization_id IN (SELECT organization_id FROM {s}.signing_secrets "
             "WHERE expires_at > :since AND expires_at <= now()) ORDER BY id", {"since": since})
         ids = [int(row["id"]) for row in await self._rows("SELECT id FROM {s}.integrations")]
-        return await self._with_secrets(rows), ids
+        return await self._with_secrets(rows, await _subscriptions_of(rows, known or {})), ids
 
     async def integration(self, integration_id: int) -> Integration:
         rows = await self._rows("SELECT * FROM {s}.integrations WHERE id = :id", {"id": integration_id})
@@ -97,11 +103,13 @@ class IntegrationStore(TenantStore):
             raise NotFound(f"integration {integration_id} does not exist")
         return (await self._with_secrets(rows))[0]
 
-    async def _with_secrets(self, rows: list[dict[str, Any]]) -> list[Integration]:
+    async def _with_secrets(self, rows: list[dict[str, Any]],
+                            compiled: Mapping[int, list[Subscription]] | None = None) -> list[Integration]:
         secrets = await self._active_secrets(sorted({row["organization_id"] for row in rows}))
+        compiled = compiled or {}
         return [Integration(
             id=row["id"], organization_id=row["organization_id"], name=row["name"], url=row["url"],
-            subscriptions=parse_items(row["events"]),  # compiled once per distinct subscription (lru cache)
+            subscriptions=compiled.get(row["id"]) or parse_items(row["events"]),
             # An integration's own secrets override the organization's.
             secrets=secrets.get((row["organization_id"], row["id"])) or secrets.get((row["organization_id"], None), []),
             enabled=row["enabled"], disabled_reason=row["disabled_reason"], environment=row["environment"],
@@ -143,9 +151,10 @@ class IntegrationStore(TenantStore):
                               "headers": self._stored_headers(str(row["organization_id"]), self._opened_headers(row))})
         return done + len(rows)
 
-    async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any]) -> None:
+    async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any],
+                                 cost_limit: int | None = None) -> None:
         """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers,
-        concurrency); a field given as None goes back to its default."""
+        concurrency); a field given as None goes back to its default. ``cost_limit``: see ``add_integration``."""
         changes = {**changes, "headers": changes.get("headers") or {}} if "headers" in changes else changes
         if changes.get("ordering", "") is None:
             changes["ordering"] = "entity"
@@ -155,6 +164,8 @@ class IntegrationStore(TenantStore):
         if "headers" in fields:
             fields["headers"] = self._stored_headers(organization_id, changes["headers"])
         parse_items(changes.get("events") or ())
+        if changes.get("events") is not None:
+            await self._within_cost(organization_id, integration_id, changes["events"], cost_limit)
         if not fields:
             return
         assignments = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k in _JSON else f"{k} = :{k}" for k in fields)
@@ -162,6 +173,21 @@ class IntegrationStore(TenantStore):
                                 "WHERE id = :id AND organization_id = :org RETURNING id",
                                 {**fields, "id": integration_id, "org": organization_id}):
             raise NotFound(f"integration {integration_id} does not exist")
+
+    async def _within_cost(self, organization_id: str, integration_id: int | None, events: Sequence[SubscriptionItem],
+                           limit: int | None) -> None:
+        """``Conflict`` when the organization's subscriptions, with ``events`` in place of the integration's own,
+        would cost more than ``limit`` to route one event."""
+        if limit is None:
+            return
+        rows = await self._rows("SELECT events FROM {s}.integrations WHERE organization_id = :org "
+                                "AND id <> coalesce(CAST(:id AS bigint), 0)",
+                                {"org": organization_id, "id": integration_id})
+        total = cost(parse_items(events)) + sum(cost(parse_items(row["events"])) for row in rows)
+        if total > limit:
+            raise Conflict(f"the subscriptions and conditions of organization {organization_id!r} would cost "
+                           f"{total} tests per event, more than the {limit} allowed "
+                           "([api] max_condition_cost_per_organization)")
 
     async def delete_integration(self, organization_id: str, integration_id: int) -> None:
         if not await self._rows("DELETE FROM {s}.integrations WHERE id = :id AND organization_id = :org RETURNING id",
@@ -220,3 +246,24 @@ class IntegrationStore(TenantStore):
 
 def _positions(positions: dict[int, int] | None) -> str | None:
     return None if positions is None else as_json({str(p): o for p, o in positions.items()})
+
+
+COMPILE_ON_LOOP = 50
+"""Integrations whose subscriptions are compiled on the event loop; more at once go to a worker thread, so a
+reload of thousands of conditions never stalls delivery."""
+
+
+async def _subscriptions_of(rows: list[dict[str, Any]], known: Mapping[int, Integration]
+                            ) -> dict[int, list[Subscription]]:
+    """Each row's compiled subscriptions: the known copy's when its row did not change, else compiled."""
+    compiled: dict[int, list[Subscription]] = {}
+    todo: list[dict[str, Any]] = []
+    for row in rows:
+        before = known.get(row["id"])
+        if before is not None and before.updated_at == row["updated_at"] and before.subscriptions:
+            compiled[row["id"]] = before.subscriptions
+        else:
+            todo.append(row)
+    if len(todo) > COMPILE_ON_LOOP:
+        compiled.update(await asyncio.to_thread(lambda: {row["id"]: parse_items(row["events"]) for row in todo}))
+    return compiled

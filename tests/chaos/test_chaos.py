@@ -29,7 +29,7 @@ from tests.chaos.programs import (
     walsender_cut,
 )
 from tests.chaos.receivers import Behaviour
-from tests.chaos.scenario import Run, Scenario, run_scenario
+from tests.chaos.scenario import Run, Scenario, changes_per_scenario, run_scenario
 from tests.chaos.servers import persistent_broker_reason
 
 pytestmark = pytest.mark.stack
@@ -118,6 +118,14 @@ async def test_kill_9_repeatedly(which: tuple[str, ...]) -> None:
     delay = (1.0, 4.0) if which == ("cdc",) else (4.0, 12.0)
     await check(Scenario(f"kill -9 {which[0]} repeatedly", kill_repeatedly(which, delay, at_least=4),
                          publishers=2 if which == ("publisher",) else 1))
+
+
+@full
+async def test_kill_9_publisher_every_few_seconds_at_2000_changes_per_second() -> None:
+    """The delivery path writes nothing before a webhook leaves: a publisher killed at any moment must
+    still leave nothing lost and nothing out of order, with two publishers sharing the partitions."""
+    await check(Scenario("kill -9 publisher at 2,000/s", kill_repeatedly(("publisher",), (2.0, 5.0), at_least=5),
+                         changes=max(changes_per_scenario(), 40_000), write_rate=2000, publishers=2))
 
 
 @full

@@ -138,10 +138,13 @@ def _given_secret(args: argparse.Namespace) -> str | None:
 
 
 async def cmd_integrations_events(args: argparse.Namespace) -> int:
+    from publisher import actions
+
     events = await check_events(args, args.events)
     async with store_of(args) as store:
         integration = await store.integration(args.integration)
-        await store.update_integration(integration.organization_id, integration.id, {"events": events})
+        await actions.update_integration(store, settings_of(args).api, integration.organization_id, integration.id,
+                                         {"events": events})
     show(args, {"integration": integration.id, "events": events},
          f"integration {integration.id} <- {', '.join(_event_text(item) for item in events)}")
     return 0

@@ -163,7 +163,7 @@ async def cmd_send_sample(args: argparse.Namespace) -> int:
         keys = ", ".join(e.entity_key for e in settings.entities) or "none configured"
         raise WalhookError(f"no [[entities]] entry with entity_key {args.entity_key!r} (known: {keys})")
     policy = DestinationPolicy.from_strings(settings.publisher.allowed_networks)
-    async with store_of(args) as store, WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+    async with store_of(args) as store, WebhookSender.of(settings.publisher, policy) as sender:
         result = await send_sample(store, sender, args.integration, entity, args.operation,
                                    _properties(args.new, "--new"), _properties(args.old, "--old"))
     data = {"status": result.status, "headers": result.headers, "body": result.body, "error": result.error,

@@ -82,7 +82,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
     endpoint = MetricsEndpoint(metrics.registry, *parse_address(address, "[publisher] metrics_address"),
                                "[publisher] metrics_address") if address else None
     async with store_for(settings.store) as store, \
-            WebhookSender(settings.publisher.request_timeout, policy=policy) as sender:
+            WebhookSender.of(settings.publisher, policy) as sender:
         publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics)
         if endpoint is None:
             await publisher.run(stop)
