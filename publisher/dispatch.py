@@ -121,11 +121,17 @@ class Dispatcher:
             return
         key = (integration.id, new.entity_path)
         lane = self._lane(integration)
-        if must_wait(lane.ordered, integration.catching_up, key in waiting or self.recorder.waits_here(key)) \
+        retiring = lane.ordered and self._retiring_has(integration.id, new.entity_path)
+        if retiring or must_wait(lane.ordered, integration.catching_up,
+                                 key in waiting or self.recorder.waits_here(key)) \
                 or not lane.offer(Delivery.of_live(new)):
-            # Behind an earlier change of its entity still in the lane, it must not be handed out before that
+            # Behind an earlier change of its entity still in a lane, it must not be handed out before that
             # one is settled: the store does not know of it.
-            self.recorder.park(new, behind=lane.ordered and lane.has(new.entity_path))
+            self.recorder.park(new, behind=retiring or (lane.ordered and lane.has(new.entity_path)))
+
+    def _retiring_has(self, integration_id: int, entity_path: str) -> bool:
+        """Whether a lane rebuilt under a new config still runs a change of this entity."""
+        return any(lane.config.id == integration_id and lane.has(entity_path) for lane in self._retired)
 
     def _ordered(self, integration_id: int) -> bool:
         integration = self.directory.get(integration_id)
@@ -149,13 +155,14 @@ class Dispatcher:
                 self.recorder.park(delivery.live, behind=lane.ordered and lane.has(delivery.entity_path))
 
     async def let_go(self, partitions: set[int], within: float) -> None:
-        """The partitions went to another publisher, which reads their records again: their live deliveries
-        still queued here are dropped, and the ones in flight are waited for (``within`` seconds at most)."""
+        """The partitions go to another publisher: their live deliveries still queued here wait in the store
+        (so whoever reads their records again finds them there, in order), and the ones in flight are waited
+        for (``within`` seconds at most)."""
         def chosen(delivery: Delivery) -> bool:
             return delivery.live is not None and delivery.live.source_partition in partitions
         lanes = [*self._lanes.values(), *self._retired]
         for lane in lanes:
-            lane.drain(chosen)
+            self._give_back(lane, lane.drain(chosen))
         deadline = time.monotonic() + within
         while any(lane.holds(chosen) for lane in lanes) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

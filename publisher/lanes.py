@@ -171,6 +171,8 @@ class Lane:
                 del self._queues[key]
         self._ready = deque(key for key in self._ready if key in self._queues)
         self._size -= len(taken)
+        for key in {lane_key(self._ordered, d.entity_path, d.webhook_id) for d in taken} - self._queues.keys():
+            self._idle(key)  # nothing of the entity is left here
         return taken
 
     def retire(self) -> list[Delivery]:

@@ -38,6 +38,12 @@ BEYOND_CATCH_UP = (
     "AND coalesce(c.source_offset, -1) >= coalesce((j.progress ->> c.source_partition::text)::bigint, 0))")
 """True when the candidate lies beyond what its integration's catch-up replay has scanned."""
 
+HELD = "timestamptz '9999-01-01 00:00:00+00'"
+"""The next attempt time of a delivery parked *behind* an earlier change of its entity that is still in a
+publisher's memory: never due on its own. That publisher releases it once the earlier change is settled.
+If the publisher died, whoever reads the partition again reads the earlier change first, and the record
+of this one after it: parking that record again takes the held delivery over, in order."""
+
 WAITING_ENTITIES = (
     "SELECT DISTINCT w.integration_id, w.entity_path FROM unnest(%b::bigint[], %b::text[]) AS w(integration_id, "
     "entity_path) WHERE EXISTS (SELECT 1 FROM {s}.deliveries e WHERE e.integration_id = w.integration_id "

@@ -130,7 +130,7 @@ class Recorder:
         try:
             await self._store.log_first_attempts(first)
             await self._store.park(parked, filtered)
-            held = await self._store.create_deliveries(behind, self._claim)
+            held = await self._store.create_deliveries(behind, self._claim, held=True)
         except Exception:
             # Keep them for the next flush; a crash meanwhile only means their records are read again.
             self._first[:0], self._parked[:0], self._behind[:0] = first, parked, behind
@@ -143,12 +143,16 @@ class Recorder:
             self._held[(delivery.integration_id, delivery.entity_path)].append(delivery.id)
         self._writing_behind = []
         self._written(first, parked + behind)
-        releases += [i for key in free for i in self._held.pop(key, ())]
+        unheld = {key: self._held.pop(key) for key in free if key in self._held}
         try:
             await self._store.record_attempts(records)
             await self._store.release(releases)
+            await self._store.release_held([i for ids in unheld.values() for i in ids])
         except Exception:
             self._records[:0], self._releases[:0] = records, releases
+            for key, ids in unheld.items():  # still held (and claimed): released by the next flush
+                self._held[key][:0] = ids
+            self._free |= unheld.keys()
             raise
         if self.on_recorded is not None and (first or records):
             self.on_recorded([*first, *records])

@@ -94,6 +94,7 @@ class Publisher:
         self.settlement = Settlement()
         self._committer: OffsetCommitter | None = None
         self._handing_over = asyncio.Lock()  # a batch in hand, or partitions being let go: never both
+        self._handovers = 0
 
     @property
     def delivered(self) -> int:
@@ -167,13 +168,20 @@ class Publisher:
             await self.dispatcher.room()
             while self.settlement.unsettled() > MAX_UNSETTLED_RECORDS and not stop.is_set():
                 await asyncio.sleep(0.01)
-            # A rebalance's hand-over (``let_go``) waits for the batch in hand: no record of a partition
-            # already let go is handed out, nor counted as taken.
+            handovers = self._handovers
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            if not batch:
+                continue
+            # A rebalance's hand-over (``let_go``) waits for the batch in hand. A batch fetched before a
+            # hand-over is dropped: its records are read again from the commits, by whoever owns them now.
             async with self._handing_over:
-                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-                if batch:
+                if handovers == self._handovers:
                     await self._consume(batch)
                     self._note_positions(consumer, batch)
+                else:  # what is still ours is read again, from the batch's first record
+                    for tp, records in batch.items():
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
 
     def _note_positions(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]
                         ) -> None:
@@ -251,8 +259,14 @@ class Publisher:
         if self.dispatcher is None or not revoked:
             return
         partitions = {tp.partition for tp in revoked}
+        log.info("handing partitions %s over", sorted(partitions))
+        started = asyncio.get_running_loop().time()
         async with self._handing_over:
+            self._handovers += 1
+            waited = asyncio.get_running_loop().time() - started
             await self._let_go(consumer, revoked, partitions)
+        log.info("handed partitions %s over in %.2f s (%.2f s waiting for the batch in hand)",
+                 sorted(partitions), asyncio.get_running_loop().time() - started, waited)
 
     async def _let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition], partitions: set[int]) -> None:
         assert self.dispatcher is not None

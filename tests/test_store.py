@@ -67,3 +67,26 @@ async def test_claims_respect_entity_order_and_are_exclusive(database: str) -> N
         assert await store.claim_due(10, timedelta(minutes=1)) == []  # claimed: nobody else gets them
         assert await store.waiting_entities([(integration, "docs/x"), (integration, "docs/z")]) == {
             (integration, "docs/x")}  # a live change of docs/x must wait behind them
+
+
+async def test_a_delivery_held_behind_an_earlier_change_is_never_due_on_its_own(database: str) -> None:
+    """Parked behind a change still in a publisher's memory: only that publisher releases it; if it died,
+    parking the same record again (its partition read anew, the earlier change first) takes it over."""
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        later = NewDelivery(integration, "acme", "evt_9", f"evt_9_i{integration}", "docs", "docs/x", "updated", b"{}",
+                            0, 9)
+        (held,) = await store.create_deliveries([later], timedelta(0), held=True)  # its claim ends at once
+        assert await store.claim_due(10, timedelta(minutes=1)) == []  # an expired claim does not free it
+        assert await store.waiting_entities([(integration, "docs/x")]) == {(integration, "docs/x")}
+        await store.park([later])  # the record read again by the next owner: taken over, due now
+        (due,) = await store.claim_due(10, timedelta(minutes=1))
+        assert due.id == held.id
+        again = NewDelivery(integration, "acme", "evt_10", f"evt_10_i{integration}", "docs", "docs/y", "updated",
+                            b"{}", 0, 10)
+        (kept,) = await store.create_deliveries([again], timedelta(minutes=1), held=True)
+        await store.park([again])  # its publisher still holds it: left alone
+        assert await store.claim_due(10, timedelta(minutes=1)) == []
+        await store.release_held([kept.id])
+        assert [d.id for d in await store.claim_due(10, timedelta(minutes=1))] == [kept.id]

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from publisher.errors import NotFound
-from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, WAITING_ENTITIES
+from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, HELD, WAITING_ENTITIES
 from publisher.store.engine import as_json
 from publisher.store.integrations import IntegrationStore
 from publisher.store.rows import AttemptRecord, Delivery, NewDelivery, Scheduled
@@ -80,9 +80,11 @@ class DeliveryStore(IntegrationStore):
     """The life of a delivery."""
 
     async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta,
-                                filtered: Mapping[int, int] | None = None) -> list[Delivery]:
-        """Record deliveries durably as pending, claimed by the caller for ``claim_for``; known ones are skipped.
+                                filtered: Mapping[int, int] | None = None, *, held: bool = False) -> list[Delivery]:
+        """Record deliveries durably as pending, claimed by the caller for ``claim_for``; known ones are skipped,
+        except one held behind by a publisher that is gone (``publisher.ordering.HELD``), which is taken over.
 
+        ``held``: parked behind an earlier change still in the caller's memory, until ``release_held``.
         ``filtered`` (integration id -> events its conditions filtered out) is counted in the same
         statement. ``park`` is the same with no claim: the retry poller hands the deliveries out.
         """
@@ -93,11 +95,14 @@ class DeliveryStore(IntegrationStore):
             return []
         # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
         sql = (f"WITH counted AS ({_COUNT_FILTERED}) "
-               f"INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until) "
-               f"SELECT *, now() + %b FROM unnest({_NEW_ARRAYS}) "
-               "ON CONFLICT (integration_id, event_id) DO NOTHING "
+               f"INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until, next_attempt_at) "
+               f"SELECT *, now() + %b, CASE WHEN %b THEN {HELD} ELSE now() END FROM unnest({_NEW_ARRAYS}) "
+               "ON CONFLICT (integration_id, event_id) DO UPDATE SET claimed_until = EXCLUDED.claimed_until, "
+               "next_attempt_at = EXCLUDED.next_attempt_at WHERE {s}.deliveries.status = 'pending' "
+               f"AND {{s}}.deliveries.next_attempt_at >= {HELD} AND ({{s}}.deliveries.claimed_until IS NULL "
+               "OR {s}.deliveries.claimed_until < now()) "
                "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger")
-        rows = await self._binary(sql, [*counts, claim_for, *_columns(deliveries)], "cannot record deliveries")
+        rows = await self._binary(sql, [*counts, claim_for, held, *_columns(deliveries)], "cannot record deliveries")
         by_key = {(d.integration_id, d.event_id): d for d in deliveries}
         return sorted((Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
                                 by_key[(integration_id, event_id)].body, attempts, created_at, trigger)
@@ -213,6 +218,14 @@ class DeliveryStore(IntegrationStore):
             await self._binary(f"WITH {_LOCKED_PENDING} UPDATE {{s}}.deliveries d "
                                "SET claimed_until = NULL FROM locked WHERE d.id = locked.id", [list(delivery_ids)],
                                "cannot release claims")
+
+    async def release_held(self, delivery_ids: Sequence[int]) -> None:
+        """Deliveries held behind an earlier change that is settled now: due at once, for any poller."""
+        if delivery_ids:
+            await self._binary(f"WITH {_LOCKED_PENDING} UPDATE {{s}}.deliveries d SET claimed_until = NULL, "
+                               f"next_attempt_at = now() FROM locked WHERE d.id = locked.id "
+                               f"AND d.next_attempt_at >= {HELD}", [list(delivery_ids)],
+                               "cannot release held deliveries")
 
     async def extend_claims(self, delivery_ids: Sequence[int], claim_for: timedelta) -> None:
         """Keep deliveries this publisher still holds claimed for ``claim_for`` more."""

@@ -20,6 +20,7 @@ import orjson
 
 from publisher.errors import Conflict, NotFound, SecretError
 from publisher.matching import Subscription, SubscriptionItem, cost, parse_items
+from publisher.ordering import HELD
 from publisher.secretbox import Sealed
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
@@ -228,6 +229,7 @@ class IntegrationStore(TenantStore):
                 # Locked in id order, as every statement changing many deliveries does (no deadlock).
                 "waiting AS MATERIALIZED (SELECT d.id FROM {s}.deliveries d JOIN healed "
                 "ON d.integration_id = healed.id WHERE d.status = 'pending' AND d.next_attempt_at > now() "
+                f"AND d.next_attempt_at < {HELD} "
                 "ORDER BY d.id FOR NO KEY UPDATE OF d) "
                 "UPDATE {s}.deliveries d SET next_attempt_at = now() FROM waiting WHERE d.id = waiting.id",
                 {"id": integration_id})
