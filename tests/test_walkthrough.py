@@ -29,22 +29,36 @@ def test_the_readme_shows_exactly_the_walkthrough_commands() -> None:
     assert walkthrough_commands() in blocks, "README.md's walkthrough block differs from docs/walkthrough.sh"
 
 
+PORT_TAKEN = "Address already in use"
+
+
+def run_walkthrough(server_dir: Path, attempts: int = 3) -> tuple[int, str]:
+    """Run the script (its exit code and output). The ports are picked free just before, so another test may take
+    one first: then the API cannot listen and the script waits for it in vain; only that is tried again."""
+    for attempt in range(attempts):
+        workdir = server_dir / f"attempt{attempt}"  # its files: pytest's own temp root would lock Postgres out
+        workdir.mkdir()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("WALHOOK_")}
+        env.update(API_PORT=str(free_port()), RECEIVER_PORT=str(free_port()), TMPDIR=str(workdir))
+        script = subprocess.Popen(["bash", str(SCRIPT)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            output, _ = script.communicate(timeout=150)
+            return script.returncode, output
+        except subprocess.TimeoutExpired:
+            os.killpg(script.pid, signal.SIGKILL)
+            output, _ = script.communicate()
+            logs = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in sorted(workdir.rglob("*.log")))
+            if PORT_TAKEN not in logs or attempt == attempts - 1:
+                pytest.fail(f"the walkthrough did not finish in 150 s:\n{output}\n{logs}")
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None,
                     reason="the walkthrough uses curl and jq, as a reader would")
 def test_the_walkthrough_runs_as_written(server_dir: Path) -> None:
-    # Its files under server_dir (the script's mktemp -d): pytest's own temp root would lock Postgres out.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WALHOOK_")}
-    env.update(API_PORT=str(free_port()), RECEIVER_PORT=str(free_port()), TMPDIR=str(server_dir))
-    script = subprocess.Popen(["bash", str(SCRIPT)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = script.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(script.pid, signal.SIGKILL)
-        output, _ = script.communicate()
-        logs = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in sorted(server_dir.rglob("*.log")))
-        pytest.fail(f"the walkthrough did not finish in 150 s:\n{output}\n{logs}")
-    assert script.returncode == 0, output
+    returncode, output = run_walkthrough(server_dir)
+    assert returncode == 0, output
     for ready in (r"walhook\.cdc: ready: streaming slot walhook of .* into topic walhook\.events",
                   r"walhook\.publisher: ready: consuming topic walhook\.events as group walhook-publisher",
                   r"walhook\.api: ready: management API on http://127\.0\.0\.1:\d+"):
