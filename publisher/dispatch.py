@@ -121,17 +121,18 @@ class Dispatcher:
             return
         key = (integration.id, new.entity_path)
         lane = self._lane(integration)
-        retiring = lane.ordered and self._retiring_has(integration.id, new.entity_path)
+        retiring = lane.ordered and any(old.config.id == integration.id and old.has(new.entity_path)
+                                        for old in self._retired)
         if retiring or must_wait(lane.ordered, integration.catching_up,
                                  key in waiting or self.recorder.waits_here(key)) \
                 or not lane.offer(Delivery.of_live(new)):
-            # Behind an earlier change of its entity still in a lane, it must not be handed out before that
-            # one is settled: the store does not know of it.
-            self.recorder.park(new, behind=retiring or (lane.ordered and lane.has(new.entity_path)))
+            self.recorder.park(new, behind=self._in_memory(lane, integration.id, new.entity_path))
 
-    def _retiring_has(self, integration_id: int, entity_path: str) -> bool:
-        """Whether a lane rebuilt under a new config still runs a change of this entity."""
-        return any(lane.config.id == integration_id and lane.has(entity_path) for lane in self._retired)
+    def _in_memory(self, lane: Lane, integration_id: int, entity_path: str) -> bool:
+        """Whether an earlier change of the entity is still in this ordered lane, or in a lane of the integration
+        rebuilt under a new config: a change parked now is held behind it (the store does not know of it)."""
+        return lane.ordered and any(other.has(entity_path) for other in (lane, *self._retired)
+                                    if other is lane or other.config.id == integration_id)
 
     def _ordered(self, integration_id: int) -> bool:
         integration = self.directory.get(integration_id)
@@ -152,7 +153,8 @@ class Dispatcher:
         self.recorder.release([d.id for d in deliveries if d.live is None])
         for delivery in deliveries:
             if delivery.live is not None:
-                self.recorder.park(delivery.live, behind=lane.ordered and lane.has(delivery.entity_path))
+                self.recorder.park(delivery.live,
+                                   behind=self._in_memory(lane, delivery.integration_id, delivery.entity_path))
 
     async def let_go(self, partitions: set[int], within: float) -> None:
         """The partitions go to another publisher: their live deliveries still queued here wait in the store

@@ -271,8 +271,8 @@ class Publisher:
     async def _let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition], partitions: set[int]) -> None:
         assert self.dispatcher is not None
         await self.dispatcher.let_go(partitions, self.settings.request_timeout + SHUTDOWN_SECONDS)
-        offsets = {tp: offset for tp in revoked
-                   if (offset := self.settlement.committable().get(tp.partition)) is not None}
+        committable = self.settlement.committable()
+        offsets = {tp: committable[tp.partition] for tp in revoked if tp.partition in committable}
         self.settlement.forget(partitions)
         if self._committer is not None:
             self._committer.forget(revoked)
