@@ -11,7 +11,8 @@ Per rate: rows written and webhooks delivered (they must be equal), latency p50/
 the achieved write rate, where the time goes (``breakdown``) and the peak RSS of both
 processes. Prints a table; writes JSON under bench/results/.
 
-    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT] [--tuned]
+    python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT]
+        [--tuned] [--set kafka.linger_ms=20]
 
 The configuration is the defaults a user gets (``--tuned``: the settings earlier runs tuned);
 every fifth transaction is an UPDATE of an earlier row. Per rate it also prints the rows
@@ -28,6 +29,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,8 @@ def _cpu_summary(spent: dict[str, float], elapsed: float, events: int) -> dict[s
 
 async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, rates: list[float],
                       seconds: float, connections: int = 2, topic: str = "bench.latency",
-                      server_pids: dict[str, int] | None = None, tuned: bool = False) -> dict[str, Any]:
+                      server_pids: dict[str, int] | None = None, tuned: bool = False,
+                      settings: Sequence[str] = ()) -> dict[str, Any]:
     """The benchmark on existing servers: one pipeline, every rate in turn; returns the JSON-ready result.
 
     ``server_pids`` (e.g. ``{"postgres": pid, "kafka": pid}``) adds the servers' CPU time to each run.
@@ -110,7 +113,7 @@ async def run_latency(dsn: str, store_dsn: str, bootstrap_servers: str, workdir:
         conn.execute(TABLE)
     runs: list[dict[str, Any]] = []
     async with TimingReceiver() as receiver, \
-            WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, tuned) as pipeline:
+            WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, tuned, settings) as pipeline:
         receiver.secret = await pipeline.register(receiver.url)
         await pipeline.start()
         async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
@@ -175,6 +178,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULT)
     parser.add_argument("--tuned", action="store_true", help="the settings earlier runs tuned for this benchmark "
                                                              "instead of the defaults a user gets")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting beside the defaults, e.g. kafka.linger_ms=20 (repeatable)")
     parser.add_argument("--kafka", help="bootstrap servers of a broker to use instead of the bundled tansu, "
                                         "e.g. Apache Kafka from docker/compose.yaml (see BENCHMARKS.md: tansu's "
                                         "fetches slow down as a partition's record batches pile up)")
@@ -190,7 +195,8 @@ def main() -> None:
         if stack.kafka is not None and stack.kafka.process is not None:
             servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_latency(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.rates,
-                                         args.seconds, args.connections, server_pids=servers, tuned=args.tuned))
+                                         args.seconds, args.connections, server_pids=servers, tuned=args.tuned,
+                                         settings=args.settings))
     result["conditions"]["wall_seconds"] = round(time.monotonic() - started)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -30,26 +31,36 @@ lane_capacity = 50000             # a backlog waits in memory
 """
 
 
-def config_text(dsn: str, store_dsn: str, bootstrap_servers: str, topic: str, tuned: bool = False) -> str:
+def config_text(dsn: str, store_dsn: str, bootstrap_servers: str, topic: str, tuned: bool = False,
+                settings: Sequence[str] = ()) -> str:
     """The TOML both processes read: the defaults a user gets (only what names the servers, the table and
-    the receiver's network), or with ``tuned`` the settings earlier runs tuned for this benchmark."""
+    the receiver's network), or with ``tuned`` the settings earlier runs tuned for this benchmark.
+
+    ``settings``: more, as ``section.key=value`` (TOML value), e.g. ``kafka.linger_ms=20``."""
+    extra: dict[str, str] = {"source": "", "kafka": "", "publisher": ""}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        section, _, key = name.partition(".")
+        if section not in extra or not key or not value:
+            raise ValueError(f"--set {setting!r}: expected source|kafka|publisher.KEY=VALUE")
+        extra[section] += f"{key} = {value}\n"
     return f'''[source]
 dsn = "{dsn}"
 slot = "{SLOT}"
 publication = "{SLOT}"
-
+{extra["source"]}
 [kafka]
 bootstrap_servers = "{bootstrap_servers}"
 topic = "{topic}"
 consumer_group = "{topic}.publisher"
-{TUNED if tuned else ""}
+{TUNED if tuned else ""}{extra["kafka"]}
 [store]
 dsn = "{store_dsn}"
 plaintext_secrets = true
 
 [publisher]
 allowed_networks = ["127.0.0.1/32"]  # the receiver runs on this machine
-{TUNED_PUBLISHER if tuned else ""}
+{TUNED_PUBLISHER if tuned else ""}{extra["publisher"]}
 [[entities]]
 table = "public.bench_latency"
 entity_key = "items"
@@ -64,10 +75,10 @@ class WalhookPipeline:
     """The two walhook processes for one run; stopped (SIGTERM, then SIGKILL) on exit."""
 
     def __init__(self, dsn: str, store_dsn: str, bootstrap_servers: str, topic: str, workdir: Path,
-                 tuned: bool = False) -> None:
+                 tuned: bool = False, settings: Sequence[str] = ()) -> None:
         self.dsn, self.store_dsn, self.bootstrap_servers, self.topic = dsn, store_dsn, bootstrap_servers, topic
         self.workdir = workdir
-        self.config_text = config_text(dsn, store_dsn, bootstrap_servers, topic, tuned)
+        self.config_text = config_text(dsn, store_dsn, bootstrap_servers, topic, tuned, settings)
         self.integration_id = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -179,9 +179,13 @@ class Dispatcher:
 
     def _lane(self, integration: Integration) -> Lane:
         lane = self._lanes.get(integration.id)
+
+        def give_back(deliveries: list[Delivery]) -> None:
+            assert lane is not None  # called by the lane, once it exists
+            self._give_back(lane, deliveries)
         if lane is None:
             lane = self._lanes[integration.id] = Lane(
-                self._attempt, lambda deliveries: self._give_back(lane, deliveries), self._concurrency_of(integration),
+                self._attempt, give_back, self._concurrency_of(integration),
                 self.capacity, integration.ordering == "entity", integration.rate_limit, integration.batch_size,
                 config=integration, spawn=self._spawn, name=f"integration {integration.id}",
                 idle=lambda path: self.recorder.free((integration.id, path)))

@@ -4,12 +4,14 @@ Four kinds of writes collect here and go out together every few milliseconds, ea
 statement for the whole batch, in this order:
 
 1. live deliveries' first attempts: the delivery's row in the log with its attempt;
-2. deliveries that must wait (``park``): stored pending, for the retry poller;
+2. deliveries that must wait (``park``): stored pending, for the retry poller, with the ones held
+   behind an entity still in memory here (below) in the same statement;
 3. attempts of deliveries that waited in the store, which move them on;
 4. claims given back.
 
 The order matters: a failed head is logged before its entity's followers are parked, so the
-store's ordering rule already sees it when they come due. Once a write is durable, the live
+store's ordering rule already sees it when they come due. A write that succeeded stays written when a
+later one fails: only the rest is tried again. Once a write is durable, the live
 deliveries it covered are *settled* (``on_settled``): the consumer may commit past their records.
 
 Until then, the entities whose deliveries are about to wait are known here (``waits_here``):
@@ -30,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
 from publisher.errors import StoreError
-from publisher.store import AttemptRecord, NewDelivery, Store
+from publisher.store import AttemptRecord, Delivery, NewDelivery, Store
 
 log = logging.getLogger("walhook.publisher")
 
@@ -118,44 +120,61 @@ class Recorder:
             await self._flush()
 
     async def _flush(self) -> None:
+        # Everything is taken at one moment: a failed head's record is always in the same flush as (or an
+        # earlier one than) its entity's followers parked after it, and the flush writes it first.
         first, self._first = self._first, []
         parked, self._parked = self._parked, []
         behind, self._behind = self._behind, []
-        self._writing_behind = behind
         records, self._records = self._records, []
         releases, self._releases = self._releases, []
         filtered, self._filtered = self._filtered, Counter()
-        # Taken with the rest: an entity freed after this moment may have its last outcome in the next flush.
-        free, self._free = self._free, set()
+        free, self._free = self._free, set()  # an entity freed after this moment: the next flush releases it
+        self._writing_behind = behind
+        unheld: dict[EntityKey, list[int]] = {}
+        written: list[str] = []  # what is durable: a failure puts back only the rest, for the next flush
         try:
             await self._store.log_first_attempts(first)
-            await self._store.park(parked, filtered)
-            held = await self._store.create_deliveries(behind, self._claim, held=True)
-        except Exception:
-            # Keep them for the next flush; a crash meanwhile only means their records are read again.
-            self._first[:0], self._parked[:0], self._behind[:0] = first, parked, behind
-            self._free |= free
-            self._writing_behind = []
-            self._filtered.update(filtered)
-            self._records[:0], self._releases[:0] = records, releases
-            raise
-        for delivery in held:
-            self._held[(delivery.integration_id, delivery.entity_path)].append(delivery.id)
-        self._writing_behind = []
-        self._written(first, parked + behind)
-        unheld = {key: self._held.pop(key) for key in free if key in self._held}
-        try:
+            written.append("first")
+            # Waiting and held deliveries in one statement: a later change parked here never shows in the
+            # store without the earlier ones held behind a change still in memory (the poller could take it).
+            held = await self._store.park(parked, filtered, behind=behind, hold_for=self._claim)
+            written.append("waiting")
+            self._hold(held)
+            unheld = {key: self._held.pop(key) for key in free if key in self._held}
             await self._store.record_attempts(records)
+            written.append("records")
             await self._store.release(releases)
+            written.append("releases")
             await self._store.release_held([i for ids in unheld.values() for i in ids])
-        except Exception:
-            self._records[:0], self._releases[:0] = records, releases
-            for key, ids in unheld.items():  # still held (and claimed): released by the next flush
-                self._held[key][:0] = ids
-            self._free |= unheld.keys()
-            raise
+            written.append("unheld")
+        finally:
+            self._writing_behind = []
+            self._put_back(written, first, parked, behind, filtered, records, releases, free, unheld)
         if self.on_recorded is not None and (first or records):
             self.on_recorded([*first, *records])
+
+    def _put_back(self, written: list[str], first: list[AttemptRecord], parked: list[NewDelivery],
+                  behind: list[NewDelivery], filtered: Counter[int], records: list[AttemptRecord],
+                  releases: list[int], free: set[EntityKey], unheld: dict[EntityKey, list[int]]) -> None:
+        """After a flush: settle what became durable, and keep what did not for the next one, in front."""
+        self._written(first if "first" in written else [], parked + behind if "waiting" in written else [])
+        if "first" not in written:
+            self._first[:0] = first
+        if "waiting" not in written:
+            self._parked[:0], self._behind[:0] = parked, behind
+            self._filtered.update(filtered)
+        if "records" not in written:
+            self._records[:0] = records
+        if "releases" not in written:
+            self._releases[:0] = releases
+        if "unheld" not in written:
+            for key, ids in unheld.items():  # still held (and claimed): released by the next flush
+                self._held[key][:0] = ids
+            self._free |= free
+
+    def _hold(self, held: list[Delivery]) -> None:
+        for delivery in held:
+            self._held[(delivery.integration_id, delivery.entity_path)].append(delivery.id)
 
     def _written(self, first: list[AttemptRecord], parked: list[NewDelivery]) -> None:
         """Live deliveries are durable now: settled, and the store shows the entities that wait."""

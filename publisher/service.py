@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -242,7 +243,7 @@ class Publisher:
                 await asyncio.sleep(1.0)
         self._commit_settled()
 
-    def _settled(self, deliveries: list[NewDelivery]) -> None:
+    def _settled(self, deliveries: Sequence[NewDelivery]) -> None:
         """Live deliveries are logged or wait in the store: their records may be committed past."""
         for delivery in deliveries:
             if delivery.source_partition is not None and delivery.source_offset is not None:

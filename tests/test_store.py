@@ -70,14 +70,15 @@ async def test_claims_respect_entity_order_and_are_exclusive(database: str) -> N
 
 
 async def test_a_delivery_held_behind_an_earlier_change_is_never_due_on_its_own(database: str) -> None:
-    """Parked behind a change still in a publisher's memory: only that publisher releases it; if it died,
-    parking the same record again (its partition read anew, the earlier change first) takes it over."""
+    """Parked behind a change still in a publisher's memory: only that publisher releases it; recording the
+    same record again (its partition read anew, the earlier change first) takes it over, whether or not its
+    claim has run out (a publisher killed a moment ago still has a claim of up to a minute)."""
     async with Store(database) as store:
         await store.add_organization("acme")
         integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
         later = NewDelivery(integration, "acme", "evt_9", f"evt_9_i{integration}", "docs", "docs/x", "updated", b"{}",
                             0, 9)
-        (held,) = await store.create_deliveries([later], timedelta(0), held=True)  # its claim ends at once
+        (held,) = await store.park([], behind=[later], hold_for=timedelta(0))  # its claim ends at once
         assert await store.claim_due(10, timedelta(minutes=1)) == []  # an expired claim does not free it
         assert await store.waiting_entities([(integration, "docs/x")]) == {(integration, "docs/x")}
         await store.park([later])  # the record read again by the next owner: taken over, due now
@@ -85,8 +86,23 @@ async def test_a_delivery_held_behind_an_earlier_change_is_never_due_on_its_own(
         assert due.id == held.id
         again = NewDelivery(integration, "acme", "evt_10", f"evt_10_i{integration}", "docs", "docs/y", "updated",
                             b"{}", 0, 10)
-        (kept,) = await store.create_deliveries([again], timedelta(minutes=1), held=True)
-        await store.park([again])  # its publisher still holds it: left alone
+        (kept,) = await store.park([], behind=[again], hold_for=timedelta(minutes=1))
         assert await store.claim_due(10, timedelta(minutes=1)) == []
-        await store.release_held([kept.id])
+        await store.park([again])  # read again while its claim runs: taken over all the same
         assert [d.id for d in await store.claim_due(10, timedelta(minutes=1))] == [kept.id]
+        await store.release_held([kept.id])  # its first publisher lets go of it later: changes nothing
+        assert await store.claim_due(10, timedelta(minutes=1)) == []
+
+
+async def test_a_later_change_parked_with_earlier_held_ones_waits_behind_them(database: str) -> None:
+    """Held and plain waiting deliveries of one flush are one statement: the later change, due at once, is
+    never in the store without the earlier ones it must wait behind (a poller used to take it in between)."""
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        earlier, later = (NewDelivery(integration, "acme", f"evt_{n}", f"evt_{n}_i{integration}", "docs", "docs/x",
+                                      "updated", b"{}", 0, n) for n in (5, 6))
+        (held,) = await store.park([later], behind=[earlier])
+        assert await store.claim_due(10, timedelta(minutes=1)) == []
+        await store.release_held([held.id])
+        assert [d.id for d in await store.claim_due(10, timedelta(minutes=1))] == [held.id]

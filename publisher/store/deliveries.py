@@ -54,14 +54,14 @@ _LOCKED = "locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE id = ANY(
 _LOCKED_PENDING = _LOCKED.replace("ORDER BY", "AND status = 'pending' ORDER BY")
 
 
-def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
+def _columns(deliveries: Sequence[NewDelivery], presorted: bool = False) -> list[list[object]]:
     """The deliveries as column arrays, in the one order every statement inserts them in: by their
     event's place in its partition. Two statements recording the same events at once (the consumers
     and a catch-up job, at the seam of an enable) then meet in the same order and one waits for the
     other, where opposite orders deadlock. Within a partition that is the events' order, so an
     entity's deliveries still get their ids in the order its changes were made."""
-    ordered = sorted(deliveries, key=_place)
-    return [[getattr(d, name) for d in ordered] for name in NewDelivery.__dataclass_fields__]
+    placed = deliveries if presorted else sorted(deliveries, key=_place)
+    return [[getattr(d, name) for d in placed] for name in NewDelivery.__dataclass_fields__]
 
 
 def _place(delivery: NewDelivery) -> tuple[int, int, int, str]:
@@ -80,38 +80,62 @@ class DeliveryStore(IntegrationStore):
     """The life of a delivery."""
 
     async def create_deliveries(self, deliveries: Sequence[NewDelivery], claim_for: timedelta,
-                                filtered: Mapping[int, int] | None = None, *, held: bool = False) -> list[Delivery]:
+                                filtered: Mapping[int, int] | None = None, *,
+                                held: bool | Sequence[bool] = False, hold_for: timedelta | None = None
+                                ) -> list[Delivery]:
         """Record deliveries durably as pending, claimed by the caller for ``claim_for``; known ones are skipped,
-        except one held behind by a publisher that is gone (``publisher.ordering.HELD``), which is taken over.
+        except one held behind an earlier change (``publisher.ordering.HELD``), which is taken over.
 
-        ``held``: parked behind an earlier change still in the caller's memory, until ``release_held``.
+        ``held`` (for all, or one flag per delivery): parked behind an earlier change still in the caller's
+        memory, claimed for ``hold_for`` (default ``claim_for``) and never due until ``release_held``.
         ``filtered`` (integration id -> events its conditions filtered out) is counted in the same
         statement. ``park`` is the same with no claim: the retry poller hands the deliveries out.
+
+        Taking a held delivery over is always safe: its record is recorded again only by a reader of its
+        partition, which read the earlier change it was held behind first (that change was not settled, so no
+        commit passed it) and left it in the store or in its own memory - where this one then waits behind it.
         """
         counts = [list(filtered or {}), list((filtered or {}).values())]
         if not deliveries:
             if counts[0]:
                 await self._binary(_COUNT_FILTERED, counts, "cannot count filtered events")
             return []
+        flags = [held] * len(deliveries) if isinstance(held, bool) else list(held)
+        placed = sorted(zip(deliveries, flags, strict=True), key=lambda pair: _place(pair[0]))
         # One statement, parameters as binary arrays (no per-value escaping); the bodies are not sent back.
         sql = (f"WITH counted AS ({_COUNT_FILTERED}) "
                f"INSERT INTO {{s}}.deliveries ({_NEW_COLUMNS}, claimed_until, next_attempt_at) "
-               f"SELECT *, now() + %b, CASE WHEN %b THEN {HELD} ELSE now() END FROM unnest({_NEW_ARRAYS}) "
+               f"SELECT {_NEW_COLUMNS}, now() + CASE WHEN n.held THEN %b ELSE %b END, "
+               f"CASE WHEN n.held THEN {HELD} ELSE now() END "
+               f"FROM unnest({_NEW_ARRAYS}, %b::bool[]) AS n({_NEW_COLUMNS}, held) "
                "ON CONFLICT (integration_id, event_id) DO UPDATE SET claimed_until = EXCLUDED.claimed_until, "
                "next_attempt_at = EXCLUDED.next_attempt_at WHERE {s}.deliveries.status = 'pending' "
-               f"AND {{s}}.deliveries.next_attempt_at >= {HELD} AND ({{s}}.deliveries.claimed_until IS NULL "
-               "OR {s}.deliveries.claimed_until < now()) "
+               f"AND {{s}}.deliveries.next_attempt_at >= {HELD} "
                "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger")
-        rows = await self._binary(sql, [*counts, claim_for, held, *_columns(deliveries)], "cannot record deliveries")
+        columns = _columns([delivery for delivery, _ in placed], presorted=True)
+        rows = await self._binary(sql, [*counts, hold_for if hold_for is not None else claim_for, claim_for,
+                                        *columns, [flag for _, flag in placed]], "cannot record deliveries")
         by_key = {(d.integration_id, d.event_id): d for d in deliveries}
         return sorted((Delivery(id, integration_id, by_key[(integration_id, event_id)].webhook_id, entity_path,
                                 by_key[(integration_id, event_id)].body, attempts, created_at, trigger)
                        for id, integration_id, event_id, entity_path, attempts, created_at, trigger in rows),
                       key=lambda delivery: delivery.id)
 
-    async def park(self, deliveries: Sequence[NewDelivery], filtered: Mapping[int, int] | None = None) -> None:
-        """Deliveries that must wait (``publisher.ordering``), stored pending and due now; known ones are skipped."""
-        await self.create_deliveries(deliveries, timedelta(0), filtered)
+    async def park(self, deliveries: Sequence[NewDelivery], filtered: Mapping[int, int] | None = None, *,
+                   behind: Sequence[NewDelivery] = (), hold_for: timedelta = timedelta(seconds=60)
+                   ) -> list[Delivery]:
+        """Deliveries that must wait (``publisher.ordering``), stored pending and due now; known ones are skipped.
+
+        ``behind``: deliveries held behind an earlier change of their entity still in the caller's memory,
+        written in the same statement, so a later change parked with them never shows up in the store without
+        them (the poller could take it first). Returns those held ones, claimed for ``hold_for``.
+        """
+        together = [*deliveries, *behind]
+        written = await self.create_deliveries(together, timedelta(0), filtered,
+                                               held=[False] * len(deliveries) + [True] * len(behind),
+                                               hold_for=hold_for)
+        held = {(d.integration_id, d.webhook_id) for d in behind}
+        return [d for d in written if (d.integration_id, d.webhook_id) in held]
 
     async def waiting_entities(self, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
         """Which (integration id, entity path) pairs have a delivery waiting in the store."""
