@@ -23,8 +23,7 @@ TABLE = """CREATE TABLE IF NOT EXISTS bench_latency (id bigint PRIMARY KEY, org 
            amount numeric(14,2), note text, created_at timestamptz NOT NULL DEFAULT now())"""
 
 
-TUNED = """linger_ms = 20         # a commit waits at most 20 ms for company
-fetch_max_wait_ms = 5  # the publisher's fetch returns within 5 ms when nothing new arrived
+TUNED = """fetch_max_wait_ms = 5  # the publisher's fetch returns within 5 ms when nothing new arrived
 """
 TUNED_PUBLISHER = """concurrency_per_integration = 64  # one integration takes all the traffic
 lane_capacity = 50000             # a backlog waits in memory

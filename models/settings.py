@@ -65,7 +65,9 @@ class KafkaSettings(_Section):
     topic: str = "walhook.events"
     partitions: int = Field(default=6, ge=1, description="used when walhook creates the topic")
     acks: Literal["all", "1", "0"] = "all"
-    linger_ms: int = Field(default=5, ge=0)
+    # 20 ms: a batch per partition at most every 20 ms. Fewer, larger batches cost any broker less, and the
+    # bundled one a lot (its fetches list every batch of a partition; BENCHMARKS.md section 2).
+    linger_ms: int = Field(default=20, ge=0, description="how long a record batch waits for company")
     max_batch_size: int = Field(default=1_048_576, ge=1024)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     enable_idempotence: bool = False

@@ -86,9 +86,9 @@ class Dispatcher:
         """Deliveries waiting in each integration's lane in this process."""
         return {integration_id: lane.size for integration_id, lane in self._lanes.items()}
 
-    def full_lanes(self) -> list[int]:
-        """Integrations whose lane has no room: the poller claims nothing for them."""
-        return [integration_id for integration_id, lane in self._lanes.items() if lane.size >= self.capacity]
+    def lane_room(self) -> dict[int, int]:
+        """How many more deliveries each integration's lane here takes now (the poller claims no more)."""
+        return {integration_id: max(0, self.capacity - lane.size) for integration_id, lane in self._lanes.items()}
 
     async def room(self, max_wait: float = 2.0) -> None:
         """Wait (at most ``max_wait`` seconds) while a lane that drains quickly is over half full.

@@ -43,7 +43,8 @@ from publisher.retry import RetryPolicy
 from publisher.routing import delivery_of, parse_event, route
 from publisher.sender import WebhookSender
 from publisher.settlement import Settlement
-from publisher.store import NewDelivery, Store
+from publisher.store import Delivery, NewDelivery, Store
+from publisher.store.deliveries import CLAIM_PER_INTEGRATION
 
 log = logging.getLogger("walhook.publisher")
 
@@ -301,19 +302,33 @@ class Publisher:
                 for integration in routed.recipients]
 
     async def _poll_due(self, stop: asyncio.Event) -> None:
-        """Hand due retries (and deliveries others released) to the lanes, fairly (see ``Store.claim_due``)."""
+        """Hand due retries (and deliveries others released) to the lanes, fairly (see ``Store.claim_due``).
+
+        While an integration has more due than one claim offers, the next claim follows at once (its lane
+        permitting): a backlog in the store drains as fast as the lane sends, not one share per poll."""
         assert self.dispatcher is not None
         while not stop.is_set():
+            room = self.dispatcher.lane_room()
             try:
-                claimed = await self.store.claim_due(self.settings.lane_capacity, self._claim,
-                                                     self.dispatcher.full_lanes())
+                claimed = await self.store.claim_due(self.settings.lane_capacity, self._claim, room)
             except StoreError as exc:
                 log.warning("cannot look for due deliveries: %s", exc)
                 claimed = []
             for delivery in claimed:
                 self.dispatcher.submit(delivery)
-            if len(claimed) < self.settings.lane_capacity:  # a full claim: more may be due at once
+            if not _more_due(claimed, room, self.settings.lane_capacity):
                 await asyncio.sleep(self.settings.poll_interval)
+            elif not any(self.dispatcher.lane_room().values()):
+                await asyncio.sleep(0.02)  # every lane is full: let them send a little first
+
+
+def _more_due(claimed: list[Delivery], room: dict[int, int], limit: int) -> bool:
+    """Whether the claim was cut short (as a whole, or an integration's offer): more may be due now."""
+    if len(claimed) >= limit:
+        return True
+    taken = Counter(delivery.integration_id for delivery in claimed)
+    return any(count >= min(CLAIM_PER_INTEGRATION, room.get(integration_id, CLAIM_PER_INTEGRATION))
+               for integration_id, count in taken.items())
 
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]

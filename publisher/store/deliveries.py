@@ -45,6 +45,9 @@ _LOG_FIRST = (
     "%b::text[], %b::bytea[], %b::float8[], %b::text[], %b::text[]) AS a(integration_id, event_id, "
     "started_at, url, request_headers, response_status, response_headers, response_body, duration_ms, "
     "error, outcome) JOIN logged l ON l.integration_id = a.integration_id AND l.event_id = a.event_id")
+CLAIM_PER_INTEGRATION = 200
+"""The most deliveries one integration offers to one claim (``claim_due``): others' turn comes first."""
+
 _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
 # Statements that change many deliveries lock them first, in id order, so that two of them running
 # at once (the attempt recorder, the claim keeper, a recovering integration's retries brought
@@ -165,16 +168,17 @@ class DeliveryStore(IntegrationStore):
         moves = [[r.status for r in latest], [r.next_attempt_at for r in latest], [r.error for r in latest]]
         await self._binary(_LOG_FIRST, [*columns, *moves, *attempts], "cannot log attempts")
 
-    async def claim_due(self, limit: int, claim_for: timedelta, skip_integrations: Sequence[int] = (),
-                        per_integration: int = 200) -> list[Delivery]:
+    async def claim_due(self, limit: int, claim_for: timedelta, room: Mapping[int, int] | None = None,
+                        per_integration: int = CLAIM_PER_INTEGRATION) -> list[Delivery]:
         """Pending deliveries whose time has come and that the ordering rule lets go, claimed fairly.
 
         Fair: each integration offers at most ``per_integration`` of its oldest due deliveries,
         ranked; the claim takes every organization's first before any organization's second,
         and within an organization every integration's first before any second. So neither a
         large backlog nor many integrations let one tenant hold back another's retries.
-        ``skip_integrations`` (lanes with no room) offer nothing: a saturated lane takes no
-        share of the claim. Claimed with SKIP LOCKED, so several publishers share the work.
+        ``room`` (integration id -> deliveries its lane can take now) lowers an integration's
+        offer to what its lane takes: a full lane offers nothing and takes no share of the claim.
+        Claimed with SKIP LOCKED, so several publishers share the work.
         """
         sql = (
             "WITH candidates AS (SELECT x.id, x.next_attempt_at, x.rank, i.organization_id "
@@ -183,15 +187,16 @@ class DeliveryStore(IntegrationStore):
             "WHERE c.integration_id = i.id AND c.status = 'pending' AND c.next_attempt_at <= now() "
             "AND (c.claimed_until IS NULL OR c.claimed_until < now()) "
             f"AND (i.ordering = 'none' OR NOT ({EARLIER_PENDING} OR {BEYOND_CATCH_UP})) "
-            "ORDER BY c.next_attempt_at, c.id LIMIT %b) x "
-            "WHERE i.enabled AND NOT (i.id = ANY(%b::bigint[]))), "
+            "ORDER BY c.next_attempt_at, c.id LIMIT least(%b, coalesce((SELECT r.room FROM unnest(%b::bigint[], "
+            "%b::int[]) AS r(id, room) WHERE r.id = i.id), %b))) x WHERE i.enabled), "
             "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
             "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
             "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
             "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
             "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
             f"RETURNING {_READY}")
-        rows = await self._binary(sql, [min(per_integration, limit), list(skip_integrations), limit, claim_for],
+        offer = min(per_integration, limit)
+        rows = await self._binary(sql, [offer, list(room or {}), list((room or {}).values()), offer, limit, claim_for],
                                   "cannot claim due deliveries")
         return [Delivery(id, integration_id, webhook_id, entity_path, bytes(body), attempts, created_at,
                          trigger)
