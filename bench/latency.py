@@ -12,7 +12,7 @@ the achieved write rate, where the time goes (``breakdown``) and the peak RSS of
 processes. Prints a table; writes JSON under bench/results/.
 
     python bench/latency.py [--rates 500 2000 5000] [--seconds 60] [--connections 2] [--kafka HOST:PORT]
-        [--tuned] [--set kafka.linger_ms=20]
+        [--tuned] [--set kafka.linger_ms=5]
 
 The configuration is the defaults a user gets (``--tuned``: the settings earlier runs tuned);
 every fifth transaction is an UPDATE of an earlier row. Per rate it also prints the rows
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--tuned", action="store_true", help="the settings earlier runs tuned for this benchmark "
                                                              "instead of the defaults a user gets")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a setting beside the defaults, e.g. kafka.linger_ms=20 (repeatable)")
+                        help="a setting beside the defaults, repeatable, e.g. kafka.linger_ms=5")
     parser.add_argument("--kafka", help="bootstrap servers of a broker to use instead of the bundled tansu, "
                                         "e.g. Apache Kafka from docker/compose.yaml (see BENCHMARKS.md: tansu's "
                                         "fetches slow down as a partition's record batches pile up)")
