@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from models.settings import PublisherSettings
 from publisher.errors import HttpError
@@ -20,8 +21,11 @@ RESPONSE_BODY_CAP = 16 * 1024
 
 
 def user_agent() -> str:
-    from walhook import __version__
-    return f"walhook/{__version__}"
+    """``walhook/<version>``, the installed distribution's version (the delivery engine does not import the CLI)."""
+    try:
+        return f"walhook/{metadata.version('walhook')}"
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "walhook"
 
 
 @dataclass(frozen=True, slots=True)

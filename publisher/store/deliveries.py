@@ -205,7 +205,10 @@ class DeliveryStore(IntegrationStore):
             "%b::int[]) AS r(id, room) WHERE r.id = i.id), %b))) x WHERE i.enabled), "
             "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
             "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
-            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
+            # Checked again on the locked row itself: a claim committed since this statement's snapshot leaves
+            # the row unlocked (SKIP LOCKED takes it), and only these conditions see its newest version.
+            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id WHERE d.status = 'pending' "
+            "AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND d.next_attempt_at <= now() "
             "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
             "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
             f"RETURNING {_READY}")
