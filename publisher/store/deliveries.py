@@ -205,12 +205,12 @@ class DeliveryStore(IntegrationStore):
             "%b::int[]) AS r(id, room) WHERE r.id = i.id), %b))) x WHERE i.enabled), "
             "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
             "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
-            # Checked again on the locked row itself: a claim committed since this statement's snapshot leaves
-            # the row unlocked (SKIP LOCKED takes it), and only these conditions see its newest version.
-            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id WHERE d.status = 'pending' "
-            "AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND d.next_attempt_at <= now() "
+            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
             "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
+            # Checked again on the row itself: a claim committed since this statement's snapshot leaves the row
+            # unlocked (SKIP LOCKED takes it), and only the update's own conditions see its newest version.
             "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
+            "AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < now()) "
             f"RETURNING {_READY}")
         offer = min(per_integration, limit)
         rows = await self._binary(sql, [offer, list(room or {}), list((room or {}).values()), offer, limit, claim_for],
