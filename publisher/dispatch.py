@@ -106,19 +106,13 @@ class Dispatcher:
     async def take_live(self, deliveries: list[NewDelivery]) -> None:
         """A consumed batch's deliveries: each to its lane now, or to the store when it must wait.
 
-        One look at the store for the batch: which of its entities have a delivery waiting there, and which of
-        its deliveries were settled before (their record read again after a crash or a rebalance): those are
-        not sent again.
+        One look at the store for the batch: which of its entities have a delivery waiting there.
         """
         asked = {(d.integration_id, d.entity_path) for d in deliveries if self._ordered(d.integration_id)}
         async with self.recorder.reading():
-            waiting, settled = await self.store.look_before_sending(
-                list(asked), [(d.integration_id, d.event_id) for d in deliveries])
+            waiting = await self.store.waiting_entities(list(asked))
             for new in deliveries:
-                if (new.integration_id, new.event_id) in settled:
-                    self.recorder.settled_before(new)  # read again after another publisher sent it
-                else:
-                    self._take(new, waiting)
+                self._take(new, waiting)
 
     def _take(self, new: NewDelivery, waiting: Collection[tuple[int, str]]) -> None:
         integration = self.directory.get(new.integration_id)

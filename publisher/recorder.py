@@ -81,12 +81,6 @@ class Recorder:
         (self._behind if behind else self._parked).append(delivery)
         self._waiting[(delivery.integration_id, delivery.entity_path)] += 1
 
-    def settled_before(self, delivery: NewDelivery) -> None:
-        """A live delivery the store shows settled already (another publisher sent it): its record may be
-        committed past."""
-        if self.on_settled is not None:
-            self.on_settled([delivery])
-
     def free(self, key: EntityKey) -> None:
         """The entity has nothing left in memory here: what was parked behind it may go (after the
         entity's last outcome is written: the same flush writes it first)."""

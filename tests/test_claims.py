@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
 
 import orjson
 
-from publisher.store import AttemptRecord, NewDelivery
+from publisher.store import NewDelivery
 from tests.conftest import Servers
 from tests.receivers import ScriptedReceiver
 from tests.test_delivery import event, org_with, produce, publishing, until
@@ -38,22 +37,3 @@ async def test_a_backlog_in_the_store_drains_without_waiting_for_the_next_poll(s
         async with publishing(servers, topic, store, poll_interval=3600.0):
             await until(lambda: len(receiver.verified()) >= 600, timeout=30)
     assert len({hit.webhook_id for hit in receiver.verified()}) == 600
-
-
-async def test_a_record_read_again_is_not_sent_again_when_its_delivery_is_logged(servers: Servers, database: str,
-                                                                                  topic: str) -> None:
-    """A publisher sent a delivery and logged it, but stopped before committing its record: whoever reads the
-    record again finds it settled in the store and does not send it again (the crash scenarios used to count
-    thousands of such duplicates). A later change of the same entity, in the same partition, still goes."""
-    async with ScriptedReceiver() as receiver, org_with(database, receiver, "once") as (store, ids):
-        integration = ids["once"]
-        sent = NewDelivery(integration, "acme", event(1)["eventId"], f"{event(1)['eventId']}_i{integration}", "docs",
-                           "docs/1", "updated", orjson.dumps(event(1)), 0, 0)
-        await store.log_first_attempts([AttemptRecord(
-            0, integration, 1, "scheduled", datetime.now(UTC), receiver.url("once"), {}, 204, {}, None, 3.0, None,
-            "succeeded", None, live=sent)])
-        async with publishing(servers, topic, store):
-            await produce(servers, topic, [event(1, seq=1), event(2, seq=2)])  # one entity: one partition, in order
-            # One entity goes in order: had the first been sent, it would have been answered before the second left.
-            await until(lambda: len(receiver.verified()) >= 1)
-    assert [hit.webhook_id for hit in receiver.hits] == [f"{event(2)['eventId']}_i{integration}"]

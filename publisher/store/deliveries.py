@@ -142,25 +142,11 @@ class DeliveryStore(IntegrationStore):
 
     async def waiting_entities(self, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
         """Which (integration id, entity path) pairs have a delivery waiting in the store."""
-        return (await self.look_before_sending(pairs, []))[0]
-
-    async def look_before_sending(self, pairs: Sequence[tuple[int, str]], events: Sequence[tuple[int, str]]
-                                  ) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
-        """One look for a consumed batch: which (integration id, entity path) pairs have a delivery waiting
-        in the store, and which (integration id, event id) deliveries are settled already - logged as
-        succeeded or failed by a publisher that had not committed their record when it stopped or let its
-        partition go. Those are not sent again."""
-        if not pairs and not events:
-            return set(), set()
-        sql = (f"SELECT integration_id, entity_path, NULL::text FROM ({WAITING_ENTITIES}) AS waiting UNION ALL "
-               "SELECT d.integration_id, NULL, d.event_id FROM unnest(%b::bigint[], %b::text[]) AS e(integration_id, "
-               "event_id) JOIN {s}.deliveries d ON d.integration_id = e.integration_id AND d.event_id = e.event_id "
-               "WHERE d.status <> 'pending'")
-        rows = await self._binary(sql, [[i for i, _ in pairs], [p for _, p in pairs], [i for i, _ in events],
-                                        [e for _, e in events]], "cannot look for waiting deliveries")
-        waiting = {(integration_id, path) for integration_id, path, event_id in rows if event_id is None}
-        settled = {(integration_id, event_id) for integration_id, _, event_id in rows if event_id is not None}
-        return waiting, settled
+        if not pairs:
+            return set()
+        rows = await self._binary(WAITING_ENTITIES, [[i for i, _ in pairs], [p for _, p in pairs]],
+                                  "cannot look for waiting deliveries")
+        return {(integration_id, entity_path) for integration_id, entity_path in rows}
 
     async def log_first_attempts(self, records: Sequence[AttemptRecord]) -> None:
         """Write live deliveries with their first attempt: one row each in the log, with its attempt.
