@@ -57,14 +57,14 @@ _LOCKED = "locked AS MATERIALIZED (SELECT id FROM {s}.deliveries WHERE id = ANY(
 _LOCKED_PENDING = _LOCKED.replace("ORDER BY", "AND status = 'pending' ORDER BY")
 
 
-def _columns(deliveries: Sequence[NewDelivery], presorted: bool = False) -> list[list[object]]:
+def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
     """The deliveries as column arrays, in the one order every statement inserts them in: by their
     event's place in its partition. Two statements recording the same events at once (the consumers
     and a catch-up job, at the seam of an enable) then meet in the same order and one waits for the
     other, where opposite orders deadlock. Within a partition that is the events' order, so an
     entity's deliveries still get their ids in the order its changes were made."""
-    placed = deliveries if presorted else sorted(deliveries, key=_place)
-    return [[getattr(d, name) for d in placed] for name in NewDelivery.__dataclass_fields__]
+    ordered = sorted(deliveries, key=_place)
+    return [[getattr(d, name) for d in ordered] for name in NewDelivery.__dataclass_fields__]
 
 
 def _place(delivery: NewDelivery) -> tuple[int, int, int, str]:
@@ -115,7 +115,7 @@ class DeliveryStore(IntegrationStore):
                "next_attempt_at = EXCLUDED.next_attempt_at WHERE {s}.deliveries.status = 'pending' "
                f"AND {{s}}.deliveries.next_attempt_at >= {HELD} "
                "RETURNING id, integration_id, event_id, entity_path, attempts, created_at, trigger")
-        columns = _columns([delivery for delivery, _ in placed], presorted=True)
+        columns = _columns([delivery for delivery, _ in placed])  # already in place order: the flags line up
         rows = await self._binary(sql, [*counts, hold_for if hold_for is not None else claim_for, claim_for,
                                         *columns, [flag for _, flag in placed]], "cannot record deliveries")
         by_key = {(d.integration_id, d.event_id): d for d in deliveries}
