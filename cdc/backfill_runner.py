@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -38,10 +38,10 @@ from cdc.pgoutput import Column, Relation
 from cdc.source import connect_control
 from cdc.values import UserType, is_builtin
 from cdc.watermark import ChunkSizer, Key
+from models.errors import StoreError
+from models.headers import BACKFILL_ID, BACKFILL_INTEGRATION
+from models.jobs import Backfill
 from models.settings import BackfillSettings, EntitySettings, SourceSettings
-from publisher.errors import StoreError
-from publisher.routing import TARGET_HEADER
-from publisher.store import Backfill, Store
 
 log = logging.getLogger("walhook.cdc.backfill")
 
@@ -51,10 +51,27 @@ MAX_AGAIN = 20  # chunks read again in a row (a racing snapshot, an overflowing 
 TURN_SECONDS = 5.0  # a backfill works this long before another waiting one (maybe another organization's) goes
 
 
+class BackfillJobs(Protocol):
+    """What the runner needs of the store that keeps backfill jobs (the wiring passes the store in; capture
+    never imports the delivery half). Each call may raise ``models.errors.StoreError``."""
+
+    async def open(self) -> None: ...
+
+    async def claim_backfill(self, tables: Sequence[str], claim_for: timedelta, claimer: str) -> Backfill | None: ...
+
+    async def other_backfills_waiting(self, backfill_id: int, tables: Sequence[str]) -> bool: ...
+
+    async def note_backfill_progress(self, backfill: Backfill, claim_for: timedelta) -> str: ...
+
+    async def finish_backfill(self, backfill_id: int, state: str, error: str | None = None) -> None: ...
+
+    async def release_backfill(self, backfill_id: int) -> None: ...
+
+
 class BackfillRunner:
     """Runs the backfills of the tables this capture process captures, one at a time."""
 
-    def __init__(self, store: Store, settings: BackfillSettings, source: SourceSettings,
+    def __init__(self, store: BackfillJobs, settings: BackfillSettings, source: SourceSettings,
                  entities: Sequence[EntitySettings], stream: BackfillStream, relations: Callable[[], list[Relation]],
                  writer: Writer, stats: Any = None) -> None:
         self._store = store
@@ -258,7 +275,7 @@ def _convert(mapping: TableMapping, row: tuple[bytes | None, ...]) -> dict[str, 
 
 
 def _headers(job: Backfill) -> list[tuple[str, bytes]]:
-    headers = [("walhook-backfill-id", str(job.id).encode())]
+    headers = [(BACKFILL_ID, str(job.id).encode())]
     if job.integration_id is not None:
-        headers.append((TARGET_HEADER, str(job.integration_id).encode()))
+        headers.append((BACKFILL_INTEGRATION, str(job.integration_id).encode()))
     return headers

@@ -27,6 +27,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from cdc.errors import KafkaWriteError
 from cdc.topics import ensure_topic as ensure_topic  # its home moved; importers of cdc.kafka keep working
+from models.headers import ENTITY_KEY, ENTITY_PATH, ENVIRONMENT, EVENT_ID, OPERATION_TYPE, ORGANIZATION_ID
 from models.settings import KafkaSettings
 
 log = logging.getLogger("walhook.cdc")
@@ -49,14 +50,14 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 def message_headers(event: dict[str, Any], environment: str | None = None) -> list[tuple[str, bytes]]:
     headers = [
-        ("walhook-event-id", event["eventId"].encode()),
-        ("walhook-organization-id", (event["organizationId"] or "").encode()),
-        ("walhook-entity-key", event["entityKey"].encode()),
-        ("walhook-operation-type", event["operationType"].encode()),
-        ("walhook-entity-path", event["entityPath"].encode()),
+        (EVENT_ID, event["eventId"].encode()),
+        (ORGANIZATION_ID, (event["organizationId"] or "").encode()),
+        (ENTITY_KEY, event["entityKey"].encode()),
+        (OPERATION_TYPE, event["operationType"].encode()),
+        (ENTITY_PATH, event["entityPath"].encode()),
     ]
     if environment:
-        headers.append(("walhook-environment", environment.encode()))
+        headers.append((ENVIRONMENT, environment.encode()))
     return headers
 
 

@@ -136,7 +136,7 @@ class StorePositions:
         from sqlalchemy.exc import SQLAlchemyError
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        from publisher.migrations import migrate
+        from models.migrations import migrate
 
         engine = create_async_engine("postgresql+psycopg://", pool_size=1,
                                      async_creator=lambda: psycopg.AsyncConnection.connect(self._dsn))

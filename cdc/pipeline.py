@@ -22,7 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc.backfill import MARK_PREFIX, BackfillStream
-from cdc.backfill_runner import BackfillRunner
+from cdc.backfill_runner import BackfillJobs, BackfillRunner
 from cdc.backoff import Backoff
 from cdc.catalog import lookup_types
 from cdc.checkpoint import AckTracker, TransactionAcks
@@ -50,7 +50,6 @@ from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
 from models.settings import BackfillSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.supervision import alongside
-from publisher.store import Store
 
 log = logging.getLogger("walhook.cdc")
 
@@ -111,7 +110,7 @@ class CapturePipeline:
     """One replication session, from START_REPLICATION until the stream ends or ``stop`` is set."""
 
     def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
-                 stats: CaptureStats | None = None, keeper: SlotKeeper | None = None, store: Store | None = None,
+                 stats: CaptureStats | None = None, keeper: SlotKeeper | None = None, store: BackfillJobs | None = None,
                  backfill: BackfillSettings | None = None) -> None:
         self.source = source
         self.keeper = keeper or SlotKeeper(None)
@@ -409,7 +408,7 @@ async def _connect(dsn: str) -> psycopg.AsyncConnection:
 
 async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                       stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None,
-                      keeper: SlotKeeper | None = None, store: Store | None = None,
+                      keeper: SlotKeeper | None = None, store: BackfillJobs | None = None,
                       backfill: BackfillSettings | None = None) -> None:
     """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops.
 
@@ -424,7 +423,7 @@ async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: li
 
 async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                      stop: asyncio.Event, backoff: Backoff, stats: CaptureStats, keeper: SlotKeeper,
-                     store: Store | None, backfill: BackfillSettings | None) -> None:
+                     store: BackfillJobs | None, backfill: BackfillSettings | None) -> None:
     busy_since: float | None = None
     while not stop.is_set():
         pipeline = CapturePipeline(source, kafka, entities, stats, keeper, store, backfill)

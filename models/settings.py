@@ -1,7 +1,8 @@
 """Configuration sections, shared by the capture and delivery halves.
 
-Loading (TOML file, environment overrides, error messages) lives in ``walhook.config``;
-these classes only say what each section holds and what its defaults are.
+``Settings`` is the whole configuration; loading it (TOML file, environment overrides, error messages)
+lives with the CLI, which passes each half the sections it needs. These classes only say what each
+section holds and what its defaults are.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import re
 import string
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from models.errors import ConfigError
 
 # A column name as the catalog has it: mixed case, non-ASCII letters and inner spaces are fine.
 _IDENTIFIER = re.compile(r"^[^\W\d](?:[\w$ ]*[\w$])?$")
@@ -130,7 +133,7 @@ class StoreSettings(_Section):
     @field_validator("secret_keys")
     @classmethod
     def _keys(cls, value: list[str]) -> list[str]:
-        from publisher.secretbox import Keyring
+        from models.secretbox import Keyring
 
         if value:
             Keyring(value)  # the message names the key id, never the key
@@ -382,3 +385,45 @@ def template_columns(template: str) -> list[str]:
         if not _IDENTIFIER.match(name):
             raise ValueError(f"bad template {template!r}: {{{name}}} is not a column name")
     return fields
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections left out of the file are absent (``None``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WALHOOK_", env_nested_delimiter="__", extra="forbid")
+
+    source: SourceSettings | None = None
+    kafka: KafkaSettings | None = None
+    store: StoreSettings | None = None
+    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    entities: list[EntitySettings] = Field(default_factory=list)
+    _origin: str = PrivateAttr(default="configuration")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file's values, which arrive as init arguments.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _default_organization(self) -> Settings:
+        """Give ``[source] default_organization`` to every entity with neither organization setting: the
+        entity is then the one place capture and backfills read a row's organization from."""
+        default = self.source.default_organization if self.source else None
+        if default is not None:
+            self.entities = [entity if entity.reaches_an_organization() else
+                             entity.model_copy(update={"organization": default}) for entity in self.entities]
+        return self
+
+    def require(self, *sections: str) -> None:
+        """Fail with a clear message when a command needs a section the file lacks."""
+        missing = [name for name in sections if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"{self._origin}: missing section(s): " + ", ".join(f"[{name}]" for name in missing))

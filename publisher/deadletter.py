@@ -21,12 +21,13 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from models.headers import DEAD_LETTER_PREFIX
 from models.settings import KafkaSettings
 from publisher.routing import EventFields
 
 log = logging.getLogger("walhook.publisher")
 
-HEADER_PREFIX = "walhook-dead-letter-"
+HEADER_PREFIX = DEAD_LETTER_PREFIX
 TRUNCATED_VALUE_BYTES = 64 * 1024  # what is kept of a value the dead-letter topic refuses whole
 _HEADROOM = 64 * 1024  # our headers on top of a record the events topic accepted
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from models.errors import StoreError
 from publisher.candidates import Candidates, candidates_for
-from publisher.errors import StoreError
 from publisher.store import Integration, Store
 
 log = logging.getLogger("walhook.publisher")

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from models.errors import StoreError
 from publisher.directory import IntegrationDirectory
-from publisher.errors import StoreError
 from publisher.headers import capped_response_headers, hiding_custom_values
 from publisher.lanes import Lane, Spawn, _spawn_task
 from publisher.ordering import must_wait

@@ -3,11 +3,9 @@
 ::
 
     WalhookError
+    ├── StoreError             (models.errors) the store, shared by every half
+    ├── SecretError            (models.errors) a signing secret or a key of the keyring is malformed
     └── PublisherError
-        ├── SecretError        a signing secret is malformed
-        ├── StoreError         walhook's own database refused a query
-        │   ├── NotFound       an organization or integration does not exist
-        │   └── Conflict       it exists already
         ├── SubscriptionError  an event subscription does not parse
         ├── HttpError          an answer that is not HTTP/1.1, or a request that cannot be written
         ├── JobRefused         a replay job's input cannot run (the message names the field)
@@ -20,22 +18,6 @@ from models.errors import WalhookError
 
 class PublisherError(WalhookError):
     """Base of every error of the delivery half."""
-
-
-class SecretError(PublisherError):
-    """A signing secret is not ``whsec_`` + base64 of 24-64 bytes."""
-
-
-class StoreError(PublisherError):
-    """The store database failed."""
-
-
-class NotFound(StoreError):
-    """The named organization or integration does not exist."""
-
-
-class Conflict(StoreError):
-    """The organization (or another unique thing) exists already."""
 
 
 class SubscriptionError(PublisherError):

@@ -12,8 +12,8 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from models.errors import StoreError
 from models.settings import RetentionSettings
-from publisher.errors import StoreError
 from publisher.metrics import PublisherMetrics
 from publisher.store import Pruned, Store
 

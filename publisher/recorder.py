@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
-from publisher.errors import StoreError
+from models.errors import StoreError
 from publisher.store import AttemptRecord, Delivery, NewDelivery, Store
 
 log = logging.getLogger("walhook.publisher")

@@ -29,8 +29,9 @@ from datetime import datetime, timedelta
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from models.errors import StoreError
 from models.settings import KafkaSettings
-from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.errors import NotAnEvent, PublisherError
 from publisher.positions import partitions_of
 from publisher.routing import delivery_of, parse_event, receives
 from publisher.store import Integration, NewDelivery, ReplayJob, Store
@@ -114,7 +115,7 @@ class ReplayRunner:
         try:
             if not job.cancel_requested:  # a cancel asked for before it ran: nothing is read
                 state = await self._replay(job, await self._store.integration(job.integration_id))
-        except (KafkaError, PublisherError) as exc:
+        except (KafkaError, PublisherError, StoreError) as exc:
             state, error = "failed", f"replay from {self._kafka.topic} failed: {exc}"
             log.error("replay job %d: %s", job.id, error)
         except Exception as exc:  # one organization's job must never end the loop serving all

@@ -9,7 +9,7 @@ An integration's first own secret would otherwise end its organization's secrets
 and receivers that verify with them would fail. So that rotation copies the organization's
 newest active secrets as the integration's, ending with the overlap (or sooner, when the
 organization's ended sooner). Those copies are sealed anew for the integration: a sealed secret is
-bound to its owner (``publisher.secretbox``), so its ciphertext cannot simply be copied.
+bound to its owner (``models.secretbox``), so its ciphertext cannot simply be copied.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from publisher.errors import Conflict, StoreError
+from models.errors import Conflict, StoreError
 from publisher.signing import MAX_ACTIVE_SECRETS
 
 _ACTIVE = "(expires_at IS NULL OR expires_at > now())"

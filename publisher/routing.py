@@ -22,13 +22,11 @@ from typing import Any
 
 import orjson
 
+from models.headers import BACKFILL_INTEGRATION, ENVIRONMENT, ROUTING_HEADERS
 from publisher.conditions import NO_CHANGE, Change
 from publisher.errors import NotAnEvent
 from publisher.matching import covers_key, subscribed
 from publisher.store.rows import Integration, NewDelivery
-
-ENVIRONMENT_HEADER = "walhook-environment"
-TARGET_HEADER = "walhook-backfill-integration"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +52,9 @@ def parse_event(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) 
     fields = _body_fields(value, headers)
     environment = target = None
     for name, raw in headers:
-        if name == ENVIRONMENT_HEADER:
+        if name == ENVIRONMENT:
             environment = raw.decode("utf-8", "replace")
-        elif name == TARGET_HEADER:
+        elif name == BACKFILL_INTEGRATION:
             target = _integration_id(raw)
     if environment is None and target is None:
         return fields
@@ -67,7 +65,7 @@ def _integration_id(raw: bytes) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise NotAnEvent(f"header {TARGET_HEADER} is not an integration id: {raw[:40]!r}") from exc
+        raise NotAnEvent(f"header {BACKFILL_INTEGRATION} is not an integration id: {raw[:40]!r}") from exc
 
 
 def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> EventFields:
@@ -102,16 +100,11 @@ def _properties(state: Any) -> dict[str, Any] | None:
     return properties if isinstance(properties, dict) else None
 
 
-_ROUTING_HEADERS = {"walhook-event-id": "event_id", "walhook-organization-id": "organization_id",
-                    "walhook-entity-key": "entity_key", "walhook-operation-type": "operation",
-                    "walhook-entity-path": "entity_path"}
-
-
 def _from_headers(headers: Sequence[tuple[str, bytes]]) -> EventFields | None:
     """The routing fields from the headers the CDC writes, when all of them are there."""
-    found = {_ROUTING_HEADERS[name]: value.decode("utf-8", "replace") for name, value in headers
-             if name in _ROUTING_HEADERS}
-    if len(found) != len(_ROUTING_HEADERS):
+    found = {ROUTING_HEADERS[name]: value.decode("utf-8", "replace") for name, value in headers
+             if name in ROUTING_HEADERS}
+    if len(found) != len(ROUTING_HEADERS):
         return None
     return EventFields(event_id=found["event_id"], organization_id=found["organization_id"] or None,
                        entity_key=found["entity_key"], operation=found["operation"],

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from models.errors import StoreError
 from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
 from models.topics import TopicError, ensure_topic
@@ -33,7 +34,7 @@ from publisher.candidates import route_candidates
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.directory import IntegrationDirectory
 from publisher.dispatch import Dispatcher
-from publisher.errors import NotAnEvent, PublisherError, StoreError
+from publisher.errors import NotAnEvent, PublisherError
 from publisher.metrics import PublisherMetrics
 from publisher.offsets import OffsetCommitter
 from publisher.positions import committed_positions

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 from functools import lru_cache
 
-from publisher.errors import SecretError
+from models.errors import SecretError
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64

@@ -30,8 +30,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
-from walhook.config import Settings
 
 ADMIN_TOKEN = "a" * 32
 BASE_URL = "http://testserver"

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from cdc.pipeline import CaptureStats, run_capture
+from models.errors import Conflict
 from models.events import ChangeEvent
 from models.settings import BackfillSettings, EntitySettings
-from publisher.errors import Conflict
 from publisher.store import Backfill, Store
 from tests.conftest import Servers
 from tests.test_capture import read_topic, settings

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
 from tests.test_api import ADMIN, DOCS, make_integration, tenant
 from tests.test_cli import config_file
 from walhook.cli import main
-from walhook.config import Settings
 
 
 @pytest.fixture

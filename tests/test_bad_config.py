@@ -15,13 +15,13 @@ import pytest
 
 from cdc.errors import SourceError
 from cdc.pipeline import run_capture
+from models.errors import ConfigError
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
 from tests.test_bad_data import capturing, execute
 from tests.test_cli import config_file, walhook
 from tests.test_config import GOOD, write
 from walhook.config import load_settings
-from walhook.errors import ConfigError
 
 
 @pytest.mark.parametrize(("change", "message"), [

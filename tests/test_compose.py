@@ -69,8 +69,8 @@ def test_the_api_has_no_default_admin_token() -> None:
 
 
 def test_the_documented_example_admin_token_is_refused() -> None:
+    from models.errors import ConfigError
     from walhook.config import load_settings
-    from walhook.errors import ConfigError
 
     example = "change-me-to-a-long-random-admin-token"  # the README's and compose's, once: copied everywhere
     with pytest.raises(ConfigError, match=r"api\.admin_token: .*example"):

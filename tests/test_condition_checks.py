@@ -18,7 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.samples import as_if, example_event
-from models.settings import EntitySettings
+from models.settings import EntitySettings, Settings
 from publisher.api.app import create_app
 from publisher.columns import entity_shapes
 from publisher.conditions import NO_CHANGE, ConditionError
@@ -27,7 +27,6 @@ from publisher.matching import check_conditions, parse_item, parse_items
 from publisher.routing import delivery_of, parse_event, receives, route
 from publisher.shapes import Column, shape_of
 from publisher.store import Integration, Store
-from walhook.config import Settings
 
 APPROVED = {"subscription": "flows/packets:updated", "when": {"property": "status", "to": "approved"}}
 PACKETS = EntitySettings(table="public.packets", entity_key="flows/packets", entity_path="packets/{id}",
@@ -338,9 +337,9 @@ def test_the_portal_form_keeps_a_subscription_with_conditions_when_saved_again()
 async def test_an_organizations_conditions_have_a_cost_budget_through_every_front_end(database: str) -> None:
     """Reported: 10 integrations with 100 maximal conditions cost 57 ms per event on the event loop, and
     another organization's row arrived after 10 s. What routing one event may cost is bounded per organization."""
+    from models.errors import Conflict
     from models.settings import ApiSettings
     from publisher import actions
-    from publisher.errors import Conflict
 
     api = ApiSettings(max_condition_cost_per_organization=50)
     wide = {"subscription": "docs:*", "when": {"any_of": [{"property": "n", "equals": n} for n in range(20)]}}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from models.errors import ConfigError
 from walhook.config import load_settings
-from walhook.errors import ConfigError
 
 GOOD = '''
 [source]

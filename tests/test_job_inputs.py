@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from cdc.kafka import ensure_topic
-from models.settings import KafkaSettings
+from models.errors import Conflict
+from models.settings import KafkaSettings, Settings
 from publisher.api.app import create_app
-from publisher.errors import Conflict, JobRefused
+from publisher.errors import JobRefused
 from publisher.recovery import ReplayRunner
 from publisher.replay_input import replay_start
 from publisher.store import Store
@@ -31,7 +32,6 @@ from tests.portal_support import ADMIN, DOCS, admin_headers, organization, signe
 from tests.receivers import ScriptedReceiver
 from tests.test_delivery import event, org_with, produce, publishing, until
 from tests.test_recovery import finished
-from walhook.config import Settings
 
 BEFORE_1970 = "1969-12-31T23:59:59Z"
 

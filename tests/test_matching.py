@@ -41,7 +41,8 @@ def test_read_is_asked_for_by_name_and_star_keeps_meaning_the_changes(text: str,
 
 
 def test_a_backfill_for_one_integration_reaches_only_that_one() -> None:
-    from publisher.routing import TARGET_HEADER, parse_event, receives
+    from models.headers import BACKFILL_INTEGRATION as TARGET_HEADER
+    from publisher.routing import parse_event, receives
     from publisher.store.rows import Integration
 
     body = (b'{"eventId":"evt_1_r3_000000","organizationId":"acme","entityKey":"flows/comments",'

@@ -13,11 +13,11 @@ import httpx
 import psycopg
 import pytest
 
+from models.errors import ConfigError
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.support import COMMENTS_ENTITY, COMMENTS_TABLE, capture_and_publisher, write_config
 from walhook.config import find_config, load_settings
-from walhook.errors import ConfigError
 from walhook.receiver import VerifyingReceiver
 from walhook.stack import free_port
 

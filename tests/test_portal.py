@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
 from publisher.portal.render import HTMX_VERSION
 from publisher.portal.routes import STATIC
@@ -22,7 +23,6 @@ from tests.portal_support import (
     portal_link,
     signed_in,
 )
-from walhook.config import Settings
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
 from publisher.portal.forms import events_from_ticks, ticks_from_events
 from publisher.store import Store
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
-from walhook.config import Settings
 
 HTMX = {"hx-request": "true"}
 

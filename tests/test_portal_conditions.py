@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
-from walhook.config import Settings
 from walhook.receiver import VerifyingReceiver
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtY29uZGl0aW9uLXRlc3RzLTEy"

@@ -11,6 +11,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
+from models.settings import Settings
 from publisher.api.app import create_app
 from publisher.portal.pages_integrations import bars
 from publisher.portal.pages_jobs import PAGE_SIZE
@@ -18,7 +19,6 @@ from publisher.portal.routes import ROUTERS
 from publisher.store import AttemptRecord, NewDelivery, Store
 from publisher.store.rows import HourCounts
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
-from walhook.config import Settings
 
 
 @pytest.fixture

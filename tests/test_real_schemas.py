@@ -21,7 +21,7 @@ from cdc.identity import TableShape, choose_identity
 from cdc.lsn import parse_lsn
 from cdc.pipeline import run_capture
 from cdc.source import prepare_source
-from models.settings import EntitySettings, KafkaSettings, SourceSettings
+from models.settings import EntitySettings, KafkaSettings, Settings, SourceSettings
 from publisher.api.app import create_app
 from publisher.status import slot_status
 from publisher.store import Store
@@ -31,7 +31,7 @@ from tests.support import capture_and_publisher, wait_for, write_config
 from tests.test_capture import capturing, read_topic
 from tests.test_cdc_features import setup, source_and_kafka
 from walhook.cli.status import render, slot_lines
-from walhook.config import Settings, load_settings
+from walhook.config import load_settings
 from walhook.receiver import VerifyingReceiver
 from walhook.stack import free_port
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from models.settings import KafkaSettings
+from models.settings import KafkaSettings, Settings
 from publisher.api.app import create_app
 from publisher.positions import committed_positions
 from publisher.store import Store
@@ -20,7 +20,6 @@ from tests.conftest import Servers
 from tests.portal_support import ADMIN, DOCS, admin_headers, signed_in
 from tests.receivers import Answer, Hit, ScriptedReceiver, always
 from tests.test_delivery import event, org_with, produce, publishing, until, until_taken_in
-from walhook.config import Settings
 
 
 def carried(hit: Hit) -> list[str]:

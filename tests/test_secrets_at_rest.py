@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from publisher.errors import SecretError, StoreError
-from publisher.secretbox import Keyring, SecretKeyMissing, new_key, parse_key
+from models.errors import SecretError, StoreError
+from models.secretbox import Keyring, SecretKeyMissing, new_key, parse_key
 from publisher.signing import generate_secret
 from publisher.store import Store, store_for
 from publisher.store import tenants as tenant_store

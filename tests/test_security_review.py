@@ -10,15 +10,15 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from models.secretbox import Keyring, new_key
+from models.settings import Settings
 from publisher.api.app import create_app
 from publisher.api.failures import AuthFailures
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
-from publisher.secretbox import Keyring, new_key
 from publisher.store import NewDelivery, Store
 from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
 from walhook.cli.status import render, render_organization
-from walhook.config import Settings
 
 KEY = new_key("k1")
 

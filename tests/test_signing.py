@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from publisher.errors import SecretError
+from models.errors import SecretError
 from publisher.signing import check_secret, generate_secret, secret_key, sign, webhook_headers
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

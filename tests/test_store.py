@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from publisher.errors import NotFound, SecretError
-from publisher.migrations import MIGRATIONS, migrate
+from models.errors import NotFound, SecretError
+from models.migrations import MIGRATIONS, migrate
 from publisher.store import NewDelivery, Store
 
 

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
-from publisher.errors import StoreError
+from models.errors import StoreError
 from publisher.store import AttemptRecord, NewDelivery, Store, utcnow
 
 ROUNDS = 40

@@ -21,9 +21,10 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from models.errors import ConfigError, Conflict, SecretError
+from models.settings import Settings
 from publisher.api.app import create_app
 from publisher.api.schemas import IntegrationIn, IntegrationPatch
-from publisher.errors import Conflict, SecretError
 from publisher.headers import OMITTED, capped_response_headers
 from publisher.signing import MAX_ACTIVE_SECRETS, signature_header
 from publisher.store import Store
@@ -31,8 +32,6 @@ from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
 from tests.test_cli import config_file
 from tests.test_delivery import event, org_with, produce, publishing, until
-from walhook.config import Settings
-from walhook.errors import ConfigError
 from walhook.secret_input import organization_secrets, read_secret
 
 ADMIN = "admin-token-" + "y" * 20

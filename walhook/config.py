@@ -14,64 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ValidationError
 
-from models.settings import (
-    ApiSettings,
-    BackfillSettings,
-    EntitySettings,
-    KafkaSettings,
-    PortalSettings,
-    PublisherSettings,
-    RetentionSettings,
-    SourceSettings,
-    StoreSettings,
-)
-from walhook.errors import ConfigError
-
-
-class Settings(BaseSettings):
-    """The whole configuration. Sections left out of the file are absent (``None``)."""
-
-    model_config = SettingsConfigDict(env_prefix="WALHOOK_", env_nested_delimiter="__", extra="forbid")
-
-    source: SourceSettings | None = None
-    kafka: KafkaSettings | None = None
-    store: StoreSettings | None = None
-    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
-    portal: PortalSettings = Field(default_factory=PortalSettings)
-    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
-    entities: list[EntitySettings] = Field(default_factory=list)
-    _origin: str = PrivateAttr(default="configuration")
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file's values, which arrive as init arguments.
-        return env_settings, init_settings
-
-    @model_validator(mode="after")
-    def _default_organization(self) -> Settings:
-        """Give ``[source] default_organization`` to every entity with neither organization setting: the
-        entity is then the one place capture and backfills read a row's organization from."""
-        default = self.source.default_organization if self.source else None
-        if default is not None:
-            self.entities = [entity if entity.reaches_an_organization() else
-                             entity.model_copy(update={"organization": default}) for entity in self.entities]
-        return self
-
-    def require(self, *sections: str) -> None:
-        """Fail with a clear message when a command needs a section the file lacks."""
-        missing = [name for name in sections if getattr(self, name) is None]
-        if missing:
-            raise ConfigError(f"{self._origin}: missing section(s): " + ", ".join(f"[{name}]" for name in missing))
-
+from models.errors import ConfigError
+from models.settings import Settings
 
 CONFIG_FILE = "walhook.toml"
 

@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import WalhookError
+from models.headers import DEAD_LETTER_PREFIX, ENTITY_PATH, EVENT_ID
 from models.settings import KafkaSettings, PublisherSettings
 
-PUBLISHER_HEADER = "walhook-dead-letter-"
+PUBLISHER_HEADER = DEAD_LETTER_PREFIX
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def dead_letter_of(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
     if PUBLISHER_HEADER + "reason" in headers:
         size = headers.get(PUBLISHER_HEADER + "truncated-from")
         return DeadLetter(source="publisher", reason=headers[PUBLISHER_HEADER + "reason"],
-                          event_id=headers.get("walhook-event-id"), table=None,
-                          entity_path=headers.get("walhook-entity-path"),
+                          event_id=headers.get(EVENT_ID), table=None,
+                          entity_path=headers.get(ENTITY_PATH),
                           size=int(size) if size and size.isdigit() else len(record.value or b""), **where)
     fields = _capture_fields(record.value)
     return DeadLetter(source="capture", reason=str(fields.get("reason", "unreadable dead-letter record")),

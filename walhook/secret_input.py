@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from publisher.errors import SecretError
+from models.errors import ConfigError, SecretError
 from publisher.signing import check_secret
-from walhook.errors import ConfigError
 
 _REFUSED = ("--secret on the command line shows in process lists and shell histories; "
             "use --secret-file FILE, or --secret-file - to read it from standard input")

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from cdc.errors import SourceError
 from cdc.identity import TableShape, choose_identity
+from models.errors import ConfigError
 from models.settings import (
     ApiSettings,
     BackfillSettings,
@@ -28,7 +29,6 @@ from models.settings import (
     SourceSettings,
     StoreSettings,
 )
-from walhook.errors import ConfigError
 
 # Common names, snake_case and the camelCase ORMs such as Prisma and TypeORM write, most usual first.
 ORGANIZATION_COLUMNS = ("organization_id", "org_id", "tenant_id", "organisation_id", "organizationId", "orgId",
@@ -188,7 +188,7 @@ def starter_config(dsn: str, bootstrap_servers: str, entities: list[Entity], sto
                    admin_token: str | None = None, allowed_networks: list[str] | None = None,
                    api_port: int | None = None) -> str:
     """The whole ``walhook.toml``: required keys set, every other key of every section as a commented default."""
-    from publisher.secretbox import new_key
+    from models.secretbox import new_key
 
     api = {key: value for key, value in (("admin_token", admin_token), ("port", api_port)) if value is not None}
     # A fresh key, so that signing secrets are encrypted at rest from the first start. Keep it: without

@@ -18,20 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from cdc.errors import BackfillRefused
+from models.errors import Conflict, NotFound, SecretError, StoreError
 from publisher.api import admin, backfills, health, portal_links, tenant
 from publisher.api import status as operator_status
 from publisher.api.failures import AuthFailures
 from publisher.api.limits import BodyLimit, NoStore
 from publisher.api.operator import OperatorSplit
-from publisher.errors import (
-    Conflict,
-    JobRefused,
-    NotFound,
-    SecretError,
-    StoreError,
-    SubscriptionError,
-    Throttled,
-)
+from publisher.errors import JobRefused, SubscriptionError, Throttled
 from publisher.portal import routes as portal
 from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
@@ -39,7 +32,7 @@ from publisher.ssrf import DestinationPolicy, DestinationRefused
 from publisher.store import store_for
 
 if TYPE_CHECKING:
-    from walhook.config import Settings
+    from models.settings import Settings
 
 log = logging.getLogger("walhook.api")
 

@@ -18,7 +18,7 @@ from publisher.api.app import create_app
 from publisher.errors import PublisherError
 
 if TYPE_CHECKING:
-    from walhook.config import Settings
+    from models.settings import Settings
 
 log = logging.getLogger("walhook.api")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from models.errors import NotFound
 from models.events import parse_time
 from publisher import actions
 from publisher.api.auth import organization, store_of
@@ -37,7 +38,6 @@ from publisher.api.schemas import (
     UsageOut,
     items_of,
 )
-from publisher.errors import NotFound
 from publisher.store import ReplayJob, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])

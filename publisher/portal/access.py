@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from models.errors import NotFound
 from models.settings import PortalSettings
-from publisher.errors import NotFound
 from publisher.portal import links
 from publisher.portal.links import ALL_CAPABILITIES, Capability, LinkRefused
 from publisher.store import Store

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from models.errors import NotFound
 from publisher.api.admin import OrganizationId
-from publisher.errors import NotFound
 from publisher.portal.access import PortalSession, current
 from publisher.portal.links import Capability
 from publisher.store import Store

@@ -22,9 +22,9 @@ import orjson
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from models.errors import SecretError
 from models.samples import SAMPLE_OPERATIONS
 from publisher.api.schemas import IntegrationIn
-from publisher.errors import SecretError
 from publisher.headers import hiding_custom_values
 from publisher.matching import SubscriptionItem, parse_subscription
 from publisher.portal.condition_rows import EntityRows, Kinds, RowsError, condition_rows, read_rows, rows_condition

@@ -11,8 +11,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from models.errors import NotFound
 from models.samples import EVENT_OPERATIONS
-from publisher.errors import NotFound
 from publisher.portal.as_if import parse_as_if, verdict
 from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
 from publisher.portal.pages_conditions import kinds_of, shapes_of

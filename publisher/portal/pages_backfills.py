@@ -17,9 +17,9 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from cdc.errors import BackfillRefused
+from models.errors import Conflict
 from publisher.api.schemas import BackfillIn
 from publisher.backfills import start_organization_backfill
-from publisher.errors import Conflict
 from publisher.portal.auth import Scope, can_recover, scope, store_of
 from publisher.portal.render import is_fragment, page
 

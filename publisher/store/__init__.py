@@ -2,7 +2,7 @@
 
 SQLAlchemy 2 (async, psycopg 3) on Postgres, in a schema of its own (``[store] schema``,
 default ``walhook``) so it can share the source database without touching the app's
-tables. The schema is versioned (``publisher.migrations``). One module per area, each adding
+tables. The schema is versioned (``models.migrations``). One module per area, each adding
 its methods to the one ``Store`` a process opens:
 
 * ``engine``: connection, the two statement styles, errors translated once;
@@ -24,16 +24,16 @@ what was sent and what came back. Rows come back as the dataclasses of ``rows``.
 
 from __future__ import annotations
 
+from models.errors import StoreError
+from models.jobs import Backfill
+from models.secretbox import Keyring
 from models.settings import StoreSettings
-from publisher.errors import StoreError
-from publisher.secretbox import Keyring
 from publisher.store.portal import PortalStore
 from publisher.store.retention import LogSize, Pruned, RetentionStore
 from publisher.store.rows import (
     ApiKey,
     Attempt,
     AttemptRecord,
-    Backfill,
     Delivery,
     DeliveryRow,
     Integration,

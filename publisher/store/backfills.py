@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from publisher.errors import Conflict, NotFound
+from models.errors import Conflict, NotFound
+from models.jobs import Backfill
 from publisher.store.engine import as_json
 from publisher.store.jobs import JobStore
-from publisher.store.rows import Backfill
 
 _BACKFILL = ("id, table_name, organization_id, integration_id, filter, state, key_columns, cursor, rows_estimated, "
              "rows_read, rows_published, rows_superseded, chunks, chunk_rows, error, created_at, updated_at, "

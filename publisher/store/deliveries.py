@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from publisher.errors import NotFound
+from models.errors import NotFound
 from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, HELD, WAITING_ENTITIES
 from publisher.store.engine import as_json
 from publisher.store.integrations import IntegrationStore

@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from models.dsn import primary_dsn
-from publisher.errors import Conflict, StoreError
-from publisher.migrations import migrate
-from publisher.secretbox import Keyring
+from models.errors import Conflict, StoreError
+from models.migrations import migrate
+from models.secretbox import Keyring
 
 
 class StoreEngine:

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from publisher.errors import Conflict, NotFound, SecretError
+from models.errors import Conflict, NotFound, SecretError
+from models.secretbox import Sealed
 from publisher.matching import Subscription, SubscriptionItem, cost, parse_items
 from publisher.ordering import HELD
-from publisher.secretbox import Sealed
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
 from publisher.store.tenants import TenantStore

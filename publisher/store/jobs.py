@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from publisher.errors import Conflict, NotFound
+from models.errors import Conflict, NotFound
 from publisher.replay_input import replay_start
 from publisher.store.deliveries import DeliveryStore
 from publisher.store.engine import as_json

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from publisher.errors import NotFound
+from models.errors import NotFound
 from publisher.store.backfills import BackfillStore
 from publisher.store.rows import Attempt, DeliveryRow, HourCounts, IntegrationFigures
 

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
-from publisher.errors import StoreError
+from models.errors import StoreError
 from publisher.store.engine import first_line
 from publisher.store.reports import ReportStore
 

@@ -1,6 +1,6 @@
 """Organizations, their signing secrets and their API keys.
 
-Signing secrets are sealed with the store's ``Keyring`` (``publisher.secretbox``) when one is
+Signing secrets are sealed with the store's ``Keyring`` (``models.secretbox``) when one is
 configured: a row then holds the key id, the nonce and the ciphertext, and no ``secret``. At open
 every key id in use must be configured and decrypt, and plain rows left from before a key was
 configured are sealed; ``reseal_secrets`` moves every row to the current key, in batches.
@@ -15,9 +15,9 @@ from datetime import timedelta
 from secrets import token_hex, token_urlsafe
 from typing import Any
 
-from publisher.errors import NotFound, SecretError
+from models.errors import NotFound, SecretError
+from models.secretbox import Sealed, SecretKeyMissing
 from publisher.rotation import rotate
-from publisher.secretbox import Sealed, SecretKeyMissing
 from publisher.signing import check_secret, generate_secret
 from publisher.store.engine import StoreEngine
 from publisher.store.rows import ApiKey, Organization, SecretPeriod

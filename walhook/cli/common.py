@@ -14,7 +14,8 @@ import orjson
 
 from models.errors import WalhookError
 from models.events import parse_time
-from walhook.config import Settings, discover_settings
+from models.settings import Settings
+from walhook.config import discover_settings
 
 if TYPE_CHECKING:
     from publisher.store import Store

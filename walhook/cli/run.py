@@ -13,7 +13,7 @@ from walhook.cli.common import Command, settings_of, stop_on_signals
 if TYPE_CHECKING:
     from cdc.memory import SlotKeeper
     from cdc.pipeline import CaptureStats
-    from walhook.config import Settings
+    from models.settings import Settings
 
 log = logging.getLogger("walhook")
 
@@ -45,7 +45,7 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
 async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats, keeper: SlotKeeper) -> None:
     """Capture; with a ``[store]`` section the process also runs the backfills of its tables."""
     from cdc.pipeline import run_capture
-    from publisher.secretbox import Keyring
+    from models.secretbox import Keyring
     from publisher.store import Store
 
     assert settings.source is not None and settings.kafka is not None

@@ -8,7 +8,7 @@ from walhook.cli.common import Command, Group, show, store_of
 
 
 async def cmd_new_key(args: argparse.Namespace) -> int:
-    from publisher.secretbox import new_key
+    from models.secretbox import new_key
 
     print(new_key(args.id))
     return 0
