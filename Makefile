@@ -22,6 +22,7 @@ demo: $(STAMP)
 # which tests/conftest.py sets to the longest first.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # The property tests with fresh examples every run (make test draws the same ones each time).
@@ -31,7 +32,8 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy cdc publisher models walhook
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy cdc publisher control models walhook
 
 # Benchmarks print a table and write JSON under bench/results/; BENCHMARKS.md records the latest run.
 # Latency runs 15 s per rate on the bundled broker (60 s needs a real Kafka: bench/latency.py --kafka).

@@ -74,7 +74,7 @@ def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> E
     try:
         event = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        fields = _from_headers(headers) if str(exc).startswith("depth limit") else None
+        fields = _from_headers(headers) if _nested_too_deep(value) else None
         if fields is None:
             raise NotAnEvent(f"not JSON: {exc}") from exc
         return fields  # a column's JSON nested deeper than orjson reads (Postgres allows it)
@@ -85,6 +85,29 @@ def _body_fields(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> E
         entity_key=_text(event, "entityKey"), operation=_text(event, "operationType", empty=False),
         entity_path=_text(event, "entityPath"), change=_change(event.get("data")))
 
+
+
+ORJSON_DEPTH = 1024  # orjson refuses arrays and objects nested deeper; Postgres's json and jsonb allow them
+
+
+def _nested_too_deep(value: bytes) -> bool:
+    """Whether ``value``'s brackets nest deeper than orjson reads (strings skipped): such a body is an event
+    of a column with deep JSON, routed by its headers, not a malformed record. Runs only when parsing failed."""
+    depth, in_string, escaped = 0, False, False
+    for byte in value:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = byte == 0x5C, byte != 0x22
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > ORJSON_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
 
 def _change(data: Any) -> Change:
     """The rows and updateMask of ``data``; a part that is not of the event's shape counts as missing."""

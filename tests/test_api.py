@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
 from models.settings import Settings
-from publisher.api.app import create_app
 
 ADMIN = "admin-token-" + "x" * 20
 DOCS = {"table": "public.docs", "entity_key": "docs", "entity_path": "docs/{id}", "collection_path": "docs",

@@ -30,8 +30,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
 from models.settings import Settings
-from publisher.api.app import create_app
 
 ADMIN_TOKEN = "a" * 32
 BASE_URL = "http://testserver"

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
 from models.settings import Settings
-from publisher.api.app import create_app
 from tests.test_api import ADMIN, DOCS, make_integration, tenant
 from tests.test_cli import config_file
 from walhook.cli import main

@@ -33,7 +33,7 @@ def test_every_walhook_command_parses(service: str, command: list[str]) -> None:
 
 def test_the_dockerfile_installs_every_package() -> None:
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    for package in ("cdc", "publisher", "models", "walhook"):
+    for package in ("cdc", "publisher", "control", "models", "walhook"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 

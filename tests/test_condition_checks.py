@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.columns import entity_shapes
 from models.samples import as_if, example_event
 from models.settings import EntitySettings, Settings
-from publisher.api.app import create_app
-from publisher.columns import entity_shapes
 from publisher.conditions import NO_CHANGE, ConditionError
 from publisher.errors import SubscriptionError
 from publisher.matching import check_conditions, parse_item, parse_items
@@ -323,8 +323,8 @@ def test_metrics_count_filtered_events(database: str, per_integration: bool) -> 
 def test_the_portal_form_keeps_a_subscription_with_conditions_when_saved_again() -> None:
     from starlette.datastructures import FormData
 
-    from publisher.api.schemas import items_of
-    from publisher.portal.forms import form_of, read_form
+    from control.api.schemas import items_of
+    from control.portal.forms import form_of, read_form
 
     saved = integration(1, APPROVED, "flows/packets:created")
     form = form_of(saved, ["flows/packets"])
@@ -337,9 +337,9 @@ def test_the_portal_form_keeps_a_subscription_with_conditions_when_saved_again()
 async def test_an_organizations_conditions_have_a_cost_budget_through_every_front_end(database: str) -> None:
     """Reported: 10 integrations with 100 maximal conditions cost 57 ms per event on the event loop, and
     another organization's row arrived after 10 s. What routing one event may cost is bounded per organization."""
+    from control import actions
     from models.errors import Conflict
     from models.settings import ApiSettings
-    from publisher import actions
 
     api = ApiSettings(max_condition_cost_per_organization=50)
     wide = {"subscription": "docs:*", "when": {"any_of": [{"property": "n", "equals": n} for n in range(20)]}}

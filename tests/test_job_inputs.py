@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from cdc.kafka import ensure_topic
+from control.api.app import create_app
 from models.errors import Conflict
 from models.settings import KafkaSettings, Settings
-from publisher.api.app import create_app
 from publisher.errors import JobRefused
 from publisher.recovery import ReplayRunner
 from publisher.replay_input import replay_start

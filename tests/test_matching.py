@@ -59,3 +59,21 @@ def test_a_backfill_for_one_integration_reaches_only_that_one() -> None:
     assert not receives(integration(7, "flows/comments:*"), for_all)
     with pytest.raises(Exception, match="not an integration id"):
         parse_event(body, [(TARGET_HEADER, b"seven")])
+
+
+ROUTING_HEADERS = [("walhook-event-id", b"evt_1"), ("walhook-organization-id", b"acme"),
+                   ("walhook-entity-key", b"flows/packets"), ("walhook-operation-type", b"updated"),
+                   ("walhook-entity-path", b"packets/1")]
+
+
+def test_a_body_nested_deeper_than_the_parser_reads_is_routed_by_its_headers() -> None:
+    from publisher.errors import NotAnEvent
+    from publisher.routing import parse_event
+
+    deep = b'{"eventId": "evt_1", "data": {"value": {"properties": {"doc": ' + b"[" * 1100 + b"]" * 1100 + b"}}}}"
+    assert parse_event(deep, ROUTING_HEADERS).entity_path == "packets/1"
+    with pytest.raises(NotAnEvent, match="not JSON"):
+        parse_event(deep, [])  # without the capture's headers it cannot be routed
+    # A bracket inside a string is text, and broken JSON stays broken whatever the headers say.
+    with pytest.raises(NotAnEvent, match="not JSON"):
+        parse_event(b'{"eventId": "' + b"[" * 1100 + b'", ', ROUTING_HEADERS)

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("cdc", "publisher", "models", "walhook")
+SHIPPED = ("cdc", "publisher", "control", "models", "walhook")
 # Files that run only with the ``embedded`` extra (the local Postgres and broker of the demo and tests).
 EMBEDDED_ONLY = {"walhook/stack.py"}
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.portal.render import HTMX_VERSION
+from control.portal.routes import STATIC
 from models.settings import Settings
-from publisher.api.app import create_app
-from publisher.portal.render import HTMX_VERSION
-from publisher.portal.routes import STATIC
 from tests.portal_support import (
     ADMIN,
     DOCS,

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.portal.forms import events_from_ticks, ticks_from_events
 from models.settings import Settings
-from publisher.api.app import create_app
-from publisher.portal.forms import events_from_ticks, ticks_from_events
 from publisher.store import Store
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
 

@@ -7,12 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
-from publisher.conditions import compile_condition
-from publisher.portal.as_if import parse_as_if
-from publisher.portal.condition_rows import (
+from control.errors import RowsError
+from control.portal.as_if import parse_as_if
+from control.portal.condition_rows import (
     EntityRows,
     Row,
-    RowsError,
     condition_rows,
     parse_value,
     read_rows,
@@ -20,6 +19,7 @@ from publisher.portal.condition_rows import (
     show_value,
     split_list,
 )
+from publisher.conditions import compile_condition
 
 KINDS = {"status": "string", "points": "number", "done": "boolean", "meta": "json", "tags": "array"}
 

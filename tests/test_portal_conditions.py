@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
 from models.settings import Settings
-from publisher.api.app import create_app
 from tests.portal_support import ADMIN, DOCS, organization, signed_in
 from walhook.receiver import VerifyingReceiver
 

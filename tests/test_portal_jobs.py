@@ -11,11 +11,11 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.portal.pages_integrations import bars
+from control.portal.pages_jobs import PAGE_SIZE
+from control.portal.routes import ROUTERS
 from models.settings import Settings
-from publisher.api.app import create_app
-from publisher.portal.pages_integrations import bars
-from publisher.portal.pages_jobs import PAGE_SIZE
-from publisher.portal.routes import ROUTERS
 from publisher.store import AttemptRecord, NewDelivery, Store
 from publisher.store.rows import HourCounts
 from tests.portal_support import ADMIN, DOCS, organization, signed_in

@@ -21,9 +21,9 @@ from cdc.identity import TableShape, choose_identity
 from cdc.lsn import parse_lsn
 from cdc.pipeline import run_capture
 from cdc.source import prepare_source
+from control.api.app import create_app
+from control.status import slot_status
 from models.settings import EntitySettings, KafkaSettings, Settings, SourceSettings
-from publisher.api.app import create_app
-from publisher.status import slot_status
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.portal_support import ADMIN, admin_headers, open_link, organization, portal_link

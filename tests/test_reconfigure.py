@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
 from models.settings import KafkaSettings, Settings
-from publisher.api.app import create_app
 from publisher.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
@@ -201,7 +201,7 @@ def _disable_through(front: str, database: str, kafka: KafkaSettings, integratio
         assert answer.status_code in (200, 303), answer.text
 
 
-# The CLI's disable calls the same action (publisher.actions.disable); its own run adds half a minute.
+# The CLI's disable calls the same action (control.actions.disable); its own run adds half a minute.
 @pytest.mark.parametrize("front", ["api", "portal"])
 async def test_the_catch_up_starts_where_the_consumers_stood_however_far_they_lagged(
         servers: Servers, database: str, topic: str, front: str) -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from cdc.entities import EventBuilder, TransactionContext, read_event, stamp_read
 from cdc.pgoutput import Column, Delete, Insert, Relation, Update
+from control.sample import SAMPLE_BODY_CAP, SampleResult, response_text, send_sample
 from models.errors import NotFound
 from models.events import ChangeEvent, camel_case
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS, catalogue, example_event, named_columns
 from models.settings import EntitySettings
-from publisher.sample import SAMPLE_BODY_CAP, SampleResult, response_text, send_sample
 from publisher.sender import AttemptResult, WebhookSender
 from publisher.ssrf import DestinationPolicy
 from publisher.store import Integration, Store

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.api.failures import AuthFailures
+from control.portal import links
+from control.portal.links import ALL_CAPABILITIES, LinkGrant
 from models.secretbox import Keyring, new_key
 from models.settings import Settings
-from publisher.api.app import create_app
-from publisher.api.failures import AuthFailures
-from publisher.portal import links
-from publisher.portal.links import ALL_CAPABILITIES, LinkGrant
 from publisher.store import NewDelivery, Store
 from tests.portal_support import ADMIN, DOCS, admin_headers, open_link, organization, portal_link
 from walhook.cli.status import render, render_organization

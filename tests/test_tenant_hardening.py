@@ -21,10 +21,10 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from control.api.app import create_app
+from control.api.schemas import IntegrationIn, IntegrationPatch
 from models.errors import ConfigError, Conflict, SecretError
 from models.settings import Settings
-from publisher.api.app import create_app
-from publisher.api.schemas import IntegrationIn, IntegrationPatch
 from publisher.headers import OMITTED, capped_response_headers
 from publisher.signing import MAX_ACTIVE_SECRETS, signature_header
 from publisher.store import Store
@@ -159,7 +159,7 @@ def _free_port() -> int:
 
 
 async def test_an_operator_address_serves_them_apart_from_the_api(database: str) -> None:
-    from publisher.api.serve import serve
+    from control.api.serve import serve
 
     api_port, operator_port = _free_port(), _free_port()
     settings = Settings(store={"dsn": database, "plaintext_secrets": True}, api={"admin_token": ADMIN, "port": api_port,

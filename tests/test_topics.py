@@ -14,11 +14,11 @@ import logging
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from control.status import group_lag
 from models.settings import KafkaSettings, PublisherSettings
 from models.topics import ensure_topic, partition_count
 from publisher.sender import WebhookSender
 from publisher.service import Publisher
-from publisher.status import group_lag
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.test_delivery import FAST, until_joined

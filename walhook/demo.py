@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psycopg
 
+from control.portal.access import create_link
+from control.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
 from models.errors import WalhookError
 from models.settings import PortalSettings
 from publisher.matching import matches_any, parse_subscription
-from publisher.portal.access import create_link
-from publisher.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
 from publisher.service import consumer_group_state
 from publisher.store import Store
 from walhook.cli.common import stop_on_signals

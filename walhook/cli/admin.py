@@ -83,7 +83,7 @@ def subscription_items(texts: Sequence[str]) -> list[SubscriptionItem]:
 
 async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[SubscriptionItem]:
     """Parse and check subscriptions as the API does: known entity keys, conditions that can hold."""
-    from publisher.columns import checked_subscriptions
+    from control.columns import checked_subscriptions
 
     settings = settings_of(args)
     items = subscription_items(texts)
@@ -92,7 +92,7 @@ async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[S
 
 
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
-    from publisher import actions
+    from control import actions
     from publisher.ssrf import DestinationPolicy
 
     events = await check_events(args, args.events)  # refused before anything is created, the organization included
@@ -138,7 +138,7 @@ def _given_secret(args: argparse.Namespace) -> str | None:
 
 
 async def cmd_integrations_events(args: argparse.Namespace) -> int:
-    from publisher import actions
+    from control import actions
 
     events = await check_events(args, args.events)
     async with store_of(args) as store:
@@ -171,7 +171,7 @@ async def cmd_integrations_list(args: argparse.Namespace) -> int:
 
 async def cmd_integrations_state(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
-        from publisher import actions
+        from control import actions
 
         job = None
         if args.action == "delete":

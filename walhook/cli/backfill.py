@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TextIO
 
+from control.backfills import backfill_summary, entity_of, start_backfill
 from models.settings import EntitySettings
-from publisher.backfills import backfill_summary, entity_of, start_backfill
 from publisher.store import Backfill, Store
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
 

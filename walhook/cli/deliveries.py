@@ -93,7 +93,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         job = _job(await remote.call("POST", f"/v1/integrations/{args.integration}/replay",
                                      {"offset": args.offset, "since": since and since.isoformat()}))
     else:
-        from publisher import actions
+        from control import actions
 
         async with store_of(args) as store:
             job = await actions.start_replay(store, settings_of(args).api, None, args.integration,
@@ -153,7 +153,7 @@ async def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_send_sample(args: argparse.Namespace) -> int:
-    from publisher.sample import send_sample
+    from control.sample import send_sample
     from publisher.sender import WebhookSender
     from publisher.ssrf import DestinationPolicy
 

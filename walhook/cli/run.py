@@ -94,7 +94,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
 
 
 async def cmd_api(args: argparse.Namespace) -> int:
-    from publisher.api.serve import serve
+    from control.api.serve import serve
     from publisher.store import store_for
 
     settings = settings_of(args)

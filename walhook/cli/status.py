@@ -14,7 +14,7 @@ from walhook.cli.remote import api_of
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from publisher.status import gather_status
+    from control.status import gather_status
 
     if remote := api_of(args):
         report = await remote.call("GET", "/v1/status")

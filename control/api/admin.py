@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Path
 
-from publisher.api.auth import require_admin, store_of
-from publisher.api.schemas import KeyCreated, KeyIn, OrganizationCreated, OrganizationIn, OrganizationOut
+from control.api.auth import require_admin, store_of
+from control.api.schemas import KeyCreated, KeyIn, OrganizationCreated, OrganizationIn, OrganizationOut
 from publisher.store import Store
 
 OrganizationId = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")

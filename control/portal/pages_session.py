@@ -16,14 +16,14 @@ from secrets import token_urlsafe
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from publisher.api.admin import OrganizationId
-from publisher.api.auth import blocked_seconds, note_failure
-from publisher.portal import access
-from publisher.portal.access import PortalSession
-from publisher.portal.auth import (
+from control.api.admin import OrganizationId
+from control.api.auth import blocked_seconds, note_failure
+from control.errors import LinkRefused, PortalDenied
+from control.portal import access
+from control.portal.access import PortalSession
+from control.portal.auth import (
     COOKIE,
     FORM_COOKIE,
-    PortalDenied,
     cookie_of,
     current_session,
     operator,
@@ -31,8 +31,8 @@ from publisher.portal.auth import (
     set_cookie,
     store_of,
 )
-from publisher.portal.links import ALL_CAPABILITIES, LinkRefused, capabilities_of
-from publisher.portal.render import page
+from control.portal.links import ALL_CAPABILITIES, capabilities_of
+from control.portal.render import page
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 ORGANIZATIONS_PAGE = 50

@@ -9,7 +9,7 @@ Values are typed as the entity's column is (``publisher.shapes`` kinds): ``7`` i
 an int column and a string for a text column. A string that would read as something else is
 shown quoted as JSON (``"7"`` in a column of unknown type, ``""``, ``"a, b"`` in a list). A
 value that does not fit the column is passed on as typed, and the checks the API runs
-(``publisher.columns.checked_subscriptions``) name it: nothing is validated here twice.
+(``control.columns.checked_subscriptions``) name it: nothing is validated here twice.
 
 A stored condition is shown as rows only when the rows save back to exactly the same JSON
 (``condition_rows`` checks it); any other (nested groups, ``"row": "new"`` spelled out,
@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from control.errors import RowsError
 from publisher.conditions import Scalar
 
 OPERATORS = {"equals": "equals", "not_equals": "not equals", "in": "in list", "is_null": "is null",
@@ -37,10 +38,6 @@ MAX_ROWS = 50
 
 Kinds = Mapping[str, str]
 """Property name -> what JSON it arrives as (string, number, boolean, array, json); unknown: json."""
-
-
-class RowsError(ValueError):
-    """Rows that do not say a condition (a value without a property, from -> to without either end)."""
 
 
 @dataclass

@@ -19,9 +19,9 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cdc.lsn import SLOT_LAG_BYTES
+from control.api.schemas import UsageOut
 from models.settings import ApiSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.topics import partitions_note
-from publisher.api.schemas import UsageOut
 from publisher.store import Store
 
 _SLOT = f"""

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from publisher.api.auth import admin_or_organization, store_of
-from publisher.status import gather_organization_status, gather_status
+from control.api.auth import admin_or_organization, store_of
+from control.status import gather_organization_status, gather_status
 from publisher.store import Store
 
 router = APIRouter(prefix="/v1/status", tags=["status"])

@@ -16,7 +16,7 @@ from secrets import token_urlsafe
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from publisher.errors import PublisherError
+from control.errors import LinkRefused
 
 DEFAULT_EXPIRY = timedelta(hours=1)
 MAX_EXPIRY = timedelta(hours=24)
@@ -33,10 +33,6 @@ class Capability(enum.StrEnum):
 
 
 ALL_CAPABILITIES: tuple[Capability, ...] = tuple(Capability)
-
-
-class LinkRefused(PublisherError):
-    """A portal link that is forged, malformed, expired, spent or revoked (the message says which)."""
 
 
 @dataclass(frozen=True)

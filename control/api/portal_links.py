@@ -10,11 +10,11 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request
 
-from publisher.api.admin import OrganizationId
-from publisher.api.auth import organization, require_admin, store_of
-from publisher.api.schemas import PortalLinkIn, PortalLinkOut, PortalRevoked, PortalRevokeIn
-from publisher.portal.access import create_link
-from publisher.portal.links import capabilities_of
+from control.api.admin import OrganizationId
+from control.api.auth import organization, require_admin, store_of
+from control.api.schemas import PortalLinkIn, PortalLinkOut, PortalRevoked, PortalRevokeIn
+from control.portal.access import create_link
+from control.portal.links import capabilities_of
 from publisher.store import Store
 
 router = APIRouter(prefix="/v1", tags=["portal links"])

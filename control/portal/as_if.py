@@ -2,13 +2,13 @@
 
 ``status=approved`` (the new row) and ``status=review`` (the old row) make the example an update
 from review to approved (``models.samples.as_if``); several properties are comma separated.
-Values are typed as the "only when" rows type them (``publisher.portal.condition_rows``), and
+Values are typed as the "only when" rows type them (``control.portal.condition_rows``), and
 ``null`` sets a property to null.
 """
 
 from __future__ import annotations
 
-from publisher.portal.condition_rows import Kinds, parse_value, split_list
+from control.portal.condition_rows import Kinds, parse_value, split_list
 from publisher.store import Integration
 
 Values = dict[str, str | int | float | bool | None]

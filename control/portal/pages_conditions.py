@@ -2,7 +2,7 @@
 
 Adding and removing a row is an htmx fragment: the form's rows of one entity come in, the
 entity's rows come back with one more (or one less), re-numbered; nothing is saved. The
-columns come from ``publisher.columns.entity_shapes`` (the source table's columns when
+columns come from ``control.columns.entity_shapes`` (the source table's columns when
 ``[source]`` can be read), kept for a few seconds so that a page, its preview and its save
 read the catalog once.
 """
@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from publisher.columns import entity_shapes
-from publisher.portal.auth import PortalDenied, Scope, can_manage, scope
-from publisher.portal.condition_rows import COMBINATORS, MAX_ROWS, OPERATORS, SIDES, EntityRows, Kinds, Row, read_rows
-from publisher.portal.render import environment, page
+from control.columns import entity_shapes
+from control.errors import PortalDenied
+from control.portal.auth import Scope, can_manage, scope
+from control.portal.condition_rows import COMBINATORS, MAX_ROWS, OPERATORS, SIDES, EntityRows, Kinds, Row, read_rows
+from control.portal.render import environment, page
 from publisher.shapes import EntityShape
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])

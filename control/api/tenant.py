@@ -8,11 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from models.errors import NotFound
-from models.events import parse_time
-from publisher import actions
-from publisher.api.auth import organization, store_of
-from publisher.api.schemas import (
+from control import actions
+from control.api.auth import organization, store_of
+from control.api.schemas import (
     AttemptOut,
     DeliveryDetail,
     DeliveryOut,
@@ -38,6 +36,8 @@ from publisher.api.schemas import (
     UsageOut,
     items_of,
 )
+from models.errors import NotFound
+from models.events import parse_time
 from publisher.store import ReplayJob, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
@@ -80,7 +80,7 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
 
 async def check_events(request: Request, events: list[str | SubscriptionIn]) -> None:
     """Known entity keys, and conditions that can hold on their entities' columns (422 naming what cannot)."""
-    from publisher.columns import checked_subscriptions
+    from control.columns import checked_subscriptions
 
     settings = request.app.state.settings
     await checked_subscriptions(items_of(events), settings.entities,
@@ -152,7 +152,7 @@ async def rotate_organization_secret(body: RotateIn, org: str = Depends(organiza
 @router.post("/integrations/{integration_id}/sample", response_model=SampleOut)
 async def send_sample_payload(request: Request, integration_id: int, body: SampleIn,
                               org: str = Depends(organization), store: Store = Depends(store_of)) -> SampleOut:
-    from publisher.sample import send_sample
+    from control.sample import send_sample
 
     await store.integration_of(org, integration_id)
     entity = next((e for e in request.app.state.settings.entities if e.entity_key == body.entity_key), None)

@@ -17,11 +17,11 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from cdc.errors import BackfillRefused
+from control.api.schemas import BackfillIn
+from control.backfills import start_organization_backfill
+from control.portal.auth import Scope, can_recover, scope, store_of
+from control.portal.render import is_fragment, page
 from models.errors import Conflict
-from publisher.api.schemas import BackfillIn
-from publisher.backfills import start_organization_backfill
-from publisher.portal.auth import Scope, can_recover, scope, store_of
-from publisher.portal.render import is_fragment, page
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 LISTED = 50

@@ -1,6 +1,6 @@
 """Integrations: the list (with 24-hour numbers, the chart and the backlog), add, edit, enable, disable.
 
-Every route depends on :func:`publisher.portal.auth.scope`, so an integration id of another
+Every route depends on :func:`control.portal.auth.scope`, so an integration id of another
 organization is a 404 here as it is in the API. Writes go through the same store calls and the
 same SSRF check as ``POST`` / ``PATCH /v1/integrations``.
 """
@@ -14,18 +14,18 @@ import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from control import actions
+from control.api.schemas import IntegrationIn, IntegrationOut, items_of
+from control.columns import checked_subscriptions
+from control.portal.auth import Scope, can_manage, scope, store_of
+from control.portal.condition_rows import EntityRows
+from control.portal.forms import IntegrationForm, form_of, place_error, read_form
+from control.portal.links import Capability
+from control.portal.pages_conditions import kinds_of, properties_of, shapes_of
+from control.portal.render import page
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS
-from publisher import actions
-from publisher.api.schemas import IntegrationIn, IntegrationOut, items_of
-from publisher.columns import checked_subscriptions
 from publisher.errors import SubscriptionError
 from publisher.headers import hiding_custom_values
-from publisher.portal.auth import Scope, can_manage, scope, store_of
-from publisher.portal.condition_rows import EntityRows
-from publisher.portal.forms import IntegrationForm, form_of, place_error, read_form
-from publisher.portal.links import Capability
-from publisher.portal.pages_conditions import kinds_of, properties_of, shapes_of
-from publisher.portal.render import page
 from publisher.ssrf import DestinationRefused
 from publisher.store import Integration
 from publisher.store.rows import HourCounts

@@ -7,7 +7,7 @@ key subscribes to ``ENTITY_KEY:*``, and the ``read`` box (a backfill's rows) add
 Subscriptions the checkboxes cannot show (wildcards such as ``flows/*:*``, and subscriptions
 with conditions as their JSON object) live in the "other subscriptions" field, one per line, so
 saving the form keeps them as they were.
-The "only when" rows of an entity (``publisher.portal.condition_rows``) are the condition of its
+The "only when" rows of an entity (``control.portal.condition_rows``) are the condition of its
 ticked subscription; a stored condition is shown as rows only when they save it back unchanged.
 """
 
@@ -22,12 +22,13 @@ import orjson
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from control.api.schemas import IntegrationIn
+from control.errors import RowsError
+from control.portal.condition_rows import EntityRows, Kinds, condition_rows, read_rows, rows_condition
 from models.errors import SecretError
 from models.samples import SAMPLE_OPERATIONS
-from publisher.api.schemas import IntegrationIn
 from publisher.headers import hiding_custom_values
 from publisher.matching import SubscriptionItem, parse_subscription
-from publisher.portal.condition_rows import EntityRows, Kinds, RowsError, condition_rows, read_rows, rows_condition
 from publisher.signing import secret_key
 from publisher.store import Integration
 

@@ -9,7 +9,7 @@ errors), so no tenant may read them. Two ways, chosen by ``[api] operator_addres
   address then answers 404 for them.
 
 One app serves both addresses (one store, one lifespan); a request tells which it came in on by
-the local port in its ASGI scope, which :func:`publisher.api.serve.serve` records as
+the local port in its ASGI scope, which :func:`control.api.serve.serve` records as
 ``app.state.operator_port``.
 """
 
@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from publisher.api.auth import bearer, require_admin
+from control.api.auth import bearer, require_admin
 
 OPERATOR_PATHS = frozenset({"/metrics", "/readyz"})
 OPERATOR_ADDRESS_PATHS = OPERATOR_PATHS | {"/healthz"}

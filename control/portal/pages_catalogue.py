@@ -14,11 +14,11 @@ import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from control.portal.auth import Scope, scope
+from control.portal.render import page
 from models.events import camel_case
 from models.samples import EVENT_OPERATIONS, example_event, listed_for
 from models.settings import EntitySettings
-from publisher.portal.auth import Scope, scope
-from publisher.portal.render import page
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 

@@ -10,9 +10,9 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from publisher.api.auth import organization, store_of
-from publisher.api.schemas import BackfillIn, BackfillOut
-from publisher.backfills import start_organization_backfill
+from control.api.auth import organization, store_of
+from control.api.schemas import BackfillIn, BackfillOut
+from control.backfills import start_organization_backfill
 from publisher.store import Backfill, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from control.api.app import create_app
 from models.settings import split_address
-from publisher.api.app import create_app
 from publisher.errors import PublisherError
 
 if TYPE_CHECKING:

@@ -11,13 +11,14 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from control.errors import PortalDenied
+from control.portal.as_if import parse_as_if, verdict
+from control.portal.auth import Scope, can_manage, can_use_secrets, scope, store_of
+from control.portal.pages_conditions import kinds_of, shapes_of
+from control.portal.render import page
+from control.sample import send_sample
 from models.errors import NotFound
 from models.samples import EVENT_OPERATIONS
-from publisher.portal.as_if import parse_as_if, verdict
-from publisher.portal.auth import PortalDenied, Scope, can_manage, can_use_secrets, scope, store_of
-from publisher.portal.pages_conditions import kinds_of, shapes_of
-from publisher.portal.render import page
-from publisher.sample import send_sample
 from publisher.store.rows import SecretPeriod
 
 router = APIRouter(prefix="/portal/o/{organization_id}/integrations/{integration_id}", include_in_schema=False,

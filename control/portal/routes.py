@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from publisher.portal import (
+from control.errors import PortalDenied, SignInNeeded
+from control.portal import (
     pages_actions,
     pages_backfills,
     pages_catalogue,
@@ -23,8 +24,7 @@ from publisher.portal import (
     pages_jobs,
     pages_session,
 )
-from publisher.portal.auth import PortalDenied, SignInNeeded
-from publisher.portal.render import PortalHeaders, is_fragment, page
+from control.portal.render import PortalHeaders, is_fragment, page
 
 # pages_conditions before pages_integrations: /integrations/only-when is not an integration id.
 ROUTERS = (pages_session.router, pages_conditions.router, pages_integrations.router, pages_actions.router,

@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from control.portal.links import Capability
 from models.settings import PortalSettings
-from publisher.portal.links import Capability
 
 HTMX_VERSION = "2.0.11"
 
-environment = Environment(loader=PackageLoader("publisher.portal", "templates"),
+environment = Environment(loader=PackageLoader("control.portal", "templates"),
                           autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
 
 

@@ -18,15 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from cdc.errors import BackfillRefused
+from control.api import admin, backfills, health, portal_links, tenant
+from control.api import status as operator_status
+from control.api.failures import AuthFailures
+from control.api.limits import BodyLimit, NoStore
+from control.api.operator import OperatorSplit
+from control.errors import LinkRefused
+from control.portal import routes as portal
 from models.errors import Conflict, NotFound, SecretError, StoreError
-from publisher.api import admin, backfills, health, portal_links, tenant
-from publisher.api import status as operator_status
-from publisher.api.failures import AuthFailures
-from publisher.api.limits import BodyLimit, NoStore
-from publisher.api.operator import OperatorSplit
 from publisher.errors import JobRefused, SubscriptionError, Throttled
-from publisher.portal import routes as portal
-from publisher.portal.links import LinkRefused
 from publisher.sender import WebhookSender, user_agent
 from publisher.ssrf import DestinationPolicy, DestinationRefused
 from publisher.store import store_for

@@ -3,9 +3,9 @@
 ``failover`` in /readyz says whether each standby's copy of the slot could take over; it is
 reported, not counted in ``ready``: a standby being rebuilt must not take the API out of service.
 
-Metrics are read from the store and the source at scrape time (``publisher.api.metrics``), so
+Metrics are read from the store and the source at scrape time (``control.api.metrics``), so
 any API process reports the whole deployment. /readyz and /metrics are for operators only
-(``publisher.api.operator``); /healthz says nothing and is open to all.
+(``control.api.operator``); /healthz says nothing and is open to all.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cdc.lsn import SLOT_LAG_BYTES
-from publisher.api.metrics import api_metrics
-from publisher.api.operator import operator_access
+from control.api.metrics import api_metrics
+from control.api.operator import operator_access
 
 router = APIRouter(tags=["health"])
 operator = Depends(operator_access)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from control.errors import LinkRefused
+from control.portal import links
+from control.portal.links import ALL_CAPABILITIES, Capability
 from models.errors import NotFound
 from models.settings import PortalSettings
-from publisher.portal import links
-from publisher.portal.links import ALL_CAPABILITIES, Capability, LinkRefused
 from publisher.store import Store
 from publisher.store.rows import PortalSessionRow
 

@@ -13,13 +13,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
+from control import actions
+from control.api.schemas import UsageOut
+from control.errors import PortalDenied
+from control.portal.auth import Scope, can_recover, scope, store_of
+from control.portal.links import Capability
+from control.portal.render import is_fragment, page
 from models.events import parse_time
-from publisher import actions
-from publisher.api.schemas import UsageOut
 from publisher.headers import hiding_custom_values
-from publisher.portal.auth import PortalDenied, Scope, can_recover, scope, store_of
-from publisher.portal.links import Capability
-from publisher.portal.render import is_fragment, page
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 PAGE_SIZE = 50

@@ -15,27 +15,15 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from control.api.admin import OrganizationId
+from control.errors import PortalDenied, SignInNeeded
+from control.portal.access import PortalSession, current
+from control.portal.links import Capability
 from models.errors import NotFound
-from publisher.api.admin import OrganizationId
-from publisher.portal.access import PortalSession, current
-from publisher.portal.links import Capability
 from publisher.store import Store
 
 COOKIE = "walhook_portal"
 FORM_COOKIE = "walhook_portal_form"  # double-submit token of the forms used before a session exists
-
-
-class PortalDenied(Exception):
-    """A portal request that is refused; rendered as a page (or fragment) with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SignInNeeded(PortalDenied):
-    def __init__(self) -> None:
-        super().__init__(401, "sign in first: open your portal link again, or sign in as an operator")
 
 
 @dataclass(frozen=True)
