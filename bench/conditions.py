@@ -10,7 +10,7 @@ round-robin over ``--integrations`` entity keys, one delivery per event):
   ``{"all_of": [{"property": "workspaceId", "equals": "ws{n}"}, {"any_of": [{"changed": ["status"]},
   {"property": "status", "in": ["open", "in_review"]}]}]}``.
   So each event is a candidate for all 100 integrations, delivered to one and filtered out (and
-  counted) for the 99 others; the candidates' index by ``workspaceId`` (publisher/candidates.py)
+  counted) for the 99 others; the candidates' index by ``workspaceId`` (publisher/routing/candidates.py)
   evaluates only the one whose workspace the event names.
 
 The runs alternate (without, with, without, with, ...) ``--repeats`` times, so drift on a shared
@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.delivery import receiver
 from bench.tools import ensure_tools
 from bench.workload import ORGANIZATION, Run, Workload, event, own_key, run_walhook
-from publisher.candidates import Candidates, candidates_for, route_candidates
-from publisher.matching import SubscriptionItem, parse_items
-from publisher.routing import EventFields, Routed, parse_event, route
+from publisher.routing.candidates import Candidates, candidates_for, route_candidates
+from publisher.routing.matching import SubscriptionItem, parse_items
+from publisher.routing.recipients import EventFields, Routed, parse_event, route
 from publisher.store import Integration
 from walhook.stack import LocalStack
 

@@ -5,7 +5,7 @@ Every client posts the same ~1 KB body with webhook headers to nginx (``return 2
 
 * a bare loop that writes one request and reads the status line, headers and Content-Length
   body: the least a webhook sender must do (the floor);
-* walhook's HTTP client (``publisher.http``), and the whole ``WebhookSender.attempt`` (signing,
+* walhook's HTTP client (``publisher.sending.http``), and the whole ``WebhookSender.attempt`` (signing,
   SSRF URL check, the attempt result);
 * aiohttp's client (the publisher's sender before), and ``pyreqwest`` when it is installed.
 
@@ -27,9 +27,9 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.tools import Nginx, ensure_tools
-from publisher.http import HttpClient
-from publisher.sender import RESPONSE_BODY_CAP, WebhookSender
-from publisher.ssrf import DestinationPolicy
+from publisher.sending.http import HttpClient
+from publisher.sending.sender import RESPONSE_BODY_CAP, WebhookSender
+from publisher.sending.ssrf import DestinationPolicy
 
 LOOPBACK = DestinationPolicy.from_strings(["127.0.0.1/32"])
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -97,7 +97,7 @@ async def loop_for(seconds: float, connections: int, send) -> float:  # type: ig
 
 
 async def walhook_client(port: int, connections: int, seconds: float) -> float:
-    """Requests/s of publisher.http.HttpClient alone."""
+    """Requests/s of publisher.sending.http.HttpClient alone."""
     client = HttpClient(LOOPBACK, 15.0, RESPONSE_BODY_CAP, "walhook/bench")
     url = f"http://127.0.0.1:{port}/hook"
 

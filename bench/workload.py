@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.receivers import HangingEndpoint
 from cdc.kafka import ensure_topic
 from models.settings import KafkaSettings, PublisherSettings
-from publisher.matching import SubscriptionItem
+from publisher.routing.matching import SubscriptionItem
 from publisher.store import Store
 from walhook.stack import spawn, stop_process
 

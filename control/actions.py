@@ -15,8 +15,8 @@ from typing import Any
 
 from models.settings import ApiSettings, KafkaSettings
 from publisher.errors import Throttled
-from publisher.matching import SubscriptionItem
-from publisher.positions import committed_positions
+from publisher.routing.matching import SubscriptionItem
+from publisher.settling.positions import committed_positions
 from publisher.store import Integration, ReplayJob, Scheduled, Store
 
 
@@ -51,7 +51,7 @@ async def disable(store: Store, kafka: KafkaSettings | None, organization_id: st
 
     The positions are read before any publisher sees the disable, so the enable's catch-up starts
     at the first record whose deliveries were not recorded, however far the consumers lagged (see
-    ``publisher.positions``). Without them it would start at the moment of the disable and skip
+    ``publisher.settling.positions``). Without them it would start at the moment of the disable and skip
     the records written before it but consumed after it.
     """
     integration = await integration_for(store, organization_id, integration_id)
@@ -68,7 +68,7 @@ async def enable(store: Store, organization_id: str | None, integration_id: int,
 
 async def start_replay(store: Store, api: ApiSettings, organization_id: str | None, integration_id: int, *,
                        offset: int | None = None, since: datetime | None = None) -> ReplayJob:
-    """A replay job of the integration from an offset or a moment (checked: ``publisher.replay_input``).
+    """A replay job of the integration from an offset or a moment (checked: ``publisher.jobs.replay_input``).
 
     An organization may have ``[api] max_replay_jobs_per_organization`` running or queued, within its
     budget of manual actions (``within_budget``); the operator (``organization_id`` None) is not limited.

@@ -2,7 +2,7 @@
 
 The API and the CLI ask when a subscription with conditions is created or changed (never on the
 delivery path). When ``[source]`` is not configured or cannot be read, each entity's shape holds
-only what its configuration says (``publisher.shapes``) and a warning is logged.
+only what its configuration says (``publisher.routing.shapes``) and a warning is logged.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import psycopg
 
 from models.settings import EntitySettings
-from publisher.matching import Subscription, SubscriptionItem, check_conditions, check_known_keys, parse_items
-from publisher.shapes import Column, EntityShape, shape_of
+from publisher.routing.matching import Subscription, SubscriptionItem, check_conditions, check_known_keys, parse_items
+from publisher.routing.shapes import Column, EntityShape, shape_of
 
 log = logging.getLogger("walhook.publisher")
 

@@ -19,8 +19,8 @@ import orjson
 
 from models.samples import Row, as_if, check_operation, example_event
 from models.settings import EntitySettings
-from publisher.routing import parse_event, receives
-from publisher.sender import AttemptResult, WebhookSender
+from publisher.routing.recipients import parse_event, receives
+from publisher.sending.sender import AttemptResult, WebhookSender
 from publisher.store import Store
 
 SAMPLE_BODY_CAP = 4 * 1024
@@ -44,7 +44,7 @@ class SampleResult:
     error: str | None
     webhook_id: str
     payload: dict[str, Any]
-    subscribed: bool = False  # whether the integration would receive such an event (publisher.routing)
+    subscribed: bool = False  # whether the integration would receive such an event (publisher.routing.recipients)
 
     @property
     def succeeded(self) -> bool:

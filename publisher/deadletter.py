@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyEx
 
 from models.headers import DEAD_LETTER_PREFIX
 from models.settings import KafkaSettings
-from publisher.routing import EventFields
+from publisher.routing.recipients import EventFields
 
 log = logging.getLogger("walhook.publisher")
 

@@ -5,7 +5,7 @@ each delivery to its integration's lane in memory; nothing is written before its
 The store keeps the log of attempts (written in batches after them) and what must wait:
 retries, an entity's later changes while an earlier one waits, integrations that cannot take
 them now. A record is settled once each of its deliveries is logged or waits in the store
-(``publisher.settlement``); offsets are committed up to the lowest unsettled record, so a
+(``publisher.settling.settlement``); offsets are committed up to the lowest unsettled record, so a
 publisher killed at any moment resends at most what it had not settled, with the same
 webhook-ids. Several publishers share the partitions (consumer group) and the retries (claims
 taken with SKIP LOCKED).
@@ -30,20 +30,20 @@ from models.errors import StoreError
 from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
 from models.topics import TopicError, ensure_topic
-from publisher.candidates import route_candidates
 from publisher.deadletter import DeadLetters, UnroutedLog
-from publisher.directory import IntegrationDirectory
-from publisher.dispatch import Dispatcher
 from publisher.errors import NotAnEvent, PublisherError
+from publisher.jobs.pruning import prune_loop
+from publisher.jobs.replay import ReplayRunner
 from publisher.metrics import PublisherMetrics
-from publisher.offsets import OffsetCommitter
-from publisher.positions import committed_positions
-from publisher.pruning import prune_loop
-from publisher.recovery import ReplayRunner
-from publisher.retry import RetryPolicy
-from publisher.routing import delivery_of, parse_event, route
-from publisher.sender import WebhookSender
-from publisher.settlement import Settlement
+from publisher.routing.candidates import route_candidates
+from publisher.routing.directory import IntegrationDirectory
+from publisher.routing.recipients import delivery_of, parse_event, route
+from publisher.sending.dispatch import Dispatcher
+from publisher.sending.retry import RetryPolicy
+from publisher.sending.sender import WebhookSender
+from publisher.settling.offsets import OffsetCommitter
+from publisher.settling.positions import committed_positions
+from publisher.settling.settlement import Settlement
 from publisher.store import Delivery, NewDelivery, Store
 from publisher.store.deliveries import CLAIM_PER_INTEGRATION
 

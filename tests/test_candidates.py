@@ -1,4 +1,4 @@
-"""The candidates' index by required value (publisher.candidates): it prunes, and routes exactly as ``route``."""
+"""The candidates' index by required value (publisher.routing.candidates): it prunes, routes exactly as ``route``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from publisher.candidates import candidates_for, required_equality, route_candidates
-from publisher.conditions import Change, ConditionError, compile_condition
-from publisher.matching import parse_items
-from publisher.routing import EventFields, route
+from publisher.routing.candidates import candidates_for, required_equality, route_candidates
+from publisher.routing.conditions import Change, ConditionError, compile_condition
+from publisher.routing.matching import parse_items
+from publisher.routing.recipients import EventFields, route
 from publisher.store.rows import Integration
 from tests.test_conditions import CONDITIONS
 from tests.test_conditions import ROWS as ANY_ROWS

@@ -21,11 +21,11 @@ from control.api.app import create_app
 from control.columns import entity_shapes
 from models.samples import as_if, example_event
 from models.settings import EntitySettings, Settings
-from publisher.conditions import NO_CHANGE, ConditionError
 from publisher.errors import SubscriptionError
-from publisher.matching import check_conditions, parse_item, parse_items
-from publisher.routing import delivery_of, parse_event, receives, route
-from publisher.shapes import Column, shape_of
+from publisher.routing.conditions import NO_CHANGE, ConditionError
+from publisher.routing.matching import check_conditions, parse_item, parse_items
+from publisher.routing.recipients import delivery_of, parse_event, receives, route
+from publisher.routing.shapes import Column, shape_of
 from publisher.store import Integration, Store
 
 APPROVED = {"subscription": "flows/packets:updated", "when": {"property": "status", "to": "approved"}}

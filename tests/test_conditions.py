@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publisher.conditions import Change, ConditionError, compile_condition
+from publisher.routing.conditions import Change, ConditionError, compile_condition
 
 
 def holds(condition: dict[str, Any], new: dict[str, Any] | None = None, old: dict[str, Any] | None = None,

@@ -1,4 +1,4 @@
-"""Open connections are shared fairly: a cap per process and per organization (publisher.connections)."""
+"""Open connections are shared fairly: a cap per process and per organization (publisher.sending.connections)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from publisher.connections import ConnectionBudget
-from publisher.sender import WebhookSender
+from publisher.sending.connections import ConnectionBudget
+from publisher.sending.sender import WebhookSender
 from tests.test_sender import LOOPBACK, OK, SECRET, Receiver, answering, read_request, receiving
 
 

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaProducer
 
 from cdc.kafka import ensure_topic
 from models.settings import KafkaSettings, PublisherSettings
-from publisher.sender import WebhookSender
+from publisher.sending.sender import WebhookSender
+from publisher.sending.ssrf import DestinationPolicy
 from publisher.service import Publisher, consumer_group_state
-from publisher.ssrf import DestinationPolicy
 from publisher.store import Attempt, Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
@@ -56,7 +56,7 @@ async def until_taken_in(publisher: Publisher, store: Store, integration_id: int
     assert current is not None
 
     def taken_in() -> bool:
-        seen = publisher.directory.get(integration_id)
+        seen = publisher.routing.directory.get(integration_id)
         return seen is not None and seen.updated_at is not None and seen.updated_at >= current
     await until(taken_in, timeout)
 

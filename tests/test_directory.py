@@ -7,9 +7,9 @@ import asyncio
 
 import orjson
 
-from publisher.candidates import route_candidates
-from publisher.directory import IntegrationDirectory
-from publisher.routing import parse_event, route
+from publisher.routing.candidates import route_candidates
+from publisher.routing.directory import IntegrationDirectory
+from publisher.routing.recipients import parse_event, route
 from publisher.store import Store
 from tests.test_delivery import event
 

@@ -24,8 +24,8 @@ from control.api.app import create_app
 from models.errors import Conflict
 from models.settings import KafkaSettings, Settings
 from publisher.errors import JobRefused
-from publisher.recovery import ReplayRunner
-from publisher.replay_input import replay_start
+from publisher.jobs.replay import ReplayRunner
+from publisher.jobs.replay_input import replay_start
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.portal_support import ADMIN, DOCS, admin_headers, organization, signed_in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from publisher.lanes import Lane, TokenBucket
+from publisher.sending.lanes import Lane, TokenBucket
 from publisher.store import Delivery
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from publisher.errors import SubscriptionError
-from publisher.matching import matches_any, parse_subscription
+from publisher.routing.matching import matches_any, parse_subscription
 
 
 @pytest.mark.parametrize(("text", "key", "op", "expected"), [
@@ -42,7 +42,7 @@ def test_read_is_asked_for_by_name_and_star_keeps_meaning_the_changes(text: str,
 
 def test_a_backfill_for_one_integration_reaches_only_that_one() -> None:
     from models.headers import BACKFILL_INTEGRATION as TARGET_HEADER
-    from publisher.routing import parse_event, receives
+    from publisher.routing.recipients import parse_event, receives
     from publisher.store.rows import Integration
 
     body = (b'{"eventId":"evt_1_r3_000000","organizationId":"acme","entityKey":"flows/comments",'
@@ -68,7 +68,7 @@ ROUTING_HEADERS = [("walhook-event-id", b"evt_1"), ("walhook-organization-id", b
 
 def test_a_body_nested_deeper_than_the_parser_reads_is_routed_by_its_headers() -> None:
     from publisher.errors import NotAnEvent
-    from publisher.routing import parse_event
+    from publisher.routing.recipients import parse_event
 
     deep = b'{"eventId": "evt_1", "data": {"value": {"properties": {"doc": ' + b"[" * 1100 + b"]" * 1100 + b"}}}}"
     assert parse_event(deep, ROUTING_HEADERS).entity_path == "packets/1"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from publisher.ordering import followers_wait, lane_key, must_wait
+from publisher.sending.ordering import followers_wait, lane_key, must_wait
 
 
 def test_an_ordered_delivery_waits_while_its_entity_waits_in_the_store() -> None:

@@ -19,7 +19,7 @@ from control.portal.condition_rows import (
     show_value,
     split_list,
 )
-from publisher.conditions import compile_condition
+from publisher.routing.conditions import compile_condition
 
 KINDS = {"status": "string", "points": "number", "done": "boolean", "meta": "json", "tags": "array"}
 

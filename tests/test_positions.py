@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from publisher.positions import committed_positions
+from publisher.settling.positions import committed_positions
 from tests.conftest import Servers
 from tests.receivers import ScriptedReceiver
 from tests.test_delivery import event, org_with, produce, publishing, until

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from models.settings import KafkaSettings, PublisherSettings
 from publisher.deadletter import TRUNCATED_VALUE_BYTES, DeadLetters
 from publisher.errors import NotAnEvent, PublisherError
-from publisher.routing import parse_event
-from publisher.sender import WebhookSender
+from publisher.routing.recipients import parse_event
+from publisher.sending.sender import WebhookSender
 from publisher.service import Publisher
 from publisher.store import Store
 from tests.conftest import Servers

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from control.api.app import create_app
 from models.settings import KafkaSettings, Settings
-from publisher.positions import committed_positions
+from publisher.settling.positions import committed_positions
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.portal_support import ADMIN, DOCS, admin_headers, signed_in

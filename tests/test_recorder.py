@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from publisher.recorder import Recorder
+from publisher.settling.recorder import Recorder
 from publisher.store import Delivery, NewDelivery, Store
 
 

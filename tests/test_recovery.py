@@ -10,7 +10,7 @@ from aiokafka.structs import OffsetAndTimestamp
 
 from cdc.kafka import ensure_topic
 from models.settings import KafkaSettings
-from publisher.recovery import ReplayRunner, start_offset
+from publisher.jobs.replay import ReplayRunner, start_offset
 from publisher.store import ReplayJob, Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver

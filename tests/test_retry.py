@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from publisher.retry import DEFAULT_SCHEDULE, RetryPolicy, Verdict, retry_after_seconds
+from publisher.sending.retry import DEFAULT_SCHEDULE, RetryPolicy, Verdict, retry_after_seconds
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

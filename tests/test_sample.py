@@ -17,8 +17,8 @@ from models.errors import NotFound
 from models.events import ChangeEvent, camel_case
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS, catalogue, example_event, named_columns
 from models.settings import EntitySettings
-from publisher.sender import AttemptResult, WebhookSender
-from publisher.ssrf import DestinationPolicy
+from publisher.sending.sender import AttemptResult, WebhookSender
+from publisher.sending.ssrf import DestinationPolicy
 from publisher.store import Integration, Store
 from tests.receivers import ScriptedReceiver, always
 

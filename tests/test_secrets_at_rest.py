@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from models.errors import SecretError, StoreError
 from models.secretbox import Keyring, SecretKeyMissing, new_key, parse_key
-from publisher.signing import generate_secret
+from publisher.sending.signing import generate_secret
 from publisher.store import Store, store_for
 from publisher.store import tenants as tenant_store
 from tests.conftest import Servers

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from publisher.sender import RESPONSE_BODY_CAP, WebhookSender
-from publisher.ssrf import DestinationPolicy
+from publisher.sending.sender import RESPONSE_BODY_CAP, WebhookSender
+from publisher.sending.ssrf import DestinationPolicy
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LOOPBACK = DestinationPolicy.from_strings(["127.0.0.1/32", "::1"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from publisher.settlement import Settlement
+from publisher.settling.settlement import Settlement
 
 
 def test_a_partition_commits_up_to_its_lowest_unsettled_record() -> None:

@@ -7,7 +7,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models.errors import SecretError
-from publisher.signing import check_secret, generate_secret, secret_key, sign, webhook_headers
+from publisher.sending.signing import check_secret, generate_secret, secret_key, sign, webhook_headers
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

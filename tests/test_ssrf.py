@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from publisher.errors import PublisherError
-from publisher.ssrf import DestinationPolicy, DestinationRefused, GuardedResolver
+from publisher.sending.ssrf import DestinationPolicy, DestinationRefused, GuardedResolver
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

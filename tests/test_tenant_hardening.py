@@ -25,8 +25,8 @@ from control.api.app import create_app
 from control.api.schemas import IntegrationIn, IntegrationPatch
 from models.errors import ConfigError, Conflict, SecretError
 from models.settings import Settings
-from publisher.headers import OMITTED, capped_response_headers
-from publisher.signing import MAX_ACTIVE_SECRETS, signature_header
+from publisher.sending.headers import OMITTED, capped_response_headers
+from publisher.sending.signing import MAX_ACTIVE_SECRETS, signature_header
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from control.status import group_lag
 from models.settings import KafkaSettings, PublisherSettings
 from models.topics import ensure_topic, partition_count
-from publisher.sender import WebhookSender
+from publisher.sending.sender import WebhookSender
 from publisher.service import Publisher
 from publisher.store import Store
 from tests.conftest import Servers

@@ -28,7 +28,7 @@ from control.portal.access import create_link
 from control.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
 from models.errors import WalhookError
 from models.settings import PortalSettings
-from publisher.matching import matches_any, parse_subscription
+from publisher.routing.matching import matches_any, parse_subscription
 from publisher.service import consumer_group_state
 from publisher.store import Store
 from walhook.cli.common import stop_on_signals

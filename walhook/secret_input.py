@@ -2,7 +2,7 @@
 
 Arguments are visible to every user of the machine (``ps``, ``/proc/PID/cmdline``) and end up in
 shell histories, so ``--secret whsec_...`` is refused with what to use instead. A secret read here
-is checked like any given secret (``publisher.signing.check_secret``: valid, 24-64 bytes).
+is checked like any given secret (``publisher.sending.signing.check_secret``: valid, 24-64 bytes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from models.errors import ConfigError, SecretError
-from publisher.signing import check_secret
+from publisher.sending.signing import check_secret
 
 _REFUSED = ("--secret on the command line shows in process lists and shell histories; "
             "use --secret-file FILE, or --secret-file - to read it from standard input")

@@ -27,8 +27,8 @@ from control.errors import LinkRefused
 from control.portal import routes as portal
 from models.errors import Conflict, NotFound, SecretError, StoreError
 from publisher.errors import JobRefused, SubscriptionError, Throttled
-from publisher.sender import WebhookSender, user_agent
-from publisher.ssrf import DestinationPolicy, DestinationRefused
+from publisher.sending.sender import WebhookSender, user_agent
+from publisher.sending.ssrf import DestinationPolicy, DestinationRefused
 from publisher.store import store_for
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from publisher.errors import SubscriptionError
-from publisher.headers import custom_header_problem
-from publisher.matching import SubscriptionItem, parse_items
+from publisher.routing.matching import SubscriptionItem, parse_items
+from publisher.sending.headers import custom_header_problem
 
 if TYPE_CHECKING:
     from models.settings import ApiSettings

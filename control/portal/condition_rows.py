@@ -1,11 +1,11 @@
 """The "only when ..." rows of the integration page: a subscription's condition as form rows, and back (pure).
 
-Each row is one condition of ``publisher.conditions`` on one property: equals, not equals, in
+Each row is one condition of ``publisher.routing.conditions`` on one property: equals, not equals, in
 list, is null, is not null (on the new row or the old one), changed, or from -> to. The rows of
 an entity combine with all of / any of. One row is saved as that condition alone, two or more
 as ``{"all_of": [...]}`` or ``{"any_of": [...]}``; no rows, no condition.
 
-Values are typed as the entity's column is (``publisher.shapes`` kinds): ``7`` is a number for
+Values are typed as the entity's column is (``publisher.routing.shapes`` kinds): ``7`` is a number for
 an int column and a string for a text column. A string that would read as something else is
 shown quoted as JSON (``"7"`` in a column of unknown type, ``""``, ``"a, b"`` in a list). A
 value that does not fit the column is passed on as typed, and the checks the API runs
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from control.errors import RowsError
-from publisher.conditions import Scalar
+from publisher.routing.conditions import Scalar
 
 OPERATORS = {"equals": "equals", "not_equals": "not equals", "in": "in list", "is_null": "is null",
              "not_null": "is not null", "changed": "changed", "from_to": "from → to"}

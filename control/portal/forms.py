@@ -27,9 +27,9 @@ from control.errors import RowsError
 from control.portal.condition_rows import EntityRows, Kinds, condition_rows, read_rows, rows_condition
 from models.errors import SecretError
 from models.samples import SAMPLE_OPERATIONS
-from publisher.headers import hiding_custom_values
-from publisher.matching import SubscriptionItem, parse_subscription
-from publisher.signing import secret_key
+from publisher.routing.matching import SubscriptionItem, parse_subscription
+from publisher.sending.headers import hiding_custom_values
+from publisher.sending.signing import secret_key
 from publisher.store import Integration
 
 Errors = dict[str, str]

@@ -20,7 +20,7 @@ from control.errors import PortalDenied
 from control.portal.auth import Scope, can_manage, scope
 from control.portal.condition_rows import COMBINATORS, MAX_ROWS, OPERATORS, SIDES, EntityRows, Kinds, Row, read_rows
 from control.portal.render import environment, page
-from publisher.shapes import EntityShape
+from publisher.routing.shapes import EntityShape
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 SHAPES_SECONDS = 5.0

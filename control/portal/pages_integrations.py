@@ -25,8 +25,8 @@ from control.portal.pages_conditions import kinds_of, properties_of, shapes_of
 from control.portal.render import page
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS
 from publisher.errors import SubscriptionError
-from publisher.headers import hiding_custom_values
-from publisher.ssrf import DestinationRefused
+from publisher.sending.headers import hiding_custom_values
+from publisher.sending.ssrf import DestinationRefused
 from publisher.store import Integration
 from publisher.store.rows import HourCounts
 

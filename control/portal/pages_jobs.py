@@ -20,7 +20,7 @@ from control.portal.auth import Scope, can_recover, scope, store_of
 from control.portal.links import Capability
 from control.portal.render import is_fragment, page
 from models.events import parse_time
-from publisher.headers import hiding_custom_values
+from publisher.sending.headers import hiding_custom_values
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
 PAGE_SIZE = 50

@@ -4,7 +4,7 @@ A live delivery reaches the store only after its first attempt (``log_first_atte
 and its attempt, in one statement for a whole batch), or when it must wait (``park``). Waiting
 deliveries are claimed, attempted and moved on (``claim_due``, ``record_attempts``). Every
 statement of the hot path handles a batch, with binary array parameters; the ordering rule it
-applies lives in ``publisher.ordering``.
+applies lives in ``publisher.sending.ordering``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from models.errors import NotFound
-from publisher.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, HELD, WAITING_ENTITIES
+from publisher.sending.ordering import BEYOND_CATCH_UP, EARLIER_PENDING, HELD, WAITING_ENTITIES
 from publisher.store.engine import as_json
 from publisher.store.integrations import IntegrationStore
 from publisher.store.rows import AttemptRecord, Delivery, NewDelivery, Scheduled
@@ -22,7 +22,7 @@ _NEW_COLUMNS = ("integration_id, organization_id, event_id, webhook_id, entity_k
                 "source_partition, source_offset")
 _NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], "
                "%b::int[], %b::bigint[]")
-# Adds each integration's filtered events to its counter (publisher.routing: conditions held for none).
+# Adds each integration's filtered events to its counter (publisher.routing.recipients: conditions held for none).
 _COUNT_FILTERED = ("INSERT INTO {s}.filtered_events (integration_id, events) SELECT * FROM unnest(%b::bigint[], "
                    "%b::bigint[]) ON CONFLICT (integration_id) DO UPDATE SET "
                    "events = {s}.filtered_events.events + EXCLUDED.events, last_at = now()")
@@ -87,7 +87,7 @@ class DeliveryStore(IntegrationStore):
                                 held: bool | Sequence[bool] = False, hold_for: timedelta | None = None
                                 ) -> list[Delivery]:
         """Record deliveries durably as pending, claimed by the caller for ``claim_for``; known ones are skipped,
-        except one held behind an earlier change (``publisher.ordering.HELD``), which is taken over.
+        except one held behind an earlier change (``publisher.sending.ordering.HELD``), which is taken over.
 
         ``held`` (for all, or one flag per delivery): parked behind an earlier change still in the caller's
         memory, claimed for ``hold_for`` (default ``claim_for``) and never due until ``release_held``.
@@ -127,7 +127,7 @@ class DeliveryStore(IntegrationStore):
     async def park(self, deliveries: Sequence[NewDelivery], filtered: Mapping[int, int] | None = None, *,
                    behind: Sequence[NewDelivery] = (), hold_for: timedelta = timedelta(seconds=60)
                    ) -> list[Delivery]:
-        """Deliveries that must wait (``publisher.ordering``), stored pending and due now; known ones are skipped.
+        """Deliveries that must wait (``publisher.sending.ordering``), stored pending and due now; known ones skipped.
 
         ``behind``: deliveries held behind an earlier change of their entity still in the caller's memory,
         written in the same statement, so a later change parked with them never shows up in the store without

@@ -20,8 +20,8 @@ import orjson
 
 from models.errors import Conflict, NotFound, SecretError
 from models.secretbox import Sealed
-from publisher.matching import Subscription, SubscriptionItem, cost, parse_items
-from publisher.ordering import HELD
+from publisher.routing.matching import Subscription, SubscriptionItem, cost, parse_items
+from publisher.sending.ordering import HELD
 from publisher.store.engine import as_json
 from publisher.store.rows import Integration
 from publisher.store.tenants import TenantStore
@@ -42,7 +42,7 @@ class IntegrationStore(TenantStore):
                               headers: dict[str, str] | None = None, concurrency: int | None = None,
                               limit: int | None = None, cost_limit: int | None = None) -> int:
         """A new integration; ``limit`` caps how many an organization may have, ``cost_limit`` what routing
-        an event through all their subscriptions may cost (``publisher.matching.cost``); ``Conflict`` past."""
+        an event through all their subscriptions may cost (``publisher.routing.matching.cost``); ``Conflict`` past."""
         parse_items(events)  # refuse a bad subscription before storing it
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
@@ -198,7 +198,7 @@ class IntegrationStore(TenantStore):
     async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None,
                           positions: dict[int, int] | None = None) -> None:
         """Enable or disable. A disable remembers since when, and where the consumers stood
-        (``positions``, see ``publisher.positions``): a later enable replays from there."""
+        (``positions``, see ``publisher.settling.positions``): a later enable replays from there."""
         await self._rows(
             "UPDATE {s}.integrations SET enabled = :enabled, disabled_reason = :reason, "
             "disabled_at = CASE WHEN :enabled THEN NULL ELSE coalesce(disabled_at, now()) END, "

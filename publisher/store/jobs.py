@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.errors import Conflict, NotFound
-from publisher.replay_input import replay_start
+from publisher.jobs.replay_input import replay_start
 from publisher.store.deliveries import DeliveryStore
 from publisher.store.engine import as_json
 from publisher.store.rows import ReplayJob
@@ -34,7 +34,7 @@ class JobStore(DeliveryStore):
         """A replay of one integration from an offset (every partition) or a moment.
 
         ``JobRefused`` (before anything is stored) when the start could never run; see
-        ``publisher.replay_input``. ``limit``: how many requested jobs the organization may have
+        ``publisher.jobs.replay_input``. ``limit``: how many requested jobs the organization may have
         running or queued; past it ``Conflict``, naming it. (A catch-up after an enable is not counted.)
         """
         start_offset, since = replay_start(start_offset, since)
@@ -57,7 +57,7 @@ class JobStore(DeliveryStore):
         """Enable an integration; unless told not to, catch it up with a replay from when it was disabled.
 
         One statement: the integration is never seen enabled without its catch-up job, so no
-        live change can overtake the replayed ones (see ``publisher.ordering``).
+        live change can overtake the replayed ones (see ``publisher.sending.ordering``).
         """
         rows = await self._rows(
             "WITH before AS (SELECT id, organization_id, enabled, disabled_at, disabled_positions "
@@ -105,7 +105,7 @@ class JobStore(DeliveryStore):
 
         Fair across organizations: an enable's catch-up first (live changes of its integration wait
         behind it), then the organization served longest ago (its jobs' last slice), then within it the
-        job served longest ago. A publisher runs a job a slice at a time (``publisher.recovery``), so
+        job served longest ago. A publisher runs a job a slice at a time (``publisher.jobs.replay``), so
         one organization's many or long jobs never hold another's for more than a slice.
         """
         rows = await self._rows(

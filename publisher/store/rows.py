@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from publisher.matching import Subscription
+from publisher.routing.matching import Subscription
 
 
 def utcnow() -> datetime:

@@ -17,9 +17,9 @@ from typing import Any
 
 from models.errors import NotFound, SecretError
 from models.secretbox import Sealed, SecretKeyMissing
-from publisher.rotation import rotate
-from publisher.signing import check_secret, generate_secret
+from publisher.sending.signing import check_secret, generate_secret
 from publisher.store.engine import StoreEngine
+from publisher.store.rotation import rotate
 from publisher.store.rows import ApiKey, Organization, SecretPeriod
 
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
@@ -66,7 +66,7 @@ class TenantStore(StoreEngine):
                             overlap: timedelta = DEFAULT_ROTATION_OVERLAP, secret: str | None = None) -> str:
         """A new secret for the organization (or one integration); the old ones keep signing for ``overlap``.
 
-        ``Conflict`` when the owner would hold more than ``MAX_ACTIVE_SECRETS`` (``publisher.rotation``).
+        ``Conflict`` when the owner would hold more than ``MAX_ACTIVE_SECRETS`` (``publisher.store.rotation``).
         """
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")

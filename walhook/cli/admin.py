@@ -11,7 +11,7 @@ from datetime import timedelta
 import orjson
 
 from models.errors import WalhookError
-from publisher.matching import SubscriptionItem
+from publisher.routing.matching import SubscriptionItem
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
 from walhook.secret_input import add_secret_file_argument, read_secret
 
@@ -93,7 +93,7 @@ async def check_events(args: argparse.Namespace, texts: Sequence[str]) -> list[S
 
 async def cmd_integrations_add(args: argparse.Namespace) -> int:
     from control import actions
-    from publisher.ssrf import DestinationPolicy
+    from publisher.sending.ssrf import DestinationPolicy
 
     events = await check_events(args, args.events)  # refused before anything is created, the organization included
     headers = _headers(args.header)
@@ -119,7 +119,7 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
 
 def _headers(items: Sequence[str]) -> dict[str, str]:
     """``--header NAME:VALUE`` options as a dict; a malformed or reserved one is named."""
-    from publisher.headers import custom_header_problem
+    from publisher.sending.headers import custom_header_problem
 
     headers = {}
     for item in items:

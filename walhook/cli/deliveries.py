@@ -85,7 +85,7 @@ async def _still_pending(args: argparse.Namespace, remote: ApiClient | None, int
 
 async def cmd_replay(args: argparse.Namespace) -> int:
     """Start a replay job (a running publisher carries it out); ``--wait`` follows it to its end."""
-    from publisher.recovery import job_summary
+    from publisher.jobs.replay import job_summary
 
     since = moment(args.since) if args.since else None
     job: Any
@@ -135,7 +135,7 @@ async def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_jobs_show(args: argparse.Namespace) -> int:
-    from publisher.recovery import job_summary
+    from publisher.jobs.replay import job_summary
 
     job = await _read_job(args, api_of(args), args.job)
     show(args, _plain(job), job_summary(job))
@@ -154,8 +154,8 @@ async def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 async def cmd_send_sample(args: argparse.Namespace) -> int:
     from control.sample import send_sample
-    from publisher.sender import WebhookSender
-    from publisher.ssrf import DestinationPolicy
+    from publisher.sending.sender import WebhookSender
+    from publisher.sending.ssrf import DestinationPolicy
 
     settings = settings_of(args)
     entity = next((e for e in settings.entities if e.entity_key == args.entity_key), None)

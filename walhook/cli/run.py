@@ -66,9 +66,9 @@ async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats,
 async def cmd_publisher(args: argparse.Namespace) -> int:
     from models.metrics import MetricsEndpoint, parse_address
     from publisher.metrics import PublisherMetrics
-    from publisher.sender import WebhookSender
+    from publisher.sending.sender import WebhookSender
+    from publisher.sending.ssrf import DestinationPolicy
     from publisher.service import Publisher
-    from publisher.ssrf import DestinationPolicy
     from publisher.store import store_for
 
     settings = settings_of(args)

@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from publisher import evaluation
 from publisher.errors import SubscriptionError
+from publisher.routing import evaluation
 
 Scalar = str | int | float | bool
 Row = Mapping[str, Any]
@@ -87,7 +87,7 @@ Test = Callable[[Change], bool]
 class Condition(ABC):
     """A compiled condition: ``test`` (and ``holds``) is a pure function of the event's :class:`Change`.
 
-    Each node builds its ``test`` once, as closures over what it compares (``publisher.evaluation``),
+    Each node builds its ``test`` once, as closures over what it compares (``publisher.routing.evaluation``),
     so evaluating it on an event is a few attribute reads and comparisons, not a walk of the JSON.
     """
 

@@ -9,7 +9,7 @@ Three layers, one policy (:class:`DestinationPolicy`):
 * :meth:`DestinationPolicy.refusal` is the pure decision for one IP address;
 * :meth:`DestinationPolicy.check_url` / :meth:`DestinationPolicy.check_destination` vet a URL up front,
   so creating an integration with a bad URL fails with a clear message;
-* the webhook sender (``publisher.http``) checks every address a host resolves to when it opens a
+* the webhook sender (``publisher.sending.http``) checks every address a host resolves to when it opens a
   connection and connects only to an allowed one, which also defeats DNS rebinding (a name that
   resolved to a public address at creation time and to a private one later);
   :class:`GuardedResolver` does the same for an aiohttp connector.

@@ -12,10 +12,10 @@ from importlib import metadata
 
 from models.settings import PublisherSettings
 from publisher.errors import HttpError
-from publisher.headers import without_reserved
-from publisher.http import HttpClient
-from publisher.signing import webhook_headers
-from publisher.ssrf import DestinationPolicy, DestinationRefused
+from publisher.sending.headers import without_reserved
+from publisher.sending.http import HttpClient
+from publisher.sending.signing import webhook_headers
+from publisher.sending.ssrf import DestinationPolicy, DestinationRefused
 
 RESPONSE_BODY_CAP = 16 * 1024
 
@@ -46,7 +46,7 @@ class AttemptResult:
 
 
 class WebhookSender:
-    """Sends signed POSTs over pooled, kept-alive connections (``publisher.http``). ``open`` / ``close``
+    """Sends signed POSTs over pooled, kept-alive connections (``publisher.sending.http``). ``open`` / ``close``
     are idempotent.
 
     Every destination passes the SSRF policy twice: the URL before the request (IP literals,
@@ -58,7 +58,7 @@ class WebhookSender:
                  max_connections: int = 1024, max_connections_per_organization: int = 256) -> None:
         self._timeout = timeout
         # Open connections are capped per process and per organization, shared fairly
-        # (``publisher.connections``); the lanes bound the requests in flight per integration.
+        # (``publisher.sending.connections``); the lanes bound the requests in flight per integration.
         self._limits = (max_connections, max_connections_per_organization)
         self.policy = policy or DestinationPolicy()
         self._client: HttpClient | None = None

@@ -2,7 +2,7 @@
 
 An *owner* is an organization (its secrets sign for every integration without secrets of its own)
 or one integration. Each active secret is one more signature in every request's header and one
-more HMAC per attempt, so an owner holds at most :data:`~publisher.signing.MAX_ACTIVE_SECRETS`;
+more HMAC per attempt, so an owner holds at most :data:`~publisher.sending.signing.MAX_ACTIVE_SECRETS`;
 a rotation that would pass that is refused, and one without overlap is always possible.
 
 An integration's first own secret would otherwise end its organization's secrets for it at once,
@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models.errors import Conflict, StoreError
-from publisher.signing import MAX_ACTIVE_SECRETS
+from publisher.sending.signing import MAX_ACTIVE_SECRETS
 
 _ACTIVE = "(expires_at IS NULL OR expires_at > now())"
 _LOCK = "SELECT 1 FROM {s}.organizations WHERE id = :org FOR UPDATE"  # one rotation per organization at a time

@@ -2,7 +2,7 @@
 
 Kafka keeps the events, so a replay needs no copy of them in the store: a job reads the topic
 from an offset (every partition) or a moment (``offsets_for_times``), keeps what the
-integration receives (``publisher.routing``, as live delivery does) and schedules it. The
+integration receives (``publisher.routing.recipients``, as live delivery does) and schedules it. The
 publishers deliver those like any other; each keeps its ``webhook-id``, so receivers can
 deduplicate.
 
@@ -32,8 +32,8 @@ from aiokafka.errors import KafkaError
 from models.errors import StoreError
 from models.settings import KafkaSettings
 from publisher.errors import NotAnEvent, PublisherError
-from publisher.positions import partitions_of
-from publisher.routing import delivery_of, parse_event, receives
+from publisher.routing.recipients import delivery_of, parse_event, receives
+from publisher.settling.positions import partitions_of
 from publisher.store import Integration, NewDelivery, ReplayJob, Store
 
 log = logging.getLogger("walhook.publisher")

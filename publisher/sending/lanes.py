@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from publisher.ordering import followers_wait, lane_key
+from publisher.sending.ordering import followers_wait, lane_key
 from publisher.store import Delivery
 
 # The lane's attempt function sends one request carrying the given deliveries (one, or a batch), with

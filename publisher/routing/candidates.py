@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from publisher.conditions import AllOf, Condition, Value
-from publisher.matching import Subscription
-from publisher.routing import EventFields, Routed, route
+from publisher.routing.conditions import AllOf, Condition, Value
+from publisher.routing.matching import Subscription
+from publisher.routing.recipients import EventFields, Routed, route
 from publisher.store.rows import Integration
 
 Indexed = str | int | bool

@@ -1,6 +1,6 @@
 """Committing consumed offsets in the background, in order, only up to what is settled.
 
-The publisher hands over each partition's committable offset (``publisher.settlement``) whenever
+The publisher hands over each partition's committable offset (``publisher.settling.settlement``) whenever
 it moves; one committer sends the newest offset of every partition, one commit at a time, so
 offsets only ever move forward. A commit the group refuses (a rebalance took the partition away)
 is dropped: the new owner reads from the last commit and sends those records' deliveries again,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from models.events import camel_case
 from models.samples import named_columns
 from models.settings import EntitySettings
-from publisher.conditions import Compared, Condition, ConditionError, Scalar
+from publisher.routing.conditions import Compared, Condition, ConditionError, Scalar
 
 # What JSON a column's values arrive as (see README, The event: values are typed JSON).
 NUMBER_TYPES = frozenset({"int2", "int4", "int8", "oid", "float4", "float8"})

@@ -3,7 +3,7 @@
 An event reaches an integration of its organization when one of the integration's subscriptions
 matches its entity key and operation, and the integration's environment (if it has one) is the
 environment the capture stamped on the record, and the subscription's conditions (if any)
-hold on the event (``publisher.conditions``). The record's body is parsed once, here; what
+hold on the event (``publisher.routing.conditions``). The record's body is parsed once, here; what
 conditions read of it (the rows' properties and ``updateMask``) is kept in ``EventFields.change``,
 and every integration's compiled conditions are evaluated on that. The rows of a backfill for one
 integration carry the ``walhook-backfill-integration`` header: they reach that integration only,
@@ -11,7 +11,7 @@ when it subscribes to their entity key with any operation (asking for the backfi
 to ``read``; its filter, not the subscription's conditions, chooses the rows); the rows of a
 backfill for all reach the integrations that subscribe to ``KEY:read``. Which integrations are
 candidates is the caller's business: live delivery offers the enabled ones
-(``publisher.directory``), replay the one it replays for, a sample the one it is sent to.
+(``publisher.routing.directory``), replay the one it replays for, a sample the one it is sent to.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from models.headers import BACKFILL_INTEGRATION, ENVIRONMENT, ROUTING_HEADERS
-from publisher.conditions import NO_CHANGE, Change
 from publisher.errors import NotAnEvent
-from publisher.matching import covers_key, subscribed
+from publisher.routing.conditions import NO_CHANGE, Change
+from publisher.routing.matching import covers_key, subscribed
 from publisher.store.rows import Integration, NewDelivery
 
 
@@ -187,7 +187,7 @@ def route(candidates: Iterable[Integration], event: EventFields, can_hold: Seque
     """The candidates that receive ``event``, and those whose conditions filtered it out (no delivery).
 
     ``can_hold``, when given, says per candidate whether its conditions can hold for this event at all
-    (``publisher.candidates`` knows from the value they require): one that cannot, and that subscribed to
+    (``publisher.routing.candidates`` knows from the value they require): one that cannot, and that subscribed to
     the event's key and operation, is filtered out without evaluating them.
     """
     found: Routed = Routed([], [])

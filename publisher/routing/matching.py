@@ -7,7 +7,7 @@
 flood integrations that never asked for existing rows.
 A subscription with conditions is an object,
 ``{"subscription": "flows/packets:updated", "when": {"property": "status", "to": "approved"}}``
-(the condition form: ``publisher.conditions``); a plain string has none. Each distinct
+(the condition form: ``publisher.routing.conditions``); a plain string has none. Each distinct
 subscription is parsed and compiled once, in a bounded cache.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from models.settings import EntitySettings
-from publisher.conditions import NO_CHANGE, Change, Condition, ConditionError, compile_condition, nodes
 from publisher.errors import SubscriptionError
-from publisher.shapes import EntityShape, check_condition
+from publisher.routing.conditions import NO_CHANGE, Change, Condition, ConditionError, compile_condition, nodes
+from publisher.routing.shapes import EntityShape, check_condition
 
 SubscriptionItem = str | dict[str, Any]
 """A subscription as the API, the CLI and the store hold it: its text, or an object with conditions."""
@@ -146,7 +146,7 @@ def covers_key(subscriptions: list[Subscription], entity_key: str) -> bool:
 
 
 def check_conditions(subscriptions: Sequence[Subscription], shapes: Sequence[EntityShape]) -> None:
-    """Refuse a condition that cannot hold on the entities its subscription matches (see ``publisher.shapes``)."""
+    """Refuse a condition that cannot hold on the entities its subscription matches (``publisher.routing.shapes``)."""
     for subscription in subscriptions:
         matched = [shape for shape in shapes if subscription.entity_key.fullmatch(shape.entity_key)]
         if subscription.condition is not None:

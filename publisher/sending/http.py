@@ -9,7 +9,7 @@ in one call and lets ``httptools`` (llhttp, the parser Node.js uses) read the an
   receiver closed while idle is replaced, and the request resent once when the receiver closed a
   reused connection before answering anything.
 * Each new connection resolves the host and checks EVERY address against the SSRF policy
-  (``publisher.ssrf``) before connecting to the one allowed address it then uses, so a name that
+  (``publisher.sending.ssrf``) before connecting to the one allowed address it then uses, so a name that
   resolves somewhere private is refused on the address actually used (DNS rebinding included).
 * TLS goes through ``ssl`` with the system's default verification.
 * A response is complete at its end (Content-Length, chunked, or the connection closing), or as
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import httptools
 from yarl import URL
 
-from publisher.connections import ConnectionBudget, process_limit
 from publisher.errors import HttpError
-from publisher.ssrf import DestinationPolicy, all_refused, unresolvable
+from publisher.sending.connections import ConnectionBudget, process_limit
+from publisher.sending.ssrf import DestinationPolicy, all_refused, unresolvable
 
 Answer = tuple[int, dict[str, str], bytes]
 """Status, response headers (lower-case names), body (at most the cap)."""
@@ -37,7 +37,7 @@ Answer = tuple[int, dict[str, str], bytes]
 MAX_HEAD_BYTES = 1024 * 1024
 """A status line and headers longer than this are refused: a hostile receiver must not make the
 publisher buffer without end. (What the attempt log keeps of them is capped far lower, by
-``publisher.headers``.)"""
+``publisher.sending.headers``.)"""
 
 
 @dataclass(frozen=True, slots=True)

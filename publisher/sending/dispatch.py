@@ -1,10 +1,10 @@
 """The dispatcher: runs attempts in per-integration lanes and records what happened.
 
 Live deliveries (just consumed) go from memory straight to their lanes unless their entity must
-wait (``publisher.ordering``); nothing of them is written before their first attempt. Deliveries
+wait (``publisher.sending.ordering``); nothing of them is written before their first attempt. Deliveries
 that waited in the store come from the retry poller, claimed. Every attempt is logged (the
 "webhook jobs" log) and moves its delivery on: delivered, pending with the next attempt time, or
-failed. The recorder (``publisher.recorder``) writes all of it in batches.
+failed. The recorder (``publisher.settling.recorder``) writes all of it in batches.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 import orjson
 
 from models.errors import StoreError
-from publisher.directory import IntegrationDirectory
-from publisher.headers import capped_response_headers, hiding_custom_values
-from publisher.lanes import Lane, Spawn, _spawn_task
-from publisher.ordering import must_wait
-from publisher.recorder import Recorder
-from publisher.retry import Decision, RetryPolicy, Verdict
-from publisher.sender import AttemptResult, WebhookSender
+from publisher.routing.directory import IntegrationDirectory
+from publisher.sending.headers import capped_response_headers, hiding_custom_values
+from publisher.sending.lanes import Lane, Spawn, _spawn_task
+from publisher.sending.ordering import must_wait
+from publisher.sending.retry import Decision, RetryPolicy, Verdict
+from publisher.sending.sender import AttemptResult, WebhookSender
+from publisher.settling.recorder import Recorder
 from publisher.store import AttemptRecord, Delivery, Integration, NewDelivery, Store, utcnow
 
 log = logging.getLogger("walhook.publisher")

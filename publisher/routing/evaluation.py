@@ -1,6 +1,6 @@
 """The condition tests as closures, built once per condition and run on every event (pure).
 
-``publisher.conditions`` defines the form and the rules; this module is how they run fast: each
+``publisher.routing.conditions`` defines the form and the rules; this module is how they run fast: each
 test reads the change's row with a C-level getter, looks the property up once and compares by
 type with frozensets, and the combinators loop over prebuilt tests. The tests read any object
 with ``new``, ``old`` (property mappings or None) and ``mask`` (a list of names or None).

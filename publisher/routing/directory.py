@@ -11,7 +11,7 @@ Live events are routed among the organization's integrations subscribed to the e
 key and operation only (``candidates``), remembered per key and operation until one of the
 organization's integrations changes: with many integrations each on its own key, looking at
 every one of them for every event was most of routing's cost. Each such list is kept with its
-index by the values the integrations' conditions require (``publisher.candidates``), built and
+index by the values the integrations' conditions require (``publisher.routing.candidates``), built and
 dropped together with it.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from models.errors import StoreError
-from publisher.candidates import Candidates, candidates_for
+from publisher.routing.candidates import Candidates, candidates_for
 from publisher.store import Integration, Store
 
 log = logging.getLogger("walhook.publisher")
