@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint bench bench-http chaos clean
+.PHONY: demo test fuzz lint docs bench bench-http chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy cdc publisher control models walhook
 
-# Benchmarks print a table and write JSON under bench/results/; BENCHMARKS.md records the latest run.
+# The documentation site: the reference pages generated from the code, then the site in site/ (no warning
+# allowed). tests/test_docs.py checks both on every `make test`, building into a temporary directory.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs build --strict
+
+# Benchmarks print a table and write JSON under bench/results/; docs/benchmarks.md records the latest run.
 # Latency runs 15 s per rate on the bundled broker (60 s needs a real Kafka: bench/latency.py --kafka).
 bench: $(STAMP)
 	$(BIN)/python bench/capture.py
@@ -60,4 +66,4 @@ chaos: $(STAMP)
 	WALHOOK_CHAOS_FULL=1 WALHOOK_CHAOS_CHANGES=$(CHAOS_CHANGES) $(BIN)/pytest tests/chaos -s -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site

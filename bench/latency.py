@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a setting beside the defaults, repeatable, e.g. kafka.linger_ms=5")
     parser.add_argument("--kafka", help="bootstrap servers of a broker to use instead of the bundled tansu, "
-                                        "e.g. Apache Kafka from docker/compose.yaml (see BENCHMARKS.md: tansu's "
+                                        "e.g. Apache Kafka from docker/compose.yaml (see docs/benchmarks.md: tansu's "
                                         "fetches slow down as a partition's record batches pile up)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-latency-"))

@@ -1,4 +1,4 @@
-"""Memory: one very large transaction through ``walhook cdc``, its RSS against the README's bound.
+"""Memory: one very large transaction through ``walhook cdc``, its RSS against the bound of docs/concepts/guarantees.md.
 
 A real ``walhook cdc`` process streams a table with 9 mixed-type columns. One transaction
 inserts ``--rows`` rows (default 1,000,000). Postgres decodes the whole transaction before it
@@ -35,7 +35,7 @@ from walhook.stack import LocalStack, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "memory.json"
-RSS_BOUND_MB = 300  # the bound the README states for the CDC process
+RSS_BOUND_MB = 300  # the bound docs/concepts/guarantees.md states for the CDC process
 SLOT = "bench_memory"
 TABLE = """CREATE TABLE bench_memory (id bigint PRIMARY KEY, org text NOT NULL, name text, amount numeric(12,2),
            ratio float8, active boolean, tags text[], payload jsonb, updated_at timestamptz)"""

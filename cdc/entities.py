@@ -4,7 +4,7 @@
 converters and templates are resolved when the Relation message arrives (and again when
 the schema changes), so building an event is a loop over the row, nothing more.
 
-Rules worth knowing (also in the README):
+Rules worth knowing (also in docs/concepts/events.md):
 
 * ``entityId`` defaults to the last column named in ``entity_path``.
 * ``data.value.key`` is the entity path.

@@ -8,8 +8,8 @@ saw before the mark came from a transaction the snapshot could not see: such a c
 than the row read, and the stream carries it (or a newer one) itself. Everything the snapshot saw
 committed before the mark, so it is already in Kafka ahead of the row; everything after the mark
 goes after it. The surviving rows then go out a slice at a time; a change the stream sees after the
-mark removes its row from those still waiting, since it is newer. See the README's *Backfill*
-section for the whole argument.
+mark removes its row from those still waiting, since it is newer. See docs/guides/backfill.md,
+section "How it holds", for the whole argument.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The walkthrough of README.md, as a script: run it from the repository after `make demo` (or
+# The walkthrough of docs/getting-started.md, as a script: run it from the repository after `make demo` (or
 # `make .venv/.installed`). It needs bash, curl and jq. tests/test_walkthrough.py runs it and checks that
-# README.md shows exactly these commands.
+# docs/getting-started.md shows exactly these commands.
 set -euo pipefail
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT   # stop every process it started
 

@@ -28,28 +28,40 @@ class _Section(BaseModel):
 class SourceSettings(_Section):
     """``[source]``: the database whose changes are captured."""
 
-    dsn: str
-    slot: str = "walhook"
-    publication: str = "walhook"
+    dsn: str = Field(description="database to capture (URL or key=value form)")
+    slot: str = Field(default="walhook", description="logical replication slot; created if missing")
+    publication: str = Field(default="walhook", description="publication for exactly the configured tables; "
+                             "created if missing, extended when you add a table")
     default_organization: str | None = Field(default=None, min_length=1, max_length=200, description="the "
                                              "organization of tables with neither organization_column nor "
                                              "organization; unset: their events reach no integration")
     set_replica_identity_full: bool = Field(
         default=True, description="set REPLICA IDENTITY FULL on captured tables whose identity is DEFAULT (their "
-        "primary key), for oldValue and updateMask; USING INDEX and NOTHING are left as the owner set them")
-    status_interval: float = Field(default=1.0, gt=0, description="seconds between standby status updates")
-    heartbeat_interval: float = Field(default=10.0, ge=0, description="seconds between heartbeats; 0 turns them off")
-    max_slot_lag_bytes: int | None = Field(default=None, ge=0, description="log an error when the slot lags more")
-    truncate: Literal["skip", "event"] = "skip"
+        "primary key), for oldValue and updateMask; USING INDEX and NOTHING are left as the owner set them; "
+        "[[entities]] replica_identity_full overrides it per table")
+    status_interval: float = Field(default=1.0, gt=0, description="seconds between standby status updates "
+                                   "(the confirmed LSN)")
+    heartbeat_interval: float = Field(default=10.0, ge=0, description="seconds between heartbeats "
+                                      "(pg_logical_emit_message, non-transactional) that let an idle slot advance; "
+                                      "0 turns them off")
+    max_slot_lag_bytes: int | None = Field(default=None, ge=0, description="log an error each heartbeat while the "
+                                           "slot keeps more WAL than this (counted to the WAL's insert position, so "
+                                           "WAL still in the server's buffers counts)")
+    truncate: Literal["skip", "event"] = Field(default="skip", description="skip: TRUNCATE is skipped with a "
+                                               "warning; event: one truncated event per captured table")
     environment: str | None = Field(default=None, description="e.g. production; integrations of another "
                                     "environment do not receive this source's events")
-    slot_busy_timeout: float = Field(default=30.0, ge=0, description="how long to wait for a slot held elsewhere")
+    slot_busy_timeout: float = Field(default=30.0, ge=0, description="seconds to wait for a slot another process "
+                                     "holds (after a crash the old walsender may hold it briefly) before exiting "
+                                     "with the error")
     metrics_address: str | None = Field(default=None, description="host:port for the capture process's "
                                         "Prometheus /metrics; off by default")
     row_path: Literal["auto", "compiled", "python"] = Field(
-        default="auto", description="auto: the compiled row path when it was built at install, else python")
+        default="auto", description="how row changes become events: compiled (the C extension built at install), "
+        "python (the pure-Python reference) or auto (compiled when it was built); both write the same bytes")
     failover: bool = Field(default=True, description="create the slot as a failover slot (or switch it to one) on "
-                           "Postgres 17+, so standbys with sync_replication_slots keep a copy")
+                           "Postgres 17+, so standbys with sync_replication_slots keep a copy; on 16 and older walhook "
+                           "says once that failover is not available")
     standby_dsns: list[str] = Field(default_factory=list, description="standbys whose copy of the slot the "
                                     "readiness check reads, besides the other hosts of a multi-host dsn")
 
@@ -64,27 +76,48 @@ class SourceSettings(_Section):
 class KafkaSettings(_Section):
     """``[kafka]``: where events go, and how they are produced and consumed."""
 
-    bootstrap_servers: str
-    topic: str = "walhook.events"
-    partitions: int = Field(default=6, ge=1, description="used when walhook creates the topic")
-    acks: Literal["all", "1", "0"] = "all"
+    bootstrap_servers: str = Field(description="Kafka bootstrap servers")
+    topic: str = Field(default="walhook.events", description="events topic; created with `partitions` partitions "
+                       "if missing")
+    partitions: int = Field(default=6, ge=1, description="partition count when walhook creates the topic: "
+                            "whichever process reaches Kafka first (capture or publisher) creates it so, before "
+                            "anything else can make the broker create it with its default; an existing topic with "
+                            "another count is kept, named in a warning at start and by walhook status")
+    acks: Literal["all", "1", "0"] = Field(default="all", description="producer acks")
     # 20 ms: a batch per partition at most every 20 ms. Fewer, larger batches cost any broker less, and the
-    # bundled one a lot (its fetches list every batch of a partition; BENCHMARKS.md section 2).
-    linger_ms: int = Field(default=20, ge=0, description="how long a record batch waits for company")
-    max_batch_size: int = Field(default=1_048_576, ge=1024)
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    enable_idempotence: bool = False
+    # bundled one a lot (its fetches list every batch of a partition; docs/benchmarks.md section 2).
+    linger_ms: int = Field(default=20, ge=0, description="how long a record batch waits for company: a commit "
+                           "waits at most this long. 20 rather than 5 since 2026-12-07: on the bundled broker it cut "
+                           "the broker's CPU per event by more than half and p99 at 1,000/s several-fold; on Apache "
+                           "Kafka a smaller value saves up to 15 ms")
+    max_batch_size: int = Field(default=1_048_576, ge=1024, description="largest record batch the producer "
+                                "builds, in bytes")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(default="none",
+                                                                          description="producer compression")
+    enable_idempotence: bool = Field(default=False, description="idempotent producer; correctness never relies on "
+                                     "it (the local tansu broker lacks it)")
     max_request_size: int = Field(default=8 * 1_048_576, ge=1024,
-                                  description="largest event the producer sends; topics walhook creates get the "
-                                              "same max.message.bytes")
+                                  description="largest event the producer sends. An update under REPLICA IDENTITY "
+                                              "FULL carries the row twice, so the default carries updates of rows "
+                                              "up to about 4 MB and inserts and deletes up to about 8 MB. Topics "
+                                              "walhook creates get max.message.bytes = this (or max_batch_size, if "
+                                              "larger); for a topic that already exists, walhook warns at start "
+                                              "when its max.message.bytes is lower. Larger events go to the "
+                                              "capture dead-letter topic")
     dead_letter_topic: str | None = Field(default=None, min_length=1, max_length=249,
-                                          description="where the capture records changes it cannot send; "
+                                          description="where the capture records changes it cannot send, with the "
+                                                      "reason: events over max_request_size or refused by the "
+                                                      "broker for good, and rows that cannot be converted (e.g. "
+                                                      "text that is not UTF-8 in a SQL_ASCII database; the record "
+                                                      "names the table and column); must differ from topic; "
                                                       "default: the topic + '.capture-dead-letter'")
     on_refused_event: Literal["dead-letter", "stop"] = Field(
         default="dead-letter", description="a change Kafka refuses for good or that cannot be converted: record "
-                                           "it on the dead-letter topic and go on, or stop the stream")
-    consumer_group: str = "walhook-publisher"
-    fetch_max_wait_ms: int = Field(default=10, ge=0, description="how long a fetch may wait for new records")
+                                           "it on the dead-letter topic and go on, or stop the stream naming it "
+                                           "(the change stays in the slot until you raise the limit or fix the row)")
+    consumer_group: str = Field(default="walhook-publisher", description="the publishers' consumer group")
+    fetch_max_wait_ms: int = Field(default=10, ge=0, description="how long a fetch may wait for new records "
+                                   "(latency versus idle polling)")
 
     @model_validator(mode="after")
     def _dead_letters_elsewhere(self) -> KafkaSettings:
@@ -111,12 +144,15 @@ class KafkaSettings(_Section):
 class StoreSettings(_Section):
     """``[store]``: walhook's own tables (organizations, secrets, integrations)."""
 
-    dsn: str
-    schema_name: str = Field(default="walhook", alias="schema")
+    dsn: str = Field(description="database holding walhook's tables (it may be the source database); the "
+                     "publisher, the API and the CLI need it, and with it walhook cdc also runs backfills")
+    schema_name: str = Field(default="walhook", alias="schema", description="schema for walhook's tables; an "
+                             "identifier (letters, digits, _)")
     # NoDecode: the environment's value reaches the validator as written, a JSON list or comma-separated.
     secret_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="keys that encrypt signing secrets, each ID:BASE64 of 32 bytes; the first "
-        "encrypts, all decrypt")
+        "encrypts, all decrypt (walhook secrets new-key --id k2 prints one); WALHOOK_STORE__SECRET_KEYS takes a "
+        "JSON list or k2:...,k1:...")
     plaintext_secrets: bool = Field(default=False, description="store signing secrets in plain text when no "
                                     "secret_keys are set (demo and tests); otherwise walhook refuses to start")
 
@@ -156,20 +192,29 @@ class PublisherSettings(_Section):
 
     request_timeout: float = Field(default=15.0, gt=0, description="seconds per attempt")
     max_connections: int = Field(default=1024, ge=1, description="connections to receivers a process keeps open "
-                                 "at most (lowered to fit the open-files limit); shared fairly by organizations")
+                                 "at most (lowered to fit the open-files limit, less 256); when full, a new one "
+                                 "replaces an idle one or waits, and a freed place goes to the waiting organization "
+                                 "holding the fewest")
     max_connections_per_organization: int = Field(default=256, ge=1, description="connections to receivers one "
-                                                  "organization may hold open; past it its requests wait")
+                                                  "organization may hold open; past it its requests wait (within their "
+                                                  "timeout)")
     retry_delays: list[float] = Field(default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
                                       description="wait before each attempt, seconds; its length is the attempt count")
     retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="+/- fraction applied to each wait")
-    concurrency_per_integration: int = Field(default=8, ge=1, le=256)
-    lane_capacity: int = Field(default=1000, ge=1, description="deliveries an integration holds in memory")
+    concurrency_per_integration: int = Field(default=8, ge=1, le=256, description="requests in flight per "
+                                             "integration")
+    lane_capacity: int = Field(default=1000, ge=1, description="deliveries an integration holds in memory; the "
+                               "rest wait in the store")
     claim_seconds: float = Field(default=60.0, gt=0, description="how long a publisher owns a delivery it took; "
                                  "after a crash, others retry it once this passes")
     poll_interval: float = Field(default=0.5, gt=0, description="seconds between looks for due retries")
     disable_after_days: float = Field(default=5.0, gt=0, description="continuous failure that disables an integration")
-    integrations_cache_seconds: float = Field(default=2.0, ge=0)
-    allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach")
+    integrations_cache_seconds: float = Field(default=2.0, ge=0, description="how soon an integration change "
+                                              "takes effect: each publisher reloads what changed this often (and "
+                                              "everything once a minute)")
+    allowed_networks: list[str] = Field(default_factory=list, description="private networks webhooks may reach "
+                                        "(the SSRF guard refuses them otherwise); list single receivers, not whole "
+                                        "ranges")
     metrics_address: str | None = Field(default=None, description="host:port for the publisher process's "
                                         "Prometheus /metrics; off by default")
     dead_letter_topic: str | None = Field(
@@ -202,7 +247,7 @@ class PublisherSettings(_Section):
 
 
 class BackfillSettings(_Section):
-    """``[backfill]``: how the capture process reads existing rows (see the README's *Backfill*)."""
+    """``[backfill]``: how the capture process reads existing rows (see docs/guides/backfill.md)."""
 
     chunk_rows: int = Field(default=1000, ge=1, description="rows of the first chunk; later ones adapt")
     max_chunk_rows: int = Field(default=5000, ge=1, le=50_000, description="largest chunk: bounds memory and how "
@@ -226,7 +271,8 @@ class RetentionSettings(_Section):
     """
 
     days: float = Field(default=7.0, gt=0, description="days a succeeded delivery and its attempts are kept")
-    failed_days: float = Field(default=30.0, gt=0, description="days a failed delivery and failed attempts are kept")
+    failed_days: float = Field(default=30.0, gt=0, description="days a failed delivery and every failed "
+                               "attempt are kept (at least days)")
     interval: float = Field(default=600.0, gt=0, description="seconds between pruning rounds (each publisher)")
     batch: int = Field(default=5000, ge=1, description="deliveries deleted per statement while pruning")
 
@@ -244,16 +290,19 @@ EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
 class ApiSettings(_Section):
     """``[api]``: the management API."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address walhook api listens on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port walhook api listens on")
     admin_token: str | None = Field(default=None, min_length=24, description="bearer token for organization "
-                                    "management; unset: the admin routes answer 401")
+                                    "management and the operator endpoints (the documentation's old example value "
+                                    "is refused); unset: they answer 401")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
     max_integrations_per_organization: int = Field(default=100, ge=1, description="integrations one "
-                                                   "organization may have")
+                                                   "organization may have (a 409 past it; the CLI keeps the same cap)")
     max_condition_cost_per_organization: int = Field(default=2000, ge=1, description="tests routing one event "
                                                      "through all of an organization's subscriptions may run: one "
-                                                     "per subscription plus its condition's (a bound on its cost)")
+                                                     "per subscription plus its condition's (a bound on its cost); "
+                                                     "a 409 naming it on create or update, through the API, the "
+                                                     "portal and the CLI alike")
     operator_address: str | None = Field(default=None, description="host:port serving /metrics and /readyz "
                                          "(without a token, and nothing else); unset: they need the admin token")
     max_replay_jobs_per_organization: int = Field(default=5, ge=1, description="requested replay jobs one "
@@ -296,18 +345,22 @@ def split_address(address: str) -> tuple[str, int]:
 class PortalSettings(_Section):
     """``[portal]``: the web portal served by ``walhook api`` under ``/portal``."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="serve the portal under /portal")
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-                                   description="base URL portal links point at; default: the URL the API "
-                                   "request came to")
-    title: str = Field(default="Webhooks", min_length=1, max_length=80)
-    logo_url: str | None = Field(default=None, max_length=2000, pattern=r"^(https?://|/)[^\s\"'<>]*$")
-    accent_color: str = Field(default="#2563eb", pattern=r"^#[0-9a-fA-F]{6}$")
+                                   description="base URL portal links point at, e.g. https://hooks.example.com; "
+                                   "default: the URL the API request came to")
+    title: str = Field(default="Webhooks", min_length=1, max_length=80, description="branding: the portal's title")
+    logo_url: str | None = Field(default=None, max_length=2000, pattern=r"^(https?://|/)[^\s\"'<>]*$",
+                                 description="branding: a logo's URL")
+    accent_color: str = Field(default="#2563eb", pattern=r"^#[0-9a-fA-F]{6}$", description="branding: the "
+                              "accent colour")
     frame_ancestors: list[str] = Field(default_factory=list, description="origins allowed to embed the portal "
-                                       "in an iframe; empty: no embedding")
+                                       "in an iframe ('self' or https://host); empty: no embedding")
     signing_key: str | None = Field(default=None, min_length=32, description="signs portal links; unset: a key "
+                                    "derived from the store's current secret key, or (with plaintext_secrets) "
                                     "generated once and kept in the store")
-    session_hours: float = Field(default=8.0, gt=0, le=24, description="how long a portal session lasts")
+    session_hours: float = Field(default=8.0, gt=0, le=24, description="how long a portal session lasts, in "
+                                  "hours (at most 24)")
 
     @field_validator("frame_ancestors")
     @classmethod
@@ -321,19 +374,23 @@ class PortalSettings(_Section):
 class EntitySettings(_Section):
     """``[[entities]]``: one captured table and how its rows become entity events."""
 
-    table: str
-    entity_key: str
-    entity_path: str
-    collection_path: str
+    table: str = Field(description="schema.table (public. is assumed when no schema is given)")
+    entity_key: str = Field(description="e.g. flows/comments; what integrations subscribe to")
+    entity_path: str = Field(description="template over column names, e.g. "
+                             "pipelinesPackets/{packet_id}/comments/{id}")
+    collection_path: str = Field(description="template over column names, e.g. pipelinesPackets/{packet_id}/comments")
     entity_id: str | None = Field(default=None, description="template; default: the last column of entity_path")
-    organization_column: str | None = None
+    organization_column: str | None = Field(default=None, description="column holding the organization id; if "
+                                            "it is unset or the row's value is NULL, organizationId is null and no "
+                                            "integration receives the event (a warning is logged)")
     organization: str | None = Field(default=None, min_length=1, max_length=200, description="the organization "
                                      "every row belongs to, for a table without an organization column; default: "
                                      "[source] default_organization")
-    create_time_column: str | None = None
-    update_time_column: str | None = None
-    exclude_columns: list[str] = Field(default_factory=list)
-    property_names: Literal["as_is", "camel_case"] = "as_is"
+    create_time_column: str | None = Field(default=None, description="column for createTime")
+    update_time_column: str | None = Field(default=None, description="column for updateTime")
+    exclude_columns: list[str] = Field(default_factory=list, description="columns that never leave the CDC process")
+    property_names: Literal["as_is", "camel_case"] = Field(default="as_is", description="camel_case turns "
+                                                           "soft_removed into softRemoved")
     replica_identity_full: bool | None = Field(
         default=None, description="true: set REPLICA IDENTITY FULL even over USING INDEX or NOTHING; false: never "
         "change it; default: [source] set_replica_identity_full for a table with the DEFAULT identity")

@@ -282,7 +282,7 @@ class TopicReader:
 
 
 def event_id(event: dict) -> str:
-    """``evt_<commit LSN as 16 hex digits>_<index as 6 digits>``, as the README describes."""
+    """``evt_<commit LSN as 16 hex digits>_<index as 6 digits>``, as docs/concepts/events.md describes."""
     high, low = event["transaction"]["commitLsn"].split("/")
     return f"evt_{int(high, 16) << 32 | int(low, 16):016X}_{event['transaction']['index']:06d}"
 

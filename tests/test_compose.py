@@ -72,7 +72,7 @@ def test_the_documented_example_admin_token_is_refused() -> None:
     from models.errors import ConfigError
     from walhook.config import load_settings
 
-    example = "change-me-to-a-long-random-admin-token"  # the README's and compose's, once: copied everywhere
+    example = "change-me-to-a-long-random-admin-token"  # the docs' and compose's, once: copied everywhere
     with pytest.raises(ConfigError, match=r"api\.admin_token: .*example"):
         load_settings(None, api={"admin_token": example})
     assert example not in (ROOT / "docker" / "compose.yaml").read_text()

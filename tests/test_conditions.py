@@ -213,7 +213,7 @@ def _equal(value: Any, wanted: Any) -> bool:
 
 def reference(condition: dict[str, Any], new: dict[str, Any] | None, old: dict[str, Any] | None,
               mask: list[str] | None) -> bool:
-    """The rules of the README, written as plainly as possible."""
+    """The rules of docs/guides/conditions.md, written as plainly as possible."""
     if "all_of" in condition:
         return all(reference(part, new, old, mask) for part in condition["all_of"])
     if "any_of" in condition:

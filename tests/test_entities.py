@@ -1,4 +1,4 @@
-"""Row changes -> entity events, without a server: the mapping rules of the README."""
+"""Row changes -> entity events, without a server: the mapping rules of docs/concepts/events.md."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from walhook.demo import wait_for_streaming
 from walhook.stack import stop_process
 
 ROWS = 200_000
-RSS_BOUND_MB = 300  # the bound the README states
+RSS_BOUND_MB = 300  # the bound docs/concepts/guarantees.md states
 
 ENTITY = '''
 [[entities]]
@@ -47,3 +47,8 @@ async def test_a_large_transaction_is_captured_with_bounded_memory(
     print(f"\n{ROWS} rows in one transaction: {elapsed:.1f}s, peak RSS {rss:.0f} MB")
     assert produced == ROWS
     assert rss < RSS_BOUND_MB
+
+
+def test_the_documentation_states_the_bound_this_test_holds() -> None:
+    guarantees = Path(__file__).resolve().parents[1] / "docs" / "concepts" / "guarantees.md"
+    assert f"**{RSS_BOUND_MB} MB** for the capture process" in guarantees.read_text()

@@ -1,7 +1,7 @@
 """Round trip of every documented column type: a row written through psycopg equals the event's value.
 
-The contract is the README's "Values are typed JSON" list. One wide table has a column for each
-case in ``CASES``. A row is written through psycopg with ordinary parameters, capture runs
+The contract is the "Values are typed JSON" list of docs/concepts/events.md. One wide table has a column
+for each case in ``CASES``. A row is written through psycopg with ordinary parameters, capture runs
 in-process (as in ``tests.test_capture``), and the ``created`` event read back from Kafka is
 compared column by column, exactly: ``1`` is not ``1.0``, not ``"1"`` and not ``True``, and
 ``-0.0`` is not ``0.0``. Each case is its own test, so a failure names the type.

@@ -1,5 +1,5 @@
-"""The README's walkthrough is ``docs/walkthrough.sh``: the README shows exactly its commands, and the script
-runs as written, from a clean shell, on the real stack (its own Postgres and broker)."""
+"""The walkthrough of Getting started is ``docs/walkthrough.sh``: the page shows exactly its commands, and the
+script runs as written, from a clean shell, on the real stack (its own Postgres and broker)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def walkthrough_commands() -> str:
     return text.split("\n# walkthrough\n", 1)[1].split("# end of walkthrough\n", 1)[0]
 
 
-def test_the_readme_shows_exactly_the_walkthrough_commands() -> None:
-    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    assert walkthrough_commands() in blocks, "README.md's walkthrough block differs from docs/walkthrough.sh"
+PAGE = ROOT / "docs" / "getting-started.md"  # the page a user reads the walkthrough on
+
+
+def test_the_getting_started_page_shows_exactly_the_walkthrough_commands() -> None:
+    blocks = re.findall(r"```sh\n(.*?)```", PAGE.read_text(), re.DOTALL)
+    assert walkthrough_commands() in blocks, f"{PAGE.relative_to(ROOT)}'s walkthrough block differs from {SCRIPT.name}"
 
 
 PORT_TAKEN = "Address already in use"

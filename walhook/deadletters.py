@@ -1,6 +1,6 @@
 """``walhook dead-letters list``: what the capture and the publisher set aside, read back from Kafka.
 
-Two topics hold dead letters (see the README's *Dead letters*): the capture's (``[kafka]
+Two topics hold dead letters (see *Dead letters* in docs/guides/operating.md): the capture's (``[kafka]
 dead_letter_topic``, a JSON record per change it could not send: reason, event id, table,
 entity path, size, never the row's values) and the publisher's (``[publisher]
 dead_letter_topic``, the foreign record itself with ``walhook-dead-letter-*`` headers). A record

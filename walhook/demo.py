@@ -77,7 +77,7 @@ linger_ms = 1
 
 [store]
 dsn = "{dsn}"
-plaintext_secrets = true  # a demo; in production set secret_keys (see the README's "Secrets at rest")
+plaintext_secrets = true  # a demo; in production set secret_keys (see "Secrets at rest" in docs/guides/security.md)
 
 [publisher]
 retry_delays = [0, 0.5, 2, 5, 10]

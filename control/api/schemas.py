@@ -83,7 +83,7 @@ class SubscriptionIn(_In):
 
     subscription: str = Field(min_length=1, max_length=MAX_SUBSCRIPTION_LENGTH, description="ENTITY_KEY:OPS")
     when: dict[str, Any] = Field(description='a condition, e.g. {"property": "status", "from": "review", '
-                                 '"to": "approved"}; the form is in the README (Conditions)')
+                                 '"to": "approved"}; the form is in the documentation (guides/conditions)')
 
 
 def items_of(events: list[str | SubscriptionIn]) -> list[SubscriptionItem]:

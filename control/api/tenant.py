@@ -234,7 +234,7 @@ async def replay_integration(request: Request, integration_id: int, body: Replay
 
 @router.get("/usage", response_model=UsageOut)
 async def usage(request: Request, org: str = Depends(organization), store: Store = Depends(store_of)) -> UsageOut:
-    """How much of its limits the organization's manual actions use (see the README's Security section)."""
+    """How much of its limits the organization's manual actions use (see docs/guides/security.md)."""
     return UsageOut.of(await store.usage(org), request.app.state.settings.api)
 
 

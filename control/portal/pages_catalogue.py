@@ -36,7 +36,7 @@ class Property:
 
 
 def json_type(column_type: str) -> str:
-    """How a column's values appear in an event (see the README's value rules)."""
+    """How a column's values appear in an event (see the value rules in docs/concepts/events.md)."""
     if column_type.endswith("[]"):
         return f"array of {json_type(column_type[:-2])}"
     return _JSON_TYPES.get(column_type, "string")

@@ -16,7 +16,7 @@ from models.samples import named_columns
 from models.settings import EntitySettings
 from publisher.routing.conditions import Compared, Condition, ConditionError, Scalar
 
-# What JSON a column's values arrive as (see README, The event: values are typed JSON).
+# What JSON a column's values arrive as (see docs/concepts/events.md: values are typed JSON).
 NUMBER_TYPES = frozenset({"int2", "int4", "int8", "oid", "float4", "float8"})
 FLOAT_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})
 
