@@ -56,7 +56,7 @@ async def until_taken_in(publisher: Publisher, store: Store, integration_id: int
     assert current is not None
 
     def taken_in() -> bool:
-        seen = publisher.routing.directory.get(integration_id)
+        seen = publisher.directory.get(integration_id)
         return seen is not None and seen.updated_at is not None and seen.updated_at >= current
     await until(taken_in, timeout)
 

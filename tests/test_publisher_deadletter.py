@@ -75,7 +75,7 @@ async def produce_raw(servers: Servers, topic: str, records: list[Raw]) -> None:
         await producer.stop()
 
 
-async def read_records(servers: Servers, topic: str, expected: int, timeout: float = 20.0) -> list[ConsumerRecord]:
+async def read_records(servers: Servers, topic: str, expected: int, timeout: float = 60.0) -> list[ConsumerRecord]:
     """Every record of ``topic`` (at least ``expected``), with keys and headers."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers.bootstrap_servers, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
