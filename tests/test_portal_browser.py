@@ -152,6 +152,29 @@ async def test_2_add_an_integration_by_ticking_events_and_send_a_sample(portal: 
     await _shoot(portal, page, "edit")
 
 
+async def test_2b_an_empty_add_page_shows_no_validation_error(portal: Portal) -> None:
+    """The RAW JSON box of a new integration asked for a preview of the empty form at once, and showed
+    its "field required" errors before anything was typed."""
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/integrations/new")
+    await page.wait_for_load_state("networkidle")  # any preview the page asks for on its own has come back
+    assert "error" not in await page.locator("#raw-json").inner_text()
+
+
+async def test_2c_the_events_table_fits_a_phone(portal: Portal) -> None:
+    """At 390 px nothing is wider than the screen, and the events table shows every column without
+    scrolling (its last column, read, was cut off behind a scroll inside its box)."""
+    page = await portal.state["customer"].new_page()
+    await page.set_viewport_size({"width": 390, "height": 900})
+    for path in (portal.state["integration_url"], portal.url + "/portal/o/acme/integrations/new"):
+        await page.goto(path)
+        table = page.locator("fieldset.events table")
+        await table.wait_for()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        widths = await table.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+        assert widths[0] <= widths[1], (path, widths)
+
+
 async def test_3_changes_become_jobs_and_a_job_is_redelivered(portal: Portal) -> None:
     from playwright.async_api import expect
 
