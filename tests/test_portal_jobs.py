@@ -160,3 +160,22 @@ def test_a_replay_job_shows_its_progress_and_can_be_cancelled(client: TestClient
     assert "Cancelling" in cancelled.text
     assert client.get(f"/v1/replay-jobs/{job_id}", headers=key).json()["cancel_requested"] is True
     assert f'id="replay-job-{job_id}"' in client.get(base).text  # the integration's page lists its jobs
+
+
+async def test_jobs_and_headings_name_the_integration(client: TestClient, database: str) -> None:
+    """The jobs log showed a bare integration id, the edit page's heading "Integration 7", and the entity
+    path filter another deployment's example path (pipelinesPackets/7/comments/1)."""
+    key = organization(client, "acme")
+    signed_in(client, key, "acme")
+    made = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/crm-hook", "events": ["docs:*"],
+                                                 "name": "CRM sync"}, headers=key).json()
+    (delivery_id,) = await _jobs(database, "acme", made["id"], 1)
+    log = client.get("/portal/o/acme/jobs").text
+    named = f'<a href="/portal/o/acme/integrations/{made["id"]}">CRM sync</a><div class="muted">http://127.0.0.1:9/crm-hook'
+    assert named in log
+    assert 'placeholder="docs/' in log and "pipelinesPackets" not in log  # this deployment's entity: docs/{id}
+    one = client.get(f"/portal/o/acme/jobs?integration_id={made['id']}", headers={"hx-request": "true"}).text
+    assert '<h2 id="jobs-of">Jobs of CRM sync</h2>' in one and named in one
+    assert "<h1>CRM sync</h1>" in client.get(f"/portal/o/acme/integrations/{made['id']}").text
+    assert ">CRM sync</a> <span class=\"muted\">http://127.0.0.1:9/crm-hook" in \
+        client.get(f"/portal/o/acme/jobs/{delivery_id}").text
