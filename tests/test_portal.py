@@ -224,3 +224,17 @@ def test_the_raw_json_follows_the_form(client: TestClient) -> None:
         **_integration_form(csrf, events=["docs:deleted"]), "integration_id": str(saved["id"])}).json()
     assert edited["id"] == saved["id"] and edited["events"] == ["docs:deleted"]
     assert client.get(f"/v1/integrations/{saved['id']}", headers=key).json()["events"] == saved["events"]  # not saved
+
+
+def test_signing_out_of_an_organization_says_to_ask_for_a_new_link(client: TestClient) -> None:
+    """An organization's user who signed out landed on the operator's admin-token sign-in page."""
+    csrf = signed_in(client, organization(client, "acme"), "acme")
+    out = client.post("/portal/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 200 and "signed out of <strong>acme</strong>" in out.text and "new one" in out.text
+    assert "Admin token" not in out.text and 'walhook_portal=""' in out.headers["set-cookie"]
+    assert client.get("/portal/o/acme/integrations", follow_redirects=False).headers["location"] == "/portal/login"
+    page = client.get("/portal/login")
+    client.post("/portal/login", data={"token": ADMIN, "form_token": form_token(page.text)})
+    operator = client.post("/portal/logout", data={"csrf": csrf_of(client.get("/portal/orgs").text)},
+                           follow_redirects=False)
+    assert operator.status_code == 303 and operator.headers["location"] == "/portal/login"
