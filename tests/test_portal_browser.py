@@ -326,3 +326,19 @@ def test_6_screenshots_of_the_list_the_edit_page_and_the_job_page(portal: Portal
     for path in portal.shots.glob("*.png"):
         width = int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's width
         assert width == int(path.stem.rsplit("-", 1)[1]) and path.stat().st_size > 10_000, path.name
+
+
+async def test_7_the_add_page_sends_a_sample_before_the_first_save(portal: Portal) -> None:
+    """A sample needed a saved integration: on the Add page it goes to the URL typed, signed with the secret typed."""
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/integrations/new")
+    await page.fill("#url", portal.receiver.url_for("acme"))
+    await page.check('input[value="flows/comments:created"]')
+    await page.fill("#secret", SECRET)
+    before = len(portal.receiver.received)
+    await page.click("#send-sample")
+    await page.locator("#sample-result .pill").wait_for()
+    assert await page.locator("#sample-result .pill").inner_text() == "204"
+    assert page.url.endswith("/integrations/new")  # nothing was saved: still the Add page
+    await wait_for(lambda: len(portal.receiver.received) > before, what="the verified sample")
+    assert portal.receiver.received[-1].webhook_id.startswith("sample_created_0_") and portal.receiver.rejected == []
