@@ -21,7 +21,7 @@ from models.samples import Row, as_if, check_operation, example_event
 from models.settings import EntitySettings
 from publisher.routing.recipients import parse_event, receives
 from publisher.sending.sender import AttemptResult, WebhookSender
-from publisher.store import Store
+from publisher.store import Integration, Store
 
 SAMPLE_BODY_CAP = 4 * 1024
 """Bytes of the receiver's response body kept in a :class:`SampleResult`."""
@@ -66,7 +66,15 @@ async def send_sample(store: Store, sender: WebhookSender, integration_id: int, 
     before re-enabling it.
     """
     check_operation(operation)
-    integration = await store.integration(integration_id)
+    return await sample_to(sender, await store.integration(integration_id), entity, operation, new, old)
+
+
+async def sample_to(sender: WebhookSender, integration: Integration, entity: EntitySettings, operation: str,
+                    new: Row | None = None, old: Row | None = None) -> SampleResult:
+    """The sample of :func:`send_sample`, to ``integration`` as given: posted to its ``url``, signed with its
+    ``secrets`` and sent with its headers. The portal passes an integration not saved yet (id 0, from the
+    Add page's form), or one whose secrets it chose (``control.portal.pages_actions.sample_signing``)."""
+    check_operation(operation)
     payload = as_if(example_event(entity, operation, integration.organization_id), new, old)
     webhook_id = sample_webhook_id(operation, integration.id)
     body = orjson.dumps(payload)

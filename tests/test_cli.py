@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 
 from publisher.store import Store
+from tests.support import start_walhook
+from walhook.stack import free_port, stop_process, wait_for_port
 
 GROUPS = {"orgs", "integrations", "deliveries", "keys", "backfill"}  # commands with an action word after them
 
@@ -131,3 +134,29 @@ async def test_a_piped_replay_wait_shows_its_first_line_at_once(database: str, t
     finally:
         waiting.kill()
         waiting.wait()
+
+
+def test_status_through_the_api_with_an_organization_key_shows_its_own_status(database: str,
+                                                                              tmp_path: Path) -> None:
+    """``walhook status --api URL --token KEY`` answered 401 with an organization's key; it shows that
+    organization's integrations and usage (through a real ``walhook api``), nothing of the deployment."""
+    port, admin = free_port(), "admin-" + "s" * 24
+    config = config_file(tmp_path, database)
+    config.write_text(config.read_text() + f'[api]\nport = {port}\nadmin_token = "{admin}"\n')
+    api = start_walhook("api", config, tmp_path / "api.log")
+    try:
+        wait_for_port("127.0.0.1", port, 60, api)
+        url = f"http://127.0.0.1:{port}"
+        admin_headers = {"authorization": f"Bearer {admin}"}
+        assert httpx.post(url + "/v1/organizations", json={"id": "acme"}, headers=admin_headers).status_code == 201
+        key = httpx.post(url + "/v1/organizations/acme/keys", json={"name": "cli"}, headers=admin_headers).json()
+        made = httpx.post(url + "/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["docs:*"]},
+                          headers={"authorization": f"Bearer {key['key']}"})
+        assert made.status_code == 201, made.text
+        shown = subprocess.run([sys.executable, "-m", "walhook", "--api", url, "--token", key["key"], "status"],
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        stop_process(api)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("organization acme at ") and "slot" not in shown.stdout
+    assert f"{made.json()['id']:<12} acme" in shown.stdout and "manual actions: 0 of" in shown.stdout

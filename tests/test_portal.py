@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from tests.portal_support import (
     portal_link,
     signed_in,
 )
+from tests.receivers import ScriptedReceiver
 
 
 @pytest.fixture
@@ -224,3 +226,63 @@ def test_the_raw_json_follows_the_form(client: TestClient) -> None:
         **_integration_form(csrf, events=["docs:deleted"]), "integration_id": str(saved["id"])}).json()
     assert edited["id"] == saved["id"] and edited["events"] == ["docs:deleted"]
     assert client.get(f"/v1/integrations/{saved['id']}", headers=key).json()["events"] == saved["events"]  # not saved
+
+
+def test_signing_out_of_an_organization_says_to_ask_for_a_new_link(client: TestClient) -> None:
+    """An organization's user who signed out landed on the operator's admin-token sign-in page."""
+    csrf = signed_in(client, organization(client, "acme"), "acme")
+    out = client.post("/portal/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 200 and "signed out of <strong>acme</strong>" in out.text and "new one" in out.text
+    assert "Admin token" not in out.text and 'walhook_portal=""' in out.headers["set-cookie"]
+    assert client.get("/portal/o/acme/integrations", follow_redirects=False).headers["location"] == "/portal/login"
+    page = client.get("/portal/login")
+    client.post("/portal/login", data={"token": ADMIN, "form_token": form_token(page.text)})
+    operator = client.post("/portal/logout", data={"csrf": csrf_of(client.get("/portal/orgs").text)},
+                           follow_redirects=False)
+    assert operator.status_code == 303 and operator.headers["location"] == "/portal/login"
+
+
+async def test_a_sample_is_signed_with_real_secrets_only_for_a_session_that_may_use_them(
+        client: TestClient) -> None:
+    """"Send sample" (manage_integrations) signed values the user picks with the real secrets: a session
+    without 'secrets' now signs with a throwaway secret, said so; one with it signs with the real one."""
+    key = organization(client, "acme")
+    async with ScriptedReceiver() as receiver:
+        made = client.post("/v1/integrations", json={"url": receiver.url("hook"), "events": ["docs:*"]}, headers=key)
+        integration_id = made.json()["id"]
+        receiver.secrets["hook"] = client.get(f"/v1/integrations/{integration_id}/secret",
+                                              headers=key).json()["secrets"][0]
+        sample = {"entity_key": "docs", "operation": "created", "as_if_new": "title=forged"}
+        path = f"/portal/o/acme/integrations/{integration_id}/sample"
+        for capabilities, verifies in ((["manage_integrations"], False), (["manage_integrations", "secrets"], True)):
+            csrf = signed_in(client, key, "acme", capabilities=capabilities)
+            shown = await asyncio.to_thread(client.post, path, data=sample,
+                                            headers={"x-csrf-token": csrf, "hx-request": "true"})
+            assert shown.status_code == 200, shown.text
+            assert ("throwaway secret made for this sample" in shown.text) is not verifies, capabilities
+            assert (receiver.hits[-1].event is not None) is verifies, capabilities
+    assert len(receiver.hits) == 2
+
+
+async def test_the_add_page_sends_a_sample_to_the_url_typed_before_the_first_save(client: TestClient) -> None:
+    """A sample needed a saved integration; the Add page's goes to the URL typed, signed with the secret typed
+    (a session with 'secrets'), or a throwaway one (without), and saves nothing."""
+    key = organization(client, "acme")
+    typed = "whsec_" + "C" * 43 + "="
+    signed_in(client, key, "acme")
+    add_page = client.get("/portal/o/acme/integrations/new").text
+    assert 'hx-post="/portal/o/acme/integrations/sample" hx-include="#integration-form"' in add_page
+    async with ScriptedReceiver(secrets={"new": typed}) as receiver:
+        for capabilities, verifies in ((["manage_integrations", "secrets"], True), (["manage_integrations"], False)):
+            csrf = signed_in(client, key, "acme", capabilities=capabilities)
+            form = {**_integration_form(csrf, url=receiver.url("new"), secret=typed * verifies),
+                    "entity_key": "docs", "operation": "updated"}
+            shown = await asyncio.to_thread(client.post, "/portal/o/acme/integrations/sample", data=form,
+                                            headers={"x-csrf-token": csrf, "hx-request": "true"})
+            assert shown.status_code == 200 and "matched: the integration would have received" in shown.text
+            assert (receiver.hits[-1].event is not None) is verifies and receiver.hits[-1].webhook_id.startswith(
+                "sample_updated_0_")
+        incomplete = client.post("/portal/o/acme/integrations/sample", headers={"x-csrf-token": csrf},
+                                 data={**_integration_form(csrf, events=[]), "entity_key": "docs"})
+        assert incomplete.status_code == 422 and "fill in the form first: events:" in incomplete.text
+    assert len(receiver.hits) == 2 and client.get("/v1/integrations", headers=key).json() == []

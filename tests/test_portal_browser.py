@@ -152,6 +152,29 @@ async def test_2_add_an_integration_by_ticking_events_and_send_a_sample(portal: 
     await _shoot(portal, page, "edit")
 
 
+async def test_2b_an_empty_add_page_shows_no_validation_error(portal: Portal) -> None:
+    """The RAW JSON box of a new integration asked for a preview of the empty form at once, and showed
+    its "field required" errors before anything was typed."""
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/integrations/new")
+    await page.wait_for_load_state("networkidle")  # any preview the page asks for on its own has come back
+    assert "error" not in await page.locator("#raw-json").inner_text()
+
+
+async def test_2c_the_events_table_fits_a_phone(portal: Portal) -> None:
+    """At 390 px nothing is wider than the screen, and the events table shows every column without
+    scrolling (its last column, read, was cut off behind a scroll inside its box)."""
+    page = await portal.state["customer"].new_page()
+    await page.set_viewport_size({"width": 390, "height": 900})
+    for path in (portal.state["integration_url"], portal.url + "/portal/o/acme/integrations/new"):
+        await page.goto(path)
+        table = page.locator("fieldset.events table")
+        await table.wait_for()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        widths = await table.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+        assert widths[0] <= widths[1], (path, widths)
+
+
 async def test_3_changes_become_jobs_and_a_job_is_redelivered(portal: Portal) -> None:
     from playwright.async_api import expect
 
@@ -303,3 +326,19 @@ def test_6_screenshots_of_the_list_the_edit_page_and_the_job_page(portal: Portal
     for path in portal.shots.glob("*.png"):
         width = int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's width
         assert width == int(path.stem.rsplit("-", 1)[1]) and path.stat().st_size > 10_000, path.name
+
+
+async def test_7_the_add_page_sends_a_sample_before_the_first_save(portal: Portal) -> None:
+    """A sample needed a saved integration: on the Add page it goes to the URL typed, signed with the secret typed."""
+    page = await portal.state["customer"].new_page()
+    await page.goto(portal.url + "/portal/o/acme/integrations/new")
+    await page.fill("#url", portal.receiver.url_for("acme"))
+    await page.check('input[value="flows/comments:created"]')
+    await page.fill("#secret", SECRET)
+    before = len(portal.receiver.received)
+    await page.click("#send-sample")
+    await page.locator("#sample-result .pill").wait_for()
+    assert await page.locator("#sample-result .pill").inner_text() == "204"
+    assert page.url.endswith("/integrations/new")  # nothing was saved: still the Add page
+    await wait_for(lambda: len(portal.receiver.received) > before, what="the verified sample")
+    assert portal.receiver.received[-1].webhook_id.startswith("sample_created_0_") and portal.receiver.rejected == []

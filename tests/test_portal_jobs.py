@@ -120,7 +120,7 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
     csrf = signed_in(client, globex, "globex")
     _integration(client, globex)
     routes = _portal_routes()
-    assert len(routes) == 23, routes  # a new route must be added here knowingly
+    assert len(routes) == 24, routes  # a new route must be added here knowingly
     form = {"entity_key": "docs", "operation": "created", "confirm": "yes", "overlap_hours": "1", "since": "2020-01-01",
             "offset": "0", "url": "http://127.0.0.1:9/x", "events": "docs:created", "reason": "x",
             "integration_id": str(integration_id)}
@@ -131,8 +131,8 @@ async def test_another_organization_sees_nothing_of_the_first(client: TestClient
             if path.endswith(("/integrations", "/integrations/new", "/jobs", "/catalogue", "/backfills")) \
                     and org == "globex":
                 continue  # globex's own lists, checked below
-            if path.endswith("/integrations/only-when") and org == "globex":
-                continue  # the "only when" rows of the form posted: no integration's data
+            if path.endswith(("/integrations/only-when", "/integrations/sample")) and org == "globex":
+                continue  # the "only when" rows, the Add page's sample: the form posted, no integration's data
             response = client.request(method, url, data=form if method == "POST" else None,
                                       headers={"x-csrf-token": csrf, "hx-request": "true"})
             assert response.status_code == 404, (method, url, response.status_code, response.text[:200])
@@ -160,3 +160,22 @@ def test_a_replay_job_shows_its_progress_and_can_be_cancelled(client: TestClient
     assert "Cancelling" in cancelled.text
     assert client.get(f"/v1/replay-jobs/{job_id}", headers=key).json()["cancel_requested"] is True
     assert f'id="replay-job-{job_id}"' in client.get(base).text  # the integration's page lists its jobs
+
+
+async def test_jobs_and_headings_name_the_integration(client: TestClient, database: str) -> None:
+    """The jobs log showed a bare integration id, the edit page's heading "Integration 7", and the entity
+    path filter another deployment's example path (pipelinesPackets/7/comments/1)."""
+    key = organization(client, "acme")
+    signed_in(client, key, "acme")
+    made = client.post("/v1/integrations", json={"url": "http://127.0.0.1:9/crm-hook", "events": ["docs:*"],
+                                                 "name": "CRM sync"}, headers=key).json()
+    (delivery_id,) = await _jobs(database, "acme", made["id"], 1)
+    log = client.get("/portal/o/acme/jobs").text
+    named = f'<a href="/portal/o/acme/integrations/{made["id"]}">CRM sync</a><div class="muted">http://127.0.0.1:9/crm-hook'
+    assert named in log
+    assert 'placeholder="docs/' in log and "pipelinesPackets" not in log  # this deployment's entity: docs/{id}
+    one = client.get(f"/portal/o/acme/jobs?integration_id={made['id']}", headers={"hx-request": "true"}).text
+    assert '<h2 id="jobs-of">Jobs of CRM sync</h2>' in one and named in one
+    assert "<h1>CRM sync</h1>" in client.get(f"/portal/o/acme/integrations/{made['id']}").text
+    assert ">CRM sync</a> <span class=\"muted\">http://127.0.0.1:9/crm-hook" in \
+        client.get(f"/portal/o/acme/jobs/{delivery_id}").text

@@ -20,6 +20,8 @@ from control.portal.auth import Scope, can_recover, scope, store_of
 from control.portal.links import Capability
 from control.portal.render import is_fragment, page
 from models.events import parse_time
+from models.samples import example_event, listed_for
+from models.settings import EntitySettings
 from publisher.sending.headers import hiding_custom_values
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
@@ -50,15 +52,25 @@ async def jobs(request: Request, granted: Scope = Depends(scope),
                                   until=_time(until, "until"), before_id=cursor)
     chosen = {"status": status, "entity_key": entity_key, "operation": operation, "entity_path": entity_path,
               "integration_id": integration_id, "since": since, "until": until}
+    integrations = await store.integrations_of(org, include_disabled=True)
     context: dict[str, Any] = {"scope": granted, "rows": rows, "filters": chosen,
                                "next_cursor": rows[-1].id if len(rows) == PAGE_SIZE else None,
-                               "query": "&".join(f"{k}={v}" for k, v in chosen.items() if v)}
+                               "query": "&".join(f"{k}={v}" for k, v in chosen.items() if v),
+                               "integration_of": {integration.id: integration for integration in integrations}}
     if is_fragment(request):
         return page(request, "fragments/jobs_table.html", **context)
-    context["integrations"] = await store.integrations_of(org, include_disabled=True)
+    context["integrations"] = integrations
     context["usage"] = UsageOut.of(await store.usage(org), request.app.state.settings.api)
     context["entity_keys"] = [e.entity_key for e in request.app.state.settings.entities]
+    context["path_example"] = path_example(request.app.state.settings.entities, org)
     return page(request, "jobs.html", **context)
+
+
+def path_example(entities: list[EntitySettings], organization_id: str) -> str:
+    """An entity path as this deployment writes them (its first entity's example event), for the filter's
+    placeholder; empty when no entity is configured."""
+    listed = listed_for(entities, organization_id)
+    return str(example_event(listed[0], "created", organization_id)["entityPath"]) if listed else ""
 
 
 @router.get("/jobs/{delivery_id}")
@@ -68,7 +80,9 @@ async def job(request: Request, delivery_id: int, granted: Scope = Depends(scope
     attempts = await store.attempts_of(delivery_id)
     if not granted.can(Capability.MANAGE):  # attempts logged before values were hidden in the log itself
         attempts = [replace(a, request_headers=hiding_custom_values(a.request_headers)) for a in attempts]
+    named = {i.id: i for i in await store.integrations_of(granted.organization_id, include_disabled=True)}
     return page(request, "job.html", scope=granted, delivery=delivery, attempts=attempts,
+                integration=named.get(delivery.integration_id),
                 body=(await store.delivery_body(delivery_id)).decode("utf-8", "replace"))
 
 

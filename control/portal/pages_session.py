@@ -107,10 +107,14 @@ async def open_link(request: Request, token: str, form_token: str = Form("")) ->
 
 @router.post("/logout")
 async def logout(request: Request, csrf: str = Form("")) -> Response:
+    """End the session. An operator goes back to the sign-in page; an organization's user, who came
+    through a portal link and has no admin token, is told to ask for a new link instead."""
     session = await current_session(request)
     if session is not None and hmac.compare_digest(csrf.encode(), session.csrf_token.encode()):
         await store_of(request).end_portal_session(read_cookie(request, COOKIE) or "")
-    response = RedirectResponse("/portal/login", status_code=303)
+    response: Response = RedirectResponse("/portal/login", status_code=303)
+    if session is not None and not session.operator:
+        response = page(request, "signed_out.html", organization_id=session.organization_id)
     name, path = cookie_of(request, COOKIE)
     response.delete_cookie(name, path=path, secure=request.url.scheme == "https", httponly=True, samesite="strict")
     return response

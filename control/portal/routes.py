@@ -26,8 +26,10 @@ from control.portal import (
 )
 from control.portal.render import PortalHeaders, is_fragment, page
 
-# pages_conditions before pages_integrations: /integrations/only-when is not an integration id.
-ROUTERS = (pages_session.router, pages_conditions.router, pages_integrations.router, pages_actions.router,
+# pages_conditions and the unsaved actions before pages_integrations: /integrations/only-when and
+# /integrations/sample are not integration ids.
+ROUTERS = (pages_session.router, pages_conditions.router, pages_actions.unsaved, pages_integrations.router,
+           pages_actions.router,
            pages_jobs.router, pages_catalogue.router, pages_backfills.router)
 STATIC = Path(__file__).parent / "static"
 

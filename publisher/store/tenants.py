@@ -88,6 +88,10 @@ class TenantStore(StoreEngine):
         periods = [SecretPeriod(**row) for row in rows]
         return [p for p in periods if p.integration_id is not None] or periods
 
+    async def organization_secrets(self, organization_id: str) -> list[str]:
+        """The organization's active signing secrets, newest first: those of an integration without its own."""
+        return (await self._active_secrets([organization_id])).get((organization_id, None), [])
+
     async def _active_secrets(self, organization_ids: Sequence[str]) -> dict[tuple[str, int | None], list[str]]:
         rows = await self._rows(
             f"SELECT {_SECRET_COLUMNS} FROM {{s}}.signing_secrets "
