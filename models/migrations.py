@@ -304,6 +304,12 @@ CREATE TABLE {schema}.organization_actions (
 );
 CREATE INDEX organization_actions_recent ON {schema}.organization_actions (organization_id, at);
 """),
+    (82, """
+-- Integration ids are drawn at random among 9-digit numbers instead of counted: an organization that sees
+-- its own ids learns nothing of how many integrations the others have. The insert skips a taken id
+-- (ON CONFLICT DO NOTHING) and draws again (publisher.store.integrations).
+ALTER TABLE {schema}.integrations ALTER COLUMN id SET DEFAULT (100000000 + floor(random() * 900000000))::bigint;
+"""),
 ]
 
 

@@ -106,3 +106,34 @@ async def test_a_later_change_parked_with_earlier_held_ones_waits_behind_them(da
         assert await store.claim_due(10, timedelta(minutes=1)) == []
         await store.release_held([held.id])
         assert [d.id for d in await store.claim_due(10, timedelta(minutes=1))] == [held.id]
+
+
+async def test_integration_ids_tell_no_organization_how_many_the_others_have(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        await store.add_organization("globex")
+        acme = [await store.add_integration("acme", f"http://127.0.0.1:9/{n}", ["*"]) for n in range(6)]
+        globex = await store.add_integration("globex", "http://127.0.0.1:9/g", ["*"])
+        ids = [*acme, globex]
+        assert all(10**8 <= i < 10**9 for i in ids)  # drawn, not counted: 1, 2, ... 7 before
+        assert sorted(ids) != ids or max(ids) - min(ids) > 100  # neither in creation order nor close together
+        listed = await store.integrations_of("acme")
+        assert [integration.id for integration in listed] == acme  # still listed in creation order
+
+
+async def test_a_drawn_integration_id_that_is_taken_is_drawn_again(database: str) -> None:
+    from models.errors import Conflict
+
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        taken = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        await store._rows(f"ALTER TABLE {{s}}.integrations ALTER COLUMN id SET DEFAULT {taken}")  # every draw hits it
+        try:
+            with pytest.raises(Conflict, match="no free integration id"):
+                await store.add_integration("acme", "http://127.0.0.1:9/b", ["*"])
+            with pytest.raises(Conflict, match="already has 1 integrations"):  # a full organization says so
+                await store.add_integration("acme", "http://127.0.0.1:9/b", ["*"], limit=1)
+        finally:
+            await store._rows("ALTER TABLE {s}.integrations ALTER COLUMN id "
+                              "SET DEFAULT (100000000 + floor(random() * 900000000))::bigint")
+        assert [i.url for i in await store.integrations_of("acme")] == ["http://127.0.0.1:9/a"]

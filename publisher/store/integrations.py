@@ -32,6 +32,10 @@ _JSON = ("events", "headers")
 SEALED = "(sealed)"
 _PURPOSE = "custom headers"
 
+# Integration ids are drawn at random (the store's default, migration 82), so an id tells no organization how
+# many integrations the others have; a draw that hits a taken id is drawn again.
+ID_DRAWS = 5
+
 
 class IntegrationStore(TenantStore):
     """Integrations and their health."""
@@ -47,20 +51,28 @@ class IntegrationStore(TenantStore):
         if not await self.organization_exists(organization_id):
             raise NotFound(f"organization {organization_id!r} does not exist")
         await self._within_cost(organization_id, None, events, cost_limit)
-        rows = await self._rows(
-            "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, batch_size, "
-            "rate_limit, headers, concurrency) SELECT :org, :name, :url, CAST(:events AS jsonb), :environment, "
-            ":ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
-            "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
-            "WHERE organization_id = :org) < :limit RETURNING id",
-            {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
-             "environment": environment, "ordering": ordering, "batch_size": batch_size, "rate_limit": rate_limit,
-             "headers": self._stored_headers(organization_id, headers), "concurrency": concurrency,
-             "limit": limit})
-        if not rows:
-            raise Conflict(f"organization {organization_id!r} already has {limit} integrations, the most allowed "
-                           "([api] max_integrations_per_organization)")
-        return int(rows[0]["id"])
+        values = {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
+                  "environment": environment, "ordering": ordering, "batch_size": batch_size,
+                  "rate_limit": rate_limit, "headers": self._stored_headers(organization_id, headers),
+                  "concurrency": concurrency, "limit": limit}
+        for _ in range(ID_DRAWS):
+            rows = await self._rows(
+                "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, "
+                "batch_size, rate_limit, headers, concurrency) SELECT :org, :name, :url, CAST(:events AS jsonb), "
+                ":environment, :ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
+                "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
+                "WHERE organization_id = :org) < :limit ON CONFLICT (id) DO NOTHING RETURNING id", values)
+            if rows:
+                return int(rows[0]["id"])
+            if limit is not None and await self._integration_count(organization_id) >= limit:
+                raise Conflict(f"organization {organization_id!r} already has {limit} integrations, the most "
+                               "allowed ([api] max_integrations_per_organization)")
+        raise Conflict(f"no free integration id in {ID_DRAWS} draws; try again")  # 1 in 10^5 per draw at 10,000
+
+    async def _integration_count(self, organization_id: str) -> int:
+        rows = await self._rows("SELECT count(*) AS n FROM {s}.integrations WHERE organization_id = :org",
+                                {"org": organization_id})
+        return int(rows[0]["n"])
 
     async def integrations_of(self, organization_id: str | None = None, include_disabled: bool = False
                               ) -> list[Integration]:
@@ -70,7 +82,8 @@ class IntegrationStore(TenantStore):
             where.append("organization_id = :org")
         if not include_disabled:
             where.append("enabled")
-        rows = await self._rows(f"SELECT * FROM {{s}}.integrations WHERE {' AND '.join(where)} ORDER BY id",
+        rows = await self._rows(f"SELECT * FROM {{s}}.integrations WHERE {' AND '.join(where)} "
+                                "ORDER BY created_at, id",
                                 {"org": organization_id})
         return await self._with_secrets(rows)
 
