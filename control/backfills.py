@@ -52,18 +52,6 @@ async def start_backfill(store: Store, entity: EntitySettings, source: SourceSet
                                        integration_id=integration_id, row_filter=row_filter)
 
 
-async def start_organization_backfill(store: Store, entities: Sequence[EntitySettings], source: SourceSettings | None,
-                                      organization_id: str, entity_key: str, *, integration_id: int | None = None,
-                                      row_filter: str | None = None) -> Backfill:
-    """An organization's backfill as the API and the portal start it: of its own rows, for every subscriber or
-    for one of its own integrations (another organization's is ``NotFound``)."""
-    if integration_id is not None:
-        await store.integration_of(organization_id, integration_id)
-    entity = entity_of(entities, entity_key=entity_key)
-    return await start_backfill(store, entity, source, organization_id=organization_id,
-                                integration_id=integration_id, row_filter=row_filter)
-
-
 async def _check_source(source: SourceSettings, entity: EntitySettings, row_filter: str | None,
                         organization_id: str | None) -> None:
     try:

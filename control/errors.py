@@ -7,6 +7,7 @@
         ├── PortalDenied     a portal request refused: shown as a page or fragment with its status
         │   └── SignInNeeded no session, or it ended (401)
         ├── LinkRefused      a portal link forged, malformed, expired, spent or revoked
+        ├── Forbidden        the actor lacks the capability an action needs (403)
         └── RowsError        "only when" rows that do not say a condition (also a ``ValueError``)
 
 The API answers the shared errors (``models.errors``: NotFound 404, Conflict 409, StoreError 503)
@@ -45,3 +46,7 @@ class RowsError(ControlError, ValueError):
     """Rows that do not say a condition (a value without a property, from -> to without either end).
 
     Also a ``ValueError``: the portal reads a row's value the way it reads any typed value."""
+
+
+class Forbidden(ControlError):
+    """An action the actor may not take: a portal session whose link did not grant the capability (403)."""

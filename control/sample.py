@@ -73,7 +73,7 @@ async def sample_to(sender: WebhookSender, integration: Integration, entity: Ent
                     new: Row | None = None, old: Row | None = None) -> SampleResult:
     """The sample of :func:`send_sample`, to ``integration`` as given: posted to its ``url``, signed with its
     ``secrets`` and sent with its headers. The portal passes an integration not saved yet (id 0, from the
-    Add page's form), or one whose secrets it chose (``control.portal.pages_actions.sample_signing``)."""
+    Add page's form), or one whose secrets it chose (``control.actions.sample_signing``)."""
     check_operation(operation)
     payload = as_if(example_event(entity, operation, integration.organization_id), new, old)
     webhook_id = sample_webhook_id(operation, integration.id)

@@ -295,7 +295,9 @@ def test_the_cli_takes_conditions_checks_them_and_lists_the_filtered(database: s
     created = walhook(config, "integrations", "add", "--org", "acme", "--url", "http://127.0.0.1:9/hook",
                       "--events", orjson.dumps(APPROVED).decode(), "--json")
     assert created.returncode == 0, created.stderr
-    changed = walhook(config, "integrations", "set-events", "1", "--events", "flows/packets:deleted", "--events",
+    integration_id = str(orjson.loads(created.stdout)["id"])
+    changed = walhook(config, "integrations", "set-events", integration_id, "--events", "flows/packets:deleted",
+                      "--events",
                       orjson.dumps(APPROVED).decode())
     assert changed.returncode == 0, changed.stderr
     (listed,) = orjson.loads(walhook(config, "integrations", "list", "--json").stdout)
@@ -338,6 +340,7 @@ async def test_an_organizations_conditions_have_a_cost_budget_through_every_fron
     """Reported: 10 integrations with 100 maximal conditions cost 57 ms per event on the event loop, and
     another organization's row arrived after 10 s. What routing one event may cost is bounded per organization."""
     from control import actions
+    from control.actor import OPERATOR
     from models.errors import Conflict
     from models.settings import ApiSettings
 
@@ -346,13 +349,13 @@ async def test_an_organizations_conditions_have_a_cost_budget_through_every_fron
     async with Store(database) as store:
         await store.add_organization("acme")
         await store.add_organization("globex")
-        first = await actions.create_integration(store, api, "acme", "http://127.0.0.1:9/a", [wide])  # 22
-        second = await actions.create_integration(store, api, "acme", "http://127.0.0.1:9/b", [wide])  # 44
+        first = await actions.create_integration(store, api, OPERATOR, "acme", "http://127.0.0.1:9/a", [wide])  # 22
+        second = await actions.create_integration(store, api, OPERATOR, "acme", "http://127.0.0.1:9/b", [wide])  # 44
         with pytest.raises(Conflict, match=r"would cost 66 tests per event, more than the 50 allowed \(\[api\] "
                                            r"max_condition_cost_per_organization\)"):
-            await actions.create_integration(store, api, "acme", "http://127.0.0.1:9/c", [wide])
+            await actions.create_integration(store, api, OPERATOR, "acme", "http://127.0.0.1:9/c", [wide])
         with pytest.raises(Conflict, match="max_condition_cost_per_organization"):
-            await actions.update_integration(store, api, "acme", second, {"events": [wide, wide]})
-        await actions.update_integration(store, api, "acme", first, {"events": ["docs:*"]})  # cheaper: fine
-        await actions.create_integration(store, api, "globex", "http://127.0.0.1:9/d", [wide])  # its own budget
+            await actions.update_integration(store, api, OPERATOR, second, {"events": [wide, wide]})
+        await actions.update_integration(store, api, OPERATOR, first, {"events": ["docs:*"]})  # cheaper: fine
+        await actions.create_integration(store, api, OPERATOR, "globex", "http://127.0.0.1:9/d", [wide])  # own budget
         assert len(await store.integrations_of("acme")) == 2

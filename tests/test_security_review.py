@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from control.actor import ALL_CAPABILITIES
 from control.api.app import create_app
 from control.api.failures import AuthFailures
 from control.portal import links
-from control.portal.links import ALL_CAPABILITIES, LinkGrant
+from control.portal.links import LinkGrant
 from models.secretbox import Keyring, new_key
 from models.settings import Settings
 from publisher.store import NewDelivery, Store

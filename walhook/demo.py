@@ -24,8 +24,9 @@ from pathlib import Path
 
 import psycopg
 
+from control.actor import ALL_CAPABILITIES
 from control.portal.access import create_link
-from control.portal.links import ALL_CAPABILITIES, MAX_EXPIRY
+from control.portal.links import MAX_EXPIRY
 from models.errors import WalhookError
 from models.settings import PortalSettings
 from publisher.routing.matching import matches_any, parse_subscription

@@ -23,7 +23,7 @@ from control.api import status as operator_status
 from control.api.failures import AuthFailures
 from control.api.limits import BodyLimit, NoStore
 from control.api.operator import OperatorSplit
-from control.errors import LinkRefused
+from control.errors import Forbidden, LinkRefused
 from control.portal import routes as portal
 from models.errors import Conflict, NotFound, SecretError, StoreError
 from publisher.errors import JobRefused, SubscriptionError, Throttled
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("walhook.api")
 
 _STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
-           (SubscriptionError, 422), (JobRefused, 422), (LinkRefused, 422), (BackfillRefused, 422), (StoreError, 503)]
+           (SubscriptionError, 422), (JobRefused, 422), (LinkRefused, 422), (BackfillRefused, 422), (Forbidden, 403),
+           (StoreError, 503)]
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -10,9 +10,10 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from control import actions
+from control.actor import Actor
 from control.api.auth import organization, store_of
 from control.api.schemas import BackfillIn, BackfillOut
-from control.backfills import start_organization_backfill
 from publisher.store import Backfill, Store
 
 router = APIRouter(prefix="/v1", tags=["organization"])
@@ -24,9 +25,9 @@ async def create_backfill(body: BackfillIn, request: Request, org: str = Depends
                           store: Store = Depends(store_of)) -> BackfillOut:
     """Start a backfill; the capture process runs it. Follow it at ``/v1/backfills/{id}``."""
     settings = request.app.state.settings
-    return backfill_out(await start_organization_backfill(store, settings.entities, settings.source, org,
-                                                          body.entity_key, integration_id=body.integration_id,
-                                                          row_filter=body.filter))
+    return backfill_out(await actions.start_backfill(store, settings.entities, settings.source,
+                                                     Actor.organization(org), entity_key=body.entity_key,
+                                                     integration_id=body.integration_id, row_filter=body.filter))
 
 
 @router.get("/backfills", response_model=list[BackfillOut])
@@ -47,7 +48,7 @@ async def change_backfill(backfill_id: int, action: str = _ACTION, org: str = De
                           store: Store = Depends(store_of)) -> BackfillOut:
     """``pause``, ``resume`` or ``cancel``; the capture process sees it at its next chunk (409 when it does not
     apply to the backfill's state)."""
-    return backfill_out(await store.change_backfill(org, backfill_id, action))
+    return backfill_out(await actions.change_backfill(store, Actor.organization(org), backfill_id, action))
 
 
 def backfill_out(job: Backfill) -> BackfillOut:

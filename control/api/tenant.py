@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from control import actions
+from control.actor import Actor
 from control.api.auth import organization, store_of
 from control.api.schemas import (
     AttemptOut,
@@ -71,7 +72,8 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
     await check_events(request, body.events)
     await request.app.state.sender.policy.check_destination(body.url)
     integration_id = await actions.create_integration(
-        store, request.app.state.settings.api, org, body.url, items_of(body.events), body.name or "",
+        store, request.app.state.settings.api, Actor.organization(org), org, body.url, items_of(body.events),
+        body.name or "",
         environment=body.environment, ordering=body.ordering or "entity", batch_size=body.batch_size or 1,
         rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency)
     integration = await store.integration_of(org, integration_id)
@@ -101,7 +103,7 @@ async def update_integration(request: Request, integration_id: int, body: Integr
         await check_events(request, body.events)
     if body.url is not None:
         await request.app.state.sender.policy.check_destination(body.url)
-    await actions.update_integration(store, request.app.state.settings.api, org, integration_id,
+    await actions.update_integration(store, request.app.state.settings.api, Actor.organization(org), integration_id,
                                      body.model_dump(exclude_unset=True))
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
@@ -116,7 +118,7 @@ async def delete_integration(integration_id: int, org: str = Depends(organizatio
 async def enable_integration(integration_id: int, org: str = Depends(organization), store: Store = Depends(store_of),
                              replay: bool = Query(default=True, description="replay what happened while it was "
                                                   "disabled (a job; live changes wait behind it)")) -> EnabledOut:
-    job = await actions.enable(store, org, integration_id, replay=replay)
+    job = await actions.enable(store, Actor.organization(org), integration_id, replay=replay)
     integration = IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
     return EnabledOut(**integration.model_dump(), replay_job=job_out(job) if job else None)
 
@@ -124,28 +126,29 @@ async def enable_integration(integration_id: int, org: str = Depends(organizatio
 @router.post("/integrations/{integration_id}/disable", response_model=IntegrationOut)
 async def disable_integration(request: Request, integration_id: int, org: str = Depends(organization),
                               store: Store = Depends(store_of)) -> IntegrationOut:
-    await actions.disable(store, request.app.state.settings.kafka, org, integration_id, "disabled through the API")
+    await actions.disable(store, request.app.state.settings.kafka, Actor.organization(org), integration_id,
+                          "disabled through the API")
     return IntegrationOut.of((await store.integration_of(org, integration_id)).describe())
 
 
 @router.get("/integrations/{integration_id}/secret", response_model=SecretOut)
 async def reveal_secret(integration_id: int, org: str = Depends(organization),
                         store: Store = Depends(store_of)) -> SecretOut:
-    return SecretOut(secrets=(await store.integration_of(org, integration_id)).secrets)
+    return SecretOut(secrets=await actions.reveal_secrets(store, Actor.organization(org), integration_id))
 
 
 @router.post("/integrations/{integration_id}/secret/rotate", response_model=SecretOut)
 async def rotate_integration_secret(integration_id: int, body: RotateIn, org: str = Depends(organization),
                                     store: Store = Depends(store_of)) -> SecretOut:
-    await store.integration_of(org, integration_id)
-    await store.rotate_secret(org, integration_id, timedelta(hours=body.overlap_hours))
+    await actions.rotate_secret(store, Actor.organization(org), org, integration_id,
+                                timedelta(hours=body.overlap_hours))
     return SecretOut(secrets=(await store.integration_of(org, integration_id)).secrets)
 
 
 @router.post("/secret/rotate", response_model=SecretOut)
 async def rotate_organization_secret(body: RotateIn, org: str = Depends(organization),
                                      store: Store = Depends(store_of)) -> SecretOut:
-    secret = await store.rotate_secret(org, None, timedelta(hours=body.overlap_hours))
+    secret = await actions.rotate_secret(store, Actor.organization(org), org, None, timedelta(hours=body.overlap_hours))
     return SecretOut(secrets=[secret])
 
 
@@ -213,14 +216,15 @@ async def get_delivery(delivery_id: int, org: str = Depends(organization),
 @router.post("/deliveries/{delivery_id}/redeliver", response_model=Scheduled)
 async def redeliver(request: Request, delivery_id: int, org: str = Depends(organization),
                     store: Store = Depends(store_of)) -> Scheduled:
-    scheduled = await actions.redeliver(store, request.app.state.settings.api, org, delivery_id)
+    scheduled = await actions.redeliver(store, request.app.state.settings.api, Actor.organization(org), delivery_id)
     return Scheduled(scheduled=[ScheduledOut(**asdict(scheduled))])
 
 
 @router.post("/integrations/{integration_id}/recover", response_model=Scheduled)
 async def recover(request: Request, integration_id: int, body: RecoverIn, org: str = Depends(organization),
                   store: Store = Depends(store_of)) -> Scheduled:
-    scheduled = await actions.recover(store, request.app.state.settings.api, org, integration_id, body.since)
+    scheduled = await actions.recover(store, request.app.state.settings.api, Actor.organization(org), integration_id,
+                                       body.since)
     return Scheduled(scheduled=[ScheduledOut(**asdict(row)) for row in scheduled])
 
 
@@ -228,8 +232,8 @@ async def recover(request: Request, integration_id: int, body: RecoverIn, org: s
 async def replay_integration(request: Request, integration_id: int, body: ReplayIn, org: str = Depends(organization),
                              store: Store = Depends(store_of)) -> ReplayJobOut:
     """Start a replay job; a running publisher carries it out. Follow it at ``/v1/replay-jobs/{id}``."""
-    return job_out(await actions.start_replay(store, request.app.state.settings.api, org, integration_id,
-                                              offset=body.offset, since=body.since))
+    return job_out(await actions.start_replay(store, request.app.state.settings.api, Actor.organization(org),
+                                              integration_id, offset=body.offset, since=body.since))
 
 
 @router.get("/usage", response_model=UsageOut)
@@ -255,7 +259,7 @@ async def get_replay_job(job_id: int, org: str = Depends(organization), store: S
 @router.post("/replay-jobs/{job_id}/cancel", response_model=ReplayJobOut)
 async def cancel_replay_job(job_id: int, org: str = Depends(organization), store: Store = Depends(store_of)
                             ) -> ReplayJobOut:
-    return job_out(await store.cancel_replay_job(org, job_id))
+    return job_out(await actions.cancel_replay(store, Actor.organization(org), job_id))
 
 
 def job_out(job: ReplayJob) -> ReplayJobOut:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from control.actor import ALL_CAPABILITIES, Capability
 from control.errors import LinkRefused
 from control.portal import links
-from control.portal.links import ALL_CAPABILITIES, Capability
 from models.errors import NotFound
 from models.settings import PortalSettings
 from publisher.store import Store

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from control.actor import Actor, Capability
 from control.api.admin import OrganizationId
 from control.errors import PortalDenied, SignInNeeded
 from control.portal.access import PortalSession, current
-from control.portal.links import Capability
 from models.errors import NotFound
 from publisher.store import Store
 
@@ -39,6 +39,11 @@ class Scope:
 
     def can(self, capability: Capability) -> bool:
         return self.session.can(capability)
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts, for ``control.actions``: this organization, with what the session's link granted."""
+        return Actor(self.organization_id, self.session.capabilities)
 
 
 def store_of(request: Request) -> Store:

@@ -8,7 +8,6 @@ and revocable. Nothing here does I/O.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,23 +15,12 @@ from secrets import token_urlsafe
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from control.actor import Capability
 from control.errors import LinkRefused
 
 DEFAULT_EXPIRY = timedelta(hours=1)
 MAX_EXPIRY = timedelta(hours=24)
 _SALT = "walhook.portal.link"
-
-
-class Capability(enum.StrEnum):
-    """What a portal session may do besides viewing its organization's integrations and jobs."""
-
-    VIEW = "view"
-    MANAGE = "manage_integrations"
-    SECRETS = "secrets"
-    RECOVER = "recover"
-
-
-ALL_CAPABILITIES: tuple[Capability, ...] = tuple(Capability)
 
 
 @dataclass(frozen=True)

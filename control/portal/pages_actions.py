@@ -7,25 +7,24 @@ signed with real secrets only for a session that may use them (:func:`sample_sig
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from control import actions
 from control.api.schemas import items_of
 from control.errors import PortalDenied
 from control.portal.as_if import parse_as_if, verdict
-from control.portal.auth import Scope, can_manage, can_use_secrets, scope, store_of
+from control.portal.auth import Scope, scope, store_of
 from control.portal.forms import read_form
-from control.portal.links import Capability
 from control.portal.pages_conditions import kinds_of, shapes_of
 from control.portal.render import page
 from control.sample import sample_to
 from models.errors import NotFound
 from models.samples import EVENT_OPERATIONS
 from publisher.routing.matching import parse_items
-from publisher.sending.signing import generate_secret
 from publisher.store import Integration
 from publisher.store.rows import SecretPeriod
 
@@ -34,24 +33,6 @@ router = APIRouter(prefix="/portal/o/{organization_id}/integrations/{integration
 # The Add page's actions, before the integration has an id; routed before /integrations/{integration_id}.
 unsaved = APIRouter(prefix="/portal/o/{organization_id}/integrations", include_in_schema=False,
                     dependencies=[Depends(scope)])
-
-
-@dataclass(frozen=True)
-class SampleSigning:
-    """The secrets a portal sample is signed with; ``throwaway`` when made for this sample alone."""
-
-    secrets: list[str]
-    throwaway: bool
-
-
-def sample_signing(granted: Scope, real: list[str]) -> SampleSigning:
-    """The one rule for what signs a portal sample. Its values are the user's choice ("as if" rows, a typed
-    URL), so a sample signed with a real secret is an event the receiver trusts: only a session that may use
-    the secrets (``secrets``, as reveal and rotate need) signs with them; any other signs with a secret made
-    for this sample, and the result says so."""
-    if granted.can(Capability.SECRETS):
-        return SampleSigning(real, throwaway=False)
-    return SampleSigning([generate_secret()], throwaway=True)
 
 
 async def _sample(request: Request, granted: Scope, integration: Integration, entity_key: str, operation: str,
@@ -63,7 +44,7 @@ async def _sample(request: Request, granted: Scope, integration: Integration, en
     if operation not in EVENT_OPERATIONS:
         raise PortalDenied(422, f"unknown operation {operation!r}; use one of {', '.join(EVENT_OPERATIONS)}")
     kinds = kinds_of(await shapes_of(request)).get(entity_key, {})
-    signing = sample_signing(granted, integration.secrets)
+    signing = actions.sample_signing(granted.actor, integration.secrets)
     try:
         new, old = parse_as_if(as_if_new, kinds, "new"), parse_as_if(as_if_old, kinds, "old")
         result = await sample_to(request.app.state.sender, replace(integration, secrets=signing.secrets), entity,
@@ -75,7 +56,7 @@ async def _sample(request: Request, granted: Scope, integration: Integration, en
 
 
 @router.post("/sample")
-async def sample(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
+async def sample(request: Request, integration_id: int, granted: Scope = Depends(scope),
                  entity_key: str = Form(max_length=200), operation: str = Form("created"),
                  as_if_new: str = Form("", max_length=2000), as_if_old: str = Form("", max_length=2000)) -> Response:
     """A sample, "as if" the new and old rows had the values typed; says whether the integration would receive it."""
@@ -84,7 +65,7 @@ async def sample(request: Request, integration_id: int, granted: Scope = Depends
 
 
 @unsaved.post("/sample")
-async def sample_unsaved(request: Request, granted: Scope = Depends(can_manage),
+async def sample_unsaved(request: Request, granted: Scope = Depends(scope),
                          entity_key: str = Form(max_length=200), operation: str = Form("created"),
                          as_if_new: str = Form("", max_length=2000),
                          as_if_old: str = Form("", max_length=2000)) -> Response:
@@ -109,20 +90,19 @@ def _secrets(request: Request, granted: Scope, integration_id: int, secrets: lis
 
 
 @router.post("/secret/reveal")
-async def reveal(request: Request, integration_id: int, granted: Scope = Depends(can_use_secrets),
+async def reveal(request: Request, integration_id: int, granted: Scope = Depends(scope),
                  confirm: str = Form("")) -> Response:
+    secrets = await actions.reveal_secrets(store_of(request), granted.actor, integration_id)
     if confirm != "yes":
         raise PortalDenied(422, "tick the box to confirm that the secret may be shown on this screen")
-    integration = await store_of(request).integration_of(granted.organization_id, integration_id)
     schedule = await store_of(request).secret_periods(granted.organization_id, integration_id)
-    return _secrets(request, granted, integration_id, integration.secrets, schedule)
+    return _secrets(request, granted, integration_id, secrets, schedule)
 
 
 @router.post("/secret/rotate")
-async def rotate(request: Request, integration_id: int, granted: Scope = Depends(can_use_secrets),
+async def rotate(request: Request, integration_id: int, granted: Scope = Depends(scope),
                  overlap_hours: float = Form(24.0, ge=0, le=24 * 7)) -> Response:
     store, org = store_of(request), granted.organization_id
-    await store.integration_of(org, integration_id)
-    secret = await store.rotate_secret(org, integration_id, timedelta(hours=overlap_hours))
+    secret = await actions.rotate_secret(store, granted.actor, org, integration_id, timedelta(hours=overlap_hours))
     return _secrets(request, granted, integration_id, [secret], await store.secret_periods(org, integration_id),
                     rotated=True)

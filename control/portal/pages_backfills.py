@@ -17,9 +17,9 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from cdc.errors import BackfillRefused
+from control import actions
 from control.api.schemas import BackfillIn
-from control.backfills import start_organization_backfill
-from control.portal.auth import Scope, can_recover, scope, store_of
+from control.portal.auth import Scope, scope, store_of
 from control.portal.render import is_fragment, page
 from models.errors import Conflict
 
@@ -75,7 +75,7 @@ async def backfills(request: Request, granted: Scope = Depends(scope),
 
 
 @router.post("/backfills")
-async def start(request: Request, granted: Scope = Depends(can_recover), entity_key: str = Form("", max_length=200),
+async def start(request: Request, granted: Scope = Depends(scope), entity_key: str = Form("", max_length=200),
                 target: str = Form(ALL_SUBSCRIBERS, max_length=20),
                 row_filter: str = Form("", alias="filter", max_length=4000)) -> Response:
     """Start a backfill; refused, the form comes back with the reason under it."""
@@ -85,9 +85,9 @@ async def start(request: Request, granted: Scope = Depends(can_recover), entity_
         return await _page(request, granted, 422, error=error, **typed)
     settings, org = request.app.state.settings, granted.organization_id
     try:
-        job = await start_organization_backfill(store_of(request), settings.entities, settings.source, org,
-                                                body.entity_key, integration_id=body.integration_id,
-                                                row_filter=body.filter)
+        job = await actions.start_backfill(store_of(request), settings.entities, settings.source, granted.actor,
+                                           entity_key=body.entity_key, integration_id=body.integration_id,
+                                           row_filter=body.filter)
     except (BackfillRefused, Conflict) as exc:
         return await _page(request, granted, 409 if isinstance(exc, Conflict) else 422, error=str(exc), **typed)
     return RedirectResponse(f"/portal/o/{org}/backfills?started={job.id}", status_code=303)
@@ -95,11 +95,11 @@ async def start(request: Request, granted: Scope = Depends(can_recover), entity_
 
 @router.post("/backfills/{backfill_id}/{action}")
 async def change(request: Request, backfill_id: int, action: str = _ACTION,
-                 granted: Scope = Depends(can_recover)) -> Response:
+                 granted: Scope = Depends(scope)) -> Response:
     """Pause, resume or cancel; htmx gets the list back, a plain form post the page."""
     error = None
     try:
-        await store_of(request).change_backfill(granted.organization_id, backfill_id, action)
+        await actions.change_backfill(store_of(request), granted.actor, backfill_id, action)
     except Conflict as exc:  # the job moved on since the page was drawn (it ended, say): said in the list
         error = str(exc)
     if is_fragment(request):

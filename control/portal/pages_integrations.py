@@ -8,19 +8,19 @@ same SSRF check as ``POST`` / ``PATCH /v1/integrations``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import timedelta
 
 import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from control import actions
+from control.actor import Capability
 from control.api.schemas import IntegrationIn, IntegrationOut, items_of
 from control.columns import checked_subscriptions
+from control.errors import Forbidden
 from control.portal.auth import Scope, can_manage, scope, store_of
 from control.portal.condition_rows import EntityRows
 from control.portal.forms import IntegrationForm, form_of, place_error, read_form
-from control.portal.links import Capability
 from control.portal.pages_conditions import kinds_of, properties_of, shapes_of
 from control.portal.render import page
 from models.samples import EVENT_OPERATIONS, SAMPLE_OPERATIONS
@@ -114,29 +114,33 @@ async def _refused(request: Request, form: IntegrationForm, body: IntegrationIn 
 
 
 @router.post("/integrations")
-async def create_integration(request: Request, granted: Scope = Depends(can_manage)) -> Response:
+async def create_integration(request: Request, granted: Scope = Depends(scope)) -> Response:
     form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, None, 422)
-    store, org = store_of(request), granted.organization_id
-    if _secret_refused(granted, form):
-        return await _edit(request, granted, form, None, 403)
-    integration_id = await actions.create_integration(
-        store, request.app.state.settings.api, org, body.url, items_of(body.events), body.name or "",
-        environment=body.environment, ordering=body.ordering or "entity", batch_size=body.batch_size or 1,
-        rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency)
-    if form.values.get("secret", "").strip():
-        await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
-    return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
+    try:
+        integration_id = await actions.create_integration(
+            store_of(request), request.app.state.settings.api, granted.actor, granted.organization_id, body.url,
+            items_of(body.events), body.name or "", secret=_typed_secret(form), environment=body.environment,
+            ordering=body.ordering or "entity", batch_size=body.batch_size or 1, rate_limit=body.rate_limit,
+            headers=body.headers, concurrency=body.concurrency)
+    except Forbidden as exc:
+        return await _forbidden(request, granted, form, None, exc)
+    return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}?saved=1",
+                            status_code=303)
 
 
-def _secret_refused(granted: Scope, form: IntegrationForm) -> bool:
-    """A secret typed into the form needs the capability that reveal and rotate need: True (and the reason
-    on the field) when this session lacks it."""
-    if form.values.get("secret", "").strip() and not granted.can(Capability.SECRETS):
-        form.errors["secret"] = "this portal session may not set signing secrets (it lacks 'secrets')"
-        return True
-    return False
+def _typed_secret(form: IntegrationForm) -> str | None:
+    return form.values.get("secret", "").strip() or None
+
+
+async def _forbidden(request: Request, granted: Scope, form: IntegrationForm, integration: Integration | None,
+                     exc: Forbidden) -> Response:
+    """A refused save keeps the form as typed; a refused secret says why next to its field."""
+    if _typed_secret(form) is None:
+        raise exc
+    form.errors["secret"] = str(exc)
+    return await _edit(request, granted, form, integration, 403)
 
 
 def preview_json(body: IntegrationIn, saved: Integration | None) -> str:
@@ -172,33 +176,31 @@ async def edit_integration(request: Request, integration_id: int, granted: Scope
 
 
 @router.post("/integrations/{integration_id}")
-async def save_integration(request: Request, integration_id: int,
-                           granted: Scope = Depends(can_manage)) -> Response:
-    store, org = store_of(request), granted.organization_id
-    integration = await store.integration_of(org, integration_id)
+async def save_integration(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
+    org = granted.organization_id
+    integration = await store_of(request).integration_of(org, integration_id)
     form, body = read_form(await request.form(), kinds_of(await shapes_of(request)))
     if await _refused(request, form, body) or body is None:
         return await _edit(request, granted, form, integration, 422)
-    if _secret_refused(granted, form):
-        return await _edit(request, granted, form, integration, 403)
     changes = body.model_dump()
     changes["name"] = body.name or body.url
-    await actions.update_integration(store, request.app.state.settings.api, org, integration_id, changes)
-    if form.values.get("secret", "").strip():  # a secret typed here replaces the current one at once
-        await store.rotate_secret(org, integration_id, timedelta(0), form.values["secret"].strip())
+    try:  # a secret typed here replaces the current one at once
+        await actions.update_integration(store_of(request), request.app.state.settings.api, granted.actor,
+                                         integration_id, changes, secret=_typed_secret(form))
+    except Forbidden as exc:
+        return await _forbidden(request, granted, form, integration, exc)
     return RedirectResponse(f"/portal/o/{org}/integrations/{integration_id}?saved=1", status_code=303)
 
 
 @router.post("/integrations/{integration_id}/enable")
-async def enable(request: Request, integration_id: int,
-                 granted: Scope = Depends(can_manage)) -> Response:
-    await actions.enable(store_of(request), granted.organization_id, integration_id, replay=True)
+async def enable(request: Request, integration_id: int, granted: Scope = Depends(scope)) -> Response:
+    await actions.enable(store_of(request), granted.actor, integration_id, replay=True)
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)
 
 
 @router.post("/integrations/{integration_id}/disable")
-async def disable(request: Request, integration_id: int, granted: Scope = Depends(can_manage),
+async def disable(request: Request, integration_id: int, granted: Scope = Depends(scope),
                   reason: str = Form("", max_length=500)) -> Response:
-    await actions.disable(store_of(request), request.app.state.settings.kafka, granted.organization_id,
-                          integration_id, reason.strip() or "disabled in the portal")
+    await actions.disable(store_of(request), request.app.state.settings.kafka, granted.actor, integration_id,
+                          reason.strip() or "disabled in the portal")
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}", status_code=303)

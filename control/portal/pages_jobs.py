@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from control import actions
+from control.actor import Capability
 from control.api.schemas import UsageOut
 from control.errors import PortalDenied
-from control.portal.auth import Scope, can_recover, scope, store_of
-from control.portal.links import Capability
+from control.portal.auth import Scope, scope, store_of
 from control.portal.render import is_fragment, page
 from models.events import parse_time
 from models.samples import example_event, listed_for
@@ -88,29 +88,29 @@ async def job(request: Request, delivery_id: int, granted: Scope = Depends(scope
 
 @router.post("/jobs/{delivery_id}/redeliver")
 async def redeliver(request: Request, delivery_id: int,
-                    granted: Scope = Depends(can_recover)) -> Response:
-    scheduled = await actions.redeliver(store_of(request), request.app.state.settings.api, granted.organization_id,
+                    granted: Scope = Depends(scope)) -> Response:
+    scheduled = await actions.redeliver(store_of(request), request.app.state.settings.api, granted.actor,
                                         delivery_id)
     return page(request, "fragments/scheduled.html", what="redelivery", scheduled=[scheduled])
 
 
 @router.post("/integrations/{integration_id}/recover")
-async def recover(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
+async def recover(request: Request, integration_id: int, granted: Scope = Depends(scope),
                   since: str = Form(max_length=40)) -> Response:
     moment = _time(since, "since")
     if moment is None:
         raise PortalDenied(422, "since: give the time from which failed deliveries are tried again")
-    scheduled = await actions.recover(store_of(request), request.app.state.settings.api, granted.organization_id,
+    scheduled = await actions.recover(store_of(request), request.app.state.settings.api, granted.actor,
                                       integration_id, moment)
     return page(request, "fragments/scheduled.html", what=f"failed since {moment:%Y-%m-%d %H:%M} UTC",
                 scheduled=scheduled)
 
 
 @router.post("/integrations/{integration_id}/replay")
-async def replay(request: Request, integration_id: int, granted: Scope = Depends(can_recover),
+async def replay(request: Request, integration_id: int, granted: Scope = Depends(scope),
                  offset: str = Form("", pattern=r"^\d{0,18}$"), since: str = Form("", max_length=40)) -> Response:
     """Start a replay job (a running publisher carries it out); its fragment follows the progress."""
-    job = await actions.start_replay(store_of(request), request.app.state.settings.api, granted.organization_id,
+    job = await actions.start_replay(store_of(request), request.app.state.settings.api, granted.actor,
                                      integration_id, offset=int(offset) if offset else None,
                                      since=_time(since, "since"))
     return page(request, "fragments/replay_job.html", scope=granted, job=job)
@@ -123,6 +123,6 @@ async def replay_job(request: Request, job_id: int, granted: Scope = Depends(sco
 
 
 @router.post("/replay-jobs/{job_id}/cancel")
-async def cancel_replay_job(request: Request, job_id: int, granted: Scope = Depends(can_recover)) -> Response:
-    job = await store_of(request).cancel_replay_job(granted.organization_id, job_id)
+async def cancel_replay_job(request: Request, job_id: int, granted: Scope = Depends(scope)) -> Response:
+    job = await actions.cancel_replay(store_of(request), granted.actor, job_id)
     return page(request, "fragments/replay_job.html", scope=granted, job=job)

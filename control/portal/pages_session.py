@@ -16,6 +16,7 @@ from secrets import token_urlsafe
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from control.actor import ALL_CAPABILITIES
 from control.api.admin import OrganizationId
 from control.api.auth import blocked_seconds, note_failure
 from control.errors import LinkRefused, PortalDenied
@@ -31,7 +32,7 @@ from control.portal.auth import (
     set_cookie,
     store_of,
 )
-from control.portal.links import ALL_CAPABILITIES, capabilities_of
+from control.portal.links import capabilities_of
 from control.portal.render import page
 
 router = APIRouter(prefix="/portal", include_in_schema=False)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control.portal.links import Capability
+from control.actor import Capability
 from models.settings import PortalSettings
 
 HTMX_VERSION = "2.0.11"

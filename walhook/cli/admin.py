@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import orjson
 
+from control.actor import OPERATOR
 from models.errors import WalhookError
 from publisher.routing.matching import SubscriptionItem
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
@@ -39,8 +40,11 @@ async def cmd_orgs_delete(args: argparse.Namespace) -> int:
 
 
 async def cmd_orgs_rotate(args: argparse.Namespace) -> int:
+    from control import actions
+
     async with store_of(args) as store:
-        secret = await store.rotate_secret(args.organization, args.integration, timedelta(hours=args.overlap_hours))
+        secret = await actions.rotate_secret(store, OPERATOR, args.organization, args.integration,
+                                             timedelta(hours=args.overlap_hours))
     show(args, {"organization": args.organization, "integration": args.integration, "secret": secret},
          f"new signing secret (store it now): {secret}\nthe previous one keeps signing for {args.overlap_hours:g} h")
     return 0
@@ -109,7 +113,8 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
             print(f"integration {existing[0]} for {args.org} already sends to {args.url}; left as it is")
             return 0
         integration_id = await actions.create_integration(
-            store, settings_of(args).api, args.org, args.url, events, args.name or "", environment=args.environment,
+            store, settings_of(args).api, OPERATOR, args.org, args.url, events, args.name or "",
+            environment=args.environment,
             ordering=args.ordering, batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers,
             concurrency=args.concurrency)
     show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": events},
@@ -143,8 +148,7 @@ async def cmd_integrations_events(args: argparse.Namespace) -> int:
     events = await check_events(args, args.events)
     async with store_of(args) as store:
         integration = await store.integration(args.integration)
-        await actions.update_integration(store, settings_of(args).api, integration.organization_id, integration.id,
-                                         {"events": events})
+        await actions.update_integration(store, settings_of(args).api, OPERATOR, integration.id, {"events": events})
     show(args, {"integration": integration.id, "events": events},
          f"integration {integration.id} <- {', '.join(_event_text(item) for item in events)}")
     return 0
@@ -178,9 +182,9 @@ async def cmd_integrations_state(args: argparse.Namespace) -> int:
             integration = await store.integration(args.integration)
             await store.delete_integration(integration.organization_id, integration.id)
         elif args.action == "enable":
-            job = await actions.enable(store, None, args.integration, replay=not args.no_replay)
+            job = await actions.enable(store, OPERATOR, args.integration, replay=not args.no_replay)
         else:
-            await actions.disable(store, settings_of(args).kafka, None, args.integration, "disabled by an operator")
+            await actions.disable(store, settings_of(args).kafka, OPERATOR, args.integration, "disabled by an operator")
     caught_up = f"; replay job {job.id} catches it up from {job.since:%Y-%m-%d %H:%M:%S} UTC" if job else ""
     show(args, {"integration": args.integration, "action": args.action, "replay_job": job and job.id},
          f"integration {args.integration}: {args.action}d{caught_up}")

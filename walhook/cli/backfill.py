@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TextIO
 
-from control.backfills import backfill_summary, entity_of, start_backfill
+from control import actions
+from control.actor import OPERATOR
+from control.backfills import backfill_summary
 from models.settings import EntitySettings
 from publisher.store import Backfill, Store
 from walhook.cli.common import Command, Group, settings_of, show, store_of, table
@@ -24,13 +26,13 @@ PLAIN_EVERY = 5.0  # seconds between progress lines when the output is not a ter
 
 async def cmd_start(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    entity = entity_of(settings.entities, table=args.table, entity_key=args.entity_key)
     async with store_of(args) as store:
         organization = args.org
         if args.integration is not None:
             organization = (await store.integration(args.integration)).organization_id
-        job = await start_backfill(store, entity, settings.source, organization_id=organization,
-                                   integration_id=args.integration, row_filter=args.where)
+        job = await actions.start_backfill(store, settings.entities, settings.source, OPERATOR, table=args.table,
+                                           entity_key=args.entity_key, organization_id=organization,
+                                           integration_id=args.integration, row_filter=args.where)
         show(args, asdict(job), f"{backfill_summary(job, settings.entities)}\n(the capture process runs it; "
                                 f"follow it with: walhook backfill show {job.id} --follow)")
         if args.wait:
@@ -58,7 +60,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
 
 async def cmd_change(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
-        job = await store.change_backfill(None, args.backfill, args.action)
+        job = await actions.change_backfill(store, OPERATOR, args.backfill, args.action)
     show(args, asdict(job), backfill_summary(job, settings_of(args).entities))
     return 0
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from control.actor import OPERATOR
 from models.errors import WalhookError
 from models.events import parse_time
 from walhook.cli.common import Command, Group, moment, settings_of, show, store_of, table
@@ -53,8 +54,10 @@ async def cmd_redeliver(args: argparse.Namespace) -> int:
     if remote := api_of(args):
         (row,) = (await remote.call("POST", f"/v1/deliveries/{args.delivery}/redeliver"))["scheduled"]
     else:
+        from control import actions
+
         async with store_of(args) as store:
-            row = asdict(await store.redeliver(args.delivery))
+            row = asdict(await actions.redeliver(store, settings_of(args).api, OPERATOR, args.delivery))
     show(args, row, f"delivery {row['id']} ({row['webhook_id']}) scheduled for one more attempt")
     return 0
 
@@ -64,8 +67,11 @@ async def cmd_recover(args: argparse.Namespace) -> int:
         rows = (await remote.call("POST", f"/v1/integrations/{args.integration}/recover",
                                   {"since": moment(args.since).isoformat()}))["scheduled"]
     else:
+        from control import actions
+
         async with store_of(args) as store:
-            rows = [asdict(row) for row in await store.recover(args.integration, moment(args.since))]
+            rows = [asdict(row) for row in await actions.recover(store, settings_of(args).api, OPERATOR,
+                                                                 args.integration, moment(args.since))]
     show(args, {"scheduled": rows}, f"{len(rows)} failed deliveries scheduled again")
     if args.wait and rows:
         ids = {row["id"] for row in rows}
@@ -96,7 +102,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         from control import actions
 
         async with store_of(args) as store:
-            job = await actions.start_replay(store, settings_of(args).api, None, args.integration,
+            job = await actions.start_replay(store, settings_of(args).api, OPERATOR, args.integration,
                                              offset=args.offset, since=since)
     show(args, _plain(job), f"{job_summary(job)}\n(a running publisher carries it out; "
                             f"follow it with: walhook replay-jobs show {job.id})")
@@ -146,8 +152,10 @@ async def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     if remote := api_of(args):
         job: Any = _job(await remote.call("POST", f"/v1/replay-jobs/{args.job}/cancel"))
     else:
+        from control import actions
+
         async with store_of(args) as store:
-            job = await store.cancel_replay_job(None, args.job)
+            job = await actions.cancel_replay(store, OPERATOR, args.job)
     show(args, _plain(job), f"replay job {job.id}: " + ("cancel requested" if not job.finished else job.state))
     return 0
 
