@@ -44,7 +44,8 @@ KEY=$(curl -sf -X POST $API/v1/organizations/acme/keys -H "authorization: Bearer
 # 6. An integration: every change of packet_comments, to the receiver
 curl -sf -X POST $API/v1/integrations -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
     -d "{\"url\": \"http://127.0.0.1:$RECEIVER_PORT/hooks/acme\", \"events\": [\"packet_comments:*\"]}" \
-    | jq -c '{id, url, events, enabled}'
+    | tee integration.json | jq -c '{id, url, events, enabled}'
+INTEGRATION=$(jq .id integration.json)   # ids are drawn at random: read yours
 sleep 3   # publishers pick up a new integration within [publisher] integrations_cache_seconds (2 s)
 
 # 7. The app changes rows; a verified webhook follows each change
@@ -63,7 +64,7 @@ curl -sf $API/v1/deliveries/1 -H "authorization: Bearer $KEY" \
 # 9. The command line, through the same API (no database credentials needed): redeliver one,
 #    replay the integration from the start of the topic, then one screen of status from the store
 walhook --api $API --token "$KEY" redeliver 1
-walhook --api $API --token "$KEY" replay --integration 1 --offset 0 --wait
+walhook --api $API --token "$KEY" replay --integration "$INTEGRATION" --offset 0 --wait
 until [ "$(grep -c '^verified' receiver.log)" -ge 7 ]; do sleep 0.2; done
 walhook status
 # end of walkthrough

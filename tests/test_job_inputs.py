@@ -206,3 +206,34 @@ async def test_backfills_are_claimed_organization_by_organization(database: str)
         await store.release_backfill(first.id)  # its turn is over
         claimed = await store.claim_backfill(["public.docs", "public.items"], timedelta(seconds=15), "slot s")
     assert claimed is not None and claimed.id == theirs.id != second.id
+
+
+async def test_an_organization_whose_jobs_end_within_one_slice_still_takes_turns(database: str) -> None:
+    """The claim's "served longest ago" counted running jobs only: once a job ended in its first slice its
+    organization looked never served again, and all its queued jobs went before another organization's."""
+    async with Store(database) as store:
+        for org in ("acme", "globex"):
+            await store.add_organization(org)
+        noisy = await store.add_integration("acme", "http://127.0.0.1:9/a", ["docs:*"])
+        victim = await store.add_integration("globex", "http://127.0.0.1:9/b", ["docs:*"])
+        queued = [await store.create_replay_job("acme", noisy, start_offset=0) for _ in range(3)]
+        theirs = await store.create_replay_job("globex", victim, start_offset=0)
+        first = await store.claim_replay_job(timedelta(seconds=30))
+        assert first is not None and first.id == queued[0].id
+        await store.finish_replay_job(first.id, "done")  # ended within its first slice
+        second = await store.claim_replay_job(timedelta(seconds=30))
+    assert second is not None and second.id == theirs.id
+
+
+async def test_backfills_take_turns_when_one_ends_within_its_turn(database: str) -> None:
+    async with Store(database) as store:
+        for org in ("acme", "globex"):
+            await store.add_organization(org)
+        mine = [await store.create_backfill(table, organization_id="acme") for table in ("public.docs", "public.notes")]
+        theirs = await store.create_backfill("public.docs", organization_id="globex")
+        tables = ["public.docs", "public.notes"]
+        first = await store.claim_backfill(tables, timedelta(seconds=30), "slot a")
+        assert first is not None and first.id == mine[0].id
+        await store.finish_backfill(first.id, "done")
+        second = await store.claim_backfill(tables, timedelta(seconds=30), "slot a")
+    assert second is not None and second.id == theirs.id

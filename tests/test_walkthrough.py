@@ -73,8 +73,10 @@ def test_the_walkthrough_runs_as_written(server_dir: Path) -> None:
     assert re.search(r'"entity_path":"packet_comments/1","operation":"created","status":"succeeded","attempts":\d+',
                      output), output
     assert '{"status":"succeeded","attempts":[{"number":1,' in output
-    assert re.search(r"delivery 1 \(evt_\w+_i1\) scheduled for one more attempt", output), output
+    integration = re.search(r'^\{"id":(\d+),"url":"http://127\.0\.0\.1:\d+/hooks/acme"', output, re.MULTILINE)
+    assert integration, output
+    assert re.search(rf"delivery 1 \(evt_\w+_i{integration.group(1)}\) scheduled for one more attempt", output), output
     assert re.search(r"replay job 1 .*: done, \d+ scanned, 3 scheduled", output), output
     assert re.search(r"^slot walhook: active, lag \d+", output, re.MULTILINE), output
-    assert re.search(r"^1 +acme +enabled +0 ", output, re.MULTILINE), output
+    assert re.search(rf"^{integration.group(1)} +acme +enabled +0 ", output, re.MULTILINE), output
     assert re.search(r"^delivery log: .* in \d+ partitions\)$", output, re.MULTILINE), output

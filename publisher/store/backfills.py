@@ -88,12 +88,13 @@ class BackfillStore(JobStore):
         ``claimer`` names the replication slot: only one process streams a slot at a time, so a job
         claimed under this slot belongs to a session that has ended (killed, say) and is taken over at once.
         Fair across organizations, like replay jobs: the organization served longest ago first (its
-        backfills' last turn), then its backfill served longest ago; a capture process runs a backfill a
-        turn at a time (``cdc.backfill_runner``).
+        backfills' last turn, finished ones included), then its backfill served longest ago; a capture
+        process runs a backfill a turn at a time (``cdc.backfill_runner``).
         """
         rows = await self._rows(
             "WITH served AS (SELECT coalesce(organization_id, '') AS org, max(sliced_at) AS at FROM {s}.backfills "
-            "WHERE state = 'running' GROUP BY 1) "
+            "WHERE coalesce(organization_id, '') IN (SELECT coalesce(organization_id, '') FROM {s}.backfills "
+            "WHERE state = 'running') GROUP BY 1) "
             "UPDATE {s}.backfills SET claimed_by = :claimer, claimed_until = now() + :claim, updated_at = now() "
             "WHERE id = (SELECT b.id FROM {s}.backfills b JOIN served ON served.org = coalesce(b.organization_id, '') "
             "WHERE b.state = 'running' AND b.table_name = ANY(:tables) "
@@ -127,7 +128,8 @@ class BackfillStore(JobStore):
     async def finish_backfill(self, backfill_id: int, state: str, error: str | None = None) -> None:
         """End a running backfill as done or failed (a paused or cancelled one keeps its state)."""
         await self._rows("UPDATE {s}.backfills SET state = :state, error = :error, finished_at = now(), "
-                         "claimed_until = NULL, updated_at = now() WHERE id = :id AND state = 'running'",
+                         "claimed_until = NULL, sliced_at = now(), updated_at = now() "
+                         "WHERE id = :id AND state = 'running'",
                          {"id": backfill_id, "state": state, "error": error})
 
     async def release_backfill(self, backfill_id: int) -> None:

@@ -104,13 +104,14 @@ class JobStore(DeliveryStore):
         """A running job nobody works on (or whose publisher died), claimed for ``claim_for``.
 
         Fair across organizations: an enable's catch-up first (live changes of its integration wait
-        behind it), then the organization served longest ago (its jobs' last slice), then within it the
-        job served longest ago. A publisher runs a job a slice at a time (``publisher.jobs.replay``), so
+        behind it), then the organization served longest ago (its jobs' last slice, finished jobs included:
+        an organization whose jobs each end within one slice would otherwise always look unserved), then
+        within it the job served longest ago. A publisher runs a job a slice at a time (``publisher.jobs.replay``), so
         one organization's many or long jobs never hold another's for more than a slice.
         """
         rows = await self._rows(
-            "WITH served AS (SELECT organization_id, max(sliced_at) AS at FROM {s}.replay_jobs "
-            "WHERE state = 'running' GROUP BY organization_id) "
+            "WITH served AS (SELECT organization_id, max(sliced_at) AS at FROM {s}.replay_jobs WHERE organization_id "
+            "IN (SELECT organization_id FROM {s}.replay_jobs WHERE state = 'running') GROUP BY organization_id) "
             "UPDATE {s}.replay_jobs SET claimed_until = now() + :claim, updated_at = now() WHERE id = ("
             "SELECT j.id FROM {s}.replay_jobs j JOIN served USING (organization_id) WHERE j.state = 'running' "
             "AND (j.claimed_until IS NULL OR j.claimed_until < now()) "
@@ -145,6 +146,6 @@ class JobStore(DeliveryStore):
         """End a job (done, failed or cancelled); an integration it was catching up goes live again."""
         await self._rows(
             "WITH job AS (UPDATE {s}.replay_jobs SET state = :state, error = :error, finished_at = now(), "
-            "claimed_until = NULL, updated_at = now() WHERE id = :id RETURNING id) "
+            "claimed_until = NULL, sliced_at = now(), updated_at = now() WHERE id = :id RETURNING id) "
             "UPDATE {s}.integrations SET catching_up_job = NULL, updated_at = now() "
             "WHERE catching_up_job IN (SELECT id FROM job)", {"id": job_id, "state": state, "error": error})
