@@ -10,23 +10,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from models.errors import StoreError
 from models.settings import RetentionSettings
 from publisher.metrics import PublisherMetrics
-from publisher.store import Pruned, Store
+from publisher.store import Pruned
+from publisher.store.retention import LogSize
 
 log = logging.getLogger("walhook.publisher")
 
 
-async def prune_once(store: Store, retention: RetentionSettings) -> Pruned:
+class PruningStore(Protocol):
+    """What pruning needs of the store: the day partitions, the log's size, and the prune itself."""
+
+    async def ensure_partitions(self, days: Iterable[date] | None = None) -> list[str]: ...
+
+    async def log_size(self) -> LogSize: ...
+
+    async def prune(self, keep_succeeded: timedelta, keep_failed: timedelta, batch: int = 5000,
+                    now: datetime | None = None) -> Pruned: ...
+
+
+async def prune_once(store: PruningStore, retention: RetentionSettings) -> Pruned:
     """One round: partitions ahead, then pruning behind."""
     await store.ensure_partitions()
     return await store.prune(timedelta(days=retention.days), timedelta(days=retention.failed_days), retention.batch)
 
 
-async def prune_loop(store: Store, retention: RetentionSettings, metrics: PublisherMetrics,
+async def prune_loop(store: PruningStore, retention: RetentionSettings, metrics: PublisherMetrics,
                      stop: asyncio.Event) -> None:
     """Prune every ``retention.interval`` seconds until ``stop``; the store being down only delays it."""
     while not stop.is_set():

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -34,7 +36,7 @@ from models.settings import KafkaSettings
 from publisher.errors import NotAnEvent, PublisherError
 from publisher.routing.recipients import delivery_of, parse_event, receives
 from publisher.settling.positions import partitions_of
-from publisher.store import Integration, NewDelivery, ReplayJob, Store
+from publisher.store import Integration, NewDelivery, ReplayJob, Scheduled
 
 log = logging.getLogger("walhook.publisher")
 
@@ -84,10 +86,30 @@ class Progress:
     scheduled: int = 0
 
 
+class ReplayStore(Protocol):
+    """What a replay runner needs of the store: the jobs, their integration, and the deliveries they schedule."""
+
+    async def claim_replay_job(self, claim_for: timedelta) -> ReplayJob | None: ...
+
+    async def others_waiting(self, job_id: int) -> bool: ...
+
+    async def yield_replay_job(self, job_id: int) -> None: ...
+
+    async def note_replay_progress(self, job_id: int, *, progress: dict[int, int], scanned: int, scheduled: int,
+                                   end_positions: dict[int, int] | None, claim_for: timedelta) -> bool: ...
+
+    async def finish_replay_job(self, job_id: int, state: str, error: str | None = None) -> None: ...
+
+    async def integration(self, integration_id: int) -> Integration: ...
+
+    async def schedule_replay(self, deliveries: Sequence[NewDelivery], *, redeliver: bool = True
+                              ) -> list[Scheduled]: ...
+
+
 class ReplayRunner:
     """Runs one replay job at a time for a publisher."""
 
-    def __init__(self, store: Store, kafka: KafkaSettings, claim: timedelta, catch_up_grace: timedelta,
+    def __init__(self, store: ReplayStore, kafka: KafkaSettings, claim: timedelta, catch_up_grace: timedelta,
                  slice_seconds: float = SLICE_SECONDS) -> None:
         self._store = store
         self._kafka = kafka

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from models.errors import StoreError
 from publisher.routing.candidates import Candidates, candidates_for
-from publisher.store import Integration, Store
+from publisher.store import Integration
 
 log = logging.getLogger("walhook.publisher")
 
@@ -39,10 +40,20 @@ FULL_RELOAD_SECONDS = 60.0
 _KEYS_KEPT = 1024  # (entity key, operation) pairs remembered per organization; keys come from records
 
 
+class DirectoryStore(Protocol):
+    """What the directory reads of the store: integrations that changed, and a disable it decides."""
+
+    async def integrations_changed(self, since: datetime | None, known: Mapping[int, Integration] | None = None
+                                   ) -> tuple[list[Integration], list[int]]: ...
+
+    async def set_enabled(self, integration_id: int, enabled: bool, reason: str | None = None,
+                          positions: dict[int, int] | None = None) -> None: ...
+
+
 class IntegrationDirectory:
     """Integrations by id and by organization, kept current from the store."""
 
-    def __init__(self, store: Store, refresh_seconds: float = 2.0) -> None:
+    def __init__(self, store: DirectoryStore, refresh_seconds: float = 2.0) -> None:
         self._store = store
         self._refresh_seconds = refresh_seconds
         self._by_id: dict[int, Integration] = {}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import orjson
 
@@ -24,8 +25,8 @@ from publisher.sending.lanes import Lane, Spawn, _spawn_task
 from publisher.sending.ordering import must_wait
 from publisher.sending.retry import Decision, RetryPolicy, Verdict
 from publisher.sending.sender import AttemptResult, WebhookSender
-from publisher.settling.recorder import Recorder
-from publisher.store import AttemptRecord, Delivery, Integration, NewDelivery, Store, utcnow
+from publisher.settling.recorder import Recorder, RecorderStore
+from publisher.store import AttemptRecord, Delivery, Integration, NewDelivery, utcnow
 
 log = logging.getLogger("walhook.publisher")
 
@@ -35,12 +36,25 @@ _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAI
            Verdict.GONE: "pending"}  # the integration is disabled: the delivery waits for it to be enabled again
 
 
+class DispatchStore(RecorderStore, Protocol):
+    """What the dispatcher needs of the store: its recorder's writes, claims, health and ordering's lookups."""
+
+    async def extend_claims(self, delivery_ids: Sequence[int], claim_for: timedelta) -> None: ...
+
+    async def note_disabled_positions(self, integration_id: int, positions: dict[int, int] | None) -> None: ...
+
+    async def note_health(self, integration_id: int, succeeded: bool, disable_after: timedelta) -> bool: ...
+
+    async def waiting_entities(self, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]: ...
+
+
 class Dispatcher:
     """Runs attempts in per-integration lanes, built from and kept in step with the directory."""
 
-    def __init__(self, store: Store, sender: WebhookSender, policy: RetryPolicy, directory: IntegrationDirectory,
-                 *, spawn: Spawn = _spawn_task, concurrency: int = 8, lane_capacity: int = 1000,
-                 disable_after: timedelta = timedelta(days=5), claim: timedelta = timedelta(seconds=60),
+    def __init__(self, store: DispatchStore, sender: WebhookSender, policy: RetryPolicy,
+                 directory: IntegrationDirectory, *, spawn: Spawn = _spawn_task, concurrency: int = 8,
+                 lane_capacity: int = 1000, disable_after: timedelta = timedelta(days=5),
+                 claim: timedelta = timedelta(seconds=60),
                  positions: Callable[[], Awaitable[dict[int, int] | None]] | None = None) -> None:
         self.store = store
         self.sender = sender

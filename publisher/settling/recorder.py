@@ -28,21 +28,37 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
+from typing import Protocol
 
 from models.errors import StoreError
-from publisher.store import AttemptRecord, Delivery, NewDelivery, Store
+from publisher.store import AttemptRecord, Delivery, NewDelivery
 
 log = logging.getLogger("walhook.publisher")
 
 EntityKey = tuple[int, str]  # (integration id, entity path)
 
 
+class RecorderStore(Protocol):
+    """What the recorder writes to the store (``publisher.store`` fills it)."""
+
+    async def log_first_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+
+    async def park(self, deliveries: Sequence[NewDelivery], filtered: Mapping[int, int] | None = None, *,
+                   behind: Sequence[NewDelivery] = (), hold_for: timedelta = ...) -> list[Delivery]: ...
+
+    async def release(self, delivery_ids: Sequence[int]) -> None: ...
+
+    async def release_held(self, delivery_ids: Sequence[int]) -> None: ...
+
+
 class Recorder:
     """Collects attempt records, parked deliveries and claim releases; writes them in batches."""
 
-    def __init__(self, store: Store, interval: float = 0.02, claim: timedelta = timedelta(seconds=60)) -> None:
+    def __init__(self, store: RecorderStore, interval: float = 0.02, claim: timedelta = timedelta(seconds=60)) -> None:
         self._store = store
         self._interval = interval
         self._claim = claim
