@@ -310,6 +310,90 @@ CREATE INDEX organization_actions_recent ON {schema}.organization_actions (organ
 -- (ON CONFLICT DO NOTHING) and draws again (publisher.store.integrations).
 ALTER TABLE {schema}.integrations ALTER COLUMN id SET DEFAULT (100000000 + floor(random() * 900000000))::bigint;
 """),
+    (83, """
+-- Operational events (models.operational): announced by triggers in the same transaction as the change they
+-- describe, whichever front end or process made it; a publisher relays them to Kafka and deletes them.
+CREATE TABLE {schema}.operational_events (
+    id bigserial PRIMARY KEY,
+    organization_id text NOT NULL,
+    kind text NOT NULL,
+    subject text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{{}}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    claimed_until timestamptz
+);
+CREATE FUNCTION {schema}.announce(organization text, kind text, subject text, details jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO {schema}.operational_events (organization_id, kind, subject, details)
+    VALUES (organization, kind, subject, jsonb_strip_nulls(details))
+$$;
+CREATE FUNCTION {schema}.announce_integration() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {schema}.announce(NEW.organization_id,
+        CASE WHEN NEW.enabled THEN 'integration.recovered' ELSE 'integration.disabled' END,
+        'integrations/' || NEW.id,
+        jsonb_build_object('integration_id', NEW.id, 'url', NEW.url, 'reason', NEW.disabled_reason));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER announce_integration AFTER UPDATE OF enabled ON {schema}.integrations FOR EACH ROW
+    WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled) EXECUTE FUNCTION {schema}.announce_integration();
+-- A delivery that will not be tried again; an operational one announces nothing (no event about an event).
+CREATE FUNCTION {schema}.announce_exhausted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {schema}.announce(NEW.organization_id, 'delivery.exhausted', 'deliveries/' || NEW.id,
+        jsonb_build_object('delivery_id', NEW.id, 'integration_id', NEW.integration_id,
+                           'webhook_id', NEW.webhook_id, 'entity_key', NEW.entity_key,
+                           'entity_path', NEW.entity_path, 'attempts', NEW.attempts, 'error', NEW.last_error));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER announce_exhausted AFTER UPDATE OF status ON {schema}.deliveries FOR EACH ROW
+    WHEN (OLD.status = 'pending' AND NEW.status = 'failed' AND NEW.entity_key <> 'walhook/operational')
+    EXECUTE FUNCTION {schema}.announce_exhausted();
+CREATE TRIGGER announce_exhausted_at_once AFTER INSERT ON {schema}.deliveries FOR EACH ROW
+    WHEN (NEW.status = 'failed' AND NEW.entity_key <> 'walhook/operational')
+    EXECUTE FUNCTION {schema}.announce_exhausted();
+CREATE FUNCTION {schema}.announce_job() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    what text := CASE WHEN TG_TABLE_NAME = 'replay_jobs' THEN 'replay' ELSE 'backfill' END;
+    subject text := CASE WHEN TG_TABLE_NAME = 'replay_jobs' THEN 'replay-jobs/' ELSE 'backfills/' END || NEW.id;
+    fields jsonb := to_jsonb(NEW);
+BEGIN
+    PERFORM {schema}.announce(coalesce(NEW.organization_id, '_operator'),
+        what || CASE WHEN NEW.state = 'failed' THEN '.failed' ELSE '.finished' END, subject,
+        jsonb_build_object(what || '_id', NEW.id, 'integration_id', NEW.integration_id, 'state', NEW.state,
+                           'error', NEW.error, 'reason', fields->'reason', 'table', fields->'table_name',
+                           'scanned', fields->'scanned', 'scheduled', fields->'scheduled',
+                           'rows_published', fields->'rows_published'));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER announce_replay_job AFTER UPDATE OF state ON {schema}.replay_jobs FOR EACH ROW
+    WHEN (OLD.state = 'running' AND NEW.state <> 'running') EXECUTE FUNCTION {schema}.announce_job();
+CREATE TRIGGER announce_backfill AFTER UPDATE OF state ON {schema}.backfills FOR EACH ROW
+    WHEN (OLD.state IN ('running', 'paused') AND NEW.state IN ('done', 'failed', 'cancelled'))
+    EXECUTE FUNCTION {schema}.announce_job();
+-- A new secret beside an older one of the same owner is a rotation (never the secret itself).
+CREATE FUNCTION {schema}.announce_rotation() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    previous timestamptz;
+BEGIN
+    -- An integration's first own secret replaces the organization's for it: a rotation too.
+    SELECT max(coalesce(expires_at, 'infinity')) INTO previous FROM {schema}.signing_secrets
+        WHERE organization_id = NEW.organization_id AND id <> NEW.id
+        AND (integration_id IS NOT DISTINCT FROM NEW.integration_id OR integration_id IS NULL);
+    IF previous IS NOT NULL THEN
+        PERFORM {schema}.announce(NEW.organization_id, 'secret.rotated',
+            coalesce('integrations/' || NEW.integration_id, 'organizations/' || NEW.organization_id),
+            jsonb_build_object('integration_id', NEW.integration_id, 'previous_expires_at',
+                               CASE WHEN previous = 'infinity' THEN NULL ELSE previous END));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER announce_rotation AFTER INSERT ON {schema}.signing_secrets FOR EACH ROW
+    EXECUTE FUNCTION {schema}.announce_rotation();
+-- When an old secret stops signing is announced by the relay (a moment, not a change): past ones are not.
+ALTER TABLE {schema}.signing_secrets ADD COLUMN overlap_announced boolean NOT NULL DEFAULT false;
+UPDATE {schema}.signing_secrets SET overlap_announced = true WHERE expires_at <= now();
+"""),
 ]
 
 

@@ -24,9 +24,12 @@ import itertools
 import string
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+from models import operational
 from models.events import ChangeEvent, camel_case, iso_utc
+from models.operational import KINDS, OPERATIONAL_KEY
 from models.settings import EntitySettings, template_columns
 
 SAMPLE_OPERATIONS: tuple[str, ...] = ("created", "updated", "deleted")
@@ -122,10 +125,18 @@ def catalogue(entities: list[EntitySettings], organization_id: str = "org_exampl
     all belong to another organization is left out.
     """
     now_us = time.time_ns() // 1_000 if now_us is None else now_us
-    return [{"entityKey": entity.entity_key, "operations": list(EVENT_OPERATIONS),
-             "reachesNoOrganization": not entity.reaches_an_organization(),
-             "examples": {op: example_event(entity, op, organization_id, now_us) for op in EVENT_OPERATIONS}}
-            for entity in listed_for(entities, organization_id)]
+    return [*({"entityKey": entity.entity_key, "operations": list(EVENT_OPERATIONS),
+               "reachesNoOrganization": not entity.reaches_an_organization(),
+               "examples": {op: example_event(entity, op, organization_id, now_us) for op in EVENT_OPERATIONS}}
+              for entity in listed_for(entities, organization_id)), operational_entry(organization_id, now_us)]
+
+
+def operational_entry(organization_id: str, now_us: int) -> dict[str, Any]:
+    """The operational events' catalogue entry: walhook's own events about deliveries, jobs and secrets,
+    subscribed to by naming ``walhook/operational`` (``*`` of any other key never covers them)."""
+    now = datetime.fromtimestamp(now_us / 1_000_000, UTC)
+    return {"entityKey": OPERATIONAL_KEY, "operations": list(KINDS), "reachesNoOrganization": False,
+            "operational": True, "examples": {kind: operational.example(kind, organization_id, now) for kind in KINDS}}
 
 
 def listed_for(entities: list[EntitySettings], organization_id: str | None) -> list[EntitySettings]:

@@ -283,6 +283,27 @@ class RetentionSettings(_Section):
         return self
 
 
+class OperationalSettings(_Section):
+    """``[operational]``: operational events (webhooks about the webhooks, ``walhook/operational``).
+
+    Every organization's integrations may subscribe to their own; the operator's endpoint, when set,
+    receives every organization's, signed with ``operator_secret``.
+    """
+
+    operator_url: str | None = Field(default=None, description="the operator's endpoint: receives every "
+                                     "organization's operational events (unset: none)")
+    operator_secret: str | None = Field(default=None, description="the signing secret (whsec_...) of the "
+                                        "operator's endpoint; required with operator_url")
+    relay_seconds: float = Field(default=1.0, gt=0, le=60, description="seconds between a publisher's looks "
+                                 "for announced operational events to relay to Kafka")
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> OperationalSettings:
+        if self.operator_url and not self.operator_secret:
+            raise ValueError("operator_url needs operator_secret (whsec_ and the base64 of 24 to 64 random bytes)")
+        return self
+
+
 # Tokens that were published as examples (a compose default once): never accepted as the real one.
 EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
 
@@ -457,6 +478,7 @@ class Settings(BaseSettings):
     portal: PortalSettings = Field(default_factory=PortalSettings)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    operational: OperationalSettings = Field(default_factory=OperationalSettings)
     entities: list[EntitySettings] = Field(default_factory=list)
     _origin: str = PrivateAttr(default="configuration")
 

@@ -27,11 +27,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from models.errors import StoreError
-from models.settings import KafkaSettings, PublisherSettings, RetentionSettings
+from models.settings import KafkaSettings, OperationalSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
 from models.topics import TopicError, ensure_topic
 from publisher.deadletter import DeadLetters, UnroutedLog
 from publisher.errors import NotAnEvent, PublisherError
+from publisher.jobs.operational import OperationalRelay
 from publisher.jobs.pruning import prune_loop
 from publisher.jobs.replay import ReplayRunner
 from publisher.metrics import PublisherMetrics
@@ -75,7 +76,7 @@ class Publisher:
 
     def __init__(self, kafka: KafkaSettings, settings: PublisherSettings, store: Store,
                  sender: WebhookSender, retention: RetentionSettings | None = None,
-                 metrics: PublisherMetrics | None = None) -> None:
+                 metrics: PublisherMetrics | None = None, operational: OperationalSettings | None = None) -> None:
         self.kafka = kafka
         self.settings = settings
         self.retention = retention or RetentionSettings()
@@ -93,6 +94,7 @@ class Publisher:
         self._unrouted = UnroutedLog()
         self.replays = ReplayRunner(store, kafka, self._claim,
                                     timedelta(seconds=2 * settings.integrations_cache_seconds + 5))
+        self.operational = OperationalRelay(store, kafka, operational or OperationalSettings(), self._claim)
         self.dispatcher: Dispatcher | None = None
         self.settlement = Settlement()
         self._committer: OffsetCommitter | None = None
@@ -128,6 +130,7 @@ class Publisher:
                 # group (after a crash, joining waits for the dead member's session to expire).
                 group.start("retry poller", lambda: self._poll_due(stop))
                 group.start("replay jobs", lambda: self.replays.run_jobs(stop))
+                group.start("operational events", lambda: self.operational.run(stop))
                 group.start("event consumer", lambda: self._consume_loop(consumer, stop))
                 group.start("delivery log pruning", lambda: prune_loop(self.store, self.retention, self.metrics, stop))
         finally:

@@ -312,7 +312,7 @@ def test_the_catalogue_and_status_name_entities_that_reach_no_organization(datab
     with TestClient(create_app(settings)) as client:
         key = organization(client, "acme")
         listed = {e["entityKey"]: e["reachesNoOrganization"] for e in client.get("/v1/catalogue", headers=key).json()}
-        assert listed == {"flags": True, "docs": False}  # globex's table is not acme's to see
+        assert listed == {"flags": True, "docs": False, "walhook/operational": False}  # not globex's table
         status = client.get("/v1/status", headers=admin_headers()).json()
         open_link(client, portal_link(client, key))
         page = client.get("/portal/o/acme/catalogue").text

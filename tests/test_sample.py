@@ -208,14 +208,17 @@ def test_a_read_example_is_what_a_backfill_builds_from_the_same_row(style: str) 
 
 def test_catalogue_lists_every_entity_with_an_example_per_operation() -> None:
     docs = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs")
-    entries = catalogue([COMMENTS, docs], "acme", now_us=NOW_US)
+    *entries, operational = catalogue([COMMENTS, docs], "acme", now_us=NOW_US)
     assert [entry["entityKey"] for entry in entries] == ["flows/comments", "docs"]
     for entry, entity in zip(entries, [COMMENTS, docs], strict=True):
         assert entry["operations"] == ["created", "updated", "deleted", "read"]
         assert list(entry["examples"]) == entry["operations"]
         for operation, example in entry["examples"].items():
             assert example == example_event(entity, operation, "acme", now_us=NOW_US)
-    assert catalogue([]) == []
+    assert operational["entityKey"] == "walhook/operational" and "integration.disabled" in operational["operations"]
+    assert all(example["organizationId"] == "acme" and example["operationType"] == kind
+               for kind, example in operational["examples"].items())
+    assert [entry["entityKey"] for entry in catalogue([])] == ["walhook/operational"]
 
 
 # Sending, without a server

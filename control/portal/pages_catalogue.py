@@ -8,6 +8,7 @@ database's catalog when ``[source]`` is configured), named as events name them
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -17,7 +18,7 @@ from fastapi.responses import Response
 from control.portal.auth import Scope, scope
 from control.portal.render import page
 from models.events import camel_case
-from models.samples import EVENT_OPERATIONS, example_event, listed_for
+from models.samples import EVENT_OPERATIONS, example_event, listed_for, operational_entry
 from models.settings import EntitySettings
 
 router = APIRouter(prefix="/portal/o/{organization_id}", include_in_schema=False, dependencies=[Depends(scope)])
@@ -72,4 +73,5 @@ async def catalogue(request: Request, granted: Scope = Depends(scope)) -> Respon
         found = await columns(settings.source.dsn, entity.table) if settings.source else []
         entries.append({"entity": entity, "operations": EVENT_OPERATIONS, "properties": properties(entity, found),
                         "example": example_event(entity, "created", granted.organization_id)})
-    return page(request, "catalogue.html", scope=granted, entries=entries)
+    operational = operational_entry(granted.organization_id, time.time_ns() // 1_000)
+    return page(request, "catalogue.html", scope=granted, entries=entries, operational=operational)

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from models.errors import StoreError
+from models.operational import OPERATIONAL_KEY, OPERATOR_ORGANIZATION
 from publisher.routing.candidates import Candidates, candidates_for
 from publisher.store import Integration
 
@@ -78,6 +79,8 @@ class IntegrationDirectory:
         and operation (conditions aside) - the only ones that can receive, or filter out, such an event - with
         their index by required value, for ``route_candidates``."""
         enabled = self.enabled_of(organization_id)
+        if entity_key == OPERATIONAL_KEY and organization_id != OPERATOR_ORGANIZATION:
+            enabled = [*enabled, *self.enabled_of(OPERATOR_ORGANIZATION)]  # the operator hears every organization's
         if not enabled:  # nothing kept for organizations the records name but the store does not have
             return Candidates(entity_key, operation, [])
         known = self._subscribed.setdefault(organization_id, {})
@@ -143,6 +146,10 @@ class IntegrationDirectory:
     def _put(self, before: Integration | None, after: Integration | None) -> None:
         for changed in {i.organization_id for i in (before, after) if i is not None}:
             self._subscribed.pop(changed, None)  # the organization's candidates are worked out again
+            if changed == OPERATOR_ORGANIZATION:  # every organization's operational events reach the operator
+                for known in self._subscribed.values():
+                    for pair in [pair for pair in known if pair[0] == OPERATIONAL_KEY]:
+                        known.pop(pair)
         if before is not None:
             self._by_id.pop(before.id, None)
             self._of.get(before.organization_id, {}).pop(before.id, None)

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from models.operational import KINDS, OPERATIONAL_KEY
 from models.settings import EntitySettings
 from publisher.errors import SubscriptionError
 from publisher.routing.conditions import NO_CHANGE, Change, Condition, ConditionError, compile_condition, nodes
@@ -32,6 +33,8 @@ SubscriptionItem = str | dict[str, Any]
 
 CHANGES = frozenset({"created", "updated", "deleted"})  # what ``*`` stands for
 OPERATIONS = CHANGES | {"read"}
+CHANGE_NAMES = ("created", "updated", "deleted")
+OPERATIONAL = frozenset(KINDS)  # what ``walhook/operational:*`` stands for
 _KEYS_KEPT = 1024
 
 
@@ -77,12 +80,15 @@ def parse_subscription(text: str) -> Subscription:
     if not key:
         raise SubscriptionError(f"subscription {text!r}: the entity key is empty")
     names = {op.strip() for op in (ops or "*").split(",") if op.strip()}
+    # Operational events have operations of their own, which no other key's ``*`` covers: opt-in by name.
+    allowed, star = (OPERATIONAL, OPERATIONAL) if key.strip() == OPERATIONAL_KEY else (OPERATIONS, CHANGES)
     if "*" in names:
-        names = (names - {"*"}) | CHANGES
-    unknown = names - OPERATIONS
+        names = (names - {"*"}) | star
+    unknown = names - allowed
     if unknown or not names:
+        choices = ", ".join(sorted(OPERATIONAL) if star is OPERATIONAL else (*CHANGE_NAMES, "read"))
         raise SubscriptionError(f"subscription {text!r}: unknown operation(s) {', '.join(sorted(unknown)) or '(none)'}"
-                                f"; use created, updated, deleted, read or *")
+                                f"; use {choices} or *")
     return Subscription(re.compile(fnmatch.translate(key)), frozenset(names), text.strip())
 
 
@@ -161,6 +167,6 @@ def check_known_keys(items: Sequence[SubscriptionItem], entities: Sequence[Entit
     known = sorted({entity.entity_key for entity in entities})
     for text in (parse_item(item).text for item in items) if known else ():
         key = text.partition(":")[0]
-        if not any(ch in key for ch in "*?[") and key not in known:
+        if not any(ch in key for ch in "*?[") and key not in known and key != OPERATIONAL_KEY:
             raise SubscriptionError(f"subscription {text!r}: unknown entity key {key!r}; known keys: "
                                     f"{', '.join(known)}")

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from models.headers import BACKFILL_INTEGRATION, ENVIRONMENT, ROUTING_HEADERS
+from models.operational import OPERATIONAL_KEY, OPERATOR_ORGANIZATION
 from publisher.errors import NotAnEvent
 from publisher.routing.conditions import NO_CHANGE, Change
 from publisher.routing.matching import covers_key, subscribed
@@ -162,12 +163,17 @@ def receives(integration: Integration, event: EventFields) -> bool:
 
 def _verdict(integration: Integration, event: EventFields) -> bool | None:
     """True: receives; False: subscribed to its key and operation, but no condition held; None: neither."""
-    if integration.organization_id != event.organization_id or integration.environment not in (
-            None, event.environment):
+    if not _hears(integration.organization_id, event) or integration.environment not in (None, event.environment):
         return None
     if event.target_integration is not None:
         return _targeted(integration, event) or None
     return subscribed(integration.subscriptions, event.entity_key, event.operation, event.change)
+
+
+def _hears(organization_id: str, event: EventFields) -> bool:
+    """An organization's integrations hear its own events; the operator's endpoint every operational one."""
+    return organization_id == event.organization_id or (
+        organization_id == OPERATOR_ORGANIZATION and event.entity_key == OPERATIONAL_KEY)
 
 
 def _targeted(integration: Integration, event: EventFields) -> bool:
@@ -193,7 +199,8 @@ def route(candidates: Iterable[Integration], event: EventFields, can_hold: Seque
     found: Routed = Routed([], [])
     organization, environment = event.organization_id, event.environment
     for position, integration in enumerate(candidates):  # the hot path: _verdict inlined, once per candidate
-        if integration.organization_id != organization or integration.environment not in (None, environment):
+        if (integration.organization_id != organization and not _hears(integration.organization_id, event)) or \
+                integration.environment not in (None, environment):
             continue
         if event.target_integration is not None:
             if _targeted(integration, event):

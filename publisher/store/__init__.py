@@ -28,6 +28,7 @@ from models.errors import StoreError
 from models.jobs import Backfill
 from models.secretbox import Keyring
 from models.settings import StoreSettings
+from publisher.store.operational import OperationalStore
 from publisher.store.portal import PortalStore
 from publisher.store.retention import LogSize, Pruned, RetentionStore
 from publisher.store.rows import (
@@ -44,14 +45,14 @@ from publisher.store.rows import (
     utcnow,
 )
 from publisher.store.tenants import DEFAULT_ROTATION_OVERLAP, key_hash
-from publisher.store.usage import Usage, UsageStore
+from publisher.store.usage import Usage
 
 __all__ = ["DEFAULT_ROTATION_OVERLAP", "ApiKey", "Attempt", "AttemptRecord", "Backfill", "Delivery", "DeliveryRow",
            "Integration", "LogSize", "NewDelivery", "Organization", "Pruned", "ReplayJob", "Scheduled", "Store",
            "Usage", "key_hash", "store_for", "utcnow"]
 
 
-class Store(PortalStore, RetentionStore, UsageStore):
+class Store(PortalStore, RetentionStore, OperationalStore):
     """Access to walhook's tables. ``open`` migrates the schema; ``close`` is idempotent."""
 
     async def __aenter__(self) -> Store:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.operational import OPERATIONAL_KEY
 from publisher.store.reports import ReportStore
 
+# Operational events are walhook's own, not the organization's data: they count toward no quota.
 # What one attempt adds to the log: its request and response headers and the kept response body.
 _ATTEMPT_BYTES = ("octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0) "
                   "+ coalesce(octet_length(a.response_body), 0)")
@@ -18,10 +20,12 @@ _ATTEMPT_BYTES = ("octet_length(a.request_headers::text) + coalesce(octet_length
 _LOG_BYTES = f"""
 SELECT
   (SELECT coalesce(sum(octet_length(body)), 0) FROM {{s}}.deliveries
-   WHERE organization_id = :org AND created_at > now() - interval '24 hours')
+   WHERE organization_id = :org AND created_at > now() - interval '24 hours' AND entity_key <> '{OPERATIONAL_KEY}')
 + (SELECT coalesce(sum({_ATTEMPT_BYTES}), 0)
    FROM {{s}}.attempts a WHERE a.started_at > now() - interval '24 hours'
-   AND a.integration_id IN (SELECT id FROM {{s}}.integrations WHERE organization_id = :org)) AS bytes,
+   AND a.integration_id IN (SELECT id FROM {{s}}.integrations WHERE organization_id = :org)
+   AND NOT EXISTS (SELECT 1 FROM {{s}}.deliveries d WHERE d.id = a.delivery_id
+                   AND d.entity_key = '{OPERATIONAL_KEY}')) AS bytes,
   (SELECT count(*) FROM {{s}}.organization_actions WHERE organization_id = :org
    AND at > now() - interval '1 minute') AS actions
 """

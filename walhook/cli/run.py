@@ -83,7 +83,8 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
                                "[publisher] metrics_address") if address else None
     async with store_for(settings.store) as store, \
             WebhookSender.of(settings.publisher, policy) as sender:
-        publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics)
+        publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics,
+                              settings.operational)
         if endpoint is None:
             await publisher.run(stop)
             return 0
