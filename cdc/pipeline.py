@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -36,6 +36,7 @@ from cdc.memory import ServerIdentity, SlotKeeper
 from cdc.moves import PartitionMoves
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
+from cdc.readiness import CaptureChecks
 from cdc.rowpath import RowEncoder, use_compiled
 from cdc.source import (
     adopt_new_partitions,
@@ -85,6 +86,7 @@ class CaptureStats:
     backfill_rows_published: int = 0
     backfill_rows_superseded: int = 0
     backfill_longest_hold: float = 0.0  # seconds: the longest a backfill held the stream (a decision, a slice)
+    checks: CaptureChecks = field(default_factory=CaptureChecks)  # what /readyz reads
 
     def held(self, seconds: float) -> None:
         self.backfill_longest_hold = max(self.backfill_longest_hold, seconds)
@@ -168,6 +170,7 @@ class CapturePipeline:
                      identity_summary(self.identities),
                      f"; metrics on http://{self.source.metrics_address}/metrics" if self.source.metrics_address
                      else "")
+            self.stats.checks.streaming()
             if on_connected is not None:
                 on_connected()
             helpers = {"status reports": self._report_status(conn), "position memory": self._remember()}
@@ -430,6 +433,7 @@ async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: lis
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
         except SlotBusyError as exc:
+            stats.checks.interrupted(str(exc))
             # Right after a crash the old walsender may hold the slot a little longer.
             if busy_since is None:
                 busy_since = time.monotonic()
@@ -439,6 +443,7 @@ async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: lis
             await _pause(stop, 1.0)
         except (ReplicationLost, PositionUnknown, psycopg.OperationalError) as exc:
             stats.reconnects += 1
+            stats.checks.interrupted(str(exc))
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)
             await _pause(stop, delay)
