@@ -49,6 +49,7 @@ from cdc.source import (
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
+from models.logs import ids
 from models.settings import BackfillSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.supervision import alongside
 
@@ -169,7 +170,7 @@ class CapturePipeline:
                      self.kafka.topic, self.kafka.bootstrap_servers, len(self.entities),
                      identity_summary(self.identities),
                      f"; metrics on http://{self.source.metrics_address}/metrics" if self.source.metrics_address
-                     else "")
+                     else "", extra=ids(lsn=format_lsn(start_lsn)))
             self.stats.checks.streaming()
             if on_connected is not None:
                 on_connected()
@@ -393,7 +394,8 @@ class CapturePipeline:
                       "on the database server", self.source.slot, lag, limit)
         log.info("slot %s: confirmed %s, lag %s bytes, last heartbeat seen %s, %d events captured",
                  self.source.slot, format_lsn(self.stats.confirmed_lsn), lag,
-                 "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured)
+                 "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured,
+                 extra=ids(lsn=format_lsn(self.stats.confirmed_lsn)))
 
 
 def _relation_oid(payload: bytes | memoryview) -> int:
