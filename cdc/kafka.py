@@ -28,6 +28,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from cdc.errors import KafkaWriteError
 from cdc.topics import ensure_topic as ensure_topic  # its home moved; importers of cdc.kafka keep working
 from models.headers import ENTITY_KEY, ENTITY_PATH, ENVIRONMENT, EVENT_ID, OPERATION_TYPE, ORGANIZATION_ID
+from models.logs import ids
 from models.settings import KafkaSettings
 
 log = logging.getLogger("walhook.cdc")
@@ -332,7 +333,8 @@ class KafkaWriter:
         table = self._tables.get(event["entityKey"])
         log.error("event %s (%s, %s, %s) not sent (%s); recorded on dead-letter topic %s", event["eventId"],
                   table or event.get("table") or event["entityKey"], event["entityPath"] or "-",
-                  f"{size} bytes" if size else "not converted", reason, self._dead_letter_topic)
+                  f"{size} bytes" if size else "not converted", reason, self._dead_letter_topic,
+                  extra=ids(event.get("organizationId"), event=event["eventId"]))
         try:
             future = await self._producer.send(self._dead_letter_topic, key=message_key(event),
                                                value=dead_letter_record(event, reason, size, table),

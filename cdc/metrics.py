@@ -1,6 +1,7 @@
 """The capture process's own Prometheus endpoint: what only it knows.
 
-``GET /metrics`` on ``[source] metrics_address`` (off by default), through prometheus-client.
+``GET /metrics`` on ``[source] metrics_address`` (off by default), through prometheus-client, with
+``/healthz`` and ``/readyz`` (``cdc.readiness``) beside it.
 The management API's ``/metrics`` reports the slot lag too, read from the server; this
 endpoint adds the capture side: events captured, changes dead-lettered (too large for Kafka,
 or not convertible: alert when it grows), the confirmed LSN, reconnects, the heartbeat's age,
@@ -21,7 +22,7 @@ from prometheus_client.registry import Collector
 from cdc.errors import SourceError
 from cdc.pipeline import CaptureStats
 from models.errors import WalhookError
-from models.metrics import MetricsEndpoint
+from models.metrics import MetricsEndpoint, process_registry
 from models.metrics import parse_address as _parse_address
 from models.settings import SourceSettings
 
@@ -91,7 +92,7 @@ class CaptureCollector(Collector):
 
 def capture_registry(stats: CaptureStats, source: SourceSettings, clock: object = time.monotonic
                      ) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=True)
+    registry = process_registry()
     registry.register(CaptureCollector(stats, source, clock))
     return registry
 
@@ -111,8 +112,9 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class MetricsServer(MetricsEndpoint):
-    """Serves the capture's registry while capture runs."""
+    """Serves the capture's registry and its readiness (``stats.checks``) while capture runs."""
 
     def __init__(self, stats: CaptureStats, source: SourceSettings, address: str) -> None:
         host, port = parse_address(address)
-        super().__init__(capture_registry(stats, source), host, port, "[source] metrics_address")
+        super().__init__(capture_registry(stats, source), host, port, "[source] metrics_address",
+                         stats.checks.readiness)

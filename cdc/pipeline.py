@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -36,6 +36,7 @@ from cdc.memory import ServerIdentity, SlotKeeper
 from cdc.moves import PartitionMoves
 from cdc.pgoutput import Begin, Commit, Delete, Insert, LogicalMessage, Message, Relation, Truncate, Update, decode
 from cdc.protocol import Keepalive, parse_copy_data, standby_status_update, xlog_payload
+from cdc.readiness import CaptureChecks
 from cdc.rowpath import RowEncoder, use_compiled
 from cdc.source import (
     adopt_new_partitions,
@@ -48,6 +49,7 @@ from cdc.source import (
 from cdc.topics import ensure_topic
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
+from models.logs import ids
 from models.settings import BackfillSettings, EntitySettings, KafkaSettings, SourceSettings
 from models.supervision import alongside
 
@@ -85,6 +87,7 @@ class CaptureStats:
     backfill_rows_published: int = 0
     backfill_rows_superseded: int = 0
     backfill_longest_hold: float = 0.0  # seconds: the longest a backfill held the stream (a decision, a slice)
+    checks: CaptureChecks = field(default_factory=CaptureChecks)  # what /readyz reads
 
     def held(self, seconds: float) -> None:
         self.backfill_longest_hold = max(self.backfill_longest_hold, seconds)
@@ -167,7 +170,8 @@ class CapturePipeline:
                      self.kafka.topic, self.kafka.bootstrap_servers, len(self.entities),
                      identity_summary(self.identities),
                      f"; metrics on http://{self.source.metrics_address}/metrics" if self.source.metrics_address
-                     else "")
+                     else "", extra=ids(lsn=format_lsn(start_lsn)))
+            self.stats.checks.streaming()
             if on_connected is not None:
                 on_connected()
             helpers = {"status reports": self._report_status(conn), "position memory": self._remember()}
@@ -390,7 +394,8 @@ class CapturePipeline:
                       "on the database server", self.source.slot, lag, limit)
         log.info("slot %s: confirmed %s, lag %s bytes, last heartbeat seen %s, %d events captured",
                  self.source.slot, format_lsn(self.stats.confirmed_lsn), lag,
-                 "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured)
+                 "never" if age is None else f"{age:.1f}s ago", self.stats.events_captured,
+                 extra=ids(lsn=format_lsn(self.stats.confirmed_lsn)))
 
 
 def _relation_oid(payload: bytes | memoryview) -> int:
@@ -430,6 +435,7 @@ async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: lis
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
         except SlotBusyError as exc:
+            stats.checks.interrupted(str(exc))
             # Right after a crash the old walsender may hold the slot a little longer.
             if busy_since is None:
                 busy_since = time.monotonic()
@@ -439,6 +445,7 @@ async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: lis
             await _pause(stop, 1.0)
         except (ReplicationLost, PositionUnknown, psycopg.OperationalError) as exc:
             stats.reconnects += 1
+            stats.checks.interrupted(str(exc))
             delay = backoff.next_delay(time.monotonic())
             log.warning("%s; reconnecting in %.1fs", exc, delay)
             await _pause(stop, delay)

@@ -29,7 +29,7 @@ from walhook.cli import build_parser  # noqa: E402
 OUTPUT = ROOT / "docs" / "reference" / "generated"
 NOTICE = "<!-- Written by docs/gen_reference.py from the code; run `make docs` after changing it. -->\n\n"
 # Options every command takes; the command line page lists them once.
-GLOBAL_OPTIONS = {"help", "log_level", "event_loop", "config", "api", "token"}
+GLOBAL_OPTIONS = {"help", "log_level", "log_format", "event_loop", "config", "api", "token"}
 
 
 def cell(text: object) -> str:

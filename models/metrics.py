@@ -2,15 +2,34 @@
 
 Both long-running halves use it: the capture process on ``[source] metrics_address``, the
 publisher on ``[publisher] metrics_address``. The exposition (HELP and TYPE lines, histogram
-buckets) is prometheus-client's own ``generate_latest``.
+buckets) is prometheus-client's own ``generate_latest``; every registry carries prometheus-client's
+process, GC and platform collectors (``process_cpu_seconds_total``, ``python_gc_*``, ``python_info``).
+The same address answers ``/healthz`` (the process is alive) and ``/readyz`` (its ``Readiness``).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from models.errors import WalhookError
+from models.health import Readiness
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with prometheus-client's process, GC and platform collectors, for a process's own figures."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 def parse_address(address: str, setting: str) -> tuple[str, int]:
@@ -22,10 +41,14 @@ def parse_address(address: str, setting: str) -> tuple[str, int]:
 
 
 class MetricsEndpoint:
-    """Serves ``GET /metrics`` of ``registry`` on ``host:port``. ``open`` / ``close`` are idempotent."""
+    """Serves ``GET /metrics`` of ``registry``, ``/healthz`` and ``/readyz`` of ``readiness`` on ``host:port``.
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, setting: str) -> None:
+    ``open`` / ``close`` are idempotent."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, setting: str,
+                 readiness: Readiness | None = None) -> None:
         self.registry = registry
+        self.readiness = readiness or Readiness()
         self.host, self.port = host, port
         self._setting = setting
         self._runner: web.AppRunner | None = None
@@ -39,6 +62,8 @@ class MetricsEndpoint:
             return
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -55,6 +80,14 @@ class MetricsEndpoint:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """200 when every check passes, 503 otherwise; the body names each check and its state."""
+        ready, checks = await self.readiness.report()
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
     async def __aenter__(self) -> MetricsEndpoint:
         await self.open()

@@ -55,7 +55,7 @@ class SourceSettings(_Section):
                                      "holds (after a crash the old walsender may hold it briefly) before exiting "
                                      "with the error")
     metrics_address: str | None = Field(default=None, description="host:port for the capture process's "
-                                        "Prometheus /metrics; off by default")
+                                        "Prometheus /metrics, /healthz and /readyz; off by default")
     row_path: Literal["auto", "compiled", "python"] = Field(
         default="auto", description="how row changes become events: compiled (the C extension built at install), "
         "python (the pure-Python reference) or auto (compiled when it was built); both write the same bytes")
@@ -216,7 +216,7 @@ class PublisherSettings(_Section):
                                         "(the SSRF guard refuses them otherwise); list single receivers, not whole "
                                         "ranges")
     metrics_address: str | None = Field(default=None, description="host:port for the publisher process's "
-                                        "Prometheus /metrics; off by default")
+                                        "Prometheus /metrics, /healthz and /readyz; off by default")
     dead_letter_topic: str | None = Field(
         default=None, min_length=1, max_length=249,
         description="where records of the events topic that are not walhook events go (original key, value and "

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from models.headers import DEAD_LETTER_PREFIX
+from models.logs import ids
 from models.settings import KafkaSettings
 from publisher.routing.recipients import EventFields
 
@@ -153,4 +154,4 @@ class UnroutedLog:
         self._seen[fields.entity_key] = (now, 0)
         since = f" ({count} more {fields.entity_key} events like it since the last warning)" if count else ""
         log.warning("event %s (%s) has organizationId null: no integration receives it%s; check the table's "
-                    "organization column", fields.event_id, fields.entity_path, since)
+                    "organization column", fields.event_id, fields.entity_path, since, extra=ids(event=fields.event_id))

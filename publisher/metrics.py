@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from models.metrics import process_registry
 from publisher.store import AttemptRecord, LogSize, Pruned
 
 _OUTCOME = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}
@@ -44,7 +45,7 @@ class PublisherMetrics:
     """One registry per publisher; ``watch`` connects the figures read at scrape time."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = process_registry()  # with prometheus-client's process, GC and platform collectors
         self.attempts = Counter("walhook_publisher_attempts", "Attempts by outcome (the delivery's state after it)",
                                 ["outcome"], registry=self.registry)
         self.attempt_seconds = Histogram("walhook_publisher_attempt_duration_seconds", "Duration of one attempt "

@@ -36,6 +36,7 @@ from publisher.jobs.operational import OperationalRelay
 from publisher.jobs.pruning import prune_loop
 from publisher.jobs.replay import ReplayRunner
 from publisher.metrics import PublisherMetrics
+from publisher.readiness import PublisherChecks
 from publisher.routing.candidates import route_candidates
 from publisher.routing.directory import IntegrationDirectory
 from publisher.routing.recipients import delivery_of, parse_event, route
@@ -84,6 +85,7 @@ class Publisher:
         self.metrics_url: str | None = None  # where the process serves them, for the ready line
         self._consumed: dict[int, tuple[int, int]] = {}  # partition -> (next offset, high watermark)
         self.store = store
+        self.checks = PublisherChecks(kafka.consumer_group, store.ping)  # what /readyz reads
         self.sender = sender
         self.directory = IntegrationDirectory(store, settings.integrations_cache_seconds)
         self._claim = timedelta(seconds=settings.claim_seconds)
@@ -144,6 +146,7 @@ class Publisher:
                           claim=self._claim, positions=lambda: committed_positions(self.kafka))
 
     async def _shut_down(self, consumer: AIOKafkaConsumer) -> None:
+        self.checks.consumer.failing("stopping")
         if self.dispatcher is not None:
             await self.dispatcher.close(within=SHUTDOWN_SECONDS)
         for closing in (consumer.stop(), self.dead_letters.close()):
@@ -346,4 +349,4 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._publisher.let_go(self._consumer, set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        return None
+        self._publisher.checks.consumer.passing()  # the group is joined, with or without partitions

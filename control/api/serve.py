@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from control.api.app import create_app
+from models.logs import json_lines
 from models.settings import split_address
 from publisher.errors import PublisherError
 
@@ -49,7 +50,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's own handling) or until ``stop`` is set."""
     app = create_app(settings)
     sockets, app.state.operator_port = _sockets(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # With JSON lines uvicorn's loggers go through walhook's handler; otherwise they keep uvicorn's own format.
+    logs: dict[str, Any] = {"log_config": None} if json_lines() else {}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **logs))
     watcher = asyncio.create_task(_stop_on(stop, server)) if stop is not None else None
     try:
         serving = asyncio.create_task(server.serve(sockets=sockets))

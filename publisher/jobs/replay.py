@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import StoreError
+from models.logs import ids
 from models.settings import KafkaSettings
 from publisher.errors import NotAnEvent, PublisherError
 from publisher.routing.recipients import delivery_of, parse_event, receives
@@ -132,7 +133,8 @@ class ReplayRunner:
 
     async def run(self, job: ReplayJob) -> str:
         """Run ``job`` to its end; returns its final state (done, failed or cancelled)."""
-        log.info("replay job %d for integration %d started", job.id, job.integration_id)
+        log.info("replay job %d for integration %d started", job.id, job.integration_id,
+                 extra=ids(integration=job.integration_id, job=job.id))
         state, error = "cancelled", None
         try:
             if not job.cancel_requested:  # a cancel asked for before it ran: nothing is read
@@ -147,7 +149,7 @@ class ReplayRunner:
             await self._yield(job.id)
             return state
         await self._finish(job.id, state, error)
-        log.info("replay job %d %s", job.id, state)
+        log.info("replay job %d %s", job.id, state, extra=ids(integration=job.integration_id, job=job.id))
         return state
 
     async def _yield(self, job_id: int) -> None:

@@ -225,6 +225,11 @@ def webhook_id(event_id: str, integration_id: int) -> str:
     return f"{event_id}_i{integration_id}"
 
 
+def event_id_of(webhook_id_: str, integration_id: int) -> str:
+    """The event a webhook-id names (``webhook_id`` read backwards)."""
+    return webhook_id_.removesuffix(f"_i{integration_id}")
+
+
 def delivery_of(integration: Integration, event: EventFields, body: bytes, partition: int | None,
                 offset: int | None) -> NewDelivery:
     """The delivery of ``event`` (its record's exact bytes) to ``integration``."""

@@ -19,7 +19,9 @@ from typing import Protocol
 import orjson
 
 from models.errors import StoreError
+from models.logs import ids
 from publisher.routing.directory import IntegrationDirectory
+from publisher.routing.recipients import event_id_of
 from publisher.sending.headers import capped_response_headers, hiding_custom_values
 from publisher.sending.lanes import Lane, Spawn, _spawn_task
 from publisher.sending.ordering import must_wait
@@ -238,7 +240,7 @@ class Dispatcher:
         worst = max(verdicts, key=_SEVERITY.index)
         if worst is not Verdict.DELIVERED:
             log.warning("attempt of %s to integration %d failed: %s; %s", msg_id, integration.id,
-                        result.describe(), worst.value)
+                        result.describe(), worst.value, extra=_attempt_ids(deliveries, integration, msg_id))
         await self._note_health(integration, worst)
         return worst is Verdict.DELIVERED
 
@@ -263,7 +265,8 @@ class Dispatcher:
         try:
             if verdict is Verdict.GONE:
                 reason = f"the receiver answered 410 Gone at {utcnow():%Y-%m-%d %H:%M:%S} UTC"
-                log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason)
+                log.error("integration %d (%s) disabled: %s", integration.id, integration.url, reason,
+                          extra=ids(integration.organization_id, integration.id))
                 await self.directory.disable(integration, reason, await self._where_consumers_stand())
             elif verdict is Verdict.DELIVERED:
                 # The end of a streak brings the integration's waiting retries forward (see the store).
@@ -273,11 +276,19 @@ class Dispatcher:
                 self._failure_noted[integration.id] = time.monotonic()
                 if await self.store.note_health(integration.id, False, self._disable_after):
                     log.error("integration %d disabled: failing continuously for %s", integration.id,
-                              self._disable_after)
+                              self._disable_after, extra=ids(integration.organization_id, integration.id))
                     await self.store.note_disabled_positions(integration.id, await self._where_consumers_stand())
                     await self.directory.disable(integration, None)
         except StoreError as exc:  # health is bookkeeping: never let it stop the lane
             log.warning("cannot note the health of integration %d: %s", integration.id, exc)
+
+
+def _attempt_ids(deliveries: list[Delivery], integration: Integration, msg_id: str) -> dict[str, object]:
+    """The ids of an attempt's log line: its delivery (the webhook-id) and event, or a batch's deliveries."""
+    if len(deliveries) == 1 and deliveries[0].webhook_id == msg_id:
+        return ids(integration.organization_id, integration.id, msg_id, event_id_of(msg_id, integration.id))
+    return ids(integration.organization_id, integration.id, batch=msg_id,
+               deliveries=[delivery.webhook_id for delivery in deliveries])
 
 
 def batch_message(deliveries: list[Delivery]) -> tuple[str, bytes]:

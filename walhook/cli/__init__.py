@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import uvloop
 
 from models.errors import WalhookError
+from models.logs import FORMATS, configure_logging, json_lines
 from walhook import __version__
 from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, run, secrets, status
 from walhook.cli.common import Handler
@@ -33,6 +34,9 @@ def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     parser.add_argument("--log-level", default=default("INFO"), help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-format", choices=FORMATS, default=default("human"),
+                        help="human (default) or json: one JSON object per line with time, level, logger, message "
+                        "and the ids at hand (organization, integration, delivery, event, lsn)")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default=default("uvloop"),
                         help="uvloop (default: less overhead per socket operation) or asyncio's own loop")
     parser.add_argument("--config", default=default(None), help="TOML file (default: $WALHOOK_CONFIG, then "
@@ -83,14 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level.upper() not in _LEVELS:
         print(f"walhook: error: --log-level {args.log_level!r}: use one of {', '.join(_LEVELS)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level.upper(), args.log_format)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         if args.event_loop == "uvloop":
             return uvloop.run(args.handler(args))
         return asyncio.run(args.handler(args))
     except WalhookError as exc:
-        print(f"walhook: error: {exc}", file=sys.stderr)
+        if json_lines():  # a log collector reads every stderr line as JSON: the last one too
+            logging.getLogger("walhook").error("%s", exc)
+        else:
+            print(f"walhook: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -56,6 +56,7 @@ async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats,
     # that every stored secret can be read, so it gets the keyring the configuration names.
     keys = settings.store.secret_keys
     store = Store(settings.store.dsn, settings.store.schema_name, Keyring(keys) if keys else None)
+    stats.checks.watch_store(store.ping)
     try:
         await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper,
                           store=store, backfill=settings.backfill)
@@ -88,6 +89,7 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
         if endpoint is None:
             await publisher.run(stop)
             return 0
+        endpoint.readiness = publisher.checks.readiness
         async with endpoint:
             publisher.metrics_url = endpoint.url
             await publisher.run(stop)
