@@ -105,7 +105,7 @@ def test_listings_never_show_secrets_or_keys(client: TestClient) -> None:
 def test_validation_errors_name_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
     response = client.post("/v1/integrations", json=body, headers=tenant(client, "acme"))
     assert response.status_code == 422
-    assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"]), response.text
+    assert any(field in [str(part) for part in error["loc"]] for error in response.json()["errors"]), response.text
 
 
 def test_private_destinations_are_refused_at_creation(client: TestClient) -> None:
@@ -143,10 +143,10 @@ def test_oversized_and_malformed_bodies(client: TestClient) -> None:
     assert streamed.status_code == 413 and "over 4096 bytes" in streamed.json()["detail"]
     broken = client.post("/v1/integrations", content=b'{"url": ', headers=json_headers)
     assert broken.status_code == 422
-    (error,) = broken.json()["detail"]
-    assert error["type"] == "json_invalid" and error["msg"] == "JSON decode error" and error["loc"] == ["body", 8]
+    (error,) = broken.json()["errors"]
+    assert error["type"] == "json_invalid" and error["detail"] == "JSON decode error" and error["loc"] == ["body", 8]
     not_object = client.post("/v1/integrations", content=b"[1, 2]", headers=json_headers)
-    assert not_object.status_code == 422 and "valid dictionary" in not_object.json()["detail"][0]["msg"]
+    assert not_object.status_code == 422 and "valid dictionary" in not_object.json()["errors"][0]["detail"]
     assert client.post("/v1/integrations", content=b"{}", headers={**acme, "content-length": "x"}).status_code == 413
 
 
@@ -314,8 +314,8 @@ def test_every_route_names_what_is_invalid(client: TestClient, method: str, path
         target = _concrete(path, {"integration_id": integration["id"], "organization_id": "acme"})
         response = client.request(method.upper(), target, json=bad, headers=headers)
     assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert isinstance(detail, list) and all(error["loc"] and error["msg"] for error in detail)
+    errors = response.json()["errors"]
+    assert isinstance(errors, list) and all(error["loc"] and error["detail"] for error in errors)
 
 
 def test_admin_routes_succeed(client: TestClient) -> None:

@@ -10,7 +10,9 @@ real organization, key or integration, so that their bodies reach the store; the
 that delete run last. A few hand-written requests cover inputs the generator rarely builds.
 
 Every 5xx is collected (not raised inside Hypothesis, so every operation is tried and nothing
-is shrunk) and the test fails listing each one with its request and response. The one deliberate
+is shrunk) and the test fails listing each one with its request and response. So is every error
+answer that is not the RFC 9457 problem the document declares (``application/problem+json``,
+valid against its ``Problem`` schema). The one deliberate
 5xx is the replay route answering 503 when the deployment has no ``[kafka]``; it is allowed for
 that route and that reason only.
 """
@@ -26,6 +28,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from starlette.testclient import TestClient
@@ -66,6 +69,8 @@ class Fuzzer:
     """Sends requests through ``client`` and remembers every 5xx that is not allowed."""
 
     client: TestClient
+    problem: Draft202012Validator | None = None
+    """The OpenAPI document's ``Problem`` schema, which every error answer must match."""
     failures: dict[tuple[str, int, str], str] = field(default_factory=dict)
     statuses: dict[str, set[int]] = field(default_factory=dict)
     sent: int = 0
@@ -89,7 +94,17 @@ class Fuzzer:
         if response.status_code >= 500 and not _allowed(method, url, response):
             self._record(label or f"{method} {url}", method, url, headers, content, response.status_code,
                          response.text)
+        elif response.status_code >= 400 and (wrong := self._not_a_problem(response)):
+            self._record(label or f"{method} {url}", method, url, headers, content, response.status_code,
+                         f"not the documented problem ({wrong}): {response.text}")
         return response
+
+    def _not_a_problem(self, response: Any) -> str | None:
+        """Why an error answer is not an RFC 9457 problem matching the document's schema; None if it is."""
+        if response.headers.get("content-type") != "application/problem+json":
+            return f"content-type {response.headers.get('content-type')}"
+        errors = [] if self.problem is None else list(self.problem.iter_errors(response.json()))
+        return errors[0].message if errors else None
 
     def send_case(self, case: Any, token: str | None) -> None:
         kwargs = case.as_transport_kwargs(base_url=BASE_URL)
@@ -200,6 +215,7 @@ def test_no_request_gets_a_server_error(client: TestClient) -> None:
     tenant.ensure()
     spec = client.get("/openapi.json")
     assert spec.status_code == 200
+    fuzzer.problem = Draft202012Validator({"$ref": "#/components/schemas/Problem", **spec.json()})
     schema = schemathesis.openapi.from_dict(spec.json())
     operations = _operations(schema)
     assert len(operations) >= 25, [op.label for op in operations]

@@ -160,3 +160,28 @@ def test_status_through_the_api_with_an_organization_key_shows_its_own_status(da
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("organization acme at ") and "slot" not in shown.stdout
     assert f"{made.json()['id']:<12} acme" in shown.stdout and "manual actions: 0 of" in shown.stdout
+
+
+def test_an_api_problem_is_shown_as_its_one_line_detail(database: str, tmp_path: Path) -> None:
+    """Through a real ``walhook api``, the CLI prints an RFC 9457 problem's ``detail``: a missing delivery,
+    and a validation error naming its field, each on one line."""
+    port, admin = free_port(), "admin-" + "s" * 24
+    config = config_file(tmp_path, database)
+    config.write_text(config.read_text() + f'[api]\nport = {port}\nadmin_token = "{admin}"\n')
+    api = start_walhook("api", config, tmp_path / "api.log")
+    try:
+        wait_for_port("127.0.0.1", port, 60, api)
+        url = f"http://127.0.0.1:{port}"
+        admin_headers = {"authorization": f"Bearer {admin}"}
+        assert httpx.post(url + "/v1/organizations", json={"id": "acme"}, headers=admin_headers).status_code == 201
+        key = httpx.post(url + "/v1/organizations/acme/keys", json={"name": "cli"}, headers=admin_headers).json()
+        remote = [sys.executable, "-m", "walhook", "--api", url, "--token", key["key"], "deliveries"]
+        missing = subprocess.run([*remote, "show", "99999"], capture_output=True, text=True, timeout=60)
+        invalid = subprocess.run([*remote, "list", "--limit", "1000"], capture_output=True, text=True, timeout=60)
+    finally:
+        stop_process(api)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == ("walhook: error: GET /v1/deliveries/99999: HTTP 404: "
+                                      "delivery 99999 does not exist")
+    assert invalid.returncode == 1 and invalid.stderr.strip() == (
+        "walhook: error: GET /v1/deliveries: HTTP 422: query.limit: Input should be less than or equal to 500")

@@ -2,8 +2,9 @@
 
 ``create_app(settings)`` builds the app from settings (no module-level state, no environment
 reads). The lifespan opens the store and the HTTP sender and closes them on shutdown.
-walhook's own errors map to HTTP once, here: ``NotFound`` 404, ``Conflict`` 409, a refused
-destination or bad secret 422, the store being unavailable 503.
+walhook's own errors map to HTTP once, in ``control.api.problems`` (``NotFound`` 404, ``Conflict``
+409, a refused destination or bad secret 422, the store being unavailable 503), and every API error
+is answered here as RFC 9457 problem details; the portal's paths get its own pages instead.
 """
 
 from __future__ import annotations
@@ -14,32 +15,27 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException
 
-from cdc.errors import BackfillRefused
 from control.api import admin, backfills, health, portal_links, tenant
 from control.api import status as operator_status
 from control.api.failures import AuthFailures
 from control.api.limits import BodyLimit, NoStore
 from control.api.operator import OperatorSplit
-from control.errors import Forbidden, LinkRefused
+from control.api.problems import KINDS, RESPONSES, THROTTLED, Kind, document, invalid, problem
 from control.portal import routes as portal
-from models.errors import Conflict, NotFound, SecretError, StoreError
-from publisher.errors import JobRefused, SubscriptionError, Throttled
+from publisher.errors import Throttled
 from publisher.sending.sender import WebhookSender, user_agent
-from publisher.sending.ssrf import DestinationPolicy, DestinationRefused
+from publisher.sending.ssrf import DestinationPolicy
 from publisher.store import store_for
 
 if TYPE_CHECKING:
     from models.settings import Settings
 
 log = logging.getLogger("walhook.api")
-
-_STATUS = [(NotFound, 404), (Conflict, 409), (DestinationRefused, 422), (SecretError, 422),
-           (SubscriptionError, 422), (JobRefused, 422), (LinkRefused, 422), (BackfillRefused, 422), (Forbidden, 403),
-           (StoreError, 503)]
-
 
 def create_app(settings: Settings) -> FastAPI:
     """The API for ``settings`` (needs ``[store]``; ``[kafka]`` and ``[source]`` enable replay and readiness)."""
@@ -55,39 +51,43 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     app = FastAPI(title="walhook", version=user_agent().split("/", 1)[1], lifespan=lifespan,
-                  description="Manage organizations, API keys, webhook integrations and deliveries.")
+                  description="Manage organizations, API keys, webhook integrations and deliveries.",
+                  responses=RESPONSES)
     app.state.settings = settings
     app.state.auth_failures = AuthFailures(settings.api.auth_failures_per_minute)
     for router in (admin.router, tenant.router, portal_links.router, backfills.router, health.router,
                    operator_status.router):
         app.include_router(router)
     portal.install(app)
-    for error, status in _STATUS:
-        app.add_exception_handler(error, _handler(status))
+    for error, kind in KINDS:
+        app.add_exception_handler(error, _handler(kind))
     app.add_exception_handler(Throttled, _throttled)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _crashed)
+    document(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(NoStore)
     app.add_middleware(OperatorSplit, enabled=settings.api.operator_address is not None)
     return app
 
 
-def _handler(status: int):  # type: ignore[no-untyped-def]
+def _handler(kind: Kind):  # type: ignore[no-untyped-def]
     async def handle(request: Request, exc: Exception) -> Response:
-        message = str(printable(exc))
+        status, message = kind.status, str(printable(exc))
         if status >= 500:  # the store's trouble is logged for operators, not told to API clients
             log.error("%s %s: %s", request.method, request.url.path, exc)
             message = "the store is unavailable; try again"
         if portal.is_portal(request):  # the portal shows the same words on a page of its own
             return portal.error_page(request, status, message)
-        return JSONResponse({"detail": message}, status_code=status)
+        return problem(status, message, kind)
     return handle
 
 
 async def _throttled(request: Request, exc: Exception) -> Response:
     """429 with ``Retry-After``: an organization's manual actions are past a limit."""
     assert isinstance(exc, Throttled)
-    response = await _handler(429)(request, exc)
+    response = await _handler(THROTTLED)(request, exc)
     response.headers["retry-after"] = str(exc.retry_after)
     return response
 
@@ -100,7 +100,22 @@ async def _invalid(request: Request, exc: Exception) -> Response:
                "msg": printable(e.get("msg", ""))} for e in exc.errors()]
     if portal.is_portal(request):
         return portal.validation_page(request, errors)
-    return JSONResponse({"detail": errors}, status_code=422)
+    return invalid(errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's and the auth's refusals (401, 404 of an unknown route, 405, 413, 429) as ``about:blank``."""
+    assert isinstance(exc, HTTPException)
+    if portal.is_portal(request):  # as before: the portal's own refusals are PortalDenied pages
+        return await http_exception_handler(request, exc)
+    return problem(exc.status_code, str(printable(exc.detail)), headers=exc.headers)
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    """A bug: a 500 the client can parse (the traceback goes to the server's log, not to the client)."""
+    if portal.is_portal(request):
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    return problem(500, "internal error; the API's log has the details")
 
 
 def printable(value: object) -> str | int:

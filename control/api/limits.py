@@ -8,8 +8,9 @@ limit, so it is never read whole into memory.
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from control.api.problems import problem
 
 
 class _TooLarge(HTTPException):
@@ -66,7 +67,7 @@ class BodyLimit:
         return counted
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"detail": _message(self.limit)}, status_code=413, headers={"connection": "close"})
+        response = problem(413, _message(self.limit), headers={"connection": "close"})
         await response(scope, receive, send)
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control.api.auth import bearer, require_admin
+from control.api.problems import problem
 
 OPERATOR_PATHS = frozenset({"/metrics", "/readyz"})
 OPERATOR_ADDRESS_PATHS = OPERATOR_PATHS | {"/healthz"}
@@ -40,7 +40,7 @@ class OperatorSplit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.enabled and scope["type"] == "http" and not _served_here(scope):
-            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+            await problem(404, "Not Found")(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

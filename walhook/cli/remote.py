@@ -36,11 +36,21 @@ class ApiClient:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise WalhookError(f"cannot reach the management API at {self.url}: {exc or type(exc).__name__}") from exc
-        data = orjson.loads(text) if text else None
         if status >= 400:
-            detail = data.get("detail") if isinstance(data, dict) else text
-            raise WalhookError(f"{method} {path}: HTTP {status}: {detail}")
-        return data
+            raise WalhookError(f"{method} {path}: HTTP {status}: {problem_line(text)}")
+        return orjson.loads(text) if text else None
+
+
+def problem_line(text: str) -> str:
+    """The line to show for an error answer: an RFC 9457 problem's ``detail`` (else its ``title``); an
+    answer that is not one (a proxy's page, say), its first line."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and (line := data.get("detail") or data.get("title")):
+        return str(line)
+    return (text.strip().splitlines() or ["(no body)"])[0][:200]
 
 
 def api_of(args: argparse.Namespace) -> ApiClient | None:
