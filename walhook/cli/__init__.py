@@ -3,6 +3,7 @@
 * ``run``: the processes (cdc, publisher, api);
 * ``status``: the slot and its failover readiness;
 * ``secrets``: the keys that encrypt signing secrets at rest;
+* ``migrate``: the store's schema, as a deployment step;
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
 * ``backfill``: backfills of existing rows;
@@ -22,7 +23,7 @@ import uvloop
 
 from models.errors import WalhookError
 from walhook import __version__
-from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, run, secrets, status
+from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, migrate, run, secrets, status
 from walhook.cli.common import Handler
 
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.register(command, group)
     secrets.register(command, group)
     init.register(command)
+    migrate.register(command)
     return parser
 
 
