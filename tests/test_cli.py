@@ -185,3 +185,24 @@ def test_an_api_problem_is_shown_as_its_one_line_detail(database: str, tmp_path:
                                       "delivery 99999 does not exist")
     assert invalid.returncode == 1 and invalid.stderr.strip() == (
         "walhook: error: GET /v1/deliveries: HTTP 422: query.limit: Input should be less than or equal to 500")
+
+
+async def test_migrate_brings_an_empty_store_to_the_newest_version(database: str, tmp_path: Path) -> None:
+    from models.migrations import MIGRATIONS
+
+    config = config_file(tmp_path, database)
+    newest = max(version for version, _ in MIGRATIONS)
+    for _ in range(2):  # the second run finds nothing to do
+        migrated = walhook(config, "migrate", "--json")
+        assert migrated.returncode == 0, migrated.stderr
+        assert orjson.loads(migrated.stdout) == {"schema": "walhook", "version": newest}
+    async with Store(database) as store:
+        rows = await store._rows("SELECT version FROM {s}.schema_migrations ORDER BY version")
+    assert [row["version"] for row in rows] == sorted(version for version, _ in MIGRATIONS)
+
+
+async def test_migrate_names_a_store_it_cannot_reach(tmp_path: Path) -> None:
+    config = config_file(tmp_path, f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    failed = walhook(config, "migrate")
+    assert failed.returncode == 1
+    assert failed.stderr.strip().startswith("walhook: error: ") and len(failed.stderr.strip().splitlines()) == 1

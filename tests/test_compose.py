@@ -105,3 +105,46 @@ def test_no_secret_is_on_a_command_line() -> None:
                 assert secret in compose["services"][name]["secrets"], f"{name}: {path} is not mounted"
                 assert compose["secrets"][secret] == {"environment": "ACME_WEBHOOK_SECRET"}
     assert sum("--secret-file" in command for _, command in walhook_commands()) == 2  # setup and receiver
+
+
+def test_compose_follows_the_compose_specification() -> None:
+    """docker/compose-spec.json is the Compose Specification's schema, vendored (see docker/README.md)."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "docker" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(_compose())]
+    assert errors == []
+    misspelled = {**_compose(), "services": {"cdc": {"image": "walhook:dev", "restrat": "always"}}}
+    assert any("restrat" in error.message for error in validator.iter_errors(misspelled))
+
+
+def _documented_compose_command() -> str:
+    """The lines of the getting-started page's compose block, as one shell script."""
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    blocks = [block for block in re.findall(r"^```\w*\n(.*?)^```$", page, re.S | re.M) if "docker compose" in block]
+    assert len(blocks) == 1, "one compose block expected in docs/getting-started.md"
+    return blocks[0]
+
+
+def test_the_documented_command_sets_every_variable_compose_requires() -> None:
+    required = set(re.findall(r"\$\{(\w+):\?", (ROOT / "docker" / "compose.yaml").read_text()))
+    assert {"WALHOOK_SECRET_KEYS", "WALHOOK_ADMIN_TOKEN"} <= required
+    script = _documented_compose_command()
+    exported = set(re.findall(r"^export (\w+)=", script, re.M))
+    assert required <= exported, f"the docs' compose command leaves out {sorted(required - exported)}"
+
+
+def test_the_documented_secret_key_is_one_walhook_accepts() -> None:
+    import base64
+    import os
+
+    from walhook.config import load_settings
+
+    (line,) = [line for line in _documented_compose_command().splitlines() if "WALHOOK_SECRET_KEYS=" in line]
+    # What `$(openssl rand -base64 32)` prints: 32 random bytes in base64.
+    value = line.split("=", 1)[1].replace("$(openssl rand -base64 32)", base64.b64encode(os.urandom(32)).decode())
+    store = {"dsn": "postgresql://app:app@postgres:5432/app", "secret_keys": value}
+    assert load_settings(None, store=store).store.secret_keys == [value]  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 * ``run``: the processes (cdc, publisher, api);
 * ``status``: the slot and its failover readiness;
 * ``secrets``: the keys that encrypt signing secrets at rest;
+* ``migrate``: the store's schema, as a deployment step;
 * ``admin``: organizations, API keys, secrets, integrations;
 * ``deliveries``: the webhook jobs, recovery and replay jobs, samples;
 * ``backfill``: backfills of existing rows;
@@ -23,7 +24,7 @@ import uvloop
 from models.errors import WalhookError
 from models.logs import FORMATS, configure_logging, json_lines
 from walhook import __version__
-from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, run, secrets, status
+from walhook.cli import admin, backfill, dead_letters, deliveries, dev, init, migrate, run, secrets, status
 from walhook.cli.common import Handler
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.register(command, group)
     secrets.register(command, group)
     init.register(command)
+    migrate.register(command)
     return parser
 
 
