@@ -310,6 +310,10 @@ CREATE INDEX organization_actions_recent ON {schema}.organization_actions (organ
 -- (ON CONFLICT DO NOTHING) and draws again (publisher.store.integrations).
 ALTER TABLE {schema}.integrations ALTER COLUMN id SET DEFAULT (100000000 + floor(random() * 900000000))::bigint;
 """),
+    (83, """
+-- An integration may opt in to a W3C traceparent header on its requests (with [tracing] on, publisher.tracing).
+ALTER TABLE {schema}.integrations ADD COLUMN send_traceparent boolean NOT NULL DEFAULT false;
+"""),
 ]
 
 
