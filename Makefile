@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/conditions.py
 	$(BIN)/python bench/latency.py --seconds 15
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/log_size.py
 

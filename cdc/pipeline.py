@@ -17,8 +17,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
+from opentelemetry.trace import Tracer
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc.backfill import MARK_PREFIX, BackfillStream
@@ -47,6 +49,7 @@ from cdc.source import (
     slot_lag_bytes,
 )
 from cdc.topics import ensure_topic
+from cdc.tracing import TracedKafkaWriter
 from cdc.transport import ReplicationConnection
 from cdc.values import is_builtin
 from models.logs import ids
@@ -114,7 +117,7 @@ class CapturePipeline:
 
     def __init__(self, source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                  stats: CaptureStats | None = None, keeper: SlotKeeper | None = None, store: BackfillJobs | None = None,
-                 backfill: BackfillSettings | None = None) -> None:
+                 backfill: BackfillSettings | None = None, tracer: Tracer | None = None) -> None:
         self.source = source
         self.keeper = keeper or SlotKeeper(None)
         self.kafka = kafka
@@ -135,6 +138,7 @@ class CapturePipeline:
         self.identities: list[IdentityChoice] = []  # each captured relation's replica identity, once prepared
         self._relations_seen: set[str] = set()  # those and the partitions attached since (or refused)
         self._moves: PartitionMoves | None = None  # joins a row's move between partitions into one update
+        self.tracer = tracer  # [tracing] on: each change starts a trace (cdc.tracing); off: None, and no cost
 
     async def run(self, stop: asyncio.Event, on_connected: Callable[[], None] | None = None) -> None:
         self.identities = await prepare_source(self.source, self.entities)
@@ -159,7 +163,8 @@ class CapturePipeline:
                               on_connected: Callable[[], None] | None) -> None:
         self.tracker = AckTracker(start_lsn)
         self.stats.confirmed_lsn = start_lsn
-        writer = KafkaWriter(self.kafka, self._acknowledged, environment=self.source.environment,
+        make = KafkaWriter if self.tracer is None else partial(TracedKafkaWriter, self.tracer, self.source.slot)
+        writer = make(self.kafka, self._acknowledged, environment=self.source.environment,
                              on_dead_letter=self.stats.dead_lettered,
                              tables={entity.entity_key: entity.table for entity in self.entities})
         async with await _connect(self.source.dsn) as control, writer:
@@ -414,24 +419,25 @@ async def _connect(dsn: str) -> psycopg.AsyncConnection:
 async def run_capture(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                       stop: asyncio.Event, backoff: Backoff | None = None, stats: CaptureStats | None = None,
                       keeper: SlotKeeper | None = None, store: BackfillJobs | None = None,
-                      backfill: BackfillSettings | None = None) -> None:
+                      backfill: BackfillSettings | None = None, tracer: Tracer | None = None) -> None:
     """Run capture until ``stop`` is set, reconnecting with backoff when the connection drops.
 
-    With a ``store``, the capture also runs the backfills of its tables (``cdc.backfill_runner``)."""
+    With a ``store``, the capture also runs the backfills of its tables (``cdc.backfill_runner``); with a
+    ``tracer`` (``[tracing]`` on), each change starts a trace (``cdc.tracing``)."""
     keeper = keeper or SlotKeeper(None)
     try:
         await _supervise(source, kafka, entities, stop, backoff or Backoff(), stats or CaptureStats(), keeper,
-                         store, backfill)
+                         store, backfill, tracer)
     finally:
         await keeper.close()
 
 
 async def _supervise(source: SourceSettings, kafka: KafkaSettings, entities: list[EntitySettings],
                      stop: asyncio.Event, backoff: Backoff, stats: CaptureStats, keeper: SlotKeeper,
-                     store: BackfillJobs | None, backfill: BackfillSettings | None) -> None:
+                     store: BackfillJobs | None, backfill: BackfillSettings | None, tracer: Tracer | None) -> None:
     busy_since: float | None = None
     while not stop.is_set():
-        pipeline = CapturePipeline(source, kafka, entities, stats, keeper, store, backfill)
+        pipeline = CapturePipeline(source, kafka, entities, stats, keeper, store, backfill, tracer)
         try:
             await pipeline.run(stop, on_connected=lambda: backoff.connected(time.monotonic()))
         except SlotBusyError as exc:

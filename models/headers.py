@@ -15,6 +15,7 @@ ENVIRONMENT = "walhook-environment"  # only on events of an entity configured wi
 BACKFILL_ID = "walhook-backfill-id"
 BACKFILL_INTEGRATION = "walhook-backfill-integration"  # a backfill for one integration: only it receives the reads
 DEAD_LETTER_PREFIX = "walhook-dead-letter-"  # + reason, topic, partition, offset, truncated-from
+TRACEPARENT = "traceparent"  # W3C trace context: only with [tracing] enabled (models.tracing)
 
 # Header -> field of the publisher's routing view of an event; all of them present means no body parse.
 ROUTING_HEADERS = {EVENT_ID: "event_id", ORGANIZATION_ID: "organization_id", ENTITY_KEY: "entity_key",

@@ -394,6 +394,10 @@ CREATE TRIGGER announce_rotation AFTER INSERT ON {schema}.signing_secrets FOR EA
 ALTER TABLE {schema}.signing_secrets ADD COLUMN overlap_announced boolean NOT NULL DEFAULT false;
 UPDATE {schema}.signing_secrets SET overlap_announced = true WHERE expires_at <= now();
 """),
+    (84, """
+-- An integration may opt in to a W3C traceparent header on its requests (with [tracing] on, publisher.tracing).
+ALTER TABLE {schema}.integrations ADD COLUMN send_traceparent boolean NOT NULL DEFAULT false;
+"""),
 ]
 
 

@@ -304,6 +304,23 @@ class OperationalSettings(_Section):
         return self
 
 
+class TracingSettings(_Section):
+    """``[tracing]``: OpenTelemetry traces of each change, from capture to each attempt (docs/guides/tracing.md).
+
+    Off by default, and then free: no span is made and no header written. On, capture and publisher
+    export their spans over OTLP/HTTP and link them with a W3C ``traceparent`` Kafka header.
+    """
+
+    enabled: bool = Field(default=False, description="trace each change (needs the tracing extra: "
+                          "pip install 'walhook[tracing]')")
+    endpoint: str = Field(default="http://localhost:4318/v1/traces", min_length=1, description="the OTLP/HTTP "
+                          "traces endpoint spans are exported to (a collector, Jaeger, Tempo, ...)")
+    service_name: str = Field(default="walhook", min_length=1, max_length=200, description="the service.name of "
+                              "the spans; the process adds -cdc or -publisher")
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="share of changes traced, decided once at "
+                                "capture (the publisher follows the capture's decision)")
+
+
 # Tokens that were published as examples (a compose default once): never accepted as the real one.
 EXAMPLE_ADMIN_TOKENS = frozenset({"change-me-to-a-long-random-admin-token"})
 
@@ -479,6 +496,7 @@ class Settings(BaseSettings):
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     operational: OperationalSettings = Field(default_factory=OperationalSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     entities: list[EntitySettings] = Field(default_factory=list)
     _origin: str = PrivateAttr(default="configuration")
 

@@ -20,11 +20,13 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Tracer
 
 from models.errors import StoreError
 from models.settings import KafkaSettings, OperationalSettings, PublisherSettings, RetentionSettings
@@ -48,6 +50,7 @@ from publisher.settling.positions import committed_positions
 from publisher.settling.settlement import Settlement
 from publisher.store import Delivery, NewDelivery, Store
 from publisher.store.deliveries import CLAIM_PER_INTEGRATION
+from publisher.tracing import traced_dispatcher, traced_routing
 
 log = logging.getLogger("walhook.publisher")
 
@@ -77,7 +80,8 @@ class Publisher:
 
     def __init__(self, kafka: KafkaSettings, settings: PublisherSettings, store: Store,
                  sender: WebhookSender, retention: RetentionSettings | None = None,
-                 metrics: PublisherMetrics | None = None, operational: OperationalSettings | None = None) -> None:
+                 metrics: PublisherMetrics | None = None, tracer: Tracer | None = None,
+                 operational: OperationalSettings | None = None) -> None:
         self.kafka = kafka
         self.settings = settings
         self.retention = retention or RetentionSettings()
@@ -102,6 +106,9 @@ class Publisher:
         self._committer: OffsetCommitter | None = None
         self._handing_over = asyncio.Lock()  # a batch in hand, or partitions being let go: never both
         self._handovers = 0
+        self.tracer = tracer  # [tracing] on: routing and attempts become spans (publisher.tracing); off: None
+        if tracer is not None:
+            self._deliveries_for = traced_routing(self._deliveries_for, tracer)  # type: ignore[method-assign,assignment]
 
     @property
     def delivered(self) -> int:
@@ -140,7 +147,8 @@ class Publisher:
 
     def _dispatcher(self, group: Supervisor) -> Dispatcher:
         s = self.settings
-        return Dispatcher(self.store, self.sender, RetryPolicy(tuple(s.retry_delays), s.retry_jitter, random.Random()),
+        make = Dispatcher if self.tracer is None else partial(traced_dispatcher, self.tracer)
+        return make(self.store, self.sender, RetryPolicy(tuple(s.retry_delays), s.retry_jitter, random.Random()),
                           self.directory, spawn=group.spawn, concurrency=s.concurrency_per_integration,
                           lane_capacity=s.lane_capacity, disable_after=timedelta(days=s.disable_after_days),
                           claim=self._claim, positions=lambda: committed_positions(self.kafka))

@@ -27,7 +27,8 @@ from tests.conftest import Servers
 from tests.portal_support import ADMIN, DOCS, csrf_of, open_link, organization, portal_link
 
 CAP = 2  # [api] max_integrations_per_organization
-FORM = {"url": "http://127.0.0.1:9/hook", "events": ["docs:created"], "ordering": "entity", "batch_size": "1"}
+FORM = {"url": "http://127.0.0.1:9/hook", "events": ["docs:created"], "ordering": "entity", "batch_size": "1",
+        "send_traceparent": "on"}
 
 
 class Api:
@@ -37,7 +38,8 @@ class Api:
         self.client, self.key = client, key
 
     def create(self, org: str) -> int | None:
-        made = self.client.post("/v1/integrations", json={"url": FORM["url"], "events": FORM["events"]},
+        made = self.client.post("/v1/integrations", json={"url": FORM["url"], "events": FORM["events"],
+                                                                 "send_traceparent": True},
                                 headers=self.key)
         return made.json()["id"] if made.status_code == 201 else None
 
@@ -111,7 +113,7 @@ class Cli:
 
     def create(self, org: str) -> int | None:
         made = self.run("integrations", "add", "--org", org, "--url", FORM["url"], "--events", "docs:created",
-                        "--json")
+                        "--send-traceparent", "--json")
         if made.returncode != 0:
             assert "max_integrations_per_organization" in made.stderr and len(made.stderr.splitlines()) == 1
             return None
@@ -150,7 +152,7 @@ def outcome(database: str, org: str) -> dict[str, Any]:
         def rows(sql: str) -> list[tuple[Any, ...]]:
             return conn.execute(sql, {"org": org}).fetchall()
         return {
-            "integrations": rows("SELECT url, enabled, events::text, catching_up_job IS NOT NULL "
+            "integrations": rows("SELECT url, enabled, events::text, catching_up_job IS NOT NULL, send_traceparent "
                                  "FROM walhook.integrations WHERE organization_id = %(org)s ORDER BY created_at"),
             "secrets": rows("SELECT integration_id IS NULL, expires_at IS NULL, count(*) FROM walhook.signing_secrets "
                             "WHERE organization_id = %(org)s GROUP BY 1, 2 ORDER BY 1, 2"),
@@ -184,6 +186,7 @@ def test_each_action_has_the_same_outcome_through_the_api_the_portal_and_the_cli
             run_script(front(), org)
     outcomes = {org: outcome(database, org) for org in fronts}
     assert outcomes["via-api"]["integrations"][0][1] is True  # enabled again
+    assert all(row[4] is True for row in outcomes["via-api"]["integrations"])  # each opted in to traceparent
     assert outcomes["via-portal"] == outcomes["via-api"], "the portal differs from the API"
     assert outcomes["via-cli"] == outcomes["via-api"], "the CLI differs from the API"
 

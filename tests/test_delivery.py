@@ -12,6 +12,7 @@ from datetime import timedelta
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Tracer
 
 from cdc.kafka import ensure_topic
 from models.settings import KafkaSettings, PublisherSettings
@@ -62,14 +63,15 @@ async def until_taken_in(publisher: Publisher, store: Store, integration_id: int
 
 
 @contextlib.asynccontextmanager
-async def publishing(servers: Servers, topic: str, store: Store, **settings: object) -> AsyncIterator[Publisher]:
+async def publishing(servers: Servers, topic: str, store: Store, tracer: Tracer | None = None,
+                     **settings: object) -> AsyncIterator[Publisher]:
     kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=2,
                           consumer_group=f"{topic}.g")
     await ensure_topic(kafka)
     options = PublisherSettings(**{**FAST, **settings})
     async with WebhookSender(options.request_timeout,
                              policy=DestinationPolicy.from_strings(options.allowed_networks)) as sender:
-        publisher = Publisher(kafka, options, store, sender)
+        publisher = Publisher(kafka, options, store, sender, tracer=tracer)
         stop = asyncio.Event()
         task = asyncio.create_task(publisher.run(stop))
         try:

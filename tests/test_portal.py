@@ -216,7 +216,8 @@ def test_the_raw_json_follows_the_form(client: TestClient) -> None:
     assert new.json() == {"id": None, "name": "CRM", "url": "http://127.0.0.1:9/hook",
                           "events": ["docs:created,updated"], "enabled": True, "disabled_reason": None,
                           "environment": None, "ordering": "entity", "batch_size": 1, "rate_limit": None,
-                          "concurrency": None, "headers": {}, "catching_up": False}
+                          "concurrency": None, "headers": {}, "send_traceparent": False,
+                          "catching_up": False}
     wrong = client.post("/portal/o/acme/integrations/preview", data=_integration_form(csrf, batch_size="0"),
                         headers=headers)
     assert list(wrong.json()["errors"]) == ["batch_size"]

@@ -101,6 +101,9 @@ class IntegrationFields(_In):
     concurrency: int | None = Field(default=None, ge=1, le=256, description="requests in flight at most; "
                                     "default: the publisher's concurrency_per_integration")
     headers: dict[str, str] | None = Field(default=None, max_length=20)
+    send_traceparent: bool | None = Field(default=None, description="add the W3C traceparent header of the "
+                                          "attempt's span to each request, so the receiver's spans join the "
+                                          "change's trace (when the deployment has [tracing] on); default false")
 
     @field_validator("headers")
     @classmethod
@@ -165,6 +168,7 @@ class IntegrationOut(BaseModel):
     rate_limit: float | None
     concurrency: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    send_traceparent: bool = Field(default=False, description="requests carry the attempt's W3C traceparent")
     catching_up: bool = Field(default=False, description="a replay since it was disabled is running; live "
                               "changes wait behind it")
 

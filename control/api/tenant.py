@@ -75,7 +75,8 @@ async def create_integration(request: Request, body: IntegrationIn, org: str = D
         store, request.app.state.settings.api, Actor.organization(org), org, body.url, items_of(body.events),
         body.name or "",
         environment=body.environment, ordering=body.ordering or "entity", batch_size=body.batch_size or 1,
-        rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency)
+        rate_limit=body.rate_limit, headers=body.headers, concurrency=body.concurrency,
+        send_traceparent=bool(body.send_traceparent))
     integration = await store.integration_of(org, integration_id)
     return IntegrationCreated(**IntegrationOut.of(integration.describe()).model_dump(), secrets=integration.secrets)
 

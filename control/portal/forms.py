@@ -105,7 +105,8 @@ def form_of(integration: Integration, entity_keys: list[str], kinds: Mapping[str
               "batch_size": str(integration.batch_size), "ordering": integration.ordering,
               "rate_limit": "" if integration.rate_limit is None else f"{integration.rate_limit:g}",
               "headers": "\n".join(f"{k}: {v}" for k, v in headers.items()), "other": "\n".join(other),
-              "concurrency": "" if integration.concurrency is None else str(integration.concurrency)}
+              "concurrency": "" if integration.concurrency is None else str(integration.concurrency),
+              "send_traceparent": "on" if integration.send_traceparent else ""}
     return IntegrationForm(values, ticked, conditions=conditions)
 
 
@@ -131,7 +132,8 @@ def _body(values: dict[str, str], form: IntegrationForm, kinds: Mapping[str, Kin
                             "batch_size": values.get("batch_size", "").strip() or "1",
                             "rate_limit": values.get("rate_limit", "").strip() or None,
                             "headers": _headers(values.get("headers", ""), errors) or None,
-                            "concurrency": values.get("concurrency", "").strip() or None}
+                            "concurrency": values.get("concurrency", "").strip() or None,
+                            "send_traceparent": values.get("send_traceparent") == "on"}
     return body
 
 
@@ -141,7 +143,7 @@ def read_form(data: FormData, kinds: Mapping[str, Kinds] | None = None) -> tuple
     ``kinds`` (entity key -> property -> kind) types the values of the "only when" rows."""
     values = {name: str(data.get(name, "")) for name in
               ("name", "url", "environment", "batch_size", "ordering", "rate_limit", "headers", "other", "secret",
-               "concurrency")}
+               "concurrency", "send_traceparent")}
     form = IntegrationForm(values, {str(v) for v in data.getlist("events")},
                            conditions=read_rows({name: str(value) for name, value in data.items()}))
     body = _body(values, form, kinds or {})

@@ -123,7 +123,7 @@ async def create_integration(request: Request, granted: Scope = Depends(scope)) 
             store_of(request), request.app.state.settings.api, granted.actor, granted.organization_id, body.url,
             items_of(body.events), body.name or "", secret=_typed_secret(form), environment=body.environment,
             ordering=body.ordering or "entity", batch_size=body.batch_size or 1, rate_limit=body.rate_limit,
-            headers=body.headers, concurrency=body.concurrency)
+            headers=body.headers, concurrency=body.concurrency, send_traceparent=bool(body.send_traceparent))
     except Forbidden as exc:
         return await _forbidden(request, granted, form, None, exc)
     return RedirectResponse(f"/portal/o/{granted.organization_id}/integrations/{integration_id}?saved=1",

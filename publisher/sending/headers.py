@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from models.headers import TRACEPARENT
+
 # Framing, hop-by-hop and routing headers (RFC 9110 / 9112), and walhook's own.
 RESERVED_HEADERS = frozenset({
     "transfer-encoding", "content-length", "connection", "keep-alive", "upgrade", "te", "trailer",
@@ -53,8 +55,9 @@ HIDDEN = "(hidden)"
 
 def hiding_custom_values(headers: Mapping[str, str]) -> dict[str, str]:
     """``headers`` with every value an integration's manager chose hidden: walhook's own headers
-    (``webhook-*``, ``content-type``, ``user-agent``) are kept, since they carry nothing secret."""
-    return {name: value if is_reserved(name) else HIDDEN for name, value in headers.items()}
+    (``webhook-*``, ``content-type``, ``user-agent``, and the ``traceparent`` an integration opts in to) are kept,
+    since they carry nothing secret."""
+    return {name: value if is_reserved(name) or name == TRACEPARENT else HIDDEN for name, value in headers.items()}
 
 
 def without_reserved(headers: Mapping[str, str]) -> dict[str, str]:

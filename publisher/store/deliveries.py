@@ -18,6 +18,8 @@ from publisher.store.engine import as_json
 from publisher.store.integrations import IntegrationStore
 from publisher.store.rows import AttemptRecord, Delivery, NewDelivery, Scheduled
 
+# The fields of a NewDelivery the store keeps, in _NEW_COLUMNS' order (its trace context lives in memory only).
+_STORED = [name for name in NewDelivery.__dataclass_fields__ if name != "traceparent"]
 _NEW_COLUMNS = ("integration_id, organization_id, event_id, webhook_id, entity_key, entity_path, operation, body, "
                 "source_partition, source_offset")
 _NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], "
@@ -64,7 +66,7 @@ def _columns(deliveries: Sequence[NewDelivery]) -> list[list[object]]:
     other, where opposite orders deadlock. Within a partition that is the events' order, so an
     entity's deliveries still get their ids in the order its changes were made."""
     ordered = sorted(deliveries, key=_place)
-    return [[getattr(d, name) for d in ordered] for name in NewDelivery.__dataclass_fields__]
+    return [[getattr(d, name) for d in ordered] for name in _STORED]
 
 
 def _place(delivery: NewDelivery) -> tuple[int, int, int, str]:
@@ -158,7 +160,7 @@ class DeliveryStore(IntegrationStore):
             return
         latest = list({(r.integration_id, r.live.event_id): r for r in records if r.live}.values())
         news = [r.live for r in latest if r.live is not None]
-        columns = [[getattr(d, name) for d in news] for name in NewDelivery.__dataclass_fields__]
+        columns = [[getattr(d, name) for d in news] for name in _STORED]
         attempts = [[r.integration_id for r in latest], [r.live.event_id for r in latest if r.live],
                     [r.started_at for r in latest], [r.url for r in latest],
                     [as_json(r.request_headers) for r in latest], [r.response_status for r in latest],

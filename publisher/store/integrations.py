@@ -27,7 +27,7 @@ from publisher.store.rows import Integration
 from publisher.store.tenants import TenantStore
 
 _CHANGEABLE = {"url", "name", "events", "environment", "ordering", "batch_size", "rate_limit", "headers",
-               "concurrency"}
+               "concurrency", "send_traceparent"}
 _JSON = ("events", "headers")
 SEALED = "(sealed)"
 _PURPOSE = "custom headers"
@@ -44,7 +44,8 @@ class IntegrationStore(TenantStore):
                               name: str = "", *, environment: str | None = None, ordering: str = "entity",
                               batch_size: int = 1, rate_limit: float | None = None,
                               headers: dict[str, str] | None = None, concurrency: int | None = None,
-                              limit: int | None = None, cost_limit: int | None = None) -> int:
+                              send_traceparent: bool = False, limit: int | None = None,
+                              cost_limit: int | None = None) -> int:
         """A new integration; ``limit`` caps how many an organization may have, ``cost_limit`` what routing
         an event through all their subscriptions may cost (``publisher.routing.matching.cost``); ``Conflict`` past."""
         parse_items(events)  # refuse a bad subscription before storing it
@@ -54,12 +55,13 @@ class IntegrationStore(TenantStore):
         values = {"org": organization_id, "name": name or url, "url": url, "events": as_json(list(events)),
                   "environment": environment, "ordering": ordering, "batch_size": batch_size,
                   "rate_limit": rate_limit, "headers": self._stored_headers(organization_id, headers),
-                  "concurrency": concurrency, "limit": limit}
+                  "concurrency": concurrency, "send_traceparent": send_traceparent, "limit": limit}
         for _ in range(ID_DRAWS):
             rows = await self._rows(
                 "INSERT INTO {s}.integrations (organization_id, name, url, events, environment, ordering, "
-                "batch_size, rate_limit, headers, concurrency) SELECT :org, :name, :url, CAST(:events AS jsonb), "
-                ":environment, :ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), :concurrency "
+                "batch_size, rate_limit, headers, concurrency, send_traceparent) SELECT :org, :name, :url, "
+                "CAST(:events AS jsonb), :environment, :ordering, :batch_size, :rate_limit, CAST(:headers AS jsonb), "
+                ":concurrency, :send_traceparent "
                 "WHERE CAST(:limit AS int) IS NULL OR (SELECT count(*) FROM {s}.integrations "
                 "WHERE organization_id = :org) < :limit ON CONFLICT (id) DO NOTHING RETURNING id", values)
             if rows:
@@ -130,7 +132,7 @@ class IntegrationStore(TenantStore):
             ordering=row["ordering"], batch_size=row["batch_size"], rate_limit=row["rate_limit"],
             headers=self._opened_headers(row), failing_since=row["failing_since"], concurrency=row["concurrency"],
             disabled_at=row["disabled_at"], catching_up=row["catching_up_job"] is not None,
-            updated_at=row["updated_at"]) for row in rows]
+            updated_at=row["updated_at"], send_traceparent=row["send_traceparent"]) for row in rows]
 
     def _stored_headers(self, organization_id: str, headers: dict[str, str] | None) -> str:
         """The ``headers`` column's value: sealed with the current key, or plain without a keyring."""
@@ -168,12 +170,15 @@ class IntegrationStore(TenantStore):
     async def update_integration(self, organization_id: str, integration_id: int, changes: dict[str, Any],
                                  cost_limit: int | None = None) -> None:
         """Change the given fields (url, name, events, environment, ordering, batch_size, rate_limit, headers,
-        concurrency); a field given as None goes back to its default. ``cost_limit``: see ``add_integration``."""
+        concurrency, send_traceparent); a field given as None goes back to its default. ``cost_limit``: see
+        ``add_integration``."""
         changes = {**changes, "headers": changes.get("headers") or {}} if "headers" in changes else changes
         if changes.get("ordering", "") is None:
             changes["ordering"] = "entity"
         if changes.get("batch_size", 0) is None:
             changes["batch_size"] = 1
+        if changes.get("send_traceparent", False) is None:
+            changes["send_traceparent"] = False
         fields = {k: (as_json(v) if k in _JSON else v) for k, v in changes.items() if k in _CHANGEABLE}
         if "headers" in fields:
             fields["headers"] = self._stored_headers(organization_id, changes["headers"])

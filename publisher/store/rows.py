@@ -54,13 +54,15 @@ class Integration:
     disabled_at: datetime | None = None
     catching_up: bool = False  # a replay since it was disabled is running: live changes wait behind it
     updated_at: datetime | None = None
+    send_traceparent: bool = False  # add the W3C traceparent of the attempt to its requests ([tracing] on)
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "organization": self.organization_id, "name": self.name, "url": self.url,
                 "events": [subscription.describe() for subscription in self.subscriptions], "enabled": self.enabled,
                 "disabled_reason": self.disabled_reason, "environment": self.environment,
                 "ordering": self.ordering, "batch_size": self.batch_size, "rate_limit": self.rate_limit,
-                "concurrency": self.concurrency, "headers": self.headers, "catching_up": self.catching_up}
+                "concurrency": self.concurrency, "headers": self.headers, "catching_up": self.catching_up,
+                "send_traceparent": self.send_traceparent}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class NewDelivery:
     body: bytes
     source_partition: int | None = None
     source_offset: int | None = None
+    traceparent: str | None = None  # [tracing] on: the routing span's context (publisher.tracing); not stored
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ async def cmd_integrations_add(args: argparse.Namespace) -> int:
             store, settings_of(args).api, OPERATOR, args.org, args.url, events, args.name or "",
             environment=args.environment,
             ordering=args.ordering, batch_size=args.batch_size, rate_limit=args.rate_limit, headers=headers,
-            concurrency=args.concurrency)
+            concurrency=args.concurrency, send_traceparent=args.send_traceparent)
     show(args, {"id": integration_id, "organization": args.org, "url": args.url, "events": events},
          f"created integration {integration_id} for {args.org}: {args.url} <- {', '.join(args.events)}")
     return 0
@@ -237,6 +237,8 @@ def _register_integrations(command: Command, integrations: argparse._SubParsersA
     add.add_argument("--concurrency", type=int, help="requests in flight at most (default: the publisher's "
                      "concurrency_per_integration)")
     add.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every request")
+    add.add_argument("--send-traceparent", action="store_true", help="add the attempt's W3C traceparent header "
+                     "to every request (with [tracing] on)")
     add.add_argument("--exists-ok", action="store_true", help="do nothing if the organization already sends to URL")
     for action in ("enable", "disable", "delete"):
         sub = command(action, cmd_integrations_state, f"{action} an integration", integrations)

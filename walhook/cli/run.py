@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from models.errors import WalhookError
 from walhook.cli.common import Command, settings_of, stop_on_signals
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from cdc.memory import SlotKeeper
     from cdc.pipeline import CaptureStats
+    from models.metrics import MetricsEndpoint
     from models.settings import Settings
+    from publisher.service import Publisher
 
 log = logging.getLogger("walhook")
 
@@ -45,13 +51,23 @@ async def cmd_cdc(args: argparse.Namespace) -> int:
 async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats, keeper: SlotKeeper) -> None:
     """Capture; with a ``[store]`` section the process also runs the backfills of its tables."""
     from cdc.pipeline import run_capture
+
+    assert settings.source is not None and settings.kafka is not None
+    with tracing(settings, "cdc") as tracer:
+        if settings.store is None:
+            await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper,
+                              tracer=tracer)
+            return
+        await _capture_with_store(settings, stop, stats, keeper, tracer)
+
+
+async def _capture_with_store(settings: Settings, stop: asyncio.Event, stats: CaptureStats, keeper: SlotKeeper,
+                              tracer: Tracer | None) -> None:
+    from cdc.pipeline import run_capture
     from models.secretbox import Keyring
     from publisher.store import Store
 
-    assert settings.source is not None and settings.kafka is not None
-    if settings.store is None:
-        await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper)
-        return
+    assert settings.source is not None and settings.kafka is not None and settings.store is not None
     # The capture reads and writes backfill jobs only, never a signing secret; but the store checks at open
     # that every stored secret can be read, so it gets the keyring the configuration names.
     keys = settings.store.secret_keys
@@ -59,7 +75,7 @@ async def _capture(settings: Settings, stop: asyncio.Event, stats: CaptureStats,
     stats.checks.watch_store(store.ping)
     try:
         await run_capture(settings.source, settings.kafka, settings.entities, stop, stats=stats, keeper=keeper,
-                          store=store, backfill=settings.backfill)
+                          store=store, backfill=settings.backfill, tracer=tracer)
     finally:
         await store.close()
 
@@ -84,16 +100,34 @@ async def cmd_publisher(args: argparse.Namespace) -> int:
                                "[publisher] metrics_address") if address else None
     async with store_for(settings.store) as store, \
             WebhookSender.of(settings.publisher, policy) as sender:
-        publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics,
-                              settings.operational)
-        if endpoint is None:
-            await publisher.run(stop)
-            return 0
-        endpoint.readiness = publisher.checks.readiness
-        async with endpoint:
-            publisher.metrics_url = endpoint.url
-            await publisher.run(stop)
+        with tracing(settings, "publisher") as tracer:
+            publisher = Publisher(settings.kafka, settings.publisher, store, sender, settings.retention, metrics,
+                                  tracer, settings.operational)
+            await _publish(publisher, endpoint, stop)
     return 0
+
+
+async def _publish(publisher: Publisher, endpoint: MetricsEndpoint | None, stop: asyncio.Event) -> None:
+    if endpoint is None:
+        await publisher.run(stop)
+        return
+    endpoint.readiness = publisher.checks.readiness
+    async with endpoint:
+        publisher.metrics_url = endpoint.url
+        await publisher.run(stop)
+
+
+@contextmanager
+def tracing(settings: Settings, process: str) -> Iterator[Tracer | None]:
+    """The process's tracer when ``[tracing]`` is on (else None); what is still buffered is exported at the end."""
+    from models.tracing import tracer_for, tracer_provider
+
+    provider = tracer_provider(settings.tracing, process)
+    try:
+        yield tracer_for(provider, f"walhook.{process}")
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 async def cmd_api(args: argparse.Namespace) -> int:
