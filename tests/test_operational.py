@@ -136,3 +136,17 @@ async def test_operational_events_reach_subscribers_and_the_operator_signed(serv
     assert all(details["entity_key"] == "docs" for details in exhausted), exhausted  # never about an operational one
     assert {d["integration_id"] for d in exhausted} == {down}
     assert all(hit.webhook_id.startswith("op_") for hit in receiver.hits if hit.path in ("ops", "operator"))
+
+
+async def test_a_backfill_that_ends_is_announced_to_its_organization_or_the_operator(database: str) -> None:
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        mine = await store.create_backfill("public.docs", organization_id="acme")
+        everyones = await store.create_backfill("public.notes")
+        await store.finish_backfill(mine.id, "done")
+        await store.finish_backfill(everyones.id, "failed", "the table has no primary key")
+        events = await store.claim_operational(10, timedelta(seconds=30))
+    assert [(e.organization_id, e.kind, e.subject) for e in events] == [
+        ("acme", "backfill.finished", f"backfills/{mine.id}"),
+        ("_operator", "backfill.failed", f"backfills/{everyones.id}")]
+    assert events[1].details["error"] == "the table has no primary key" and events[1].details["table"] == "public.notes"

@@ -287,3 +287,16 @@ async def test_the_add_page_sends_a_sample_to_the_url_typed_before_the_first_sav
                                  data={**_integration_form(csrf, events=[]), "entity_key": "docs"})
         assert incomplete.status_code == 422 and "fill in the form first: events:" in incomplete.text
     assert len(receiver.hits) == 2 and client.get("/v1/integrations", headers=key).json() == []
+
+
+def test_one_box_subscribes_to_every_operational_event(client: TestClient) -> None:
+    key = organization(client, "acme")
+    csrf = signed_in(client, key, "acme")
+    form = {**_integration_form(csrf), "events": ["docs:created", "walhook/operational:*"]}
+    saved = client.post("/portal/o/acme/integrations", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    (integration,) = client.get("/v1/integrations", headers=key).json()
+    assert integration["events"] == ["docs:created", "walhook/operational:*"]
+    page = client.get(saved.headers["location"]).text
+    assert re.search(r'value="walhook/operational:\*" checked', page), "the box shows what was saved"
+    assert "walhook/operational" not in re.search(r'<textarea id="other"[^>]*>([^<]*)<', page).group(1)  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ from control.api.schemas import IntegrationIn
 from control.errors import RowsError
 from control.portal.condition_rows import EntityRows, Kinds, condition_rows, read_rows, rows_condition
 from models.errors import SecretError
+from models.operational import OPERATIONAL_KEY
 from models.samples import SAMPLE_OPERATIONS
 from publisher.routing.matching import SubscriptionItem, parse_subscription
 from publisher.sending.headers import hiding_custom_values
@@ -35,6 +36,7 @@ from publisher.store import Integration
 Errors = dict[str, str]
 READ = "read"  # a backfill's rows: a box of its own, since ``*`` (the "all" box) means the three changes only
 TICK_OPERATIONS = (*SAMPLE_OPERATIONS, READ)
+OPERATIONAL_TICK = f"{OPERATIONAL_KEY}:*"  # the box for every operational event (models.operational)
 
 
 @dataclass
@@ -57,7 +59,9 @@ def events_from_ticks(ticked: Iterable[str], other: str) -> list[SubscriptionIte
         key, _, operation = tick.rpartition(":")
         if key and operation in TICK_OPERATIONS:
             grouped.setdefault(key, set()).add(operation)
-    events = [_subscription_of(key, operations) for key, operations in grouped.items()]
+    events: list[SubscriptionItem] = [_subscription_of(key, operations) for key, operations in grouped.items()]
+    if OPERATIONAL_TICK in ticked:  # one box for every operational event
+        events.append(OPERATIONAL_TICK)
     return [*events, *(_other(line.strip()) for line in other.splitlines() if line.strip())]
 
 
@@ -87,7 +91,9 @@ def ticks_from_events(events: list[SubscriptionItem], entity_keys: list[str]) ->
             continue
         subscription = parse_subscription(text)
         key = text.partition(":")[0].strip()
-        if key in entity_keys:
+        if key == OPERATIONAL_KEY and subscription.operations == parse_subscription(OPERATIONAL_TICK).operations:
+            ticked.add(OPERATIONAL_TICK)
+        elif key in entity_keys:
             ticked.update(f"{key}:{op}" for op in subscription.operations)
         else:
             other.append(text)
