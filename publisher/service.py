@@ -157,6 +157,10 @@ class Publisher:
         self.checks.consumer.failing("stopping")
         if self.dispatcher is not None:
             await self.dispatcher.close(within=SHUTDOWN_SECONDS)
+        if self._committer is not None:  # what the dispatcher's close logged is settled: commit past it, so a
+            self._commit_settled()       # clean stop resends nothing (the consume loop's last commit came before)
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(self._committer.commit(), SHUTDOWN_SECONDS)
         for closing in (consumer.stop(), self.dead_letters.close()):
             try:
                 await asyncio.wait_for(closing, SHUTDOWN_SECONDS)

@@ -26,7 +26,7 @@ from publisher.service import Publisher
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import ScriptedReceiver
-from tests.test_delivery import event, org_with, publishing, until
+from tests.test_delivery import event, org_with, produce, publishing, until
 
 KEY = b"acme|docs/1"  # every record on one key: one partition, behind and ahead of the bad ones
 
@@ -189,3 +189,16 @@ def test_an_event_nested_deeper_than_the_parser_reads_is_routed_by_its_headers()
     assert (fields.event_id, fields.organization_id, fields.entity_path) == ("evt_1", "acme", "docs/1")
     with pytest.raises(NotAnEvent, match="depth limit"):  # a foreign record without our headers stays refused
         parse_event(deep, headers[:4])
+
+
+async def test_a_clean_stop_commits_past_everything_it_logged(servers: Servers, database: str, topic: str) -> None:
+    """The consume loop's last commit came before the dispatcher's closing flush logged the last attempts:
+    a clean stop left their records uncommitted, and the next publisher sent them again."""
+    async with ScriptedReceiver() as receiver, org_with(database, receiver, "hook") as (store, _):
+        async with publishing(servers, topic, store) as publisher:
+            assert publisher.dispatcher is not None
+            publisher.dispatcher.recorder._interval = 3600  # attempts are logged by the stop's last flush only
+            await produce(servers, topic, [event(n, entity=f"docs/{n}") for n in (1, 2, 3)])
+            await until(lambda: len(receiver.verified("hook")) == 3)
+        committed = [await committed_offset(servers, f"{topic}.g", topic, partition) for partition in (0, 1)]
+    assert sum(offset or 0 for offset in committed) == 3, committed
