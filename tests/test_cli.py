@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -136,10 +138,9 @@ async def test_a_piped_replay_wait_shows_its_first_line_at_once(database: str, t
         waiting.wait()
 
 
-def test_status_through_the_api_with_an_organization_key_shows_its_own_status(database: str,
-                                                                              tmp_path: Path) -> None:
-    """``walhook status --api URL --token KEY`` answered 401 with an organization's key; it shows that
-    organization's integrations and usage (through a real ``walhook api``), nothing of the deployment."""
+@contextlib.contextmanager
+def api_with_organization(database: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real ``walhook api`` with organization acme: its URL and acme's API key."""
     port, admin = free_port(), "admin-" + "s" * 24
     config = config_file(tmp_path, database)
     config.write_text(config.read_text() + f'[api]\nport = {port}\nadmin_token = "{admin}"\n')
@@ -150,13 +151,21 @@ def test_status_through_the_api_with_an_organization_key_shows_its_own_status(da
         admin_headers = {"authorization": f"Bearer {admin}"}
         assert httpx.post(url + "/v1/organizations", json={"id": "acme"}, headers=admin_headers).status_code == 201
         key = httpx.post(url + "/v1/organizations/acme/keys", json={"name": "cli"}, headers=admin_headers).json()
-        made = httpx.post(url + "/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["docs:*"]},
-                          headers={"authorization": f"Bearer {key['key']}"})
-        assert made.status_code == 201, made.text
-        shown = subprocess.run([sys.executable, "-m", "walhook", "--api", url, "--token", key["key"], "status"],
-                               capture_output=True, text=True, timeout=60)
+        yield url, key["key"]
     finally:
         stop_process(api)
+
+
+def test_status_through_the_api_with_an_organization_key_shows_its_own_status(database: str,
+                                                                              tmp_path: Path) -> None:
+    """``walhook status --api URL --token KEY`` answered 401 with an organization's key; it shows that
+    organization's integrations and usage (through a real ``walhook api``), nothing of the deployment."""
+    with api_with_organization(database, tmp_path) as (url, key):
+        made = httpx.post(url + "/v1/integrations", json={"url": "http://127.0.0.1:9/hook", "events": ["docs:*"]},
+                          headers={"authorization": f"Bearer {key}"})
+        assert made.status_code == 201, made.text
+        shown = subprocess.run([sys.executable, "-m", "walhook", "--api", url, "--token", key, "status"],
+                               capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("organization acme at ") and "slot" not in shown.stdout
     assert f"{made.json()['id']:<12} acme" in shown.stdout and "manual actions: 0 of" in shown.stdout
@@ -165,21 +174,10 @@ def test_status_through_the_api_with_an_organization_key_shows_its_own_status(da
 def test_an_api_problem_is_shown_as_its_one_line_detail(database: str, tmp_path: Path) -> None:
     """Through a real ``walhook api``, the CLI prints an RFC 9457 problem's ``detail``: a missing delivery,
     and a validation error naming its field, each on one line."""
-    port, admin = free_port(), "admin-" + "s" * 24
-    config = config_file(tmp_path, database)
-    config.write_text(config.read_text() + f'[api]\nport = {port}\nadmin_token = "{admin}"\n')
-    api = start_walhook("api", config, tmp_path / "api.log")
-    try:
-        wait_for_port("127.0.0.1", port, 60, api)
-        url = f"http://127.0.0.1:{port}"
-        admin_headers = {"authorization": f"Bearer {admin}"}
-        assert httpx.post(url + "/v1/organizations", json={"id": "acme"}, headers=admin_headers).status_code == 201
-        key = httpx.post(url + "/v1/organizations/acme/keys", json={"name": "cli"}, headers=admin_headers).json()
-        remote = [sys.executable, "-m", "walhook", "--api", url, "--token", key["key"], "deliveries"]
+    with api_with_organization(database, tmp_path) as (url, key):
+        remote = [sys.executable, "-m", "walhook", "--api", url, "--token", key, "deliveries"]
         missing = subprocess.run([*remote, "show", "99999"], capture_output=True, text=True, timeout=60)
         invalid = subprocess.run([*remote, "list", "--limit", "1000"], capture_output=True, text=True, timeout=60)
-    finally:
-        stop_process(api)
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.strip() == ("walhook: error: GET /v1/deliveries/99999: HTTP 404: "
                                       "delivery 99999 does not exist")

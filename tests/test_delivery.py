@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
 from cdc.kafka import ensure_topic
-from models.settings import KafkaSettings, PublisherSettings
+from models.settings import KafkaSettings, OperationalSettings, PublisherSettings
 from publisher.sending.sender import WebhookSender
 from publisher.sending.ssrf import DestinationPolicy
 from publisher.service import Publisher, consumer_group_state
@@ -64,14 +64,14 @@ async def until_taken_in(publisher: Publisher, store: Store, integration_id: int
 
 @contextlib.asynccontextmanager
 async def publishing(servers: Servers, topic: str, store: Store, tracer: Tracer | None = None,
-                     **settings: object) -> AsyncIterator[Publisher]:
+                     operational: OperationalSettings | None = None, **settings: object) -> AsyncIterator[Publisher]:
     kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=2,
                           consumer_group=f"{topic}.g")
     await ensure_topic(kafka)
     options = PublisherSettings(**{**FAST, **settings})
     async with WebhookSender(options.request_timeout,
                              policy=DestinationPolicy.from_strings(options.allowed_networks)) as sender:
-        publisher = Publisher(kafka, options, store, sender, tracer=tracer)
+        publisher = Publisher(kafka, options, store, sender, tracer=tracer, operational=operational)
         stop = asyncio.Event()
         task = asyncio.create_task(publisher.run(stop))
         try:

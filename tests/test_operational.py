@@ -4,24 +4,18 @@ like any event to the integrations that name ``walhook/operational`` and to the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
 from models.operational import OPERATIONAL_KEY
-from models.settings import KafkaSettings, OperationalSettings, PublisherSettings
-from models.topics import ensure_topic
-from publisher.sending.sender import WebhookSender
+from models.settings import OperationalSettings
 from publisher.sending.signing import generate_secret
-from publisher.sending.ssrf import DestinationPolicy
-from publisher.service import Publisher
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Hit, ScriptedReceiver, always
-from tests.test_delivery import FAST, event, produce, until, until_joined
+from tests.test_delivery import FAST, event, produce, publishing, until
 
 # Store: what the triggers announce
 
@@ -83,26 +77,6 @@ async def test_a_job_that_ends_is_announced(database: str) -> None:
 # The real stack: relayed, routed, signed, delivered
 
 
-@contextlib.asynccontextmanager
-async def publishing(servers: Servers, topic: str, store: Store, operational: OperationalSettings
-                     ) -> AsyncIterator[Publisher]:
-    kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=2,
-                          consumer_group=f"{topic}.g")
-    await ensure_topic(kafka)
-    options = PublisherSettings(**FAST)
-    async with WebhookSender(options.request_timeout,
-                             policy=DestinationPolicy.from_strings(options.allowed_networks)) as sender:
-        publisher = Publisher(kafka, options, store, sender, operational=operational)
-        stop = asyncio.Event()
-        task = asyncio.create_task(publisher.run(stop))
-        try:
-            await until_joined(servers, kafka.consumer_group, task)
-            yield publisher
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-
-
 def kinds(hits: list[Hit]) -> list[tuple[str, str]]:
     return [(hit.event["operationType"], hit.event["entityPath"]) for hit in hits if hit.event is not None]
 
@@ -120,7 +94,7 @@ async def test_operational_events_reach_subscribers_and_the_operator_signed(serv
         await store.add_integration("acme", receiver.url("opsdown"), [f"{OPERATIONAL_KEY}:delivery.exhausted"])
         settings = OperationalSettings(operator_url=receiver.url("operator"), operator_secret=operator_secret,
                                        relay_seconds=0.1)
-        async with publishing(servers, topic, store, settings):
+        async with publishing(servers, topic, store, operational=settings):
             await produce(servers, topic, [event(1)])
             disabled = ("integration.disabled", f"integrations/{gone}")
             await until(lambda: disabled in kinds(receiver.verified("ops")), 60)
