@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from models.operational import OPERATIONAL_KEY
-from models.settings import OperationalSettings
+from models.settings import KafkaSettings, OperationalSettings
 from publisher.sending.signing import generate_secret
 from publisher.store import Store
 from tests.conftest import Servers
@@ -124,3 +125,19 @@ async def test_a_backfill_that_ends_is_announced_to_its_organization_or_the_oper
         ("acme", "backfill.finished", f"backfills/{mine.id}"),
         ("_operator", "backfill.failed", f"backfills/{everyones.id}")]
     assert events[1].details["error"] == "the table has no primary key" and events[1].details["table"] == "public.notes"
+
+
+async def test_the_relay_waits_for_kafka_instead_of_ending_the_publisher(database: str,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from publisher.jobs.operational import OperationalRelay
+    from walhook.stack import free_port
+
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="nowhere")
+    async with Store(database) as store:
+        relay = OperationalRelay(store, kafka, OperationalSettings(), timedelta(seconds=5))
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        await until(lambda: task.done() or "cannot relay operational events yet" in caplog.text, 60)
+        assert not task.done(), task.exception()  # a loop that ended would stop the publisher
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -26,6 +26,7 @@ from models.settings import KafkaSettings, OperationalSettings
 log = logging.getLogger("walhook.publisher")
 
 BATCH = 500  # events claimed and produced per round
+RECONNECT_SECONDS = 5.0  # between attempts to reach Kafka
 
 
 class RelayStore(Protocol):
@@ -49,8 +50,9 @@ class OperationalRelay:
     async def run(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self._kafka.bootstrap_servers, acks="all",
                                     linger_ms=self._kafka.linger_ms)
-        await producer.start()
         try:
+            if not await self._start(producer, stop):
+                return
             endpoint_kept = self._settings.operator_url is None
             while not stop.is_set():
                 endpoint_kept = endpoint_kept or await self._keep_operator_endpoint()
@@ -59,6 +61,19 @@ class OperationalRelay:
                     await asyncio.wait_for(stop.wait(), self._settings.relay_seconds)
         finally:
             await producer.stop()
+
+    async def _start(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> bool:
+        """Connect, however long Kafka is away (the events wait in the store); False if stopped first."""
+        while not stop.is_set():
+            try:
+                await producer.start()
+                return True
+            except KafkaError as exc:
+                log.warning("cannot relay operational events yet: Kafka at %s: %s", self._kafka.bootstrap_servers,
+                            exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECONNECT_SECONDS)
+        return False
 
     async def _keep_operator_endpoint(self) -> bool:
         """Make the operator's endpoint what ``[operational]`` says; False (try again later) if the store is down."""
