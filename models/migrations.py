@@ -393,6 +393,7 @@ CREATE TRIGGER announce_rotation AFTER INSERT ON {schema}.signing_secrets FOR EA
 -- When an old secret stops signing is announced by the relay (a moment, not a change): past ones are not.
 ALTER TABLE {schema}.signing_secrets ADD COLUMN overlap_announced boolean NOT NULL DEFAULT false;
 UPDATE {schema}.signing_secrets SET overlap_announced = true WHERE expires_at <= now();
+CREATE INDEX signing_secrets_overlap_unannounced ON {schema}.signing_secrets (expires_at) WHERE NOT overlap_announced;
 """),
     (84, """
 -- An integration may opt in to a W3C traceparent header on its requests (with [tracing] on, publisher.tracing).
