@@ -45,9 +45,8 @@ class OperationalStore(UsageStore):
     async def keep_operator_endpoint(self, url: str, secret: str) -> int:
         """The operator's endpoint as ``[operational]`` says: an integration of the reserved organization
         ``_operator``, subscribed to every operational event, made or brought up to date; its id."""
-        if not await self.organization_exists(OPERATOR_ORGANIZATION):
-            await self._rows("INSERT INTO {s}.organizations (id) VALUES (:org) ON CONFLICT DO NOTHING",
-                             {"org": OPERATOR_ORGANIZATION})
+        await self._rows("INSERT INTO {s}.organizations (id) VALUES (:org) ON CONFLICT DO NOTHING",
+                         {"org": OPERATOR_ORGANIZATION})
         found = await self.integrations_of(OPERATOR_ORGANIZATION, include_disabled=True)
         if not found:
             integration_id = await self.add_integration(OPERATOR_ORGANIZATION, url, [f"{OPERATIONAL_KEY}:*"],
