@@ -40,7 +40,7 @@ STAGES = {  # name: (from, to)
 
 STORE_TIMES = """SELECT d.entity_path, extract(epoch FROM d.created_at)::float8,
 extract(epoch FROM a.started_at)::float8
-FROM walhook.deliveries d JOIN walhook.attempts a ON a.delivery_id = d.id AND a.number = 1
+FROM walhook.deliveries d JOIN walhook.attempt_log a ON a.delivery_id = d.id AND a.number = 1
 WHERE d.integration_id = %s AND d.operation = 'created'"""
 
 

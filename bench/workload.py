@@ -200,7 +200,7 @@ async def timing(conn: psycopg.AsyncConnection[Any], schema: str, ids: list[int]
     """Seconds from the first attempt to the last delivery recorded succeeded, and the attempt count."""
     cursor = await conn.execute(
         f'SELECT extract(epoch FROM (SELECT max(updated_at) FROM "{schema}".deliveries WHERE integration_id = ANY(%s))'
-        f' - min(started_at)), count(*) FROM "{schema}".attempts WHERE integration_id = ANY(%s)', [ids, ids])
+        f' - min(started_at)), count(*) FROM "{schema}".attempt_log WHERE integration_id = ANY(%s)', [ids, ids])
     row = await cursor.fetchone()
     assert row is not None
     return float(row[0]), int(row[1])

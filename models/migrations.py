@@ -399,6 +399,25 @@ CREATE INDEX signing_secrets_overlap_unannounced ON {schema}.signing_secrets (ex
 -- An integration may opt in to a W3C traceparent header on its requests (with [tracing] on, publisher.tracing).
 ALTER TABLE {schema}.integrations ADD COLUMN send_traceparent boolean NOT NULL DEFAULT false;
 """),
+    (85, """
+-- A live delivery's first attempt is kept in the delivery's own row (publisher.store.deliveries): a change
+-- delivered at the first try adds one row to the log, not two. Later attempts, and the first attempt of a
+-- delivery that waited in the store, go to the attempts log; attempt_log reads both as one.
+ALTER TABLE {schema}.deliveries ADD COLUMN first_attempt_id bigint, ADD COLUMN first_started_at timestamptz,
+    ADD COLUMN first_url text, ADD COLUMN first_request_headers jsonb, ADD COLUMN first_response_status integer,
+    ADD COLUMN first_response_headers jsonb, ADD COLUMN first_response_body bytea,
+    ADD COLUMN first_duration_ms double precision, ADD COLUMN first_error text,
+    ADD COLUMN first_outcome text CHECK (first_outcome IN ('succeeded', 'failed'));
+CREATE INDEX deliveries_first_started ON {schema}.deliveries (first_started_at) WHERE first_attempt_id IS NOT NULL;
+CREATE VIEW {schema}.attempt_log AS
+SELECT id, delivery_id, integration_id, number, trigger, started_at, url, request_headers, response_status,
+    response_headers, response_body, duration_ms, error, outcome
+FROM {schema}.attempts
+UNION ALL
+SELECT first_attempt_id, id, integration_id, 1, 'scheduled', first_started_at, first_url, first_request_headers,
+    first_response_status, first_response_headers, first_response_body, first_duration_ms, first_error, first_outcome
+FROM {schema}.deliveries WHERE first_attempt_id IS NOT NULL;
+"""),
 ]
 
 

@@ -278,7 +278,7 @@ async def explain(database: str, endpoint: Endpoint, entity: str) -> str:
             "mod(extract(epoch FROM d.created_at)::numeric, 1000), (SELECT string_agg('#' || a.number || ' ' || "
             "coalesce(a.response_status::text, a.error) || ' at ' || "
             "round(mod(extract(epoch FROM a.started_at)::numeric, 1000), 3), ', ' ORDER BY a.id) "
-            "FROM walhook.attempts a WHERE a.delivery_id = d.id) "
+            "FROM walhook.attempt_log a WHERE a.delivery_id = d.id) "
             "FROM walhook.deliveries d WHERE d.integration_id = %s AND d.entity_path = %s ORDER BY d.id",
             [endpoint.integration_id, f"items/{entity}"])).fetchall()
     stored = [f"  delivery {r[0]} {r[1]} {r[2]} attempts={r[3]} from {r[4]}@{r[5]} created {float(r[6]):8.3f}: "

@@ -1,7 +1,7 @@
 """Deliveries (the webhook jobs) and their attempts: logged, parked, claimed, settled, scheduled again.
 
 A live delivery reaches the store only after its first attempt (``log_first_attempts``: its row
-and its attempt, in one statement for a whole batch), or when it must wait (``park``). Waiting
+with the attempt inside it, in one statement for a whole batch), or when it must wait (``park``). Waiting
 deliveries are claimed, attempted and moved on (``claim_due``, ``record_attempts``). Every
 statement of the hot path handles a batch, with binary array parameters; the ordering rule it
 applies lives in ``publisher.sending.ordering``.
@@ -28,25 +28,30 @@ _NEW_ARRAYS = ("%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b
 _COUNT_FILTERED = ("INSERT INTO {s}.filtered_events (integration_id, events) SELECT * FROM unnest(%b::bigint[], "
                    "%b::bigint[]) ON CONFLICT (integration_id) DO UPDATE SET "
                    "events = {s}.filtered_events.events + EXCLUDED.events, last_at = now()")
-# A live delivery's row and its first attempt, for a whole batch. A delivery already known (consumed again
-# after a crash or a rebalance and sent again) takes the attempt as its next one.
+# A live delivery's row with its first attempt in it, for a whole batch: one row per event (migration 85). A
+# delivery already known (consumed again after a crash or a rebalance and sent again, or parked by an earlier
+# owner) keeps its row and takes the attempt as its next one, in the attempts log.
+_ATTEMPT_COLUMNS = ("started_at, url, request_headers, response_status, response_headers, response_body, "
+                    "duration_ms, error, outcome")
+_FIRST_COLUMNS = ", ".join(f"first_{name}" for name in _ATTEMPT_COLUMNS.split(", "))
 _LOG_FIRST = (
-    "WITH logged AS (INSERT INTO {s}.deliveries (" + _NEW_COLUMNS + ", status, attempts, next_attempt_at, last_error) "
-    "SELECT " + _NEW_COLUMNS + ", status, 1, coalesce(next_attempt_at, now()), error "
-    "FROM unnest(" + _NEW_ARRAYS + ", %b::text[], %b::timestamptz[], %b::text[]) "
-    "AS n(" + _NEW_COLUMNS + ", status, next_attempt_at, error) "
-    "ON CONFLICT (integration_id, event_id) DO UPDATE SET status = EXCLUDED.status, "
+    "WITH n AS MATERIALIZED (SELECT *, nextval('{s}.attempts_id_seq') AS attempt_id FROM unnest("
+    + _NEW_ARRAYS + ", %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::int[], "
+    "%b::text[], %b::bytea[], %b::float8[], %b::text[], %b::text[]) AS n(" + _NEW_COLUMNS + ", status, "
+    "next_attempt_at, " + _ATTEMPT_COLUMNS + ")), "
+    "logged AS (INSERT INTO {s}.deliveries (" + _NEW_COLUMNS + ", status, attempts, next_attempt_at, last_error, "
+    "first_attempt_id, " + _FIRST_COLUMNS + ") "
+    "SELECT " + _NEW_COLUMNS + ", status, 1, coalesce(next_attempt_at, now()), error, attempt_id, started_at, url, "
+    "request_headers::jsonb, response_status, response_headers::jsonb, response_body, duration_ms, error, outcome "
+    "FROM n ON CONFLICT (integration_id, event_id) DO UPDATE SET status = EXCLUDED.status, "
     "attempts = {s}.deliveries.attempts + 1, next_attempt_at = EXCLUDED.next_attempt_at, "
     "last_error = EXCLUDED.last_error, claimed_until = NULL, updated_at = now() "
-    "RETURNING id, integration_id, event_id, attempts) "
-    "INSERT INTO {s}.attempts (delivery_id, integration_id, number, trigger, started_at, url, "
-    "request_headers, response_status, response_headers, response_body, duration_ms, error, outcome) "
-    "SELECT l.id, a.integration_id, l.attempts, 'scheduled', a.started_at, a.url, a.request_headers::jsonb, "
-    "a.response_status, a.response_headers::jsonb, a.response_body, a.duration_ms, a.error, a.outcome "
-    "FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::int[], "
-    "%b::text[], %b::bytea[], %b::float8[], %b::text[], %b::text[]) AS a(integration_id, event_id, "
-    "started_at, url, request_headers, response_status, response_headers, response_body, duration_ms, "
-    "error, outcome) JOIN logged l ON l.integration_id = a.integration_id AND l.event_id = a.event_id")
+    "RETURNING id, integration_id, event_id, attempts, first_attempt_id) "
+    "INSERT INTO {s}.attempts (id, delivery_id, integration_id, number, trigger, " + _ATTEMPT_COLUMNS + ") "
+    "SELECT n.attempt_id, l.id, n.integration_id, l.attempts, 'scheduled', n.started_at, n.url, "
+    "n.request_headers::jsonb, n.response_status, n.response_headers::jsonb, n.response_body, n.duration_ms, "
+    "n.error, n.outcome FROM n JOIN logged l ON l.integration_id = n.integration_id AND l.event_id = n.event_id "
+    "WHERE l.first_attempt_id IS DISTINCT FROM n.attempt_id")
 CLAIM_PER_INTEGRATION = 200
 """The most deliveries one integration offers to one claim (``claim_due``): others' turn comes first."""
 
@@ -151,7 +156,7 @@ class DeliveryStore(IntegrationStore):
         return {(integration_id, entity_path) for integration_id, entity_path in rows}
 
     async def log_first_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        """Write live deliveries with their first attempt: one row each in the log, with its attempt.
+        """Write live deliveries with their first attempt: one row each in the log, the attempt inside it.
 
         A delivery already in the store (its record was consumed again after a crash or a
         rebalance, and sent again with the same webhook-id) takes the attempt as its next one.
@@ -161,13 +166,12 @@ class DeliveryStore(IntegrationStore):
         latest = list({(r.integration_id, r.live.event_id): r for r in records if r.live}.values())
         news = [r.live for r in latest if r.live is not None]
         columns = [[getattr(d, name) for d in news] for name in _STORED]
-        attempts = [[r.integration_id for r in latest], [r.live.event_id for r in latest if r.live],
-                    [r.started_at for r in latest], [r.url for r in latest],
+        moves = [[r.status for r in latest], [r.next_attempt_at for r in latest]]
+        attempts = [[r.started_at for r in latest], [r.url for r in latest],
                     [as_json(r.request_headers) for r in latest], [r.response_status for r in latest],
                     [None if r.response_headers is None else as_json(r.response_headers) for r in latest],
                     [r.response_body for r in latest], [r.duration_ms for r in latest], [r.error for r in latest],
                     [outcome_of(r) for r in latest]]
-        moves = [[r.status for r in latest], [r.next_attempt_at for r in latest], [r.error for r in latest]]
         await self._binary(_LOG_FIRST, [*columns, *moves, *attempts], "cannot log attempts")
 
     async def claim_due(self, limit: int, claim_for: timedelta, room: Mapping[int, int] | None = None,

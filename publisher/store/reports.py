@@ -1,4 +1,8 @@
-"""Reading the log of webhook jobs, and the figures the metrics and status report."""
+"""Reading the log of webhook jobs, and the figures the metrics and status report.
+
+Attempts are read from ``attempt_log`` (migration 85): the attempts log together with the first attempts kept in
+their live deliveries' own rows (``publisher.store.deliveries``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,14 @@ _ROW = ("id, integration_id, organization_id, event_id, webhook_id, entity_key, 
 
 _ATTEMPT = ("id, delivery_id, integration_id, number, trigger, started_at, url, request_headers, response_status, "
             "response_headers, response_body, duration_ms, error")
+
+# An integration's latest attempt: the newest of the attempts log's and of its newest delivery with a first
+# attempt inside (each read backwards through its own index, not through the union).
+_LAST_ATTEMPT = (
+    "SELECT started_at, response_status FROM ("
+    "(SELECT started_at, response_status FROM {s}.attempts WHERE integration_id = i.id ORDER BY id DESC LIMIT 1) "
+    "UNION ALL (SELECT first_started_at, first_response_status FROM {s}.deliveries WHERE integration_id = i.id "
+    "AND first_attempt_id IS NOT NULL ORDER BY id DESC LIMIT 1)) latest ORDER BY started_at DESC LIMIT 1")
 
 
 class ReportStore(BackfillStore):
@@ -50,7 +62,7 @@ class ReportStore(BackfillStore):
         return bytes(rows[0]["body"])
 
     async def attempts_of(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._rows(f"SELECT {_ATTEMPT} FROM {{s}}.attempts WHERE delivery_id = :id ORDER BY id",
+        rows = await self._rows(f"SELECT {_ATTEMPT} FROM {{s}}.attempt_log WHERE delivery_id = :id ORDER BY number, id",
                                 {"id": delivery_id})
         return [Attempt(**{**row, "response_body": None if row["response_body"] is None
                            else bytes(row["response_body"])}) for row in rows]
@@ -96,7 +108,7 @@ class ReportStore(BackfillStore):
         """Attempts of the last ``window``: how many took at most each bound (ms), the count, the sum (ms)."""
         columns = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {int(b)}) AS le_{int(b)}" for b in bounds_ms)
         (row,) = await self._rows(f"SELECT {columns}, count(*) AS total, coalesce(sum(duration_ms), 0) AS sum "
-                                  "FROM {s}.attempts WHERE started_at > now() - :window", {"window": window})
+                                  "FROM {s}.attempt_log WHERE started_at > now() - :window", {"window": window})
         return [int(row[f"le_{int(b)}"]) for b in bounds_ms], int(row["total"]), float(row["sum"])
 
     async def integration_figures(self, organization_id: str) -> dict[int, IntegrationFigures]:
@@ -109,8 +121,7 @@ class ReportStore(BackfillStore):
             " count(*) FILTER (WHERE status = 'pending') AS pending FROM {s}.deliveries"
             " WHERE integration_id = i.id AND (status = 'pending' OR created_at > now() - interval '24 hours')"
             ") d ON true "
-            "LEFT JOIN LATERAL (SELECT started_at, response_status FROM {s}.attempts WHERE integration_id = i.id "
-            " ORDER BY id DESC LIMIT 1) a ON true WHERE i.organization_id = :org", {"org": organization_id})
+            f"LEFT JOIN LATERAL ({_LAST_ATTEMPT}) a ON true WHERE i.organization_id = :org", {"org": organization_id})
         return {int(r["id"]): IntegrationFigures(int(r["succeeded"]), int(r["failed"]), int(r["pending"]),
                                                  r["started_at"], r["response_status"]) for r in rows}
 

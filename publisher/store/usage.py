@@ -17,9 +17,14 @@ from publisher.store.reports import ReportStore
 _ATTEMPT_BYTES = ("octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0) "
                   "+ coalesce(octet_length(a.response_body), 0)")
 
+# What a delivery's row adds: its body, and its first attempt when that is kept in the row (migration 85).
+_DELIVERY_BYTES = ("octet_length(body) + coalesce(octet_length(first_request_headers::text), 0) "
+                   "+ coalesce(octet_length(first_response_headers::text), 0) "
+                   "+ coalesce(octet_length(first_response_body), 0)")
+
 _LOG_BYTES = f"""
 SELECT
-  (SELECT coalesce(sum(octet_length(body)), 0) FROM {{s}}.deliveries
+  (SELECT coalesce(sum({_DELIVERY_BYTES}), 0) FROM {{s}}.deliveries
    WHERE organization_id = :org AND created_at > now() - interval '24 hours' AND entity_key <> '{OPERATIONAL_KEY}')
 + (SELECT coalesce(sum({_ATTEMPT_BYTES}), 0)
    FROM {{s}}.attempts a WHERE a.started_at > now() - interval '24 hours'
@@ -65,7 +70,7 @@ class UsageStore(ReportStore):
         """The organizations whose deliveries wrote the most log in the last 24 hours (bodies of new
         deliveries, attempts), with their manual actions in the last minute: for the operator's status."""
         return await self._rows(
-            "WITH logged AS (SELECT organization_id, sum(octet_length(body)) AS bytes FROM {s}.deliveries "
+            f"WITH logged AS (SELECT organization_id, sum({_DELIVERY_BYTES}) AS bytes FROM {{s}}.deliveries "
             "WHERE created_at > now() - interval '24 hours' GROUP BY 1 UNION ALL "
             f"SELECT i.organization_id, sum({_ATTEMPT_BYTES}) "
             "FROM {s}.attempts a JOIN {s}.integrations i ON i.id = a.integration_id "
