@@ -1,8 +1,12 @@
-"""The store's connection: one SQLAlchemy engine (async, psycopg 3), errors translated once.
+"""The store's connections, errors translated once.
 
 Two ways to run a statement, one style each: ``_rows`` for the management paths (named
-``:params``, rows as mappings) and ``_binary`` for the hot path (``%b`` parameters sent as
-binary arrays, rows as tuples). Both put walhook's schema where a statement says ``{s}``.
+``:params``, rows as mappings, through one SQLAlchemy engine) and ``_binary`` for the hot path (``%b``
+parameters sent as binary arrays, rows as tuples). Both put walhook's schema where a statement says ``{s}``.
+
+The hot path has a pool of its own: psycopg connections in autocommit, so each statement of the
+delivery path is one round trip (no pre-ping, BEGIN or COMMIT around it) and skips SQLAlchemy's
+async layer. Every hot-path statement is a single statement, its own transaction either way.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,6 +25,13 @@ from models.dsn import primary_dsn
 from models.errors import Conflict, StoreError
 from models.migrations import migrate
 from models.secretbox import Keyring
+
+
+HOT_PATH_CONNECTIONS = 4
+"""Connections of the delivery path's pool: the recorder, the consumer's look at waiting entities, the retry
+poller and the claim keeper each need at most one at a time."""
+HOT_PATH_WAIT_SECONDS = 5.0
+"""How long a hot-path statement waits for a connection (the store down: the caller's own retry takes over)."""
 
 
 class StoreEngine:
@@ -32,6 +44,7 @@ class StoreEngine:
         self.schema = schema
         self._s = f'"{schema}"'
         self._engine: AsyncEngine | None = None
+        self._hot: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
 
     async def open(self) -> None:
         if self._engine is not None:
@@ -46,7 +59,10 @@ class StoreEngine:
             await self.close()
             raise StoreError(f"cannot prepare the store schema {self.schema!r}: "
                              f"{first_line(getattr(exc, 'orig', None) or exc)}") from exc
+        self._hot = AsyncConnectionPool(dsn, min_size=1, max_size=HOT_PATH_CONNECTIONS, kwargs={"autocommit": True},
+                                        timeout=HOT_PATH_WAIT_SECONDS, open=False, name="walhook hot path")
         try:
+            await self._hot.open()
             await self._after_migrations()
         except BaseException:
             await self.close()
@@ -56,6 +72,9 @@ class StoreEngine:
         """What an area must do once the schema is current (the secrets: check the keys, seal plain ones)."""
 
     async def close(self) -> None:
+        if self._hot is not None:
+            hot, self._hot = self._hot, None
+            await hot.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -100,16 +119,16 @@ class StoreEngine:
             raise StoreError(f"store update failed: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
 
     async def _binary(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
-        """One statement of the hot path, in its own transaction, on the driver's connection: ``%b``
-        parameters go in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
+        """One statement of the hot path, its own transaction, on the hot path's pool: ``%b`` parameters go
+        in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
+        if self._hot is None:
+            raise StoreError("the store is not open")
         try:
-            async with self.engine.begin() as conn:
-                driver: psycopg.AsyncConnection[Any] = (await conn.get_raw_connection()).driver_connection  # type: ignore[assignment]
-                async with driver.cursor(binary=True) as cursor:
-                    await cursor.execute(sql.replace("{s}", self._s), params)
-                    return await cursor.fetchall() if cursor.description else []
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            raise StoreError(f"{what}: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
+            async with self._hot.connection() as conn, conn.cursor(binary=True) as cursor:
+                await cursor.execute(sql.replace("{s}", self._s), params)
+                return await cursor.fetchall() if cursor.description else []
+        except psycopg.Error as exc:  # the pool's timeout is one too
+            raise StoreError(f"{what}: {first_line(exc)}") from exc
 
 
 def first_line(error: BaseException | None) -> str:
