@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from typing import Any
 
 import orjson
 import psycopg
@@ -60,10 +61,24 @@ async def capturing(source: SourceSettings, kafka: KafkaSettings,  # type: ignor
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop))
     try:
+        await streaming(source, task)
         yield task
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+async def streaming(source: SourceSettings, task: asyncio.Task[Any], timeout: float = 30.0) -> None:
+    """Until the capture streams from its slot (a change committed from now on is captured), it ended, or
+    ``timeout`` passed (a test of a capture that cannot stream goes on to check why)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await psycopg.AsyncConnection.connect(source.dsn, autocommit=True) as conn:
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            row = await (await conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                                            [source.slot])).fetchone()
+            if row is not None and row[0]:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def insert_position(database: str) -> int:
@@ -93,7 +108,6 @@ async def test_restart_loses_nothing_and_keeps_per_entity_order(database: str, s
     source, kafka = settings(database, servers, topic, row_path)
 
     async with capturing(source, kafka):
-        await asyncio.sleep(1.0)
         committed = await write_batch(database, 1, 40)
         await asyncio.sleep(1.0)
     committed |= await write_batch(database, 41, 40)  # written while capture is down
@@ -144,7 +158,7 @@ async def test_publication_covers_only_configured_tables_and_grows(
         conn.execute("CREATE TABLE unrelated (id int PRIMARY KEY)")
     source, kafka = settings(database, servers, topic)
     async with capturing(source, kafka):
-        await asyncio.sleep(1.0)
+        pass  # the slot and publication exist, for the configured table only
     other = EntitySettings(table="others", entity_key="others", entity_path="others/{id}", collection_path="others")
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [ENTITY, other], stop))

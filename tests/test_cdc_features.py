@@ -15,7 +15,7 @@ from cdc.lsn import parse_lsn
 from cdc.pipeline import CaptureStats, run_capture
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
-from tests.test_capture import capturing, read_topic
+from tests.test_capture import capturing, read_topic, streaming
 from walhook.stack import PostgresServer
 
 DOCS = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs",
@@ -58,7 +58,7 @@ async def test_heartbeat_advances_an_idle_slot(database: str, servers: Servers, 
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop, stats=stats))
     try:
-        await asyncio.sleep(1.0)
+        await streaming(source, task)
         before = await slot_position(database)
         setup(database, *["INSERT INTO unrelated (note) VALUES ('x')"] * 20)  # WAL the slot must not hold
         await asyncio.sleep(1.5)
@@ -78,7 +78,6 @@ async def test_a_one_megabyte_toasted_value_survives_an_update_of_another_column
     big = os.urandom(512 * 1024).hex()  # 1 MB of incompressible text: stored out of line (TOAST)
     source, kafka = source_and_kafka(database, servers, topic, row_path, max_request_size=8 * 1024 * 1024)
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute("INSERT INTO docs VALUES (1, 'acme', 'draft', %s)", [big])
             conn.execute("UPDATE docs SET title = 'final' WHERE id = 1")
@@ -95,7 +94,6 @@ async def test_a_primary_key_change_is_an_update_that_names_both_paths(
     setup(database, DOCS_TABLE)
     source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "UPDATE docs SET id = 2 WHERE id = 1")
         events = await read_topic(servers.bootstrap_servers, topic, expected=2)
     update = events[1]
@@ -110,7 +108,6 @@ async def test_schema_changes_while_streaming_are_picked_up(database: str, serve
     setup(database, DOCS_TABLE)
     source, kafka = source_and_kafka(database, servers, topic, row_path)
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         setup(database,
               "INSERT INTO docs VALUES (1, 'acme', 'one', 'b')",
               "ALTER TABLE docs ADD COLUMN priority int DEFAULT 3",
@@ -134,7 +131,6 @@ async def test_truncate_is_an_event_or_skipped(database: str, servers: Servers, 
     source, kafka = source_and_kafka(database, servers, topic)
     source = source.model_copy(update={"truncate": mode})
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "TRUNCATE docs",
               "INSERT INTO docs VALUES (2, 'acme', 't', 'b')")
         events = await read_topic(servers.bootstrap_servers, topic, expected=3 if mode == "event" else 2)
@@ -154,7 +150,7 @@ async def test_an_event_kafka_refuses_stops_the_stream_with_its_name(
     source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096, on_refused_event="stop")
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop))
-    await asyncio.sleep(1.0)
+    await streaming(source, task)
     setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))")
     with pytest.raises(KafkaWriteError, match=r"refused event evt_\w+ \(docs/1, \d+ bytes\).*on_refused_event"):
         await asyncio.wait_for(task, 20)
@@ -167,7 +163,6 @@ async def test_an_event_kafka_refuses_goes_to_the_dead_letter_topic_and_the_stre
     dead_letters = f"{topic}.dead"
     source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096, dead_letter_topic=dead_letters)
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))",
               "INSERT INTO docs VALUES (2, 'acme', 'small', 'b')")
         events = await read_topic(servers.bootstrap_servers, topic, expected=1)
@@ -203,7 +198,6 @@ async def test_a_partitioned_table_is_captured_through_its_root(database: str, s
                             collection_path="readings", organization_column="org")
     source, kafka = source_and_kafka(database, servers, topic)
     async with capturing(source, kafka, [entity]):
-        await asyncio.sleep(1.0)
         setup(database, "INSERT INTO readings VALUES (1, 'acme', '2024-06-01', 1.5), (2, 'acme', '2025-06-01', 2.5)",
               "UPDATE readings SET value = 3.5 WHERE id = 2")
         events = await read_topic(servers.bootstrap_servers, topic, expected=3)
@@ -218,7 +212,6 @@ async def test_without_full_identity_updates_carry_no_mask(database: str, server
     source, kafka = source_and_kafka(database, servers, topic, row_path)
     source = source.model_copy(update={"set_replica_identity_full": False})
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         setup(database, "INSERT INTO docs VALUES (1, 'acme', 't', 'b')", "UPDATE docs SET title = 'u' WHERE id = 1",
               "DELETE FROM docs WHERE id = 1")
         events = await read_topic(servers.bootstrap_servers, topic, expected=3)
@@ -233,7 +226,6 @@ async def test_a_cut_replication_connection_is_resumed_without_loss(
     setup(database, DOCS_TABLE)
     source, kafka = source_and_kafka(database, servers, topic)
     async with capturing(source, kafka, [DOCS]):
-        await asyncio.sleep(1.0)
         for round_ in range(3):
             setup(database, *[f"INSERT INTO docs VALUES ({round_ * 10 + i}, 'acme', 't', 'b')" for i in range(10)])
             setup(database, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active "

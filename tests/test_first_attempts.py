@@ -48,7 +48,7 @@ async def test_a_delivery_that_succeeds_at_once_writes_one_row(database: str) ->
         (attempt,) = await store.attempts_of(delivery.id)
     assert delivery.status == "succeeded" and delivery.attempts == 1
     assert (attempt.number, attempt.trigger, attempt.url, attempt.response_status) == (1, "scheduled", URL, 204)
-    assert attempt.request_headers == {"webhook-id": "evt_3_i%d" % integration}
+    assert attempt.request_headers == {"webhook-id": f"evt_3_i{integration}"}
     assert attempt.response_headers == {"content-type": "text/plain"} and attempt.response_body == b"ok"
     assert attempt.delivery_id == delivery.id and attempt.duration_ms == 4.5
 

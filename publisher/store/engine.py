@@ -26,7 +26,6 @@ from models.errors import Conflict, StoreError
 from models.migrations import migrate
 from models.secretbox import Keyring
 
-
 HOT_PATH_CONNECTIONS = 4
 """Connections of the delivery path's pool: the recorder, the consumer's look at waiting entities, the retry
 poller and the claim keeper each need at most one at a time."""
