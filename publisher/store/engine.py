@@ -11,11 +11,13 @@ async layer. Every hot-path statement is a single statement, its own transaction
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -123,11 +125,28 @@ class StoreEngine:
         if self._hot is None:
             raise StoreError("the store is not open")
         try:
-            async with self._hot.connection() as conn, conn.cursor(binary=True) as cursor:
-                await cursor.execute(sql.replace("{s}", self._s), params)
-                return await cursor.fetchall() if cursor.description else []
+            for _ in range(HOT_PATH_CONNECTIONS + 1):
+                async with self._hot.connection() as conn:
+                    if not _still_open(conn):
+                        await conn.close()  # the pool opens a new one in its place
+                        continue
+                    async with conn.cursor(binary=True) as cursor:
+                        await cursor.execute(sql.replace("{s}", self._s), params)
+                        return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as exc:  # the pool's timeout is one too
             raise StoreError(f"{what}: {first_line(exc)}") from exc
+        raise StoreError(f"{what}: every connection to the store was ended by the server")
+
+
+def _still_open(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection of the hot path is still open, without the round trip of a ping: an idle
+    connection has nothing to read, so anything there is the server ending the session (a restart, a
+    terminated backend) or, rarely, a notice. Either way a new connection is the safe choice."""
+    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
+        return False
+    readable = select.poll()
+    readable.register(conn.pgconn.socket, select.POLLIN)
+    return not readable.poll(0)
 
 
 def first_line(error: BaseException | None) -> str:
