@@ -41,6 +41,7 @@ import psycopg
 
 from bench.fairness_phases import WARMUP_SECONDS, Phases, Quiet
 from bench.hanging_receiver import HangingReceiver
+from bench.latency_breakdown import KafkaTimestamps
 from bench.latency_pipeline import WalhookPipeline
 from bench.latency_receiver import TimingReceiver
 from bench.noisy_organization import ENTITY_KEY, NOISY, create_noisy, table_sql
@@ -109,23 +110,25 @@ async def register_quiet(store_dsn: str, url: str) -> str:
 async def run_fairness(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, seconds: float,
                        quiet_rate: float = 200, noisy_rate: float = 1000, hanging: int = 40,
                        topic: str = "bench.fairness", server_pids: dict[str, int] | None = None,
-                       warmup: float = WARMUP_SECONDS) -> dict[str, Any]:
+                       warmup: float = WARMUP_SECONDS, heavy_conditions: bool = True) -> dict[str, Any]:
     """The benchmark on existing servers: the quiet organization alone, then beside the noisy one.
 
     ``server_pids`` (e.g. ``{"postgres": pid, "kafka": pid}``) adds the servers' CPU to each phase; ``warmup``
-    is how long the noisy organization may take to fill its connections before the second phase."""
+    is how long the noisy organization may take to fill its connections before the second phase; without
+    ``heavy_conditions`` the noisy organization has only its hanging integrations."""
     create_tables(dsn, hanging)
     config = config_text(dsn, store_dsn, bootstrap_servers, topic)
     async with TimingReceiver() as receiver, HangingReceiver() as hanging_receiver, \
             WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, config=config, slot=SLOT) as pipeline:
         receiver.secret = await register_quiet(store_dsn, receiver.url)
         await pipeline.start()
-        with PacedWriter(dsn, QUIET_TABLE, 1) as quiet_writer, PacedWriter(dsn, NOISY_TABLE, 1) as noisy_writer:
-            phases = Phases(pipeline, Quiet(quiet_writer, receiver, quiet_rate, seconds), noisy_writer,
-                            server_pids or {})
-            alone = await phases.alone()
-            noisy = await create_noisy(store_dsn, hanging_receiver, hanging)
-            beside = await phases.beside_noisy(noisy_rate, hanging_receiver, noisy, warmup)
+        async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
+            with PacedWriter(dsn, QUIET_TABLE, 1) as quiet_writer, PacedWriter(dsn, NOISY_TABLE, 1) as noisy_writer:
+                phases = Phases(pipeline, Quiet(quiet_writer, receiver, quiet_rate, seconds), noisy_writer, kafka,
+                                server_pids or {})
+                alone = await phases.alone()
+                noisy = await create_noisy(store_dsn, hanging_receiver, hanging, heavy_conditions)
+                beside = await phases.beside_noisy(noisy_rate, hanging_receiver, noisy, warmup)
         return {"alone": alone, "beside_noisy": beside, "noisy": noisy, "added_ms": added(alone, beside),
                 "target_ms": TARGET_MS, "verified": receiver.verified, "rejected": receiver.rejected,
                 "duplicates": receiver.duplicates,
@@ -156,6 +159,10 @@ def print_table(result: dict[str, Any]) -> None:
         cells = [_cell(run[k]) for k in ("p50_ms", "p99_ms", "max_ms")]
         print(f"{name:<26}{run['written']:>9}{run['delivered']:>10}{cells[0]:>9}{cells[1]:>9}{cells[2]:>9}"
               f"{run['busy_cores']['publisher']:>16}{run['busy_cores']['machine']:>14}")
+    for name, key in (("alone", "alone"), ("beside the noisy one", "beside_noisy")):
+        split = result[key]["stages"]
+        print(f"  {name}: " + ", ".join(f"{stage} p50/p99/max {v['p50_ms']}/{v['p99_ms']}/{v['max_ms']} ms"
+                                          for stage, v in split.items() if isinstance(v, dict)))
     delay = result["added_ms"]
     verdict = "met" if all(v is not None and v <= result["target_ms"] for v in delay.values()) else "NOT met"
     print(f"{'delay added':<26}{'':>19}{_cell(delay['p50_ms']):>9}{_cell(delay['p99_ms']):>9}"
@@ -181,6 +188,8 @@ def main() -> None:
     parser.add_argument("--quiet-rate", type=float, default=200, help="the quiet organization's changes/s")
     parser.add_argument("--noisy-rate", type=float, default=1000, help="the noisy organization's changes/s")
     parser.add_argument("--hanging", type=int, default=40, help="the noisy organization's hanging integrations")
+    parser.add_argument("--no-conditions", dest="heavy_conditions", action="store_false",
+                        help="the noisy organization without its heavy conditions (only the hanging integrations)")
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-fairness-"))
@@ -194,7 +203,8 @@ def main() -> None:
         if stack.kafka is not None and stack.kafka.process is not None:
             servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_fairness(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.seconds,
-                                          args.quiet_rate, args.noisy_rate, args.hanging, server_pids=servers))
+                                          args.quiet_rate, args.noisy_rate, args.hanging, server_pids=servers,
+                                          heavy_conditions=args.heavy_conditions))
     result["conditions"]["wall_seconds"] = round(time.monotonic() - started)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

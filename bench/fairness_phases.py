@@ -19,7 +19,8 @@ import psycopg
 
 from bench.hanging_receiver import HangingReceiver
 from bench.latency import latency_summary
-from bench.latency_pipeline import WalhookPipeline
+from bench.latency_breakdown import KafkaTimestamps
+from bench.latency_pipeline import WalhookPipeline, percentile
 from bench.latency_receiver import TimingReceiver
 from bench.noisy_organization import NOISY
 from bench.paced_writer import PacedWriter
@@ -29,6 +30,9 @@ from models.settings import PublisherSettings
 WARMUP_SECONDS = 20.0
 """How long the noisy organization may take to fill its connections; its writer runs this much longer than
 the quiet phase, so it is still writing while the quiet organization's last changes arrive."""
+
+NOISY_FIRST_ID = 100_000_000
+"""The noisy rows' ids start here: the topic's keys then tell the quiet organization's rows apart by id alone."""
 
 NOISY_IN_STORE = """SELECT
     (SELECT count(*) FROM walhook.deliveries WHERE organization_id = %(org)s AND status = 'pending'),
@@ -49,11 +53,12 @@ class Quiet:
 
 
 class Phases:
-    """Runs the phases on one pipeline, measuring the CPU of every part in each."""
+    """Runs the phases on one pipeline, measuring the CPU of every part in each; ``kafka`` reads when each quiet
+    change reached the topic, which splits its latency into capture (commit -> Kafka) and delivery."""
 
     def __init__(self, pipeline: WalhookPipeline, quiet: Quiet, noisy_writer: PacedWriter,
-                 server_pids: dict[str, int]) -> None:
-        self.pipeline, self.quiet, self.noisy_writer = pipeline, quiet, noisy_writer
+                 kafka: KafkaTimestamps, server_pids: dict[str, int]) -> None:
+        self.pipeline, self.quiet, self.noisy_writer, self.kafka = pipeline, quiet, noisy_writer, kafka
         pids = {name: (process.pid, False) for name, process in pipeline.processes.items()}
         pids.update({name: (pid, True) for name, pid in server_pids.items()})
         pids.update({f"writer{n}": (pid, False) for n, pid in enumerate([*quiet.writer.pids, *noisy_writer.pids])})
@@ -71,7 +76,7 @@ class Phases:
         expected = min(settings.max_connections_per_organization,
                        noisy["hanging_integrations"] * settings.concurrency_per_integration)
         writing = asyncio.ensure_future(asyncio.to_thread(self.noisy_writer.run, rate,
-                                                          self.quiet.seconds + warmup, 1))
+                                                          self.quiet.seconds + warmup, NOISY_FIRST_ID))
         if not await receiver.wait_for_open(expected, warmup):
             await writing
             raise RuntimeError(f"the noisy organization held only {receiver.open} of {expected} connections "
@@ -81,7 +86,7 @@ class Phases:
         hanging = {**receiver.snapshot(), "open_at_start": open_at_start, "expected": expected}
         hanging["open_at_end"] = hanging.pop("open")
         start, committed = await writing
-        load = latency_summary(committed, {}, start, rate, 1)
+        load = latency_summary(committed, {}, start, rate, NOISY_FIRST_ID)
         parked, filtered = await asyncio.to_thread(_noisy_in_store, self.pipeline.store_dsn)
         result["noisy_load"] = {"written": load["written"], "achieved_rate": load["achieved_rate"],
                                 "writer_max_behind_schedule_ms": load["writer_max_behind_schedule_ms"],
@@ -102,9 +107,33 @@ class Phases:
             raise RuntimeError(f"the quiet organization's changes did not all arrive: {result['delivered']} of "
                                f"{result['written']} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms of those)")
         result["busy_cores"] = _busy_cores(self.meter.lap(), time.monotonic() - started)
+        result["stages"] = stages(committed, await self.kafka.collect(set(committed)), quiet.receiver.arrivals)
+        result["max_ms_by_second"] = by_second(committed, quiet.receiver.arrivals, start)
         result.update(self.pipeline.peak_rss_mb())
         quiet.next_id += result["written"]
         return result
+
+
+def stages(committed: dict[int, float], produced: dict[int, float], arrivals: dict[int, float]
+           ) -> dict[str, Any]:
+    """p50/p99/max in ms of commit -> Kafka record (capture and broker) and Kafka record -> received (the
+    publisher), over the inserts (an update's record carries the key of the row it changed)."""
+    found = [i for i in committed if i in produced and i in arrivals]
+    result: dict[str, Any] = {"events": len(found)}
+    for name, start, end in (("commit->kafka", committed, produced), ("kafka->received", produced, arrivals)):
+        values = sorted((end[i] - start[i]) * 1000 for i in found)
+        result[name] = {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99),
+                        "max_ms": round(values[-1], 1) if values else None}
+    return result
+
+
+def by_second(committed: dict[int, float], arrivals: dict[int, float], start: float) -> list[float]:
+    """The longest latency (ms) of the changes committed in each second of the phase: when the delays came."""
+    worst: dict[int, float] = {}
+    for i, t in committed.items():
+        second = int(t - start)
+        worst[second] = max(worst.get(second, 0.0), (arrivals[i] - t) * 1000)
+    return [round(worst.get(second, 0.0)) for second in range(max(worst) + 1)] if worst else []
 
 
 def _busy_cores(spent: dict[str, float], elapsed: float) -> dict[str, float]:

@@ -61,14 +61,16 @@ def _never(n: int, k: int) -> dict[str, Any]:
     return {"property": "name", "is_null": True}
 
 
-async def create_noisy(store_dsn: str, receiver: HangingReceiver, hanging: int,
+async def create_noisy(store_dsn: str, receiver: HangingReceiver, hanging: int, heavy_conditions: bool = True,
                        api: ApiSettings | None = None) -> dict[str, Any]:
-    """The noisy organization and its integrations; returns what was created and what the budget said."""
+    """The noisy organization and its integrations; returns what was created and what the budget said.
+    Without ``heavy_conditions`` only the hanging integrations (to tell the two loads' effects apart)."""
     api = api or ApiSettings()
     actor = Actor.organization(NOISY)
     budget = api.max_condition_cost_per_organization
     heavy_cost = cost(parse_items(heavy_items(0)))
-    heavy = (budget - sum(cost(parse_items(hanging_items(n))) for n in range(hanging))) // heavy_cost
+    heavy = (budget - sum(cost(parse_items(hanging_items(n))) for n in range(hanging))) // heavy_cost \
+        if heavy_conditions else 0
     async with Store(store_dsn) as store:
         await store.add_organization(NOISY)
         # The heavy ones first: a publisher whose directory has seen the hanging ones has seen these too.
@@ -77,10 +79,16 @@ async def create_noisy(store_dsn: str, receiver: HangingReceiver, hanging: int,
         for n in range(hanging):
             await create_integration(store, api, actor, NOISY, receiver.url(n), hanging_items(n))
         total = sum(cost(i.subscriptions) for i in await store.integrations_of(NOISY))
-        try:
-            await create_integration(store, api, actor, NOISY, receiver.url(hanging + heavy), heavy_items(heavy))
-            refused = False
-        except Conflict:
-            refused = True
+        refused = None if not heavy_conditions else await _refused(store, api, actor, receiver.url(hanging + heavy),
+                                                                   heavy_items(heavy))
     return {"hanging_integrations": hanging, "heavy_integrations": heavy, "tests_per_heavy_condition": heavy_cost - 1,
             "condition_cost": total, "budget": budget, "one_more_refused": refused}
+
+
+async def _refused(store: Store, api: ApiSettings, actor: Actor, url: str, items: list[SubscriptionItem]) -> bool:
+    """Whether the budget refuses one more integration with these subscriptions."""
+    try:
+        await create_integration(store, api, actor, NOISY, url, items)
+    except Conflict:
+        return True
+    return False
