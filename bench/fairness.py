@@ -99,12 +99,13 @@ def create_tables(dsn: str, hanging: int) -> None:
         conn.execute(table_sql(hanging))
 
 
-async def register_quiet(store_dsn: str, url: str) -> str:
-    """The quiet organization with its one integration (every change of its table); returns its secret."""
+async def register_quiet(store_dsn: str, url: str) -> tuple[str, int]:
+    """The quiet organization with its one integration (every change of its table): its secret and the id."""
     async with Store(store_dsn) as store:
         secret = await store.add_organization(QUIET)
-        await create_integration(store, ApiSettings(), Actor.organization(QUIET), QUIET, url, [f"{QUIET_KEY}:*"])
-    return secret
+        integration_id = await create_integration(store, ApiSettings(), Actor.organization(QUIET), QUIET, url,
+                                                  [f"{QUIET_KEY}:*"])
+    return secret, integration_id
 
 
 async def run_fairness(dsn: str, store_dsn: str, bootstrap_servers: str, workdir: Path, seconds: float,
@@ -120,7 +121,7 @@ async def run_fairness(dsn: str, store_dsn: str, bootstrap_servers: str, workdir
     config = config_text(dsn, store_dsn, bootstrap_servers, topic)
     async with TimingReceiver() as receiver, HangingReceiver() as hanging_receiver, \
             WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, config=config, slot=SLOT) as pipeline:
-        receiver.secret = await register_quiet(store_dsn, receiver.url)
+        receiver.secret, pipeline.integration_id = await register_quiet(store_dsn, receiver.url)
         await pipeline.start()
         async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
             with PacedWriter(dsn, QUIET_TABLE, 1) as quiet_writer, PacedWriter(dsn, NOISY_TABLE, 1) as noisy_writer:

@@ -19,7 +19,7 @@ import psycopg
 
 from bench.hanging_receiver import HangingReceiver
 from bench.latency import latency_summary
-from bench.latency_breakdown import KafkaTimestamps
+from bench.latency_breakdown import KafkaTimestamps, store_times
 from bench.latency_pipeline import WalhookPipeline, percentile
 from bench.latency_receiver import TimingReceiver
 from bench.noisy_organization import NOISY
@@ -107,20 +107,24 @@ class Phases:
             raise RuntimeError(f"the quiet organization's changes did not all arrive: {result['delivered']} of "
                                f"{result['written']} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms of those)")
         result["busy_cores"] = _busy_cores(self.meter.lap(), time.monotonic() - started)
-        result["stages"] = stages(committed, await self.kafka.collect(set(committed)), quiet.receiver.arrivals)
+        stored = await store_times(self.pipeline.store_dsn, self.pipeline.integration_id)
+        result["stages"] = stages(committed, await self.kafka.collect(set(committed)),
+                                  {i: started for i, (_, started) in stored.items()}, quiet.receiver.arrivals)
         result["max_ms_by_second"] = by_second(committed, quiet.receiver.arrivals, start)
         result.update(self.pipeline.peak_rss_mb())
         quiet.next_id += result["written"]
         return result
 
 
-def stages(committed: dict[int, float], produced: dict[int, float], arrivals: dict[int, float]
-           ) -> dict[str, Any]:
-    """p50/p99/max in ms of commit -> Kafka record (capture and broker) and Kafka record -> received (the
-    publisher), over the inserts (an update's record carries the key of the row it changed)."""
-    found = [i for i in committed if i in produced and i in arrivals]
+def stages(committed: dict[int, float], produced: dict[int, float], attempted: dict[int, float],
+           arrivals: dict[int, float]) -> dict[str, Any]:
+    """p50/p99/max in ms of commit -> Kafka record (capture and broker), Kafka record -> the attempt started
+    (the publisher's intake, routing and lane) and attempt -> received (the request), over the inserts (an
+    update's record carries the key of the row it changed)."""
+    found = [i for i in committed if i in produced and i in attempted and i in arrivals]
     result: dict[str, Any] = {"events": len(found)}
-    for name, start, end in (("commit->kafka", committed, produced), ("kafka->received", produced, arrivals)):
+    for name, start, end in (("commit->kafka", committed, produced), ("kafka->attempt", produced, attempted),
+                             ("attempt->received", attempted, arrivals)):
         values = sorted((end[i] - start[i]) * 1000 for i in found)
         result[name] = {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99),
                         "max_ms": round(values[-1], 1) if values else None}

@@ -32,3 +32,5 @@ async def test_fairness_benchmark_delivers_every_quiet_change_beside_a_noisy_org
     assert load["written"] == 100 * 12  # the quiet phase's 2 s and the 10 s warm-up
     assert load["filtered_by_each_heavy_condition"] > 0  # the heavy conditions ran on the noisy changes
     assert set(result["added_ms"]) == {"p50_ms", "p99_ms", "max_ms"}
+    # every quiet insert was found at each stage: in the topic, in the store's attempts, at the receiver
+    assert result["beside_noisy"]["stages"]["events"] == 100 * 4 // 5
