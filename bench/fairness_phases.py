@@ -23,7 +23,7 @@ from bench.latency_breakdown import KafkaTimestamps, store_times
 from bench.latency_pipeline import WalhookPipeline, percentile
 from bench.latency_receiver import TimingReceiver
 from bench.noisy_organization import NOISY
-from bench.paced_writer import PacedWriter
+from bench.paced_writer import PacedWriter, is_update
 from bench.procfs import CpuMeter
 from models.settings import PublisherSettings
 
@@ -108,7 +108,8 @@ class Phases:
                                f"{result['written']} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms of those)")
         result["busy_cores"] = _busy_cores(self.meter.lap(), time.monotonic() - started)
         stored = await store_times(self.pipeline.store_dsn, self.pipeline.integration_id)
-        result["stages"] = stages(committed, await self.kafka.collect(set(committed)),
+        inserts = {i for i in committed if not is_update(i - quiet.next_id)}  # an update's record has another key
+        result["stages"] = stages(committed, await self.kafka.collect(inserts),
                                   {i: started for i, (_, started) in stored.items()}, quiet.receiver.arrivals)
         result["max_ms_by_second"] = by_second(committed, quiet.receiver.arrivals, start)
         result.update(self.pipeline.peak_rss_mb())
