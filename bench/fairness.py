@@ -15,7 +15,8 @@ updates) to a table of its own.
    publisher holds all the connections the noisy organization may open.
 
 Prints the quiet latency of each phase and the delay the noisy organization added (p50, p99, max);
-writes bench/results/fairness.json. Every quiet change must arrive in both phases, or it fails.
+writes bench/results/fairness.json. Every quiet change must arrive in both phases, or it fails (after
+writing the figures, with the missing ones counted).
 
     python bench/fairness.py [--seconds 60] [--quiet-rate 200] [--noisy-rate 1000] [--hanging 40]
 """
@@ -130,9 +131,9 @@ async def run_fairness(dsn: str, store_dsn: str, bootstrap_servers: str, workdir
                 alone = await phases.alone()
                 noisy = await create_noisy(store_dsn, hanging_receiver, hanging, heavy_conditions)
                 beside = await phases.beside_noisy(noisy_rate, hanging_receiver, noisy, warmup)
-        return {"alone": alone, "beside_noisy": beside, "noisy": noisy, "added_ms": added(alone, beside),
-                "target_ms": TARGET_MS, "verified": receiver.verified, "rejected": receiver.rejected,
-                "duplicates": receiver.duplicates,
+        return {"complete": not alone["missing"] and not beside["missing"], "alone": alone, "beside_noisy": beside,
+                "noisy": noisy, "added_ms": added(alone, beside), "target_ms": TARGET_MS,
+                "verified": receiver.verified, "rejected": receiver.rejected, "duplicates": receiver.duplicates,
                 "conditions": conditions(quiet_rate, noisy_rate, seconds, pipeline.config_text)}
 
 
@@ -210,6 +211,9 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
+    if not result["complete"]:  # written down first, so the run's figures stay for whoever looks into it
+        raise SystemExit(f"FAILED: {result['alone']['missing']} (alone) and {result['beside_noisy']['missing']} "
+                         "(beside the noisy one) of the quiet organization's changes did not arrive")
 
 
 if __name__ == "__main__":

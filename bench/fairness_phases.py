@@ -1,7 +1,7 @@
 """The fairness benchmark's two phases: the quiet organization's load alone, then beside the noisy one.
 
 Each phase writes the quiet organization's changes at the same rate for the same time, waits
-until every one arrived (or fails naming how many did not), and summarises their commit ->
+until every one arrived (or counts the missing ones after a deadline), and summarises their commit ->
 received latency and the cores each part kept busy. The second also starts the noisy
 organization's writer, waits until the publisher holds every connection the noisy organization
 may open, and afterwards reports the noisy load that was really there.
@@ -103,9 +103,7 @@ class Phases:
         await quiet.receiver.wait_for(committed.keys(), stall_timeout=max(60.0, quiet.seconds),
                                       timeout=max(120.0, 2 * quiet.seconds))
         result = latency_summary(committed, quiet.receiver.arrivals, start, quiet.rate, quiet.next_id)
-        if result["delivered"] != result["written"]:
-            raise RuntimeError(f"the quiet organization's changes did not all arrive: {result['delivered']} of "
-                               f"{result['written']} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms of those)")
+        result["missing"] = result["written"] - result["delivered"]  # the run fails on any, once it is written down
         result["busy_cores"] = _busy_cores(self.meter.lap(), time.monotonic() - started)
         stored = await store_times(self.pipeline.store_dsn, self.pipeline.integration_id)
         inserts = {i for i in committed if not is_update(i - quiet.next_id)}  # an update's record has another key

@@ -21,6 +21,7 @@ async def test_fairness_benchmark_delivers_every_quiet_change_beside_a_noisy_org
     result = await run_fairness(database, database, servers.bootstrap_servers, workdir, seconds=2, quiet_rate=50,
                                 noisy_rate=100, hanging=HANGING, topic=topic, warmup=10)
 
+    assert result["complete"]
     for phase in (result["alone"], result["beside_noisy"]):
         assert phase["written"] == 100 and phase["delivered"] == phase["written"]
         assert phase["max_ms"] >= phase["p99_ms"] >= phase["p50_ms"]
