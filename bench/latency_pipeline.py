@@ -71,13 +71,17 @@ create_time_column = "created_at"
 
 
 class WalhookPipeline:
-    """The two walhook processes for one run; stopped (SIGTERM, then SIGKILL) on exit."""
+    """The two walhook processes for one run; stopped (SIGTERM, then SIGKILL) on exit.
+
+    ``config`` (with the ``slot`` it names) replaces the latency benchmark's own configuration."""
 
     def __init__(self, dsn: str, store_dsn: str, bootstrap_servers: str, topic: str, workdir: Path,
-                 tuned: bool = False, settings: Sequence[str] = ()) -> None:
+                 tuned: bool = False, settings: Sequence[str] = (), *, config: str | None = None,
+                 slot: str = SLOT) -> None:
         self.dsn, self.store_dsn, self.bootstrap_servers, self.topic = dsn, store_dsn, bootstrap_servers, topic
         self.workdir = workdir
-        self.config_text = config_text(dsn, store_dsn, bootstrap_servers, topic, tuned, settings)
+        self.slot = slot
+        self.config_text = config or config_text(dsn, store_dsn, bootstrap_servers, topic, tuned, settings)
         self.integration_id = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -95,7 +99,7 @@ class WalhookPipeline:
         for command in ("cdc", "publisher"):
             self.processes[command] = spawn([sys.executable, "-m", "walhook", "--log-level", "WARNING", command,
                                              "--config", str(config)], self.workdir / f"{command}.log")
-        await wait_for_streaming(self.dsn, SLOT, self.processes["cdc"])
+        await wait_for_streaming(self.dsn, self.slot, self.processes["cdc"])
         await wait_for_publisher(self.bootstrap_servers, f"{self.topic}.publisher", self.processes["publisher"])
 
     def peak_rss_mb(self) -> dict[str, float]:

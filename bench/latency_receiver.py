@@ -54,11 +54,12 @@ class TimingReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def wait_for(self, ids: Iterable[int], stall_timeout: float) -> None:
-        """Return once every id arrived, or when none arrived for ``stall_timeout`` seconds."""
+    async def wait_for(self, ids: Iterable[int], stall_timeout: float, timeout: float | None = None) -> None:
+        """Return once every id arrived, when none arrived for ``stall_timeout`` seconds, or after ``timeout``."""
         missing = {i for i in ids if i not in self.arrivals}
         last_progress = time.monotonic()
-        while missing and time.monotonic() - last_progress < stall_timeout:
+        deadline = last_progress + (timeout if timeout is not None else float("inf"))
+        while missing and time.monotonic() - last_progress < stall_timeout and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             before = len(missing)
             missing = {i for i in missing if i not in self.arrivals}

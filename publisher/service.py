@@ -59,7 +59,8 @@ SHUTDOWN_SECONDS = 5.0
 
 MAX_UNSETTLED_RECORDS = 20_000
 """Records taken in but not settled yet: past this the consumer waits (memory stays bounded, and a crash
-resends at most this many)."""
+resends at most this many). Past half of it, slow lanes give their live deliveries to the store first
+(``Dispatcher.spill_slow``): otherwise 20 hanging integrations with full lanes would reach it alone."""
 
 
 async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
@@ -187,8 +188,7 @@ class Publisher:
         assert self.dispatcher is not None
         while not stop.is_set():
             await self.dispatcher.room()
-            while self.settlement.unsettled() > MAX_UNSETTLED_RECORDS and not stop.is_set():
-                await asyncio.sleep(0.01)
+            await self._within_unsettled_cap(stop)
             handovers = self._handovers
             batch = await consumer.getmany(timeout_ms=200, max_records=1000)
             if not batch:
@@ -203,6 +203,16 @@ class Publisher:
                     for tp, records in batch.items():
                         if tp in consumer.assignment():
                             consumer.seek(tp, records[0].offset)
+
+    async def _within_unsettled_cap(self, stop: asyncio.Event) -> None:
+        """Past half the cap of unsettled records, the slow lanes' live deliveries go to wait in the store (where
+        they settle), so hanging endpoints cannot bring the intake to the cap; at the cap, wait for settling."""
+        assert self.dispatcher is not None
+        while self.settlement.unsettled() > MAX_UNSETTLED_RECORDS // 2:
+            self.dispatcher.spill_slow()
+            if self.settlement.unsettled() <= MAX_UNSETTLED_RECORDS or stop.is_set():
+                return
+            await asyncio.sleep(0.05)  # the recorder writes what was spilled; then its records are settled
 
     def _note_positions(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]
                         ) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from publisher import service
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
@@ -53,3 +56,30 @@ async def test_a_hostile_backlog_does_not_starve_another_organizations_retries(
     assert pending > 500  # the hostile backlog was really there, waiting in the store
     assert retried_after < BOUND_SECONDS and redelivered_after < BOUND_SECONDS and replayed_after < BOUND_SECONDS, \
         (retried_after, redelivered_after, replayed_after)
+
+
+async def test_hanging_endpoints_holding_the_unsettled_records_do_not_stop_another_organizations_live_events(
+        servers: Servers, database: str, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three hanging integrations, each with a lane of 100: 300 records in memory, unsettled, past a cap of 150.
+    # Before, the consumer waited at the cap until the hanging requests timed out (here: never within the test),
+    # and every organization's live events waited with it.
+    monkeypatch.setattr(service, "MAX_UNSETTLED_RECORDS", 150)
+    hang = {f"hang{n}": always(204, delay=120) for n in range(3)}
+    async with ScriptedReceiver(scripts=hang) as receiver, Store(database) as store:
+        receiver.secrets["victim"] = await store.add_organization("victim")
+        await store.add_organization("hostile")
+        await store.add_integration("victim", receiver.url("victim"), ["docs:*"])
+        for n in range(3):
+            await store.add_integration("hostile", receiver.url(f"hang{n}"), [f"docs{n}:*"])
+        async with publishing(servers, topic, store, lane_capacity=100, concurrency_per_integration=2,
+                              request_timeout=60) as _:
+            await produce(servers, topic, [event(n, org="hostile", entity=f"docs{n % 3}/{n}", key=f"docs{n % 3}")
+                                           for n in range(1, 331)])
+            await until(lambda: len(receiver.hits) == 6)  # every hanging lane has its requests in flight
+            started = time.monotonic()
+            await produce(servers, topic, [event(1000, org="victim", entity="docs/v")])
+            await until(lambda: len(receiver.verified("victim")) == 1, timeout=BOUND_SECONDS * 3)
+            delivered_after = time.monotonic() - started
+            pending = sum(1 for d in await store.deliveries(limit=2000) if d.status == "pending")
+    assert pending > 150  # the hostile deliveries wait in the store, settled
+    assert delivered_after < BOUND_SECONDS, delivered_after

@@ -38,6 +38,11 @@ _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAI
            Verdict.GONE: "pending"}  # the integration is disabled: the delivery waits for it to be enabled again
 
 
+SLOW_SECONDS = 5.0
+"""A lane whose queue would take longer than this to drain (at its current pace) is slow: when the consumer
+nears its cap of unsettled records, its queued live deliveries wait in the store instead (``spill_slow``)."""
+
+
 class DispatchStore(RecorderStore, Protocol):
     """What the dispatcher needs of the store: its recorder's writes, claims, health and ordering's lookups."""
 
@@ -118,6 +123,20 @@ class Dispatcher:
         deadline = loop.time() + max_wait
         while (left := deadline - loop.time()) > 0 and any(lane.backed_up(left) for lane in self._lanes.values()):
             await asyncio.sleep(0.005)
+
+    def spill_slow(self, within: float = SLOW_SECONDS) -> int:
+        """Live deliveries queued in lanes that cannot empty within ``within`` seconds go to wait in the store,
+        where they are settled; returns how many. Called when the consumer nears its cap of unsettled records:
+        a few hanging endpoints holding their lanes' records must not stop the intake of every organization's
+        live events. Requests in flight stay; the store gives the deliveries back in order, as the lanes take them.
+        """
+        spilled = 0
+        for lane in list(self._lanes.values()):
+            if lane.slow(within):
+                taken = lane.drain(lambda delivery: delivery.live is not None)
+                self._give_back(lane, taken)
+                spilled += len(taken)
+        return spilled
 
     async def take_live(self, deliveries: list[NewDelivery]) -> None:
         """A consumed batch's deliveries: each to its lane now, or to the store when it must wait.

@@ -129,6 +129,11 @@ class Lane:
         excess = self._size - self._capacity // 2
         return excess > 0 and excess <= self._drain.rate(asyncio.get_running_loop().time()) * within
 
+    def slow(self, within: float) -> bool:
+        """Whether what waits here would take longer than ``within`` seconds at the pace the lane drains now
+        (an endpoint that hangs: it does not drain at all)."""
+        return self._size > self._drain.rate(asyncio.get_running_loop().time()) * within
+
     def held_ids(self) -> list[int]:
         """Every delivery from the store this lane holds, waiting or in flight (live ones have no id yet)."""
         return [delivery.id for queue in self._queues.values() for delivery in queue if delivery.live is None]
