@@ -104,9 +104,9 @@ class KafkaWriter:
 
     ``append`` is synchronous: it serialises one event into its partition's open batch.
     Full batches, and open ones older than ``linger_ms``, leave at the next ``send_ready``.
-    When the replication stream has nothing more buffered the pipeline calls
-    ``linger_then_flush``: open batches get the rest of ``linger_ms`` to fill, then leave, so
-    a quiet stream is held back by ``linger_ms`` at most. ``send_ready`` and ``flush`` wait
+    When the replication stream has nothing more buffered the pipeline calls ``send_due`` and
+    waits for more at most until the oldest open batch is due, so a quiet stream is held back
+    by ``linger_ms`` at most, and a busy one is read as it arrives. ``send_ready`` and ``flush`` wait
     while ``max_in_flight`` events are unacknowledged: a fast database makes the reader
     wait instead of memory growing. One batch per partition is in flight at a time, so
     Kafka keeps each partition in append order.
@@ -238,15 +238,18 @@ class KafkaWriter:
         elif self._ready:
             await self._send_ready()
 
-    async def linger_then_flush(self) -> None:
-        """For a stream with nothing more to read: give open batches the rest of ``linger_ms`` to fill
-        (single-row transactions would otherwise go out one record per request), then send them."""
-        if self._open_batches:
-            oldest = min(batch.opened for batch in self._open_batches.values())
-            remaining = oldest + self._linger - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-        await self.flush()
+    async def send_due(self) -> float | None:
+        """For a stream with nothing more to read now: send the batches that had ``linger_ms`` to fill;
+        returns the seconds until the next open one has (None: none is open).
+
+        The caller reads on meanwhile and calls again by then: a change that arrives while its
+        partition's batch lingers joins it at once, instead of waiting unread for the batch to leave.
+        """
+        await self.send_ready()
+        if not self._open_batches:
+            return None
+        oldest = min(batch.opened for batch in self._open_batches.values())
+        return max(0.0, oldest + self._linger - time.monotonic())
 
     async def flush(self) -> None:
         """Send every open batch now (without waiting for acknowledgements)."""

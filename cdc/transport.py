@@ -91,11 +91,13 @@ class ReplicationConnection:
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             raise _start_error(slot, result.get_error_message() if result else pgconn.get_error_message())
 
-    async def read(self, on_idle: Callable[[], Awaitable[None]] | None = None) -> list[bytes | memoryview]:
+    async def read(self, on_idle: Callable[[], Awaitable[float | None]] | None = None) -> list[bytes | memoryview]:
         """Every CopyData message already received; waits until there is at least one.
 
-        ``on_idle`` runs before waiting, when neither libpq nor the socket holds anything more:
-        the moment to send what was buffered downstream.
+        ``on_idle`` runs whenever neither libpq nor the socket holds anything more: the moment to
+        send what is due downstream. It returns how long the wait for more may last before it must
+        run again (None: as long as it takes). The wait itself always watches the socket, so a
+        message that arrives meanwhile is read at once.
         """
         while True:
             messages = self._drain()
@@ -105,10 +107,9 @@ class ReplicationConnection:
             messages = self._drain()
             if messages:
                 return messages
-            if on_idle is not None:
-                await on_idle()
-            await self._wait_readable()
-            self._consume()
+            timeout = await on_idle() if on_idle is not None else None
+            if await self._wait_readable(timeout):
+                self._consume()
 
     def _drain(self) -> list[bytes | memoryview]:
         pgconn = self._conn()
@@ -162,10 +163,11 @@ class ReplicationConnection:
         while self._conn().flush() == 1:
             await self._wait(writable=True)
 
-    async def _wait_readable(self) -> None:
-        await self._wait(writable=False)
+    async def _wait_readable(self, timeout: float | None = None) -> bool:
+        return await self._wait(writable=False, timeout=timeout)
 
-    async def _wait(self, writable: bool) -> None:
+    async def _wait(self, writable: bool, timeout: float | None = None) -> bool:
+        """Wait until the socket is readable (writable); False when ``timeout`` seconds passed first."""
         loop = asyncio.get_running_loop()
         fd = self._conn().socket
         ready: asyncio.Future[None] = loop.create_future()
@@ -176,7 +178,11 @@ class ReplicationConnection:
 
         add(fd, wake)
         try:
-            await ready
+            if timeout is None:
+                await ready
+            else:
+                await asyncio.wait({ready}, timeout=timeout)
+            return ready.done()
         finally:
             remove(fd)
 

@@ -13,10 +13,11 @@ from aiokafka import AIOKafkaConsumer
 
 from cdc.errors import SlotBusyError, SourceError
 from cdc.lsn import parse_lsn
-from cdc.pipeline import CapturePipeline, run_capture
+from cdc.pipeline import CapturePipeline, CaptureStats, run_capture
 from models.events import ChangeEvent
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
+from tests.support import until_streaming, wait_for
 
 ENTITY = EntitySettings(table="items", entity_key="items", entity_path="items/{id}", collection_path="items",
                         organization_column="org")
@@ -56,9 +57,9 @@ async def confirmed_flush(database: str) -> int:
 
 @contextlib.asynccontextmanager
 async def capturing(source: SourceSettings, kafka: KafkaSettings,  # type: ignore[no-untyped-def]
-                    entities: list[EntitySettings] | None = None):
+                    entities: list[EntitySettings] | None = None, stats: CaptureStats | None = None):
     stop = asyncio.Event()
-    task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop))
+    task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop, stats=stats))
     try:
         yield task
     finally:
@@ -117,6 +118,25 @@ async def test_restart_loses_nothing_and_keeps_per_entity_order(database: str, s
     assert len(by_id) == 2 * len(committed)
     assert all(copy == copies[0] for copies in by_id.values() for copy in copies)  # re-reads are identical
     assert lsn_after >= last_commit_end - 64  # confirmed up to the last commit once Kafka has it all
+
+
+async def test_a_change_committed_while_a_batch_lingers_is_read_at_once(database: str, servers: Servers,
+                                                                       topic: str) -> None:
+    """An open batch waiting for company (``linger_ms``) does not stop the capture reading: a change
+    committed meanwhile is captured as it arrives (and joins the batch), not once the batch left."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, org text, name text)")
+    source, kafka = settings(database, servers, topic)
+    kafka = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topic=topic, partitions=1, linger_ms=600_000)
+    stats = CaptureStats()
+    async with capturing(source, kafka, stats=stats):
+        await until_streaming(database)
+        for item in (1, 2):
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute("INSERT INTO items (id, org, name) VALUES (%s, 'acme', 'new')", [item])
+            await wait_for(lambda: stats.events_captured == item, what=f"change {item} to be captured")  # noqa: B023
+    events = await read_topic(servers.bootstrap_servers, topic, expected=2)  # stopping sent the open batch
+    assert [event["entityId"] for event in events] == ["1", "2"]
 
 
 async def test_a_second_process_on_a_busy_slot_gets_a_clear_message(

@@ -82,18 +82,18 @@ async def test_an_event_larger_than_max_request_size_is_refused_by_name(servers:
             writer.append(event(2, 0, size=10_000), "tx")
 
 
-async def test_an_idle_stream_lets_open_batches_linger_then_sends_them(servers: Servers, topic: str) -> None:
+async def test_an_open_batch_is_due_once_it_lingered_then_sent(servers: Servers, topic: str) -> None:
     settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1, linger_ms=300)
     await ensure_topic(settings)
-    acknowledged: list[int] = []
-    async with KafkaWriter(settings, lambda token, n: acknowledged.append(n)) as writer:
+    acknowledged = asyncio.Event()
+    async with KafkaWriter(settings, lambda token, n: acknowledged.set()) as writer:
+        assert await writer.send_due() is None  # nothing open: no reason to come back
         writer.append(event(1, 0), "tx")
-        started = asyncio.get_running_loop().time()
-        await writer.linger_then_flush()  # what the pipeline calls when nothing more is buffered
-        waited = asyncio.get_running_loop().time() - started
-        await writer.linger_then_flush()  # nothing open: returns at once
-        assert asyncio.get_running_loop().time() - started - waited < 0.1
-    assert 0.2 < waited < 1.0 and acknowledged == [1]
+        due_in = await writer.send_due()  # what the pipeline calls when nothing more is buffered
+        assert due_in is not None and 0 < due_in <= 0.3 and writer.in_flight == 1 and not acknowledged.is_set()
+        while (due_in := await writer.send_due()) is not None:  # the pipeline reads on for this long, then again
+            await asyncio.sleep(due_in)
+        await asyncio.wait_for(acknowledged.wait(), 10)
 
 
 async def test_unacknowledged_bytes_are_bounded_as_well_as_events(servers: Servers, topic: str) -> None:
