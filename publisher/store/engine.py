@@ -7,11 +7,14 @@ binary arrays, rows as tuples). Both put walhook's schema where a statement says
 
 from __future__ import annotations
 
+import asyncio
+import select
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg import pq
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,6 +23,9 @@ from models.dsn import primary_dsn
 from models.errors import Conflict, StoreError
 from models.migrations import migrate
 from models.secretbox import Keyring
+
+HOT_PATH_CONNECTIONS = 8
+"""Hot-path statements at once per store (the recorder's flush, the consumer's look, the poller's claim, ...)."""
 
 
 class StoreEngine:
@@ -32,6 +38,7 @@ class StoreEngine:
         self.schema = schema
         self._s = f'"{schema}"'
         self._engine: AsyncEngine | None = None
+        self._statements: StatementConnections | None = None
 
     async def open(self) -> None:
         if self._engine is not None:
@@ -40,6 +47,7 @@ class StoreEngine:
         dsn = primary_dsn(self._dsn)
         self._engine = create_async_engine("postgresql+psycopg://", pool_size=10, pool_pre_ping=True,
                                            async_creator=lambda: psycopg.AsyncConnection.connect(dsn))
+        self._statements = StatementConnections(dsn, HOT_PATH_CONNECTIONS)
         try:
             await migrate(self._engine, self.schema)
         except SQLAlchemyError as exc:
@@ -56,6 +64,9 @@ class StoreEngine:
         """What an area must do once the schema is current (the secrets: check the keys, seal plain ones)."""
 
     async def close(self) -> None:
+        if self._statements is not None:
+            statements, self._statements = self._statements, None
+            await statements.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -100,16 +111,76 @@ class StoreEngine:
             raise StoreError(f"store update failed: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
 
     async def _binary(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
-        """One statement of the hot path, in its own transaction, on the driver's connection: ``%b``
+        """One statement of the hot path, in its own transaction, on a driver connection of its own: ``%b``
         parameters go in binary (arrays of bytes are not escaped value by value) and rows come back binary."""
+        if self._statements is None:
+            raise StoreError("the store is not open")
         try:
-            async with self.engine.begin() as conn:
-                driver: psycopg.AsyncConnection[Any] = (await conn.get_raw_connection()).driver_connection  # type: ignore[assignment]
-                async with driver.cursor(binary=True) as cursor:
-                    await cursor.execute(sql.replace("{s}", self._s), params)
-                    return await cursor.fetchall() if cursor.description else []
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            raise StoreError(f"{what}: {first_line(getattr(exc, 'orig', None) or exc)}") from exc
+            return await self._statements.run(sql.replace("{s}", self._s), params)
+        except (OSError, psycopg.Error) as exc:
+            raise StoreError(f"{what}: {first_line(exc)}") from exc
+
+
+class StatementConnections:
+    """Autocommit connections for the hot path's single statements, one statement at a time each.
+
+    A statement in autocommit is its own transaction, as atomic as one between BEGIN and COMMIT, and
+    it costs one round trip instead of four (the pool's ping, BEGIN, the statement, COMMIT): the
+    publisher's look for waiting entities sits between consuming an event and sending it. A connection
+    whose statement failed or was cancelled is closed rather than reused; the next opens a new one.
+    """
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._closed = False
+
+    async def run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._slots:
+            conn = await self._take()
+            try:
+                async with conn.cursor(binary=True) as cursor:
+                    await cursor.execute(sql, params)
+                    rows = await cursor.fetchall() if cursor.description else []
+            except BaseException:
+                await conn.close()
+                raise
+            if self._closed:
+                await conn.close()
+            else:
+                self._idle.append(conn)
+            return rows
+
+    async def _take(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection still open, or a new one."""
+        while self._idle:
+            conn = self._idle.pop()
+            if _alive(conn):
+                return conn
+            await conn.close()
+        # prepare_threshold None: statements are not prepared server-side, as on the pool's connections
+        # (a pooler in transaction mode, or a migration by a newer version, would break prepared ones).
+        return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, prepare_threshold=None)
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+def _alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection is still open: the pool's ping without its round trip.
+
+    An idle connection has nothing to read. Anything there is the server ending the session (a restart,
+    a terminated backend) or, rarely, a notice: either way a new connection is the safe choice.
+    """
+    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
+        return False
+    waiting = select.poll()
+    waiting.register(conn.pgconn.socket, select.POLLIN)
+    return not waiting.poll(0)
 
 
 def first_line(error: BaseException | None) -> str:
