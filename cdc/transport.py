@@ -95,9 +95,10 @@ class ReplicationConnection:
         """Every CopyData message already received; waits until there is at least one.
 
         ``on_idle`` runs whenever neither libpq nor the socket holds anything more: the moment to
-        send what is due downstream. It returns how long the wait for more may last before it must
-        run again (None: as long as it takes). The wait itself always watches the socket, so a
-        message that arrives meanwhile is read at once.
+        send what is due downstream. It returns None to wait for the next message, or the seconds
+        until the next send is due: then messages accumulate unread until that moment and are
+        returned before ``on_idle`` runs again, so they leave with that send (one wake-up per send,
+        not one per transaction).
         """
         while True:
             messages = self._drain()
@@ -107,9 +108,12 @@ class ReplicationConnection:
             messages = self._drain()
             if messages:
                 return messages
-            timeout = await on_idle() if on_idle is not None else None
-            if await self._wait_readable(timeout):
+            due_in = await on_idle() if on_idle is not None else None
+            if due_in is None:
+                await self._wait_readable()
                 self._consume()
+            else:
+                await asyncio.sleep(due_in)
 
     def _drain(self) -> list[bytes | memoryview]:
         pgconn = self._conn()
@@ -163,11 +167,10 @@ class ReplicationConnection:
         while self._conn().flush() == 1:
             await self._wait(writable=True)
 
-    async def _wait_readable(self, timeout: float | None = None) -> bool:
-        return await self._wait(writable=False, timeout=timeout)
+    async def _wait_readable(self) -> None:
+        await self._wait(writable=False)
 
-    async def _wait(self, writable: bool, timeout: float | None = None) -> bool:
-        """Wait until the socket is readable (writable); False when ``timeout`` seconds passed first."""
+    async def _wait(self, writable: bool) -> None:
         loop = asyncio.get_running_loop()
         fd = self._conn().socket
         ready: asyncio.Future[None] = loop.create_future()
@@ -178,11 +181,7 @@ class ReplicationConnection:
 
         add(fd, wake)
         try:
-            if timeout is None:
-                await ready
-            else:
-                await asyncio.wait({ready}, timeout=timeout)
-            return ready.done()
+            await ready
         finally:
             remove(fd)
 
