@@ -3,8 +3,10 @@
 For every row, after its rate's run (so the measurement does not load the pipeline):
 
 * commit returned to the writer (the writer's clock);
-* the Kafka record's timestamp: the CreateTime the CDC's producer stamped when it was handed
-  the event (millisecond resolution);
+* the Kafka record's timestamp: the CreateTime the CDC stamped when it read the change and added
+  it to its partition's batch (millisecond resolution). The capture reads while a linger round is
+  due, just before the round's batches leave, so commit->kafka includes the wait for the round
+  (``linger_ms`` at most) and kafka->attempt starts about when the batch was sent;
 * the first attempt's ``started_at``: when the dispatcher began the HTTP request;
 * the arrival at the receiver;
 * the delivery's ``created_at`` in the store: ``now()`` of the publisher's transaction that

@@ -103,10 +103,11 @@ class KafkaWriter:
     """Produces events in per-partition batches, with a bounded number in flight.
 
     ``append`` is synchronous: it serialises one event into its partition's open batch.
-    Full batches, and open ones older than ``linger_ms``, leave at the next ``send_ready``.
-    When the replication stream has nothing more buffered the pipeline calls
-    ``linger_then_flush``: open batches get the rest of ``linger_ms`` to fill, then leave, so
-    a quiet stream is held back by ``linger_ms`` at most. ``send_ready`` and ``flush`` wait
+    Full batches leave at the next ``send_ready``; so does every open batch once the oldest has
+    lingered ``linger_ms``: the partitions share one cadence, one request per round. When the
+    replication stream has nothing more buffered the pipeline calls ``send_due``, and lets what
+    arrives meanwhile accumulate until the round is due: it is read then, and leaves with the round.
+    A quiet stream is held back by ``linger_ms`` at most. ``send_ready`` and ``flush`` wait
     while ``max_in_flight`` events are unacknowledged: a fast database makes the reader
     wait instead of memory growing. One batch per partition is in flight at a time, so
     Kafka keeps each partition in append order.
@@ -226,27 +227,29 @@ class KafkaWriter:
             self._room.clear()
 
     async def send_ready(self) -> None:
-        """Send full batches and those open longer than ``linger_ms``; wait while too much is in flight."""
-        if self._open_batches:
-            oldest = time.monotonic() - self._linger
-            for partition, batch in list(self._open_batches.items()):
-                if batch.opened <= oldest:
-                    self._ready.append(self._open_batches.pop(partition))
+        """Send full batches, and every open one once the oldest lingered ``linger_ms``; wait while too
+        much is in flight."""
+        if self._open_batches and self._linger_left() <= 0:
+            self._ready.extend(self._open_batches.values())
+            self._open_batches.clear()
         if not self._room.is_set():
             await self.flush()  # whatever waits in open batches must leave, or the room never comes
             await self._room.wait()
         elif self._ready:
             await self._send_ready()
 
-    async def linger_then_flush(self) -> None:
-        """For a stream with nothing more to read: give open batches the rest of ``linger_ms`` to fill
-        (single-row transactions would otherwise go out one record per request), then send them."""
-        if self._open_batches:
-            oldest = min(batch.opened for batch in self._open_batches.values())
-            remaining = oldest + self._linger - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-        await self.flush()
+    async def send_due(self) -> float | None:
+        """For a stream with nothing more to read now: send what is due; returns the seconds until the
+        open batches are (None: none is open, the stream may wait for more as long as it takes).
+
+        The caller reads what arrived meanwhile *before* calling again, so it leaves with them: a
+        change that arrives while a batch lingers waits for that batch only, not for the next one.
+        """
+        await self.send_ready()
+        return max(0.0, self._linger_left()) if self._open_batches else None
+
+    def _linger_left(self) -> float:
+        return min(batch.opened for batch in self._open_batches.values()) + self._linger - time.monotonic()
 
     async def flush(self) -> None:
         """Send every open batch now (without waiting for acknowledgements)."""

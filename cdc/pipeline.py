@@ -196,7 +196,7 @@ class CapturePipeline:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                reading = asyncio.create_task(conn.read(on_idle=writer.linger_then_flush))
+                reading = asyncio.create_task(conn.read(on_idle=writer.send_due))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():
                     reading.cancel()

@@ -91,11 +91,14 @@ class ReplicationConnection:
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             raise _start_error(slot, result.get_error_message() if result else pgconn.get_error_message())
 
-    async def read(self, on_idle: Callable[[], Awaitable[None]] | None = None) -> list[bytes | memoryview]:
+    async def read(self, on_idle: Callable[[], Awaitable[float | None]] | None = None) -> list[bytes | memoryview]:
         """Every CopyData message already received; waits until there is at least one.
 
-        ``on_idle`` runs before waiting, when neither libpq nor the socket holds anything more:
-        the moment to send what was buffered downstream.
+        ``on_idle`` runs whenever neither libpq nor the socket holds anything more: the moment to
+        send what is due downstream. It returns None to wait for the next message, or the seconds
+        until the next send is due: then messages accumulate unread until that moment and are
+        returned before ``on_idle`` runs again, so they leave with that send (one wake-up per send,
+        not one per transaction).
         """
         while True:
             messages = self._drain()
@@ -105,10 +108,12 @@ class ReplicationConnection:
             messages = self._drain()
             if messages:
                 return messages
-            if on_idle is not None:
-                await on_idle()
-            await self._wait_readable()
-            self._consume()
+            due_in = await on_idle() if on_idle is not None else None
+            if due_in is None:
+                await self._wait_readable()
+                self._consume()
+            else:
+                await asyncio.sleep(due_in)
 
     def _drain(self) -> list[bytes | memoryview]:
         pgconn = self._conn()

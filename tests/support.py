@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
+
 from walhook.demo import wait_for_publisher, wait_for_streaming
 from walhook.stack import spawn, stop_process
 
@@ -61,6 +63,17 @@ async def capture_and_publisher(config: Path, workdir: Path, database: str, boot
     finally:
         stop_process(cdc)
         stop_process(publisher)
+
+
+async def until_streaming(database: str, timeout: float = 60.0) -> None:
+    """Wait until a walsender streams this database's slot: changes written before it exists are not captured."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        while not await (await conn.execute(
+                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                "WHERE s.database = current_database()")).fetchone():
+            assert asyncio.get_running_loop().time() < deadline, "capture did not start streaming"
+            await asyncio.sleep(0.1)
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -10,14 +10,16 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from cdc.errors import SlotBusyError, SourceError
+from cdc.kafka import ensure_topic
 from cdc.lsn import parse_lsn
-from cdc.pipeline import CapturePipeline, run_capture
+from cdc.pipeline import CapturePipeline, CaptureStats, run_capture
 from models.events import ChangeEvent
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
+from tests.support import wait_for
 
 ENTITY = EntitySettings(table="items", entity_key="items", entity_path="items/{id}", collection_path="items",
                         organization_column="org")
@@ -57,9 +59,9 @@ async def confirmed_flush(database: str) -> int:
 
 @contextlib.asynccontextmanager
 async def capturing(source: SourceSettings, kafka: KafkaSettings,  # type: ignore[no-untyped-def]
-                    entities: list[EntitySettings] | None = None):
+                    entities: list[EntitySettings] | None = None, stats: CaptureStats | None = None):
     stop = asyncio.Event()
-    task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop))
+    task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop, stats=stats))
     try:
         await streaming(source, task)
         yield task
@@ -131,6 +133,41 @@ async def test_restart_loses_nothing_and_keeps_per_entity_order(database: str, s
     assert len(by_id) == 2 * len(committed)
     assert all(copy == copies[0] for copies in by_id.values() for copy in copies)  # re-reads are identical
     assert lsn_after >= last_commit_end - 64  # confirmed up to the last commit once Kafka has it all
+
+
+async def test_a_change_committed_while_a_batch_lingers_leaves_with_it(database: str, servers: Servers,
+                                                                     topic: str) -> None:
+    """A change committed while an open batch waits for company (``linger_ms``) is read before that batch
+    leaves, and leaves with it rather than with the next one: a consumer sees both at once."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, org text, name text)")
+    source, kafka = settings(database, servers, topic)
+    kafka = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topic=topic, partitions=1, linger_ms=5_000)
+    await ensure_topic(kafka)
+    stats = CaptureStats()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers.bootstrap_servers, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        async with capturing(source, kafka, stats=stats):
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute("INSERT INTO items (id, org, name) VALUES (1, 'acme', 'new')")
+                await wait_for(lambda: stats.events_captured == 1, what="the first change to open a batch")
+                conn.execute("INSERT INTO items (id, org, name) VALUES (2, 'acme', 'new')")  # it lingers now
+            first = await first_records(consumer)
+    finally:
+        await consumer.stop()
+    assert [orjson.loads(record.value)["entityId"] for record in first] == ["1", "2"]
+
+
+async def first_records(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of the first fetch that returns any."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        batch = await consumer.getmany(timeout_ms=200)
+        if batch:
+            return [record for records in batch.values() for record in records]
+    raise AssertionError("no record arrived")
 
 
 async def test_a_second_process_on_a_busy_slot_gets_a_clear_message(

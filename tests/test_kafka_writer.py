@@ -82,18 +82,26 @@ async def test_an_event_larger_than_max_request_size_is_refused_by_name(servers:
             writer.append(event(2, 0, size=10_000), "tx")
 
 
-async def test_an_idle_stream_lets_open_batches_linger_then_sends_them(servers: Servers, topic: str) -> None:
-    settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=1, linger_ms=300)
+async def test_open_batches_leave_together_once_the_oldest_lingered(servers: Servers, topic: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=servers.bootstrap_servers, topic=topic, partitions=3, linger_ms=300)
     await ensure_topic(settings)
     acknowledged: list[int] = []
     async with KafkaWriter(settings, lambda token, n: acknowledged.append(n)) as writer:
-        writer.append(event(1, 0), "tx")
-        started = asyncio.get_running_loop().time()
-        await writer.linger_then_flush()  # what the pipeline calls when nothing more is buffered
-        waited = asyncio.get_running_loop().time() - started
-        await writer.linger_then_flush()  # nothing open: returns at once
-        assert asyncio.get_running_loop().time() - started - waited < 0.1
-    assert 0.2 < waited < 1.0 and acknowledged == [1]
+        assert await writer.send_due() is None  # nothing open: the stream may wait as long as it takes
+        keys = {partition_for(message_key(event(n, 0)), 3): n for n in range(20)}  # one entity per partition
+        writer.append(event(keys[0], 0), "tx")
+        due_in = await writer.send_due()  # what the pipeline calls when nothing more is buffered
+        assert due_in is not None and 0 < due_in <= 0.3 and writer.in_flight == 1
+        await asyncio.sleep(due_in / 2)
+        writer.append(event(keys[1], 0), "tx")  # two more partitions, half-way through the first batch's linger
+        writer.append(event(keys[2], 0), "tx")
+        rounds = 0
+        while (due_in := await writer.send_due()) is not None:  # the pipeline lets changes accumulate meanwhile
+            await asyncio.sleep(due_in)
+            rounds += 1
+        assert rounds == 1  # the later batches left with the first, in its round
+        await writer.flush()  # waits for nothing: everything is in flight
+    assert sorted(acknowledged) == [1, 1, 1] and writer.in_flight == 0
 
 
 async def test_unacknowledged_bytes_are_bounded_as_well_as_events(servers: Servers, topic: str) -> None:

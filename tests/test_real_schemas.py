@@ -27,7 +27,7 @@ from models.settings import EntitySettings, KafkaSettings, Settings, SourceSetti
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.portal_support import ADMIN, admin_headers, open_link, organization, portal_link
-from tests.support import capture_and_publisher, wait_for, write_config
+from tests.support import capture_and_publisher, until_streaming, wait_for, write_config
 from tests.test_capture import capturing, read_topic
 from tests.test_cdc_features import setup, source_and_kafka
 from walhook.cli.status import render, slot_lines
@@ -91,17 +91,6 @@ WRITES = [
     ("notes", "INSERT INTO audit_notes VALUES ('acme', 'ann', 'hello')",
      "UPDATE audit_notes SET note = 'bye' WHERE author = 'ann'", "DELETE FROM audit_notes WHERE author = 'ann'"),
 ]
-
-
-async def until_streaming(database: str, timeout: float = 60.0) -> None:
-    """Wait until a walsender streams this database's slot: changes written before it exists are not captured."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-        while not await (await conn.execute(
-                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
-                "WHERE s.database = current_database()")).fetchone():
-            assert asyncio.get_running_loop().time() < deadline, "capture did not start streaming"
-            await asyncio.sleep(0.1)
 
 
 def identities(database: str) -> dict[str, str]:
