@@ -43,7 +43,7 @@ import psycopg
 from bench.fairness_phases import WARMUP_SECONDS, Phases, Quiet
 from bench.hanging_receiver import HangingReceiver
 from bench.latency_breakdown import KafkaTimestamps
-from bench.latency_pipeline import WalhookPipeline
+from bench.latency_pipeline import WalhookPipeline, stack_for_pipeline
 from bench.latency_receiver import TimingReceiver
 from bench.noisy_organization import ENTITY_KEY, NOISY, create_noisy, table_sql
 from bench.noisy_organization import TABLE as NOISY_TABLE
@@ -196,14 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-fairness-"))
     with LocalStack(workdir / "stack") as stack:
-        dsn = stack.dsn or ""
-        store_dsn = dsn.rsplit("/", 1)[0] + "/walhook_store"  # the store in its own database, as in production
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE walhook_store")
+        dsn, store_dsn, servers = stack_for_pipeline(stack)
         started = time.monotonic()
-        servers = {"postgres": stack.postgres.process.pid}  # type: ignore[union-attr]
-        if stack.kafka is not None and stack.kafka.process is not None:
-            servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_fairness(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.seconds,
                                           args.quiet_rate, args.noisy_rate, args.hanging, server_pids=servers,
                                           heavy_conditions=args.heavy_conditions))

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 
 from bench.latency_breakdown import KafkaTimestamps, stage_breakdown
-from bench.latency_pipeline import TABLE, WalhookPipeline, percentile
+from bench.latency_pipeline import TABLE, WalhookPipeline, percentile, stack_for_pipeline
 from bench.latency_receiver import TimingReceiver
-from bench.paced_writer import PacedWriter
+from bench.paced_writer import PacedWriter, is_update
 from bench.procfs import CpuMeter
 from walhook.stack import LocalStack
 
@@ -64,7 +64,9 @@ async def measure_rate(pipeline: WalhookPipeline, writer: PacedWriter, receiver:
     await asyncio.sleep(STATS_FLUSH_SECONDS)  # backends report their table statistics about once a second
     written = await asyncio.to_thread(store_rows_written, pipeline.store_dsn) - rows_before
     result["store_rows_per_event"] = round(written / max(1, len(committed)), 2)
-    result["breakdown"] = await stage_breakdown(pipeline, kafka, receiver, committed)
+    # Only inserts are split: an update's record has the key of the row it changed, not its own id.
+    inserts = {row_id: at for row_id, at in committed.items() if not is_update(row_id - first_id)}
+    result["breakdown"] = await stage_breakdown(pipeline, kafka, receiver, inserts)
     result.update(pipeline.peak_rss_mb())
     return result
 
@@ -186,14 +188,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="walhook-bench-latency-"))
     with LocalStack(workdir / "stack", bootstrap_servers=args.kafka) as stack:
-        dsn = stack.dsn or ""
-        store_dsn = dsn.rsplit("/", 1)[0] + "/walhook_store"  # the store in its own database, as in production
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE walhook_store")
+        dsn, store_dsn, servers = stack_for_pipeline(stack)
         started = time.monotonic()
-        servers = {"postgres": stack.postgres.process.pid}  # type: ignore[union-attr]
-        if stack.kafka is not None and stack.kafka.process is not None:
-            servers["kafka"] = stack.kafka.process.pid
         result = asyncio.run(run_latency(dsn, store_dsn, stack.bootstrap_servers or "", workdir, args.rates,
                                          args.seconds, args.connections, server_pids=servers, tuned=args.tuned,
                                          settings=args.settings))

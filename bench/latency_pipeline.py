@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+import psycopg
+
 from bench.procfs import status_mb
 from publisher.store import Store
 from walhook.demo import wait_for_publisher, wait_for_streaming
-from walhook.stack import spawn, stop_process
+from walhook.stack import LocalStack, spawn, stop_process
 
 ORGANIZATION = "acme"
 SLOT = "bench_latency"
@@ -113,6 +115,19 @@ class WalhookPipeline:
                         tb: TracebackType | None) -> None:
         for process in self.processes.values():
             stop_process(process)
+
+
+def stack_for_pipeline(stack: LocalStack) -> tuple[str, str, dict[str, int]]:
+    """The stack's source DSN, a store DSN in a database of its own (created here, as in production), and the
+    servers' pids for the CPU meter."""
+    dsn = stack.dsn or ""
+    store_dsn = dsn.rsplit("/", 1)[0] + "/walhook_store"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE walhook_store")
+    servers = {"postgres": stack.postgres.process.pid}  # type: ignore[union-attr]
+    if stack.kafka is not None and stack.kafka.process is not None:
+        servers["kafka"] = stack.kafka.process.pid
+    return dsn, store_dsn, servers
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
