@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -65,15 +66,21 @@ async def capture_and_publisher(config: Path, workdir: Path, database: str, boot
         stop_process(publisher)
 
 
-async def until_streaming(database: str, timeout: float = 60.0) -> None:
-    """Wait until a walsender streams this database's slot: changes written before it exists are not captured."""
+async def until_streaming(database: str, task: asyncio.Task[Any] | None = None, timeout: float = 60.0) -> None:
+    """Wait until a walsender streams this database's slot: changes written before it exists are not captured.
+
+    ``task``: the capture running in this process; if it ends first, what ended it is raised.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
         while not await (await conn.execute(
                 "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
                 "WHERE s.database = current_database()")).fetchone():
-            assert asyncio.get_running_loop().time() < deadline, "capture did not start streaming"
-            await asyncio.sleep(0.1)
+            if task is not None and task.done():
+                task.result()
+                raise AssertionError("capture stopped before streaming")
+            assert asyncio.get_running_loop().time() < deadline, f"capture did not start streaming within {timeout:g}s"
+            await asyncio.sleep(0.05)
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -16,6 +16,7 @@ from models.events import ChangeEvent
 from models.settings import BackfillSettings, EntitySettings
 from publisher.store import Backfill, Store
 from tests.conftest import Servers
+from tests.support import until_streaming
 from tests.test_capture import read_topic, settings
 
 pytestmark = pytest.mark.stack
@@ -45,17 +46,6 @@ async def capturing(database: str, servers: Servers, topic: str, store: Store,
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
-
-
-async def streaming(database: str) -> None:
-    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-        for _ in range(200):
-            row = await (await conn.execute("SELECT bool_or(active) FROM pg_replication_slots "
-                                            "WHERE database = current_database()")).fetchone()
-            if row and row[0]:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError("the capture did not start streaming")
 
 
 async def until_finished(store: Store, backfill_id: int, timeout: float = 30.0) -> Backfill:
@@ -142,7 +132,7 @@ async def test_changes_during_the_backfill_are_never_overtaken(database: str, se
     async with Store(database) as store, capturing(database, servers, topic, store,
                                                    BackfillSettings(chunk_rows=20, max_chunk_rows=40,
                                                                     poll_interval=0.1)):
-        await streaming(database)  # changes written before the slot exists are not captured
+        await until_streaming(database)  # changes written before the slot exists are not captured
         stop = asyncio.Event()
         writing = asyncio.create_task(writer(stop))
         job = await store.create_backfill("public.items")

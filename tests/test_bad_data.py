@@ -26,6 +26,7 @@ from cdc.pipeline import run_capture
 from models.events import ChangeEvent
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers, _drop_slots
+from tests.support import until_streaming
 
 BIG = 64 << 20  # producer and consumer limits for the cases whose events are meant to arrive whole
 
@@ -81,28 +82,12 @@ async def capturing(database: str, servers: Servers, topic: str, entities: list[
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(settings, kafka_settings, entities, stop))
     try:
-        await _streaming(database, task)
+        await until_streaming(database, task, timeout=20)
         yield Capture(servers, topic, task)
     finally:
         stop.set()
         with contextlib.suppress(Exception):  # a capture that failed has said so in the test already
             await asyncio.wait_for(task, 20)
-
-
-async def _streaming(database: str, task: asyncio.Task[None], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-        while loop.time() < deadline:
-            if task.done():
-                task.result()
-                raise AssertionError("capture stopped before streaming")
-            # This database's slot: a slot of the test before (same server) may still be active a moment.
-            if (await (await conn.execute("SELECT count(*) FROM pg_replication_slots WHERE active "
-                                          "AND database = current_database()")).fetchone())[0]:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError("capture did not start streaming")
 
 
 def properties(event: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from typing import Any
 
 import orjson
 import psycopg
@@ -19,7 +18,7 @@ from cdc.pipeline import CapturePipeline, CaptureStats, run_capture
 from models.events import ChangeEvent
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
-from tests.support import wait_for
+from tests.support import until_streaming, wait_for
 
 ENTITY = EntitySettings(table="items", entity_key="items", entity_path="items/{id}", collection_path="items",
                         organization_column="org")
@@ -63,24 +62,11 @@ async def capturing(source: SourceSettings, kafka: KafkaSettings,  # type: ignor
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, entities or [ENTITY], stop, stats=stats))
     try:
-        await streaming(source, task)
+        await until_streaming(source.dsn, task)
         yield task
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
-
-
-async def streaming(source: SourceSettings, task: asyncio.Task[Any], timeout: float = 30.0) -> None:
-    """Until the capture streams from its slot (a change committed from now on is captured), it ended, or
-    ``timeout`` passed (a test of a capture that cannot stream goes on to check why)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with await psycopg.AsyncConnection.connect(source.dsn, autocommit=True) as conn:
-        while not task.done() and asyncio.get_running_loop().time() < deadline:
-            row = await (await conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                                            [source.slot])).fetchone()
-            if row is not None and row[0]:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def insert_position(database: str) -> int:

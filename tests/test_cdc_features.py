@@ -15,7 +15,8 @@ from cdc.lsn import parse_lsn
 from cdc.pipeline import CaptureStats, run_capture
 from models.settings import EntitySettings, KafkaSettings, SourceSettings
 from tests.conftest import Servers
-from tests.test_capture import capturing, read_topic, streaming
+from tests.support import until_streaming
+from tests.test_capture import capturing, read_topic
 from walhook.stack import PostgresServer
 
 DOCS = EntitySettings(table="docs", entity_key="docs", entity_path="docs/{id}", collection_path="docs",
@@ -58,7 +59,7 @@ async def test_heartbeat_advances_an_idle_slot(database: str, servers: Servers, 
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop, stats=stats))
     try:
-        await streaming(source, task)
+        await until_streaming(database, task)
         before = await slot_position(database)
         setup(database, *["INSERT INTO unrelated (note) VALUES ('x')"] * 20)  # WAL the slot must not hold
         await asyncio.sleep(1.5)
@@ -150,7 +151,7 @@ async def test_an_event_kafka_refuses_stops_the_stream_with_its_name(
     source, kafka = source_and_kafka(database, servers, topic, max_request_size=4096, on_refused_event="stop")
     stop = asyncio.Event()
     task = asyncio.create_task(run_capture(source, kafka, [DOCS], stop))
-    await streaming(source, task)
+    await until_streaming(database, task)
     setup(database, "INSERT INTO docs VALUES (1, 'acme', 'big', repeat('x', 20000))")
     with pytest.raises(KafkaWriteError, match=r"refused event evt_\w+ \(docs/1, \d+ bytes\).*on_refused_event"):
         await asyncio.wait_for(task, 20)

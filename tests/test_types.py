@@ -32,6 +32,7 @@ from psycopg.types.json import Json, Jsonb
 from cdc.pipeline import run_capture
 from models.settings import EntitySettings
 from tests.conftest import ROW_PATHS, Servers, _drop_slots
+from tests.support import until_streaming
 from tests.test_capture import read_topic, settings
 
 TABLE = "type_cases"
@@ -307,23 +308,6 @@ def same(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
-async def _wait_until_streaming(dsn: str, task: asyncio.Task[None], timeout: float = 20.0) -> None:
-    """Wait until the capture holds its slot (publication, REPLICA IDENTITY FULL and slot are ready)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        while loop.time() < deadline:
-            if task.done():
-                task.result()  # raises what stopped the capture
-                raise AssertionError("capture stopped before streaming")
-            row = await (await conn.execute("SELECT count(*) FROM pg_replication_slots WHERE active "
-                                            "AND database = current_database()")).fetchone()
-            if row and row[0]:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"capture did not start streaming within {timeout:.0f}s")
-
-
 async def _write(dsn: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Insert the wide row and the row of NULLs, read them back, then apply ``UPDATES``."""
     columns = [sql.Identifier(case.column) for case in CASES]
@@ -391,7 +375,7 @@ async def captured(servers: Servers, request: pytest.FixtureRequest) -> AsyncIte
         stop = asyncio.Event()
         task = asyncio.create_task(run_capture(source, kafka, [ENTITY], stop))
         try:
-            await _wait_until_streaming(dsn, task)
+            await until_streaming(dsn, task, timeout=20)
             text_forms, readback = await _write(dsn)
             events = await read_topic(servers.bootstrap_servers, topic, expected=3 + len(UPDATES))
         finally:
