@@ -12,16 +12,20 @@ from dataclasses import dataclass
 from models.operational import OPERATIONAL_KEY
 from publisher.store.reports import ReportStore
 
-# Operational events are walhook's own, not the organization's data: they count toward no quota.
-# What one attempt adds to the log: its request and response headers and the kept response body.
-_ATTEMPT_BYTES = ("octet_length(a.request_headers::text) + coalesce(octet_length(a.response_headers::text), 0) "
-                  "+ coalesce(octet_length(a.response_body), 0)")
 
+def _attempt_bytes(columns: str) -> str:
+    """What one attempt adds to the log: its request and response headers and the kept response body.
+    ``columns``: where the attempt's columns are, ``a.`` in the attempts log, ``first_`` in its delivery's row."""
+    return (f"coalesce(octet_length({columns}request_headers::text), 0) "
+            f"+ coalesce(octet_length({columns}response_headers::text), 0) "
+            f"+ coalesce(octet_length({columns}response_body), 0)")
+
+
+_ATTEMPT_BYTES = _attempt_bytes("a.")
 # What a delivery's row adds: its body, and its first attempt when that is kept in the row (migration 85).
-_DELIVERY_BYTES = ("octet_length(body) + coalesce(octet_length(first_request_headers::text), 0) "
-                   "+ coalesce(octet_length(first_response_headers::text), 0) "
-                   "+ coalesce(octet_length(first_response_body), 0)")
+_DELIVERY_BYTES = "octet_length(body) + " + _attempt_bytes("first_")
 
+# Operational events are walhook's own, not the organization's data: they count toward no quota.
 _LOG_BYTES = f"""
 SELECT
   (SELECT coalesce(sum({_DELIVERY_BYTES}), 0) FROM {{s}}.deliveries
