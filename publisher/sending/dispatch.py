@@ -124,19 +124,14 @@ class Dispatcher:
         while (left := deadline - loop.time()) > 0 and any(lane.backed_up(left) for lane in self._lanes.values()):
             await asyncio.sleep(0.005)
 
-    def spill_slow(self, within: float = SLOW_SECONDS) -> int:
+    def spill_slow(self, within: float = SLOW_SECONDS) -> None:
         """Live deliveries queued in lanes that cannot empty within ``within`` seconds go to wait in the store,
-        where they are settled; returns how many. Called when the consumer nears its cap of unsettled records:
-        a few hanging endpoints holding their lanes' records must not stop the intake of every organization's
-        live events. Requests in flight stay; the store gives the deliveries back in order, as the lanes take them.
+        where they are settled. Called when the consumer nears its cap of unsettled records: a few hanging
+        endpoints holding their lanes' records must not stop the intake of every organization's live events.
+        Requests in flight stay; the store gives the deliveries back in order, as the lanes take them.
         """
-        spilled = 0
-        for lane in list(self._lanes.values()):
-            if lane.slow(within):
-                taken = lane.drain(lambda delivery: delivery.live is not None)
-                self._give_back(lane, taken)
-                spilled += len(taken)
-        return spilled
+        for lane in [lane for lane in self._lanes.values() if lane.slow(within)]:
+            self._give_back(lane, lane.drain(lambda delivery: delivery.live is not None))
 
     async def take_live(self, deliveries: list[NewDelivery]) -> None:
         """A consumed batch's deliveries: each to its lane now, or to the store when it must wait.
