@@ -1,7 +1,8 @@
 """The publisher: Kafka consumer group in, signed webhooks out, straight from the log.
 
-For each batch of records: match each event against its organization's integrations and hand
-each delivery to its integration's lane in memory; nothing is written before its first attempt.
+Consumed records wait per organization and are routed in turns (``publisher.routing.turns``): each event
+is matched against its organization's integrations and each delivery handed to its integration's lane
+in memory; nothing is written before its first attempt.
 The store keeps the log of attempts (written in batches after them) and what must wait:
 retries, an entity's later changes while an earlier one waits, integrations that cannot take
 them now. A record is settled once each of its deliveries is logged or waits in the store
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -29,6 +31,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 
 from models.errors import StoreError
+from models.headers import ORGANIZATION_ID
 from models.settings import KafkaSettings, OperationalSettings, PublisherSettings, RetentionSettings
 from models.supervision import Supervisor, alongside
 from models.topics import TopicError, ensure_topic
@@ -42,6 +45,7 @@ from publisher.readiness import PublisherChecks
 from publisher.routing.candidates import route_candidates
 from publisher.routing.directory import IntegrationDirectory
 from publisher.routing.recipients import delivery_of, parse_event, route
+from publisher.routing.turns import RoutingTurns
 from publisher.sending.dispatch import Dispatcher
 from publisher.sending.retry import RetryPolicy
 from publisher.sending.sender import WebhookSender
@@ -61,6 +65,10 @@ MAX_UNSETTLED_RECORDS = 20_000
 """Records taken in but not settled yet: past this the consumer waits (memory stays bounded, and a crash
 resends at most this many). Past half of it, slow lanes give their live deliveries to the store first
 (``Dispatcher.spill_slow``): otherwise 20 hanging integrations with full lanes would reach it alone."""
+
+TURN_SECONDS = 0.01
+"""Routing time between two hand-overs to the lanes (each a look at the store): a turn routes the waiting
+organizations' records in slices, least routing time spent first (``publisher.routing.turns``)."""
 
 
 async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
@@ -104,6 +112,8 @@ class Publisher:
         self.operational = OperationalRelay(store, kafka, operational or OperationalSettings(), self._claim)
         self.dispatcher: Dispatcher | None = None
         self.settlement = Settlement()
+        self._turns: RoutingTurns[ConsumerRecord[bytes, bytes]] = RoutingTurns(time.perf_counter)
+        self._routable = asyncio.Event()  # records wait in self._turns
         self._committer: OffsetCommitter | None = None
         self._handing_over = asyncio.Lock()  # a batch in hand, or partitions being let go: never both
         self._handovers = 0
@@ -178,7 +188,8 @@ class Publisher:
         assert self.dispatcher is not None
         self._committer = committer = OffsetCommitter(consumer)
         try:
-            await alongside(self._take_batches(consumer, committer, stop), {"offset committer": committer.run()})
+            await alongside(self._take_batches(consumer, committer, stop),
+                            {"offset committer": committer.run(), "routing": self._route_in_turns()})
         finally:
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(committer.commit(), SHUTDOWN_SECONDS)
@@ -197,12 +208,31 @@ class Publisher:
             # hand-over is dropped: its records are read again from the commits, by whoever owns them now.
             async with self._handing_over:
                 if handovers == self._handovers:
-                    await self._consume(batch)
+                    self._take(batch)
                     self._note_positions(consumer, batch)
                 else:  # what is still ours is read again, from the batch's first record
                     for tp, records in batch.items():
                         if tp in consumer.assignment():
                             consumer.seek(tp, records[0].offset)
+
+    def _take(self, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """The batch's records wait to be routed, each in its organization's turn; until then they are unsettled."""
+        for tp, records in batch.items():
+            for record in records:
+                self.settlement.taken(tp.partition, record.offset)
+                self._turns.add(_organization_of(record), record)
+        self._routable.set()
+
+    async def _route_in_turns(self) -> None:
+        """Route what waits, a turn at a time, yielding between turns (``publisher.routing.turns``); runs
+        beside the consumer until it ends."""
+        while True:
+            await self._routable.wait()
+            async with self._handing_over:
+                await self._route_turn()
+                if not self._turns:
+                    self._routable.clear()
+            await asyncio.sleep(0)  # the consumer, the lanes and the recorder go on between turns
 
     async def _within_unsettled_cap(self, stop: asyncio.Event) -> None:
         """Past half the cap of unsettled records, the slow lanes' live deliveries go to wait in the store (where
@@ -251,24 +281,23 @@ class Publisher:
             raise PublisherError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}") from exc
         return True
 
-    async def _consume(self, batch: dict[Any, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Route the batch and hand its deliveries to the lanes (or to the store, to wait); each record counts
-        as taken only once what it left behind is written (dead letters), so no offset passes it before."""
+    async def _route_turn(self) -> None:
+        """Route one turn's records and hand their deliveries to the lanes (or to the store, to wait); each record
+        counts as routed only once what it left behind is written (dead letters), so no offset passes it before."""
         assert self.dispatcher is not None
         filtered: Counter[int] = Counter()
-        routed = [(tp, record, self._deliveries_for(record, filtered))
-                  for tp, records in batch.items() for record in records]
+        routed = self._turns.route(lambda record: (record, self._deliveries_for(record, filtered)), TURN_SECONDS)
         await self.dead_letters.flush()  # never commit past a record not yet dead-lettered
         self.dispatcher.recorder.count_filtered(filtered)
-        for tp, record, deliveries in routed:
-            self.settlement.taken(tp.partition, record.offset, len(deliveries))
-        new = [delivery for _, _, deliveries in routed for delivery in deliveries]
+        for record, deliveries in routed:
+            self.settlement.routed(record.partition, record.offset, len(deliveries))
+        new = [delivery for _, deliveries in routed for delivery in deliveries]
         self.metrics.recorded.inc(len(new))
         while True:
             try:
                 await self.dispatcher.take_live(new)
                 break
-            except StoreError as exc:  # nothing was handed out: the same batch is taken again
+            except StoreError as exc:  # nothing was handed out: the same deliveries are taken again
                 log.error("cannot look for waiting deliveries, retrying: %s", exc)
                 await asyncio.sleep(1.0)
         self._commit_settled()
@@ -301,6 +330,7 @@ class Publisher:
 
     async def _let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition], partitions: set[int]) -> None:
         assert self.dispatcher is not None
+        self._turns.drop(lambda record: record.partition not in partitions)  # read again by their new owner
         await self.dispatcher.let_go(partitions, self.settings.request_timeout + SHUTDOWN_SECONDS)
         committable = self.settlement.committable()
         offsets = {tp: committable[tp.partition] for tp in revoked if tp.partition in committable}
@@ -349,6 +379,15 @@ class Publisher:
                 await asyncio.sleep(self.settings.poll_interval)
             elif not any(self.dispatcher.lane_room().values()):
                 await asyncio.sleep(0.02)  # every lane is full: let them send a little first
+
+
+def _organization_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """The organization whose turn routes ``record``: the capture's header (a record without one routes in a
+    turn of its own, and is dead-lettered or noted unrouted there)."""
+    for name, value in record.headers or ():
+        if name == ORGANIZATION_ID:
+            return value.decode("utf-8", "replace")
+    return ""
 
 
 def _more_due(claimed: list[Delivery], room: dict[int, int], limit: int) -> bool:

@@ -134,9 +134,9 @@ class Dispatcher:
             self._give_back(lane, lane.drain(lambda delivery: delivery.live is not None))
 
     async def take_live(self, deliveries: list[NewDelivery]) -> None:
-        """A consumed batch's deliveries: each to its lane now, or to the store when it must wait.
+        """A routing turn's deliveries: each to its lane now, or to the store when it must wait.
 
-        One look at the store for the batch: which of its entities have a delivery waiting there.
+        One look at the store for the turn: which of its entities have a delivery waiting there.
         """
         asked = {(d.integration_id, d.entity_path) for d in deliveries if self._ordered(d.integration_id)}
         async with self.recorder.reading():

@@ -7,12 +7,17 @@ settled as soon as what it left behind is written.
 
 A partition may commit up to its lowest unsettled record (Kafka's committed offset is the next one
 to read), so a publisher killed at any moment resends at most the records it had not settled, with
-the same webhook-ids. Pure: no I/O, no clock; records of a partition are taken in offset order.
+the same webhook-ids. A record is taken (in offset order, as consumed) before it is routed, and
+counts as unsettled until it is routed: organizations are routed in turns
+(``publisher.routing.turns``), so a partition's records may be routed out of offset order.
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+
+_UNROUTED = -1  # a record taken, not routed yet
 
 
 class Settlement:
@@ -23,16 +28,25 @@ class Settlement:
         self._open: dict[Hashable, dict[int, int]] = {}
         self._next: dict[Hashable, int] = {}  # partition -> the offset after the last record taken
 
-    def taken(self, partition: Hashable, offset: int, deliveries: int) -> None:
-        """A record was consumed and produced ``deliveries`` deliveries (0: it is settled now)."""
-        if deliveries > 0:
-            self._open.setdefault(partition, {})[offset] = deliveries
+    def taken(self, partition: Hashable, offset: int) -> None:
+        """A record was consumed: unsettled until it is routed (``routed``). Taken in offset order per partition."""
+        self._open.setdefault(partition, {})[offset] = _UNROUTED
         self._next[partition] = max(offset + 1, self._next.get(partition, 0))
+
+    def routed(self, partition: Hashable, offset: int, deliveries: int) -> None:
+        """The record at ``offset`` produced ``deliveries`` deliveries (0: it is settled now)."""
+        records = self._open.get(partition)
+        if records is None or records.get(offset) != _UNROUTED:  # let go meanwhile, or routed already
+            return
+        if deliveries > 0:
+            records[offset] = deliveries  # its place among the partition's records stays: the lowest comes first
+        else:
+            del records[offset]
 
     def settle(self, partition: Hashable, offset: int) -> None:
         """One delivery of the record at ``offset`` is settled (ignored for a partition no longer held)."""
         records = self._open.get(partition)
-        if records is None or offset not in records:
+        if records is None or records.get(offset, 0) <= 0:
             return
         records[offset] -= 1
         if records[offset] <= 0:
