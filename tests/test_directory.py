@@ -95,6 +95,7 @@ async def test_a_full_reload_compiles_only_what_changed_and_many_off_the_event_l
                                                             "when": {"property": "n", "equals": -1}}]})
         compiled_in.clear()  # (the update checked its subscription)
         await directory.refresh(full=True)
+        assert compiled_in and threading.main_thread().name not in compiled_in  # one condition: off the loop too
         assert len(compiled_in) == 1  # only the one that changed
         assert all(directory.get(i).subscriptions is before[i] for i in ids[1:])  # type: ignore[union-attr]
         assert directory.get(ids[0]).subscriptions is not before[ids[0]]  # type: ignore[union-attr]

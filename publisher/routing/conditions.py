@@ -23,6 +23,8 @@ never equals ``true`` nor ``"1"``). The rules for what is not there:
   ``from``) alone also needs the property in ``updateMask``.
 
 ``compile_condition`` checks the form and builds the evaluator once; ``Condition.holds`` is pure.
+A large condition runs as one generated function (``publisher.routing.generated``), the closures of
+``publisher.routing.evaluation`` its reference.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from publisher.errors import SubscriptionError
 from publisher.routing import evaluation
+from publisher.routing.generated import GENERATED_FROM, Source, joined, mask_names, row_has
 
 Scalar = str | int | float | bool
 Row = Mapping[str, Any]
@@ -105,6 +108,10 @@ class Condition(ABC):
     def _build(self) -> Test:
         """The node's test, built once from what it compares."""
 
+    @abstractmethod
+    def _expression(self, source: Source) -> str:
+        """The node's test as a Python expression of ``new``, ``old`` and ``mask`` (constants from ``source``)."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", self._build())
 
@@ -117,6 +124,9 @@ class Changed(Condition):
 
     def _build(self) -> Test:
         return evaluation.changed(self.properties)
+
+    def _expression(self, source: Source) -> str:
+        return mask_names(source.constant(frozenset(self.properties)))
 
     def compared(self) -> Iterator[Compared]:
         return (Compared(self.where, name) for name in self.properties)
@@ -139,8 +149,27 @@ class Value(Condition):
             return evaluation.is_null(self.property, self.old_row, self.null)
         return evaluation.one_of(self.property, self.old_row, self.values, negate=self.operator == "not_equals")
 
+    def _expression(self, source: Source) -> str:
+        row, name = "old" if self.old_row else "new", source.constant(self.property)
+        if self.operator == "is_null":
+            return row_has(row, name, "x is None" if self.null else "x is not None")
+        negate = self.operator == "not_equals"
+        if len(self.values) == 1 and type(self.values[0]) is str:  # a string only equals an equal string
+            return row_has(row, name, f"x {'!=' if negate else '=='} {source.constant(self.values[0])}")
+        return row_has(row, name, f"{'not ' if negate else ''}{_one_of(self.values, source)}")
+
     def compared(self) -> Iterator[Compared]:
         yield Compared(self.where, self.property, self.values, self.operator == "is_null" and self.null)
+
+
+def _one_of(values: tuple[Scalar, ...], source: Source) -> str:
+    """``x`` is one of ``values``, type-strict, as an expression: inline for strings alone or numbers alone."""
+    kinds = {type(value) for value in values}
+    if kinds == {str}:
+        return f"(x.__class__ is str and x in {source.constant(frozenset(values))})"
+    if kinds <= {int, float}:
+        return f"((x.__class__ is int or x.__class__ is float) and x in {source.constant(frozenset(values))})"
+    return f"{source.constant(evaluation.matcher(values))}(x)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +185,14 @@ class Transition(Condition):
     def _build(self) -> Test:
         return evaluation.transition(self.property, self.start, self.end)
 
+    def _expression(self, source: Source) -> str:
+        name = source.constant(self.property)
+        parts = [row_has("old", name, f"{source.constant(evaluation.matcher(self.start))}(x)")] if self.start else []
+        parts += [row_has("new", name, f"{source.constant(evaluation.matcher(self.end))}(x)")] if self.end else []
+        if not (self.start and self.end):
+            parts.append(mask_names(source.constant(frozenset([self.property]))))
+        return joined(parts, "and")
+
     def compared(self) -> Iterator[Compared]:
         yield Compared(self.where, self.property, (*self.start, *self.end))
 
@@ -167,6 +204,9 @@ class AllOf(Condition):
 
     def _build(self) -> Test:
         return evaluation.all_of(tuple(part.test for part in self.parts))
+
+    def _expression(self, source: Source) -> str:
+        return joined([part._expression(source) for part in self.parts], "and")
 
     def compared(self) -> Iterator[Compared]:
         return (found for part in self.parts for found in part.compared())
@@ -180,6 +220,9 @@ class AnyOf(Condition):
     def _build(self) -> Test:
         return evaluation.any_of(tuple(part.test for part in self.parts))
 
+    def _expression(self, source: Source) -> str:
+        return joined([part._expression(source) for part in self.parts], "or")
+
     def compared(self) -> Iterator[Compared]:
         return (found for part in self.parts for found in part.compared())
 
@@ -191,10 +234,22 @@ def nodes(condition: Condition) -> int:
     return 1
 
 
-def compile_condition(raw: Any, where: str = "when") -> Condition:
-    """The evaluator of the JSON condition ``raw``; ``ConditionError`` names what is wrong and where."""
+def compile_condition(raw: Any, where: str = "when", *, generated: bool = True) -> Condition:
+    """The evaluator of the JSON condition ``raw``; ``ConditionError`` names what is wrong and where.
+
+    One of ``GENERATED_FROM`` tests or more runs as one generated function (``generated=False``: the
+    closures alone, the reference it is tested against)."""
     count = [0]
-    return _compile(raw, where, 1, count)
+    condition = _compile(raw, where, 1, count)
+    if generated and count[0] >= GENERATED_FROM:
+        object.__setattr__(condition, "test", generate(condition))
+    return condition
+
+
+def generate(condition: Condition) -> Test:
+    """``condition``'s test as one generated function (``publisher.routing.generated``)."""
+    source = Source()
+    return source.function(condition._expression(source))
 
 
 def _compile(raw: Any, where: str, depth: int, count: list[int]) -> Condition:

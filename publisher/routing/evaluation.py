@@ -15,7 +15,7 @@ from typing import Any
 Test = Callable[[Any], bool]
 ValueTest = Callable[[Any], bool]
 
-_MISSING = object()
+MISSING = object()  # a property the row does not carry
 _NEW, _OLD = attrgetter("new"), attrgetter("old")
 
 
@@ -47,8 +47,8 @@ def one_of(name: str, old_row: bool, values: Iterable[Any], negate: bool) -> Tes
         row = row_of(change)
         if row is None:
             return False
-        value = row.get(name, _MISSING)
-        return value is not _MISSING and wanted(value) is not negate
+        value = row.get(name, MISSING)
+        return value is not MISSING and wanted(value) is not negate
     return test
 
 
@@ -58,8 +58,8 @@ def _equals_text(name: str, row_of: Callable[[Any], Any], text: str, negate: boo
         row = row_of(change)
         if row is None:
             return False
-        value = row.get(name, _MISSING)
-        return value is not _MISSING and (value == text) is not negate
+        value = row.get(name, MISSING)
+        return value is not MISSING and (value == text) is not negate
     return test
 
 
@@ -70,8 +70,8 @@ def is_null(name: str, old_row: bool, null: bool) -> Test:
         row = row_of(change)
         if row is None:
             return False
-        value = row.get(name, _MISSING)
-        return value is not _MISSING and (value is None) is null
+        value = row.get(name, MISSING)
+        return value is not MISSING and (value is None) is null
     return test
 
 
@@ -99,8 +99,8 @@ def _has(row_of: Callable[[Any], Any], name: str, wanted: ValueTest) -> Test:
         row = row_of(change)
         if row is None:
             return False
-        value = row.get(name, _MISSING)
-        return value is not _MISSING and wanted(value)
+        value = row.get(name, MISSING)
+        return value is not MISSING and wanted(value)
     return test
 
 

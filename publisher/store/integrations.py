@@ -269,8 +269,13 @@ def _positions(positions: dict[int, int] | None) -> str | None:
 
 
 COMPILE_ON_LOOP = 50
-"""Integrations whose subscriptions are compiled on the event loop; more at once go to a worker thread, so a
-reload of thousands of conditions never stalls delivery."""
+"""Integrations whose subscriptions are compiled on the event loop when none has a condition; more at once, or
+any condition (a large one is compiled into a function of its own, ``publisher.routing.generated``), go to a
+worker thread, so a reload of thousands of conditions never stalls delivery."""
+
+
+def _has_condition(items: Any) -> bool:
+    return isinstance(items, list) and any(isinstance(item, dict) and "when" in item for item in items)
 
 
 async def _subscriptions_of(rows: list[dict[str, Any]], known: Mapping[int, Integration]
@@ -284,6 +289,6 @@ async def _subscriptions_of(rows: list[dict[str, Any]], known: Mapping[int, Inte
             compiled[row["id"]] = before.subscriptions
         else:
             todo.append(row)
-    if len(todo) > COMPILE_ON_LOOP:
+    if len(todo) > COMPILE_ON_LOOP or any(_has_condition(row["events"]) for row in todo):
         compiled.update(await asyncio.to_thread(lambda: {row["id"]: parse_items(row["events"]) for row in todo}))
     return compiled
