@@ -25,8 +25,9 @@ _OUTCOME = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}
 class _Live(Collector):
     """Figures read from the running process at scrape time."""
 
-    def __init__(self, lag: Callable[[], Mapping[int, int]], lanes: Callable[[], Mapping[int, int]]) -> None:
-        self._lag, self._lanes = lag, lanes
+    def __init__(self, lag: Callable[[], Mapping[int, int]], lanes: Callable[[], Mapping[int, int]],
+                 routing: Callable[[], Mapping[str, int]]) -> None:
+        self._lag, self._lanes, self._routing = lag, lanes, routing
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily("walhook_publisher_consumer_lag", "Records of the events topic not yet consumed, "
@@ -39,6 +40,12 @@ class _Live(Collector):
         for integration, size in sorted(self._lanes().items()):
             depth.add_metric([str(integration)], size)
         yield depth
+        waiting = GaugeMetricFamily("walhook_publisher_routing_waiting", "Consumed records waiting for their "
+                                    "organization's turn to be routed (organizations with any)",
+                                    labels=["organization"])
+        for organization, records in sorted(self._routing().items()):
+            waiting.add_metric([organization], records)
+        yield waiting
 
 
 class PublisherMetrics:
@@ -59,8 +66,9 @@ class PublisherMetrics:
         self.pruned = Counter("walhook_delivery_log_pruned", "Rows and partitions pruning removed", ["what"],
                               registry=self.registry)
 
-    def watch(self, lag: Callable[[], Mapping[int, int]], lanes: Callable[[], Mapping[int, int]]) -> None:
-        self.registry.register(_Live(lag, lanes))
+    def watch(self, lag: Callable[[], Mapping[int, int]], lanes: Callable[[], Mapping[int, int]],
+              routing: Callable[[], Mapping[str, int]] = dict) -> None:
+        self.registry.register(_Live(lag, lanes, routing))
 
     def attempts_recorded(self, records: Sequence[AttemptRecord]) -> None:
         # A batch is one request: one latency observation, one outcome per delivery it carried.

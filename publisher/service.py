@@ -142,7 +142,7 @@ class Publisher:
                 self.dispatcher = dispatcher = self._dispatcher(group)
                 dispatcher.recorder.on_recorded = self.metrics.attempts_recorded
                 dispatcher.recorder.on_settled = self._settled
-                self.metrics.watch(self.consumer_lag, dispatcher.lane_depths)
+                self.metrics.watch(self.consumer_lag, dispatcher.lane_depths, self._turns.waiting)
                 group.start("integration directory", lambda: self.directory.run(stop))
                 group.start("attempt recorder", dispatcher.recorder.run)
                 group.start("claim renewal", lambda: dispatcher.renew_claims(self._claim))

@@ -134,6 +134,7 @@ async def test_the_publisher_serves_its_own_metrics(servers: Servers, database: 
     assert 'walhook_publisher_attempt_duration_seconds_bucket{le="+Inf"} 3.0' in metrics
     assert "walhook_publisher_deliveries_recorded_total 3.0" in metrics
     assert "# TYPE walhook_publisher_consumer_lag gauge" in metrics
+    assert "# TYPE walhook_publisher_routing_waiting gauge" in metrics  # (nothing waits: no sample)
     assert f'walhook_publisher_lane_depth{{integration="{integration}"}} 0.0' in metrics
     assert 'walhook_delivery_log_bytes{table="attempts"}' in metrics  # the pruning loop's first round
     assert f"ready: consuming topic {topic}" in (workdir / "publisher.log").read_text()

@@ -72,7 +72,7 @@ def test_records_of_partitions_let_go_are_dropped() -> None:
     for n in range(6):
         turns.add("a" if n % 2 else "b", ("a" if n % 2 else "b", n))
     turns.drop(lambda item: item[1] >= 3)
-    assert len(turns) == 3
+    assert len(turns) == 3 and turns.waiting() == {"a": 2, "b": 1}
     assert turns.route(router(clock, {"a": 0.0, "b": 0.0}), seconds=1.0) in (
         [("b", 4), ("a", 3), ("a", 5)], [("a", 3), ("a", 5), ("b", 4)])
 

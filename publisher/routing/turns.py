@@ -44,6 +44,10 @@ class RoutingTurns(Generic[Item]):
         """Records waiting, of every organization."""
         return self._count
 
+    def waiting(self) -> dict[str, int]:
+        """Records waiting, per organization that has any."""
+        return {organization: len(queue) for organization, queue in self._waiting.items()}
+
     def add(self, organization: str, item: Item) -> None:
         """``item`` waits behind ``organization``'s earlier ones."""
         queue = self._waiting.get(organization)
