@@ -282,11 +282,16 @@ class Publisher:
         return True
 
     async def _route_turn(self) -> None:
-        """Route one turn's records and hand their deliveries to the lanes (or to the store, to wait); each record
-        counts as routed only once what it left behind is written (dead letters), so no offset passes it before."""
-        assert self.dispatcher is not None
+        """Route one turn's records (``publisher.routing.turns``) and hand their deliveries out."""
         filtered: Counter[int] = Counter()
         routed = self._turns.route(lambda record: (record, self._deliveries_for(record, filtered)), TURN_SECONDS)
+        await self._hand_out(routed, filtered)
+
+    async def _hand_out(self, routed: list[tuple[ConsumerRecord[bytes, bytes], list[NewDelivery]]],
+                        filtered: Counter[int]) -> None:
+        """Hand routed records' deliveries to the lanes (or to the store, to wait); each record counts as routed
+        only once what it left behind is written (dead letters), so no offset passes it before."""
+        assert self.dispatcher is not None
         await self.dead_letters.flush()  # never commit past a record not yet dead-lettered
         self.dispatcher.recorder.count_filtered(filtered)
         for record, deliveries in routed:
@@ -330,7 +335,11 @@ class Publisher:
 
     async def _let_go(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition], partitions: set[int]) -> None:
         assert self.dispatcher is not None
-        self._turns.drop(lambda record: record.partition not in partitions)  # read again by their new owner
+        # Their records still waiting for a turn are routed now: left unrouted, they would hold the commit back,
+        # and their new owner would resend every later record of the partition this publisher delivered.
+        filtered: Counter[int] = Counter()
+        waiting = self._turns.take(lambda record: record.partition in partitions)
+        await self._hand_out([(record, self._deliveries_for(record, filtered)) for record in waiting], filtered)
         await self.dispatcher.let_go(partitions, self.settings.request_timeout + SHUTDOWN_SECONDS)
         committable = self.settlement.committable()
         offsets = {tp: committable[tp.partition] for tp in revoked if tp.partition in committable}

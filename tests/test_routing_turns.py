@@ -66,15 +66,16 @@ def test_an_idle_organization_earns_no_credit() -> None:
     assert abs(sum(item[0] == "a" for item in routed) - sum(item[0] == "b" for item in routed)) <= 1
 
 
-def test_records_of_partitions_let_go_are_dropped() -> None:
+def test_records_of_partitions_let_go_are_taken_out_in_their_order() -> None:
     clock = Clock()
     turns: RoutingTurns[tuple[str, int]] = RoutingTurns(clock)
     for n in range(6):
         turns.add("a" if n % 2 else "b", ("a" if n % 2 else "b", n))
-    turns.drop(lambda item: item[1] >= 3)
+    assert sorted(turns.take(lambda item: item[1] < 3)) == [("a", 1), ("b", 0), ("b", 2)]
     assert len(turns) == 3 and turns.waiting() == {"a": 2, "b": 1}
     assert turns.route(router(clock, {"a": 0.0, "b": 0.0}), seconds=1.0) in (
         [("b", 4), ("a", 3), ("a", 5)], [("a", 3), ("a", 5), ("b", 4)])
+    assert turns.take(lambda item: True) == [] and not turns.waiting()
 
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(min_value=0.0, max_value=0.003)), max_size=60),

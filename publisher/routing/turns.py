@@ -78,13 +78,17 @@ class RoutingTurns(Generic[Item]):
             self._floor = self._spent.pop(organization)
             del self._waiting[organization]
 
-    def drop(self, keep: Callable[[Item], bool]) -> None:
-        """Forget the waiting records ``keep`` refuses (those of partitions handed to another publisher)."""
+    def take(self, chosen: Callable[[Item], bool]) -> list[Item]:
+        """Take the chosen waiting records out of their turns (those of partitions handed to another publisher,
+        routed at once before they go), each organization's in their order."""
+        taken: list[Item] = []
         for organization, queue in list(self._waiting.items()):
-            kept = deque(item for item in queue if keep(item))
-            self._count -= len(queue) - len(kept)
-            if kept:
-                self._waiting[organization] = kept
-            else:
+            kept: deque[Item] = deque()
+            for item in queue:
+                (taken if chosen(item) else kept).append(item)
+            self._waiting[organization] = kept
+            if not kept:
                 del self._waiting[organization]
                 self._floor = self._spent.pop(organization)
+        self._count -= len(taken)
+        return taken
