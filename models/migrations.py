@@ -418,6 +418,17 @@ SELECT first_attempt_id, id, integration_id, 1, 'scheduled', first_started_at, f
     first_response_status, first_response_headers, first_response_body, first_duration_ms, first_error, first_outcome
 FROM {schema}.deliveries WHERE first_attempt_id IS NOT NULL;
 """),
+    (86, """
+-- The claim's plan must not depend on the statistics (publisher.store.deliveries.CLAIM_DUE). With a backlog the
+-- last ANALYZE did not see, every index over pending deliveries looks empty to the planner, and it checked each
+-- candidate's entity order by scanning the index of all due deliveries: a claim ran for minutes. The index the
+-- claim scans now leaves held deliveries out (never due on their own: publisher.sending.ordering.HELD), so the
+-- order check, which must see them, cannot take it; nothing reads pending deliveries by time across integrations.
+DROP INDEX {schema}.deliveries_due;
+DROP INDEX {schema}.deliveries_integration_due;
+CREATE INDEX deliveries_claimable ON {schema}.deliveries (integration_id, next_attempt_at, id)
+    WHERE status = 'pending' AND next_attempt_at < timestamptz '9999-01-01 00:00:00+00';
+"""),
 ]
 
 

@@ -56,6 +56,42 @@ CLAIM_PER_INTEGRATION = 200
 """The most deliveries one integration offers to one claim (``claim_due``): others' turn comes first."""
 
 _READY = "d.id, d.integration_id, d.webhook_id, d.entity_path, d.body, d.attempts, d.created_at, d.trigger"
+# The claim's plan must not hang on the statistics: a backlog builds in seconds, the statistics follow when
+# autovacuum gets to them, and while they show next to no pending delivery every index over pending ones looks
+# empty to the planner, so any of them seems as good as the right one. It checked each candidate's entity order
+# by scanning every due delivery (a claim ran for minutes). So no lookup here has a wrong index to choose: the
+# candidates' scan says ``< HELD``, the predicate of the index made for it (migration 86), which the order check
+# (held deliveries count there) cannot use; and the recheck after the lock reads the locked row's own columns,
+# where a condition on ``d.status`` would let the planner hash every pending delivery to join the claimed few.
+CLAIM_DUE = (
+    "WITH candidates AS (SELECT x.id, x.next_attempt_at, x.rank, i.organization_id "
+    "FROM {s}.integrations i CROSS JOIN LATERAL (SELECT c.id, c.next_attempt_at, "
+    "row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank FROM {s}.deliveries c "
+    "WHERE c.integration_id = i.id AND c.status = 'pending' AND c.next_attempt_at <= now() "
+    f"AND c.next_attempt_at < {HELD} "
+    "AND (c.claimed_until IS NULL OR c.claimed_until < now()) "
+    f"AND (i.ordering = 'none' OR NOT ({EARLIER_PENDING} OR {BEYOND_CATCH_UP})) "
+    "ORDER BY c.next_attempt_at, c.id LIMIT least(%b, coalesce((SELECT r.room FROM unnest(%b::bigint[], "
+    "%b::int[]) AS r(id, room) WHERE r.id = i.id), %b))) x WHERE i.enabled), "
+    "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
+    "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
+    "due AS (SELECT d.id, d.status, d.claimed_until FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
+    "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
+    # Checked again on the row as locked: a claim committed since this statement's snapshot leaves the row
+    # unlocked (SKIP LOCKED takes it), and the lock returns the row's newest version.
+    "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
+    "AND due.status = 'pending' AND (due.claimed_until IS NULL OR due.claimed_until < now()) "
+    f"RETURNING {_READY}")
+"""Claim due deliveries fairly (``DeliveryStore.claim_due``), with the parameters ``claim_parameters`` gives."""
+
+
+def claim_parameters(limit: int, claim_for: timedelta, room: Mapping[int, int] | None = None,
+                     per_integration: int = CLAIM_PER_INTEGRATION) -> list[object]:
+    """``CLAIM_DUE``'s parameters for a claim of at most ``limit`` (see ``DeliveryStore.claim_due``)."""
+    offer = min(per_integration, limit)
+    return [offer, list(room or {}), list((room or {}).values()), offer, limit, claim_for]
+
+
 # Statements that change many deliveries lock them first, in id order, so that two of them running
 # at once (the attempt recorder, the claim keeper, a recovering integration's retries brought
 # forward) wait for each other rather than deadlock, which an update in scan order can.
@@ -186,26 +222,7 @@ class DeliveryStore(IntegrationStore):
         offer to what its lane takes: a full lane offers nothing and takes no share of the claim.
         Claimed with SKIP LOCKED, so several publishers share the work.
         """
-        sql = (
-            "WITH candidates AS (SELECT x.id, x.next_attempt_at, x.rank, i.organization_id "
-            "FROM {s}.integrations i CROSS JOIN LATERAL (SELECT c.id, c.next_attempt_at, "
-            "row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank FROM {s}.deliveries c "
-            "WHERE c.integration_id = i.id AND c.status = 'pending' AND c.next_attempt_at <= now() "
-            "AND (c.claimed_until IS NULL OR c.claimed_until < now()) "
-            f"AND (i.ordering = 'none' OR NOT ({EARLIER_PENDING} OR {BEYOND_CATCH_UP})) "
-            "ORDER BY c.next_attempt_at, c.id LIMIT least(%b, coalesce((SELECT r.room FROM unnest(%b::bigint[], "
-            "%b::int[]) AS r(id, room) WHERE r.id = i.id), %b))) x WHERE i.enabled), "
-            "ranked AS (SELECT id, next_attempt_at, row_number() OVER (PARTITION BY organization_id "
-            "ORDER BY rank, next_attempt_at, id) AS turn FROM candidates), "
-            "due AS (SELECT d.id FROM {s}.deliveries d JOIN ranked r ON r.id = d.id "
-            "ORDER BY r.turn, r.next_attempt_at, r.id LIMIT %b FOR UPDATE OF d SKIP LOCKED) "
-            # Checked again on the row itself: a claim committed since this statement's snapshot leaves the row
-            # unlocked (SKIP LOCKED takes it), and only the update's own conditions see its newest version.
-            "UPDATE {s}.deliveries d SET claimed_until = now() + %b FROM due WHERE d.id = due.id "
-            "AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < now()) "
-            f"RETURNING {_READY}")
-        offer = min(per_integration, limit)
-        rows = await self._binary(sql, [offer, list(room or {}), list((room or {}).values()), offer, limit, claim_for],
+        rows = await self._binary(CLAIM_DUE, claim_parameters(limit, claim_for, room, per_integration),
                                   "cannot claim due deliveries")
         return [Delivery(id, integration_id, webhook_id, entity_path, bytes(body), attempts, created_at,
                          trigger)
