@@ -1,4 +1,4 @@
-"""The claim's work follows what it claims, not the backlog, whatever the planner's statistics say.
+"""The claim's and the waiting look's work follow what they ask, not the backlog, whatever the statistics say.
 
 A backlog builds in seconds (an endpoint stops answering) and the statistics follow only when autovacuum
 analyzes the table again. Until then they show next to no pending delivery: the fairness benchmark's retry
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from publisher.sending.ordering import WAITING_ENTITIES
 from publisher.store import AttemptRecord, NewDelivery, Store, utcnow
 from publisher.store.deliveries import CLAIM_DUE, claim_parameters
 
@@ -65,3 +66,30 @@ async def test_a_claim_reads_no_more_than_its_share_of_a_backlog_the_statistics_
     assert plan["Actual Rows"] == CLAIM
     read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
     assert read < BACKLOG / 4, f"a claim of {CLAIM} read {read} buffers of a backlog of {BACKLOG}"
+
+
+async def test_the_look_for_waiting_entities_probes_each_entity_whatever_the_statistics_say(database: str) -> None:
+    """The consumer's look (``WAITING_ENTITIES``, once per routing turn) under the same stale statistics: it
+    read every pending delivery once per look (36 ms with 40,000 parked); now it probes each asked entity."""
+    async with Store(database) as store:
+        await store.add_organization("acme")
+        integration = await store.add_integration("acme", "http://127.0.0.1:9/a", ["*"])
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await conn.execute(f'ALTER TABLE "{store.schema}".deliveries SET (autovacuum_enabled = off)')
+            settled = await store.create_deliveries([delivery(integration, n) for n in range(SETTLED)],
+                                                    timedelta(minutes=1))
+            await store.record_attempts([succeeded(d.id, d.integration_id) for d in settled])
+            await conn.execute(f'ANALYZE "{store.schema}".deliveries')
+        await store.park([delivery(integration, n) for n in range(SETTLED, SETTLED + BACKLOG)])
+        asked = [(integration, f"docs/{n}") for n in range(SETTLED + BACKLOG - 5, SETTLED + BACKLOG + 15)]
+        assert await store.waiting_entities(asked) == set(asked[:5])
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            cursor = conn.cursor(binary=True)
+            await cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                                 + WAITING_ENTITIES.replace("{s}", f'"{store.schema}"'),
+                                 [[i for i, _ in asked], [p for _, p in asked]])
+            row = await cursor.fetchone()
+    assert row is not None
+    plan = (row[0] if isinstance(row[0], list) else orjson.loads(row[0]))[0]["Plan"]
+    read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert read < 20 * 10, f"a look at {len(asked)} entities read {read} buffers of a backlog of {BACKLOG}"
