@@ -15,6 +15,7 @@ import time
 import pytest
 
 from publisher import service
+from publisher.sending import dispatch
 from publisher.store import Store
 from tests.conftest import Servers
 from tests.receivers import Answer, ScriptedReceiver, always
@@ -83,3 +84,22 @@ async def test_hanging_endpoints_holding_the_unsettled_records_do_not_stop_anoth
             pending = sum(1 for d in await store.deliveries(limit=2000) if d.status == "pending")
     assert pending > 150  # the hostile deliveries wait in the store, settled
     assert delivered_after < BOUND_SECONDS, delivered_after
+
+
+async def test_a_hanging_endpoints_live_deliveries_wait_in_the_store_not_in_memory(
+        servers: Servers, database: str, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, a hanging endpoint's lane took live deliveries until it was full (1,000 by default), each holding
+    # its record's offset in memory: 40 such lanes brought every organization's intake to the cap.
+    monkeypatch.setattr(dispatch, "STALLED_SECONDS", 0.0)  # stalled as soon as every worker waits
+    async with ScriptedReceiver(scripts={"hang": always(204, delay=120)}) as receiver, Store(database) as store:
+        await store.add_organization("hostile")
+        integration = await store.add_integration("hostile", receiver.url("hang"), ["docs:*"])
+        async with publishing(servers, topic, store, concurrency_per_integration=2, request_timeout=60) as _:
+            await produce(servers, topic, [event(n, org="hostile", entity=f"docs/{n}") for n in (1, 2)])
+            await until(lambda: len(receiver.hits) == 2)  # both workers wait on the endpoint
+            await produce(servers, topic, [event(n, org="hostile", entity=f"docs/{n}") for n in range(3, 53)])
+            deadline, parked = time.monotonic() + BOUND_SECONDS * 3, []
+            while len(parked) < 50 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                parked = [d for d in await store.deliveries(integration, limit=100) if d.status == "pending"]
+    assert len(parked) == 50, f"{len(parked)} of the 50 later deliveries wait in the store"

@@ -174,3 +174,27 @@ async def test_draining_a_partition_keeps_what_is_in_flight_and_the_rest_in_orde
     await settle(lane)
     await lane.close()
     assert [ids[0] for ids in recorder.calls] == [1, 4] and idle == ["y", "x"]  # y at once: nothing of it left
+
+
+async def test_a_lane_whose_every_worker_hangs_is_stalled_until_an_attempt_finishes() -> None:
+    answer = asyncio.Event()
+    started: list[int] = []
+
+    async def hanging(deliveries: list[Delivery], config: object = None) -> bool:
+        started.extend(d.id for d in deliveries)
+        await answer.wait()
+        return True
+    lane = Lane(hanging, lambda _: None, concurrency=2, capacity=100, ordered=False)
+    lane.offer(delivery(1))
+    while not started:
+        await asyncio.sleep(0.001)
+    assert not lane.stalled(0.0)  # a worker is free: the lane takes more
+    lane.offer(delivery(2))
+    while len(started) < 2:
+        await asyncio.sleep(0.001)
+    assert lane.stalled(0.0) and not lane.stalled(3600.0)  # every worker waits: stalled, once it lasts
+    answer.set()
+    while lane.size:
+        await asyncio.sleep(0.001)
+    assert not lane.stalled(0.0)
+    await lane.close()

@@ -38,6 +38,10 @@ _STATUS = {Verdict.DELIVERED: "succeeded", Verdict.RETRY: "pending", Verdict.FAI
            Verdict.GONE: "pending"}  # the integration is disabled: the delivery waits for it to be enabled again
 
 
+STALLED_SECONDS = 1.0
+"""A lane whose every worker has waited this long on its endpoint with no attempt finishing takes no live
+delivery: it goes to wait in the store at once (``Lane.stalled``), so a hanging endpoint does not hold its
+records' offsets in memory until the lane fills."""
 SLOW_SECONDS = 5.0
 """A lane whose queue would take longer than this to drain (at its current pace) is slow: when the consumer
 nears its cap of unsettled records, its queued live deliveries wait in the store instead (``spill_slow``)."""
@@ -155,7 +159,7 @@ class Dispatcher:
                                         for old in self._retired)
         if retiring or must_wait(lane.ordered, integration.catching_up,
                                  key in waiting or self.recorder.waits_here(key)) \
-                or not lane.offer(Delivery.of_live(new)):
+                or lane.stalled(STALLED_SECONDS) or not lane.offer(Delivery.of_live(new)):
             self.recorder.park(new, behind=self._in_memory(lane, integration.id, new.entity_path))
 
     def _in_memory(self, lane: Lane, integration_id: int, entity_path: str) -> bool:

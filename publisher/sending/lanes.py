@@ -101,6 +101,8 @@ class Lane:
         self._busy: dict[str, int] = {}  # entities with an attempt in flight -> deliveries in it (their queue's head)
         self._size = 0
         self._drain = DrainRate()
+        self._in_flight = 0  # attempts under way
+        self._saturated_since: float | None = None  # since when every worker has had an attempt under way
         self._wakeup = asyncio.Event()
         self._closed = False
         self._workers = [spawn(self._work(), f"{name} worker {n}") for n in range(concurrency)]
@@ -133,6 +135,13 @@ class Lane:
         """Whether what waits here would take longer than ``within`` seconds at the pace the lane drains now
         (an endpoint that hangs: it does not drain at all)."""
         return self._size > self._drain.rate(asyncio.get_running_loop().time()) * within
+
+    def stalled(self, seconds: float) -> bool:
+        """Every worker has had an attempt under way for ``seconds`` with none finishing: the endpoint hangs (or
+        is too slow to wait for). A live delivery for such a lane goes to wait in the store at once, where it is
+        settled, rather than hold its record's offset in memory until the lane fills."""
+        since = self._saturated_since
+        return since is not None and asyncio.get_running_loop().time() - since >= seconds
 
     def held_ids(self) -> list[int]:
         """Every delivery from the store this lane holds, waiting or in flight (live ones have no id yet)."""
@@ -204,13 +213,26 @@ class Lane:
             config, taken = self.config, self._take()
             try:
                 await self._throttle()
-                may_continue = await self._attempt([d for _, group in taken for d in group], config)
+                self._started()
+                try:
+                    may_continue = await self._attempt([d for _, group in taken for d in group], config)
+                finally:
+                    self._finished()
             finally:
                 for key, _ in taken:
                     self._busy.pop(key, None)
             for key, group in taken:
                 self._after(key, len(group), may_continue)
             self._drain.note(asyncio.get_running_loop().time(), sum(len(group) for _, group in taken))
+
+    def _started(self) -> None:
+        self._in_flight += 1
+        if self._in_flight >= self.concurrency:
+            self._saturated_since = asyncio.get_running_loop().time()
+
+    def _finished(self) -> None:
+        self._in_flight -= 1
+        self._saturated_since = None  # an attempt finished: the lane moves
 
     def _take(self) -> list[tuple[str, list[Delivery]]]:
         """Up to ``batch_size`` deliveries: entities' heads, and their followers in order."""
