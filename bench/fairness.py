@@ -124,7 +124,7 @@ async def run_fairness(dsn: str, store_dsn: str, bootstrap_servers: str, workdir
             WalhookPipeline(dsn, store_dsn, bootstrap_servers, topic, workdir, config=config, slot=SLOT) as pipeline:
         receiver.secret, pipeline.integration_id = await register_quiet(store_dsn, receiver.url)
         await pipeline.start()
-        async with KafkaTimestamps(bootstrap_servers, topic, follow=True) as kafka:
+        async with KafkaTimestamps(bootstrap_servers, topic) as kafka:
             with PacedWriter(dsn, QUIET_TABLE, 1) as quiet_writer, PacedWriter(dsn, NOISY_TABLE, 1) as noisy_writer:
                 phases = Phases(pipeline, Quiet(quiet_writer, receiver, quiet_rate, seconds), noisy_writer, kafka,
                                 server_pids or {})

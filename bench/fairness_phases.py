@@ -108,8 +108,7 @@ class Phases:
         stored = await store_times(self.pipeline.store_dsn, self.pipeline.integration_id)
         inserts = {i for i in committed if not is_update(i - quiet.next_id)}  # an update's record has another key
         result["stages"] = stages(committed, await self.kafka.collect(inserts),
-                                  {i: started for i, (_, started) in stored.items()}, quiet.receiver.arrivals,
-                                  self.kafka.arrived)
+                                  {i: started for i, (_, started) in stored.items()}, quiet.receiver.arrivals)
         result["max_ms_by_second"] = by_second(committed, quiet.receiver.arrivals, start)
         result.update(self.pipeline.peak_rss_mb())
         quiet.next_id += result["written"]
@@ -117,16 +116,14 @@ class Phases:
 
 
 def stages(committed: dict[int, float], produced: dict[int, float], attempted: dict[int, float],
-           arrivals: dict[int, float], probed: dict[int, float]) -> dict[str, Any]:
+           arrivals: dict[int, float]) -> dict[str, Any]:
     """p50/p99/max in ms of commit -> Kafka record (capture and broker), Kafka record -> the attempt started
     (the publisher's intake, routing and lane) and attempt -> received (the request), over the inserts (an
-    update's record carries the key of the row it changed). Beside them, Kafka record -> a second consumer
-    (the benchmark's own, following the topic): what the broker alone makes any consumer wait."""
-    found = [i for i in committed if i in produced and i in attempted and i in arrivals and i in probed]
+    update's record carries the key of the row it changed)."""
+    found = [i for i in committed if i in produced and i in attempted and i in arrivals]
     result: dict[str, Any] = {"events": len(found)}
     for name, start, end in (("commit->kafka", committed, produced), ("kafka->attempt", produced, attempted),
-                             ("attempt->received", attempted, arrivals), ("kafka->second consumer", produced,
-                                                                         probed)):
+                             ("attempt->received", attempted, arrivals)):
         values = sorted((end[i] - start[i]) * 1000 for i in found)
         result[name] = {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99),
                         "max_ms": round(values[-1], 1) if values else None}

@@ -47,57 +47,32 @@ WHERE d.integration_id = %s AND d.operation = 'created'"""
 
 
 class KafkaTimestamps:
-    """Reads the events topic from the start, keeping each record's timestamp: one batch of ids at a time, or,
-    ``follow``-ing, all along, noting when each record reached this second consumer of the topic (``arrived``):
-    what the broker alone makes a consumer wait, beside what the publisher adds."""
+    """Reads the events topic from the start, one batch of ids at a time, keeping each record's timestamp."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, follow: bool = False) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self._consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=None,
                                           auto_offset_reset="earliest", enable_auto_commit=False)
-        self._follow = follow
-        self._following: asyncio.Task[None] | None = None
         self.times: dict[int, float] = {}
-        self.arrived: dict[int, float] = {}
 
     async def collect(self, ids: set[int], timeout: float = 60.0) -> dict[int, float]:
         """Consume until every id in ``ids`` was seen (or ``timeout``); their timestamps in seconds."""
         deadline = time.monotonic() + timeout
-        if not self._follow:
-            self._consumer.resume(*self._consumer.assignment())
+        self._consumer.resume(*self._consumer.assignment())
         while not ids <= self.times.keys() and time.monotonic() < deadline:
-            if self._follow:
-                await asyncio.sleep(0.1)
-            else:
-                await self._read(500)
-        if not self._follow:
-            self._consumer.pause(*self._consumer.assignment())  # no fetching while the next rate is measured
+            for records in (await self._consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for record in records:  # key: b"<organization>|items/<id>"
+                    row_id = int((record.key or b"").rsplit(b"/", 1)[1])
+                    self.times.setdefault(row_id, record.timestamp / 1000)  # the insert's, not a later update's
+        self._consumer.pause(*self._consumer.assignment())  # no fetching while the next rate is measured
         return {i: self.times[i] for i in ids if i in self.times}
-
-    async def _read(self, timeout_ms: int) -> None:
-        for records in (await self._consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)).values():
-            now = time.time()
-            for record in records:  # key: b"<organization>|items/<id>"
-                row_id = int((record.key or b"").rsplit(b"/", 1)[1])
-                self.times.setdefault(row_id, record.timestamp / 1000)  # the insert's, not a later update's
-                self.arrived.setdefault(row_id, now)
-
-    async def _follow_topic(self) -> None:
-        while True:
-            await self._read(100)
 
     async def __aenter__(self) -> KafkaTimestamps:
         await self._consumer.start()
-        if self._follow:
-            self._following = asyncio.ensure_future(self._follow_topic())
-        else:
-            self._consumer.pause(*self._consumer.assignment())
+        self._consumer.pause(*self._consumer.assignment())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._following is not None:
-            self._following.cancel()
-            await asyncio.gather(self._following, return_exceptions=True)
         await self._consumer.stop()
 
 
