@@ -70,6 +70,11 @@ TURN_SECONDS = 0.01
 """Routing time between two hand-overs to the lanes (each a look at the store): a turn routes the waiting
 organizations' records in slices, least routing time spent first (``publisher.routing.turns``)."""
 
+ROUTING_READ_AHEAD = 5_000
+"""Records consumed ahead of routing: past this the consumer waits. Enough for an organization whose routing is
+cheap to be read (and routed in its turn) while a costly one's records wait; few enough that the lanes, not the
+consumer, set the pace (routing waits for a lane about to have room: ``Dispatcher.room``)."""
+
 
 async def consumer_group_state(bootstrap_servers: str, group: str) -> str:
     """The group's state as the broker reports it: ``Empty``, ``PreparingRebalance``, ``Stable``, ..."""
@@ -198,7 +203,8 @@ class Publisher:
                             stop: asyncio.Event) -> None:
         assert self.dispatcher is not None
         while not stop.is_set():
-            await self.dispatcher.room()
+            while len(self._turns) >= ROUTING_READ_AHEAD and not stop.is_set():
+                await asyncio.sleep(0.005)  # routing is behind: reading on would only hold more records unsettled
             await self._within_unsettled_cap(stop)
             handovers = self._handovers
             batch = await consumer.getmany(timeout_ms=200, max_records=1000)
@@ -226,8 +232,10 @@ class Publisher:
     async def _route_in_turns(self) -> None:
         """Route what waits, a turn at a time, yielding between turns (``publisher.routing.turns``); runs
         beside the consumer until it ends."""
+        assert self.dispatcher is not None
         while True:
             await self._routable.wait()
+            await self.dispatcher.room()  # a lane that drains fast is worth waiting for: what it cannot take parks
             async with self._handing_over:
                 await self._route_turn()
                 if not self._turns:
