@@ -45,7 +45,7 @@ async def test_a_freed_place_goes_to_the_waiting_organization_holding_the_fewest
 
 async def test_an_idle_connection_makes_room_when_the_process_is_full() -> None:
     idle = ["acme"]
-    budget = ConnectionBudget(total=1, per_organization=1, evict_idle=lambda: idle.pop() if idle else None)
+    budget = ConnectionBudget(total=1, per_organization=1, evict_idle=lambda _: idle.pop() if idle else None)
     await budget.acquire("acme")
     await asyncio.wait_for(budget.acquire("globex"), 1)  # acme's idle connection was closed for it
     assert budget.held("acme") == 0 and budget.held("globex") == 1
@@ -94,3 +94,39 @@ async def test_hanging_endpoints_of_one_organization_leave_connections_for_anoth
     assert result.status == 200 and quiet_took < 1.0
     assert most_open == 4  # the noisy organization never held more than its cap at once
     assert all(r.status is None and r.error == "timed out after 2s" for r in noisy_results)
+
+
+async def test_an_organization_at_its_cap_closes_an_idle_connection_of_its_own_for_another_endpoint() -> None:
+    """Reported by the conditions benchmark: 100 integrations of one organization, each request waited for a
+    place its organization's idle connections (to other endpoints) held, until it timed out."""
+    async with receiving(answering(OK)) as first, receiving(answering(OK)) as second, \
+            WebhookSender(timeout=2, policy=LOOPBACK, max_connections=8, max_connections_per_organization=1) as sender:
+        assert (await sender.attempt(first.url(), [SECRET], "msg_1", b"{}", organization="acme")).status == 200
+        result = await sender.attempt(second.url(), [SECRET], "msg_2", b"{}", organization="acme")
+    assert result.status == 200, result.error
+
+
+async def test_a_connection_back_from_its_request_goes_to_a_request_waiting_for_its_place() -> None:
+    answer = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, receiver: Receiver) -> None:
+        for _ in range(10):
+            await read_request(reader, receiver)
+            await answer.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    async with receiving(slow) as busy, receiving(answering(OK)) as other, \
+            WebhookSender(timeout=3, policy=LOOPBACK, max_connections=8, max_connections_per_organization=2) as sender:
+        first = [asyncio.ensure_future(sender.attempt(busy.url(), [SECRET], f"msg_{n}", b"{}", organization="acme"))
+                 for n in range(2)]
+        while len(busy.requests) < 2:  # both places are in use
+            await asyncio.sleep(0.005)
+        waiting = asyncio.ensure_future(sender.attempt(other.url(), [SECRET], "msg_w", b"{}", organization="acme"))
+        more = [asyncio.ensure_future(sender.attempt(busy.url(), [SECRET], f"msg_m{n}", b"{}", organization="acme"))
+                for n in range(4)]  # requests to the same endpoint keep coming, ready to reuse its connections
+        await asyncio.sleep(0)
+        answer.set()
+        result = await waiting
+        await asyncio.gather(*first, *more)
+    assert result.status == 200, result.error

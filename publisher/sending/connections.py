@@ -5,14 +5,17 @@ endpoints hang (many integrations, each with many requests in flight) could open
 that another organization's attempts fail with "Too many open files". So:
 
 * an organization holds at most ``per_organization`` connections (in use or idle); past that
-  its requests wait for one of its own;
+  one of its own idle connections (to any endpoint) is closed to make room, or else its requests
+  wait for one of its own;
 * the process holds at most ``total``; when it is full, a new connection first takes the place
   of an idle one (any organization's: idle is only a saving), and otherwise waits. A freed
   place goes to the waiting organization that holds the fewest connections, so a tenant with
   many waiting requests cannot starve one with few.
 
 Waiting happens inside the attempt's timeout: a request that finds no place in time fails as
-a timeout and is retried on the schedule, like any other.
+a timeout and is retried on the schedule, like any other. A connection that comes back from a
+request while a request waits for the place it holds (``wanted``) is closed rather than kept idle:
+kept, it would serve only requests to its own endpoint, and the waiting one would time out.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def process_limit(configured: int) -> int:
 
 
 class ConnectionBudget:
-    """Places for open connections, per organization and in all. ``evict_idle`` closes the longest idle
-    connection (any organization's) and returns its organization, or None when none is idle; its place
-    is then taken over here (the caller does not release it)."""
+    """Places for open connections, per organization and in all. ``evict_idle(organization)`` closes the
+    longest idle connection (of that organization, or of any when None) and returns its organization, or
+    None when none is idle; its place is then taken over here (the caller does not release it)."""
 
     def __init__(self, total: int, per_organization: int,
-                 evict_idle: Callable[[], str | None] = lambda: None) -> None:
+                 evict_idle: Callable[[str | None], str | None] = lambda _: None) -> None:
         self.total = total
         self.per_organization = per_organization
         self._evict_idle = evict_idle
@@ -81,14 +84,21 @@ class ConnectionBudget:
             del self._held[organization]
         self._grant()
 
+    def wanted(self, organization: str) -> bool:
+        """Whether closing one of ``organization``'s connections would let a waiting request open one: one of its
+        own waits, or the process is full and another organization under its own cap waits."""
+        if organization in self._waiting:
+            return True
+        return self.open >= self.total and any(self._held[o] < self.per_organization for o in self._waiting)
+
     def _may_open(self, organization: str) -> bool:
         if self._held[organization] >= self.per_organization:
-            return False
-        return self.open < self.total or self._evicted()
+            return self._evicted(organization)  # one of its own idle connections, to another endpoint
+        return self.open < self.total or self._evicted(None)
 
-    def _evicted(self) -> bool:
-        """Make room by closing an idle connection; False when none is idle."""
-        evicted = self._evict_idle()
+    def _evicted(self, organization: str | None) -> bool:
+        """Make room by closing an idle connection (of ``organization``, or any); False when none is idle."""
+        evicted = self._evict_idle(organization)
         if evicted is None:
             return False
         self._held[evicted] -= 1
@@ -103,7 +113,7 @@ class ConnectionBudget:
             if not ready:
                 return
             organization = min(ready, key=lambda o: self._held[o])
-            if not (self.open < self.total or self._evicted()):
+            if not (self.open < self.total or self._evicted(None)):
                 return
             queue = self._waiting[organization]
             future = queue.popleft()

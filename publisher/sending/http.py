@@ -218,7 +218,7 @@ class HttpClient:
         return await self._connect(target, key[0]), False
 
     def _checkin(self, key: tuple[str, tuple[str, str, int]], connection: Connection) -> None:
-        if connection.alive:
+        if connection.alive and not self.budget.wanted(key[0]):
             self._idle.setdefault(key, []).append(connection)
             self._idle_since[connection] = key
         else:
@@ -231,11 +231,13 @@ class HttpClient:
         if organization is not None:
             self.budget.release(organization)
 
-    def _evict_idle(self) -> str | None:
-        """Close the longest idle connection, its place taken over by the budget."""
-        if not self._idle_since:
+    def _evict_idle(self, organization: str | None) -> str | None:
+        """Close the longest idle connection (of ``organization``, or of any), its place taken over by the budget."""
+        found = next(((connection, key) for connection, key in self._idle_since.items()
+                      if organization is None or key[0] == organization), None)
+        if found is None:
             return None
-        connection, key = next(iter(self._idle_since.items()))
+        connection, key = found
         del self._idle_since[connection]
         self._idle[key].remove(connection)
         connection.close()
