@@ -118,7 +118,7 @@ class Dispatcher:
     async def room(self, max_wait: float = 2.0) -> None:
         """Wait (at most ``max_wait`` seconds) while a lane that drains quickly is over half full.
 
-        Called before taking more events in: deliveries a full lane cannot take go the slow way,
+        Called before each routing turn: deliveries a full lane cannot take go the slow way,
         through the store and the poller, so it pays to wait a moment for a lane that is about to have
         room. A lane that drains slowly or not at all is not waited for: one hanging endpoint never
         holds up the others.
