@@ -120,7 +120,7 @@ class Publisher:
         self._turns: RoutingTurns[ConsumerRecord[bytes, bytes]] = RoutingTurns(time.perf_counter)
         self._routable = asyncio.Event()  # records wait in self._turns
         self._committer: OffsetCommitter | None = None
-        self._handing_over = asyncio.Lock()  # a batch in hand, or partitions being let go: never both
+        self._handing_over = asyncio.Lock()  # a batch taken in or a routing turn, or partitions let go: never both
         self._handovers = 0
         self.tracer = tracer  # [tracing] on: routing and attempts become spans (publisher.tracing); off: None
         if tracer is not None:
