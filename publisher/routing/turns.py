@@ -75,8 +75,12 @@ class RoutingTurns(Generic[Item]):
             now = self._clock()
         self._spent[organization] += now - started
         if not queue:
-            self._floor = self._spent.pop(organization)
-            del self._waiting[organization]
+            self._stop_waiting(organization)
+
+    def _stop_waiting(self, organization: str) -> None:
+        """``organization`` has nothing left waiting: the next one to start waiting starts where it left off."""
+        self._floor = self._spent.pop(organization)
+        del self._waiting[organization]
 
     def take(self, chosen: Callable[[Item], bool]) -> list[Item]:
         """Take the chosen waiting records out of their turns (those of partitions handed to another publisher,
@@ -88,7 +92,6 @@ class RoutingTurns(Generic[Item]):
                 (taken if chosen(item) else kept).append(item)
             self._waiting[organization] = kept
             if not kept:
-                del self._waiting[organization]
-                self._floor = self._spent.pop(organization)
+                self._stop_waiting(organization)
         self._count -= len(taken)
         return taken
