@@ -91,7 +91,21 @@ def latency_summary(committed: dict[int, float], arrivals: dict[int, float], sta
             "achieved_rate": round(len(committed) / (max(committed.values()) - start), 1),
             "writer_max_behind_schedule_ms": round(lateness * 1000, 1),
             "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
-            "max_ms": round(latencies[-1], 1) if latencies else None}
+            "max_ms": round(latencies[-1], 1) if latencies else None,
+            "p99_ms_by_window": windowed_p99(committed, arrivals, start)}
+
+
+WINDOW_SECONDS = 10.0
+
+
+def windowed_p99(committed: dict[int, float], arrivals: dict[int, float], start: float) -> list[float | None]:
+    """p99 of the changes committed in each ``WINDOW_SECONDS`` of the run: a figure that climbs from window to
+    window is a backlog growing, one spike a hiccup."""
+    windows: dict[int, list[float]] = {}
+    for i, t in committed.items():
+        if i in arrivals:
+            windows.setdefault(int((t - start) // WINDOW_SECONDS), []).append((arrivals[i] - t) * 1000)
+    return [percentile(sorted(windows.get(n, [])), 0.99) for n in range(max(windows, default=-1) + 1)]
 
 
 def _cpu_summary(spent: dict[str, float], elapsed: float, events: int) -> dict[str, Any]:
@@ -164,6 +178,8 @@ def print_table(result: dict[str, Any]) -> None:
                            if isinstance(v, dict))
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
         print(f"{run['rate']:>7.0f}/s  stage p50/p99 ms: {stages}")
+        print(f"{'':>9}p99 ms per {WINDOW_SECONDS:g} s of the run: "
+              f"{', '.join(_cell(p99) for p99 in run.get('p99_ms_by_window', []))}")
         print(f"{'':>9}CPU ms per event: {cpu}; busy cores: these {run['pipeline_busy_cores']}, "
               f"whole machine {run['machine_busy_cores']} of {os.cpu_count()}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.latency import run_latency
+from bench.latency import run_latency, windowed_p99
 from bench.memory import run_memory
 from tests.conftest import Servers
 
@@ -28,6 +28,13 @@ async def test_latency_benchmark_delivers_every_committed_row(servers: Servers, 
     assert run["breakdown"]["events"] == run["written"] * 4 // 5
     assert run["store_rows_per_event"] > 0  # read from Postgres's statistics
     assert run["cdc_peak_rss_mb"] > 0 and run["publisher_peak_rss_mb"] > 0
+
+
+def test_latency_by_window_sorts_each_change_into_the_ten_seconds_it_was_committed_in() -> None:
+    committed = {1: 100.0, 2: 105.0, 3: 112.0, 4: 131.0}
+    arrivals = {1: 100.010, 2: 105.030, 3: 112.500, 4: 131.002}
+
+    assert windowed_p99(committed, arrivals, start=100.0) == [30.0, 500.0, None, 2.0]
 
 
 def test_memory_benchmark_counts_every_event_of_one_transaction(servers: Servers, database: str, topic: str,
