@@ -7,9 +7,16 @@ were measured - never speed: the machine running the tests may be busy with anyt
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+import orjson
+from standardwebhooks.webhooks import Webhook
+
 from bench.latency import run_latency, windowed_p99
+from bench.latency_receiver import TimingReceiver
 from bench.memory import run_memory
 from tests.conftest import Servers
 
@@ -35,6 +42,26 @@ def test_latency_by_window_sorts_each_change_into_the_ten_seconds_it_was_committ
     arrivals = {1: 100.010, 2: 105.030, 3: 112.500, 4: 131.002}
 
     assert windowed_p99(committed, arrivals, start=100.0) == [30.0, 500.0, None, 2.0]
+
+
+async def test_the_receiver_counts_only_webhooks_standardwebhooks_verifies() -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    body = orjson.dumps({"entityId": "7", "operationType": "created", "data": {"value": {}}})
+    now = datetime.now(UTC)
+    signed = {"webhook-id": "msg_1", "webhook-timestamp": str(int(now.timestamp())),
+              "webhook-signature": Webhook(secret).sign("msg_1", now, body)}
+    forged = {**signed, "webhook-id": "msg_2"}
+
+    async with TimingReceiver() as receiver, aiohttp.ClientSession() as http:
+        receiver.secret = secret
+        answers = []
+        for headers in (signed, forged, signed):
+            async with http.post(receiver.url, data=body, headers=headers) as response:
+                answers.append(response.status)
+
+    assert answers == [204, 401, 204]
+    assert (receiver.verified, receiver.rejected, receiver.duplicates) == (2, 1, 1)
+    assert list(receiver.arrivals) == [7]
 
 
 def test_memory_benchmark_counts_every_event_of_one_transaction(servers: Servers, database: str, topic: str,
