@@ -429,6 +429,13 @@ DROP INDEX {schema}.deliveries_integration_due;
 CREATE INDEX deliveries_claimable ON {schema}.deliveries (integration_id, next_attempt_at, id)
     WHERE status = 'pending' AND next_attempt_at < timestamptz '9999-01-01 00:00:00+00';
 """),
+    (87, """
+-- Every index of deliveries is one more write for each delivery logged, the store's busiest statement. An
+-- integration's deliveries by time were read only for the portal's 24-hour figures, which now count the
+-- organization's range of deliveries_organization_created by integration (a delivery's organization is its
+-- integration's); a listing of an integration's deliveries goes by deliveries_integration, newest first.
+DROP INDEX {schema}.deliveries_integration_created;
+"""),
 ]
 
 
