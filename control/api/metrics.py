@@ -2,9 +2,11 @@
 scrape time, exposed through prometheus-client (HELP and TYPE lines, histogram buckets).
 
 Any API process reports the whole deployment: deliveries by status, the retry backlog,
-failure streaks, events the integrations' conditions filtered out, attempt latency over the
-last hour (a gauge histogram: it is a window, so its counts may fall), the delivery log's size,
-and slot lag. What only a running publisher or capture process knows is on their own endpoints
+failure streaks, events the integrations' conditions filtered out, the latency of the latest attempts
+of the last hour (a gauge histogram: it is a window, so its counts may fall), the delivery log's
+size, and slot lag. A scrape costs the store a bounded amount whatever the log's size: what would
+take a scan of the log is estimated from Postgres's statistics or read from a bounded sample
+(``publisher.store.reports``). What only a running publisher or capture process knows is on their own endpoints
 (``publisher.metrics``, ``cdc.metrics``).
 """
 
@@ -19,8 +21,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.registry import Collector
 
 from publisher.store import Store
+from publisher.store.reports import FAILED_COUNTED_UP_TO
 
 BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_ATTEMPTS = 10_000
+"""The attempt-duration histogram counts the latest this many attempts of the last hour: a scrape reads that
+many, whatever the hour held (the publisher's own endpoint has every attempt in a real histogram)."""
 
 
 class _Snapshot(Collector):
@@ -47,10 +53,12 @@ async def api_metrics(store: Store, slot_lag: int | None, per_integration: bool 
 
 async def _deliveries(store: Store, per_integration: bool) -> list[Metric]:
     counts = await store.delivery_counts()
-    by_status = GaugeMetricFamily("walhook_deliveries", "Deliveries in the store by status", labels=["status"])
+    by_status = GaugeMetricFamily("walhook_deliveries", "Deliveries in the store by status: pending exact, failed "
+                                  f"exact up to {FAILED_COUNTED_UP_TO} and estimated beyond, succeeded an estimate "
+                                  "(the table's rows from Postgres's statistics less the others)", labels=["status"])
     for status, n in sorted(counts.items()):
         by_status.add_metric([status], n)
-    backlog = GaugeMetricFamily("walhook_retry_backlog", "Pending deliveries", value=counts.get("pending", 0))
+    backlog = GaugeMetricFamily("walhook_retry_backlog", "Pending deliveries (exact)", value=counts["pending"])
     streaks = await store.failure_streaks()
     families: list[Metric] = [by_status, backlog,
                 GaugeMetricFamily("walhook_integrations_failing", "Integrations failing without a success",
@@ -77,8 +85,9 @@ async def _deliveries(store: Store, per_integration: bool) -> list[Metric]:
 
 async def _latency(store: Store) -> Metric:
     bounds_ms = [int(b * 1000) for b in BUCKETS_SECONDS]
-    buckets, total, sum_ms = await store.attempt_durations(bounds_ms, timedelta(hours=1))
-    family = GaugeHistogramMetricFamily("walhook_attempt_duration_seconds", "Attempt durations over the last hour")
+    buckets, total, sum_ms = await store.attempt_durations(bounds_ms, timedelta(hours=1), LATENCY_ATTEMPTS)
+    family = GaugeHistogramMetricFamily("walhook_attempt_duration_seconds", f"Durations of the latest "
+                                        f"{LATENCY_ATTEMPTS} attempts of the last hour (fewer if the hour had fewer)")
     family.add_metric([], [(str(b), n) for b, n in zip(BUCKETS_SECONDS, buckets, strict=True)] + [("+Inf", total)],
                       gsum_value=sum_ms / 1000)
     return family
