@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from bench.hanging_receiver import HangingReceiver
-from bench.latency import latency_summary
+from bench.latency import latencies_by_window, latency_summary
 from bench.latency_breakdown import KafkaTimestamps, store_times
 from bench.latency_pipeline import WalhookPipeline, percentile
 from bench.latency_receiver import TimingReceiver
@@ -132,11 +132,7 @@ def stages(committed: dict[int, float], produced: dict[int, float], attempted: d
 
 def by_second(committed: dict[int, float], arrivals: dict[int, float], start: float) -> list[float]:
     """The longest latency (ms) of the changes committed in each second of the phase: when the delays came."""
-    worst: dict[int, float] = {}
-    for i, t in committed.items():
-        second = int(t - start)
-        worst[second] = max(worst.get(second, 0.0), (arrivals[i] - t) * 1000)
-    return [round(worst.get(second, 0.0)) for second in range(max(worst) + 1)] if worst else []
+    return [round(max(second, default=0.0)) for second in latencies_by_window(committed, arrivals, start, 1.0)]
 
 
 def _busy_cores(spent: dict[str, float], elapsed: float) -> dict[str, float]:

@@ -101,11 +101,19 @@ WINDOW_SECONDS = 10.0
 def windowed_p99(committed: dict[int, float], arrivals: dict[int, float], start: float) -> list[float | None]:
     """p99 of the changes committed in each ``WINDOW_SECONDS`` of the run: a figure that climbs from window to
     window is a backlog growing, one spike a hiccup."""
+    return [percentile(sorted(window), 0.99)
+            for window in latencies_by_window(committed, arrivals, start, WINDOW_SECONDS)]
+
+
+def latencies_by_window(committed: dict[int, float], arrivals: dict[int, float], start: float,
+                        seconds: float) -> list[list[float]]:
+    """The latencies (ms) of the changes committed in each ``seconds`` of the run, window by window from
+    ``start`` (an empty list for a window with none; a change that has not arrived is left out)."""
     windows: dict[int, list[float]] = {}
     for i, t in committed.items():
         if i in arrivals:
-            windows.setdefault(int((t - start) // WINDOW_SECONDS), []).append((arrivals[i] - t) * 1000)
-    return [percentile(sorted(windows.get(n, [])), 0.99) for n in range(max(windows, default=-1) + 1)]
+            windows.setdefault(int((t - start) // seconds), []).append((arrivals[i] - t) * 1000)
+    return [windows.get(n, []) for n in range(max(windows, default=-1) + 1)]
 
 
 def _cpu_summary(spent: dict[str, float], elapsed: float, events: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.fairness import run_fairness
+from bench.fairness_phases import by_second
 from tests.conftest import Servers
 
 HANGING = 3  # 8 requests in flight each: 24 connections, under the per-organization cap
@@ -35,3 +36,10 @@ async def test_fairness_benchmark_delivers_every_quiet_change_beside_a_noisy_org
     assert set(result["added_ms"]) == {"p50_ms", "p99_ms", "max_ms"}
     # every quiet insert was found at each stage: in the topic, in the store's attempts, at the receiver
     assert result["beside_noisy"]["stages"]["events"] == 100 * 4 // 5
+
+
+def test_the_longest_delay_of_each_second_counts_a_quiet_second_as_zero() -> None:
+    committed = {1: 100.0, 2: 100.5, 3: 102.2}
+    arrivals = {1: 100.010, 2: 100.520, 3: 102.300}
+
+    assert by_second(committed, arrivals, start=100.0) == [20, 0, 100]
